@@ -1,0 +1,1 @@
+"""Dropship: provisioning and deploy automation for Flask + Airflow droplets."""

@@ -1,0 +1,218 @@
+"""Invoke tasks: parse arguments, call one workflow, print its report. No logic of their own.
+
+Workflows are imported inside each task so `invoke --list` and every command start fast.
+User mistakes and remote failures end as one ``error: ...`` line and exit code 1.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from .errors import DropshipError
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def user_errors(fn):
+    """Turn DropshipError into one line on stderr and exit 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DropshipError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper
+
+
+def inventory_path(c) -> Path:
+    configured = os.environ.get("DROPSHIP_INVENTORY") or c.config.get("dropship", {}).get("inventory",
+                                                                                           "inventory.yaml")
+    path = Path(configured)
+    if not path.is_absolute() and not path.exists() and (PROJECT / path).exists():
+        path = PROJECT / path
+    return path
+
+
+def environment(c, env: str):
+    from .inventory import load_environment
+
+    return load_environment(inventory_path(c), env)
+
+
+def parallel(c) -> int:
+    return int(c.config.get("dropship", {}).get("parallel", 10))
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def _progress(as_json: bool = False):
+    from .report import ConsoleProgress
+
+    return ConsoleProgress(sys.stderr if as_json else sys.stdout)
+
+
+# --- inventory ---------------------------------------------------------------------------------
+
+@task(help={"env": "environment to check (default: all)"})
+@user_errors
+def check(c, env=None):
+    """Validate the inventory and print the resolved environment (secrets masked)."""
+    from .inventory import load_inventory
+    from .inventory_view import describe
+
+    envs = load_inventory(inventory_path(c))
+    if env and env not in envs:
+        raise DropshipError(f"no environment '{env}' in {inventory_path(c)}", f"use one of: {', '.join(envs)}")
+    for name in [env] if env else list(envs):
+        print(describe(envs[name]))
+    print(f"inventory ok: {inventory_path(c)}")
+
+
+# --- droplets ----------------------------------------------------------------------------------
+
+@task(help={"env": "environment", "hosts": "comma-separated host names (default: all)"})
+@user_errors
+def create(c, env, hosts=None):
+    """Create the environment's droplets (idempotent), generate its SSH key, pin host keys."""
+    from .hosts import select
+    from .workflows.droplets import create as create_droplets
+
+    e = environment(c, env)
+    created = create_droplets(e, select(e, _names(hosts)), _progress(), parallel(c))
+    _print_droplets(created)
+
+
+@task(name="list", help={"env": "environment", "json": "print JSON"})
+@user_errors
+def list_(c, env, json=False):
+    """List the environment's droplets as the provider sees them."""
+    from .workflows.droplets import list_droplets
+
+    droplets = list_droplets(environment(c, env))
+    if json:
+        import json as _json
+
+        print(_json.dumps([d.to_dict() for d in droplets]))
+    else:
+        _print_droplets(droplets)
+
+
+@task(help={"env": "environment", "hosts": "comma-separated host names (default: all)",
+            "yes": "do not ask for confirmation"})
+@user_errors
+def destroy(c, env, hosts=None, yes=False):
+    """Destroy the environment's droplets (and their data)."""
+    from .hosts import select
+    from .workflows.droplets import destroy as destroy_droplets
+
+    e = environment(c, env)
+    chosen = select(e, _names(hosts))
+    if not yes and e.provider != "local":
+        _confirm(f"Destroy {', '.join(h.name for h in chosen)} in {env}? Type the environment name: ", env)
+    destroy_droplets(e, chosen, _progress())
+
+
+@task(help={"env": "environment", "size": "size slug, e.g. s-2vcpu-4gb", "hosts": "comma-separated host names"})
+@user_errors
+def resize(c, env, size, hosts=None):
+    """Resize droplets (DigitalOcean: power off, resize, power on; local: new cgroup limits)."""
+    from .hosts import select
+    from .workflows.droplets import resize as resize_droplets
+
+    e = environment(c, env)
+    _print_droplets(resize_droplets(e, select(e, _names(hosts)), size, _progress()))
+
+
+@task(name="forget-key", help={"env": "environment", "host": "host whose pinned key to drop"})
+@user_errors
+def forget_key(c, env, host):
+    """Drop a host's pinned SSH key (after a rebuild); the next run needs --accept-new-host-keys."""
+    from .workflows.droplets import forget_key as forget
+
+    forget(environment(c, env), host)
+    print(f"{host}: pinned host key removed")
+
+
+def _print_droplets(droplets) -> None:
+    if not droplets:
+        print("no droplets")
+        return
+    print(f"{'NAME':<20} {'STATUS':<8} {'SSH':<22} {'SIZE':<14} {'REGION':<8} HTTP")
+    for d in droplets:
+        http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
+        print(f"{d.name:<20} {d.status:<8} {d.address + ':' + str(d.ssh_port):<22} {d.size:<14} {d.region:<8} {http}")
+
+
+def _confirm(prompt: str, expected: str) -> None:
+    if not sys.stdin.isatty():
+        raise DropshipError("refusing to destroy without confirmation", "pass --yes")
+    if input(prompt).strip() != expected:
+        raise DropshipError("not confirmed", "type the environment name, or pass --yes")
+
+
+# --- provision ---------------------------------------------------------------------------------
+
+@task(name="provision", help={
+    "env": "environment", "dry_run": "show the plan and diffs; change nothing",
+    "json": "print one JSON object (progress goes to stderr)", "roles": "comma-separated roles to run",
+    "hosts": "comma-separated host names", "accept_new_host_keys": "pin unknown host keys on first contact",
+})
+@user_errors
+def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, accept_new_host_keys=False):
+    """Bring hosts to the state of their roles (base, postgres, docker, nginx); idempotent."""
+    from .report import emit
+    from .workflows.provision import ProvisionOptions, provision
+
+    progress = _progress(json)
+    report = provision(environment(c, env), ProvisionOptions(
+        dry_run=dry_run, roles=_names(roles), hosts=_names(hosts),
+        accept_new_host_keys=accept_new_host_keys, parallel=parallel(c)), progress)
+    emit(report, json, progress)
+    if not report.ok:
+        raise Exit(code=1)
+
+
+# --- the whole thing on one laptop ----------------------------------------------------------------
+
+@task(help={"env": "environment (default: local)"})
+@user_errors
+def up(c, env="local"):
+    """Create the droplets, provision them and print where to open what runs there."""
+    from .hosts import select
+    from .report import emit
+    from .workflows.droplets import create as create_droplets
+    from .workflows.provision import ProvisionOptions, provision
+
+    e = environment(c, env)
+    progress = _progress()
+    droplets = create_droplets(e, select(e, None), progress, parallel(c))
+    report = provision(e, ProvisionOptions(parallel=parallel(c)), progress)
+    emit(report, False, progress)
+    if not report.ok:
+        raise Exit(code=1)
+    print()
+    for d in droplets:
+        http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
+        print(f"{d.name}: open {http}")
+        print(f"  ssh -i {e.ssh.key or e.workspace.key_path(e.name)} -p {d.ssh_port} "
+              f"-o UserKnownHostsFile={e.workspace.known_hosts_path} {e.ssh.user}@{d.address}")
+
+
+def namespace() -> Collection:
+    ns = Collection()
+    ns.add_collection(Collection("inventory", check))
+    ns.add_collection(Collection("droplet", create, list_, destroy, resize, forget_key))
+    ns.add_task(provision_task)
+    ns.add_task(up)
+    ns.configure({"dropship": {"inventory": "inventory.yaml", "parallel": 10}})
+    return ns

@@ -1,0 +1,1 @@
+"""The provisioning engine: resources (facts -> changes), batched scripts, phase runner."""

@@ -1,0 +1,77 @@
+"""The step model: a Resource turns a probe's output (facts) into the Changes it needs (pure)."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+PHASE_PACKAGES, PHASE_CONFIG, PHASE_LOCKDOWN = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Handler:
+    """Runs once at the end of a phase when any change notifies it (Ansible's handlers)."""
+
+    name: str            # "reload nginx"
+    command: str
+    service: str = ""    # skipped when this service was (re)started in the same phase
+
+
+def restart(service: str) -> Handler:
+    return Handler(f"restart {service}", f"systemctl try-restart {q(service)}", service)
+
+
+def reload(service: str, check: str = "") -> Handler:
+    command = f"systemctl try-reload-or-restart {q(service)}"
+    return Handler(f"reload {service}", f"{check} && {command}" if check else command, service)
+
+
+@dataclass
+class Change:
+    """One thing that must change on a host, with the commands that change it."""
+
+    resource: str
+    action: str                      # create | update | install | start | enable | remove | skip ...
+    summary: str
+    commands: list[str] = field(default_factory=list)
+    diff: str = ""
+    notify: tuple[Handler, ...] = ()
+    role: str = ""
+    service: str = ""                # a service this change starts (suppresses its restart handler)
+
+    @property
+    def skipped(self) -> bool:
+        return self.action == "skip"
+
+    def to_dict(self, host: str) -> dict:
+        return {"host": host, "role": self.role, "resource": self.resource, "action": self.action,
+                "summary": self.summary}
+
+
+class Resource:
+    """Wanted state of one thing on a host. Subclasses define probe, parse and plan."""
+
+    phase = PHASE_CONFIG
+    role = ""
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+    def probe(self, want_content: bool = False) -> str:
+        """Shell that prints the facts this resource needs (read-only, must not fail)."""
+        raise NotImplementedError
+
+    def parse(self, output: str):
+        """Probe output -> facts."""
+        return output
+
+    def plan(self, facts) -> list[Change]:
+        """Facts -> the changes needed ([] when the host already has the wanted state)."""
+        raise NotImplementedError
+
+    def change(self, action: str, summary: str, commands: list[str], **kw) -> Change:
+        return Change(self.key, action, summary, commands, role=self.role, **kw)
+
+
+def q(value) -> str:
+    return shlex.quote(str(value))

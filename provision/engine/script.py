@@ -1,0 +1,114 @@
+"""The batched shell scripts sent to a host, and the parsers of what comes back (pure).
+
+One probe script gathers the facts of every resource; one apply script per phase runs every
+change, each in its own ``set -e`` subshell between markers, so progress streams back and a
+failure names its step.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from .model import Change, Handler
+
+
+def marker() -> str:
+    return f"@@dropship-{secrets.token_hex(4)}"
+
+
+def probe_script(probes: list[str], mark: str) -> str:
+    parts = []
+    for i, probe in enumerate(probes):
+        parts.append(f"echo '{mark} F {i}'\n{{ {probe}\n}} 2>/dev/null")
+    return "\n".join(parts) + f"\necho '{mark} END'\n"
+
+
+def parse_probe(output: str, mark: str, count: int) -> list[str]:
+    """Split the probe output into one text per resource; raises ValueError when incomplete."""
+    chunks: dict[int, list[str]] = {}
+    current = None
+    ended = False
+    for line in output.split("\n"):
+        if line.startswith(mark + " "):
+            tag = line[len(mark) + 1:].split()
+            if tag[0] == "F":
+                current = int(tag[1])
+                chunks[current] = []
+            elif tag[0] == "END":
+                ended = True
+                current = None
+            continue
+        if current is not None:
+            chunks[current].append(line)
+    if not ended or len(chunks) != count:
+        raise ValueError("fact gathering ended early")
+    return ["\n".join(chunks[i]).strip("\n") for i in range(count)]
+
+
+@dataclass
+class Step:
+    """One unit of an apply script: a change, or a handler."""
+
+    label: str
+    commands: list[str]
+    change: Change | None = None
+
+
+def plan_handlers(changes: list[Change]) -> list[Handler]:
+    """Handlers notified by ``changes``, once each, minus those of services this phase starts."""
+    started = {c.service for c in changes if c.service}
+    out: list[Handler] = []
+    for c in changes:
+        for h in c.notify:
+            if h not in out and not (h.service and h.service in started):
+                out.append(h)
+    return out
+
+
+def apply_steps(changes: list[Change]) -> list[Step]:
+    steps = [Step(f"{c.role + ': ' if c.role else ''}{c.summary}", c.commands, c)
+             for c in changes if c.commands]
+    steps += [Step(f"handler: {h.name}", [h.command]) for h in plan_handlers(changes)]
+    return steps
+
+
+def apply_script(steps: list[Step], mark: str) -> str:
+    out = ["set -u", 'log=$(mktemp /tmp/.dropship-log.XXXXXX)', "trap 'rm -f \"$log\"' EXIT"]
+    for i, step in enumerate(steps):
+        body = "\n".join(step.commands)
+        out.append(f"echo '{mark} S {i}'\n( set -e\n{body}\n) >\"$log\" 2>&1 </dev/null\nrc=$?\n"
+                   f"if [ $rc -ne 0 ]; then echo '{mark} X {i}' $rc; tail -n 15 \"$log\"; echo '{mark} E'; exit 1; fi\n"
+                   f"echo '{mark} D {i}'")
+    out.append(f"echo '{mark} END'")
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class ApplyEvents:
+    """What an apply script reported: steps done, the failing step and its output."""
+
+    done: list[int] = field(default_factory=list)
+    failed: int | None = None
+    rc: int = 0
+    output: list[str] = field(default_factory=list)
+    ended: bool = False
+
+
+def read_event(line: str, mark: str, events: ApplyEvents) -> tuple[str, int] | None:
+    """Fold one output line into ``events``; returns ("start"|"done"|"failed", step) for markers."""
+    if not line.startswith(mark + " "):
+        if events.failed is not None:
+            events.output.append(line)
+        return None
+    tag = line[len(mark) + 1:].split()
+    if tag[0] == "S":
+        return "start", int(tag[1])
+    if tag[0] == "D":
+        events.done.append(int(tag[1]))
+        return "done", int(tag[1])
+    if tag[0] == "X":
+        events.failed, events.rc = int(tag[1]), int(tag[2])
+        return "failed", int(tag[1])
+    if tag[0] == "END":
+        events.ended = True
+    return None

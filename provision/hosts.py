@@ -1,0 +1,39 @@
+"""Which hosts a command works on, and how to reach each (pure apart from reading state)."""
+from __future__ import annotations
+
+from .errors import DropshipError
+from .inventory import Environment, HostSpec
+from .keys import key_path
+from .state import first_contact, load_droplets
+from .transport.ssh import Target
+
+
+def select(env: Environment, names: tuple[str, ...] | None) -> list[HostSpec]:
+    """The environment's hosts, or only ``names`` (unknown names are an error)."""
+    if not names:
+        return list(env.hosts)
+    known = {h.name for h in env.hosts}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DropshipError(f"unknown host(s) {', '.join(unknown)} in environment {env.name}",
+                            f"use one of: {', '.join(sorted(known))}")
+    return [h for h in env.hosts if h.name in names]
+
+
+def targets(env: Environment, hosts: list[HostSpec], accept_new_keys: bool = False) -> list[Target]:
+    droplets = load_droplets(env)
+    new = first_contact(env)
+    out = []
+    for h in hosts:
+        if h.address:
+            address, port = h.address, h.port or env.ssh.port
+        elif h.name in droplets:
+            address, port = droplets[h.name].address, droplets[h.name].ssh_port
+        else:
+            raise DropshipError(f"{h.name}: no droplet yet in environment {env.name}",
+                                f"run `invoke droplet.create --env {env.name}`")
+        out.append(Target(name=h.name, address=address, port=port,
+                          users=tuple(dict.fromkeys((env.ssh.user, env.ssh.bootstrap_user))),
+                          key_path=key_path(env), connect_timeout=env.ssh.connect_timeout,
+                          accept_new_key=accept_new_keys or h.name in new))
+    return out

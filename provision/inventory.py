@@ -1,0 +1,439 @@
+"""``inventory.yaml`` validated into typed, frozen objects (pure apart from reading the file).
+
+Every error names the file, the line and the dotted key, says what was expected and how to fix
+it. Secrets are never values here, only references (``SecretRef``) resolved by ``secrets``.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import yamlsource
+from .errors import InventoryError
+from .providers.base import DropletSpec
+from .providers.sizes import parse_size
+from .workspace import Workspace
+
+ROLES = ("base", "postgres", "docker", "nginx", "app", "airflow")
+PROVIDERS = ("local", "digitalocean")
+DOCKER_SOURCES = ("distro", "docker-ce")
+DEFAULT_LOCAL_CA_GLOB = "/usr/local/share/ca-certificates/**/*.crt"
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SIZE_MB = re.compile(r"^(\d+)\s*([MG])$", re.I)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret named in the inventory: ``{env: VAR}`` or ``{secret: name}`` (generated once)."""
+
+    kind: str            # "env" | "secret"
+    name: str
+    where: str           # "inventory.yaml:12 environments.staging.token" for error messages
+
+    def describe(self) -> str:
+        return f"${self.name}" if self.kind == "env" else f"secret '{self.name}'"
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    user: str = "deploy"
+    bootstrap_user: str = "root"
+    port: int = 22
+    key: Path | None = None          # private key; None -> generated per environment
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    name: str
+    user: str
+    password: SecretRef
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    source: str = "distro"
+    log_max_size: str = "10m"
+    log_max_file: int = 3
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    listen_docker_bridge: bool = False
+    docker_subnet: str = "172.17.0.0/16"
+    docker_bridge_address: str = "172.17.0.1"
+
+
+@dataclass(frozen=True)
+class NginxSettings:
+    server_name: str = "_"
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    name: str
+    database: DatabaseSettings
+
+
+@dataclass(frozen=True)
+class Settings:
+    timezone: str = "UTC"
+    swap_mb: int | None = None       # None -> sized from RAM; 0 -> no swap
+    firewall_allow: tuple[str, ...] = ("22/tcp", "80/tcp", "443/tcp")
+    docker: DockerSettings = field(default_factory=DockerSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    nginx: NginxSettings = field(default_factory=NginxSettings)
+    app: AppSettings | None = None
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host of an environment: a droplet the provider manages, or a fixed address."""
+
+    name: str
+    roles: tuple[str, ...]
+    droplet: DropletSpec | None = None
+    address: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    provider: str
+    hosts: tuple[HostSpec, ...]
+    ssh: SshSettings
+    settings: Settings
+    ca_certificates: tuple[Path, ...]
+    token: SecretRef | None
+    inventory_path: Path
+    workspace: Workspace
+
+    def host(self, name: str) -> HostSpec:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def secret_refs(self) -> list[SecretRef]:
+        refs = [self.token] if self.token else []
+        if self.settings.app:
+            refs.append(self.settings.app.database.password)
+        return refs
+
+
+class _Cursor:
+    """A position in the loaded YAML: reads typed values and raises located errors."""
+
+    def __init__(self, path: Path, node, key: str, line: int):
+        self.path, self.node, self.key, self.line = path, node, key, line
+
+    def fail(self, problem: str, fix: str | None = None, key: str | None = None, line: int | None = None):
+        raise InventoryError(self.path, line or self.line, key or self.key, problem, fix)
+
+    def child(self, key, required=False, default=None):
+        """The cursor for ``key`` of this mapping, or None when absent and not required."""
+        if not isinstance(self.node, dict):
+            self.fail(f"expected a mapping, got {_kind(self.node)}")
+        dotted = f"{self.key}.{key}" if self.key else str(key)
+        if key not in self.node or self.node[key] is None:
+            if required:
+                self.fail(f"missing required key '{key}'", f"add '{key}:' under '{self.key or 'the top level'}'",
+                          key=dotted)
+            return None if default is None else _Cursor(self.path, default, dotted, self.line)
+        return _Cursor(self.path, self.node[key], dotted, self.node.line_of(key))
+
+    def items(self):
+        for i, item in enumerate(self.list()):
+            yield _Cursor(self.path, item, f"{self.key}[{i}]", self.node.line_of(i))
+
+    def mapping(self, allowed: tuple[str, ...]) -> dict:
+        if not isinstance(self.node, dict):
+            self.fail(f"expected a mapping, got {_kind(self.node)}")
+        for key in self.node:
+            if key not in allowed:
+                self.fail(f"unknown key '{key}'", f"use one of: {', '.join(allowed)}",
+                          key=f"{self.key}.{key}" if self.key else str(key), line=self.node.line_of(key))
+        return self.node
+
+    def list(self) -> list:
+        if not isinstance(self.node, list):
+            self.fail(f"expected a list, got {_kind(self.node)}")
+        return self.node
+
+    def str(self, pattern: re.Pattern | None = None, hint: str = "") -> str:
+        if not isinstance(self.node, str) or not self.node:
+            self.fail(f"expected a non-empty string{hint and ' like ' + hint}, got {_kind(self.node)}")
+        if pattern and not pattern.match(self.node):
+            self.fail(f"{self.node!r} is not valid{hint and '; expected something like ' + hint}")
+        return self.node
+
+    def int(self, lo: int, hi: int) -> int:
+        if isinstance(self.node, bool) or not isinstance(self.node, int) or not lo <= self.node <= hi:
+            self.fail(f"expected an integer from {lo} to {hi}, got {self.node!r}")
+        return self.node
+
+    def bool(self) -> bool:
+        if not isinstance(self.node, bool):
+            self.fail(f"expected true or false, got {self.node!r}")
+        return self.node
+
+    def choice(self, options: tuple[str, ...]) -> str:
+        if self.node not in options:
+            self.fail(f"expected one of {', '.join(options)}, got {self.node!r}")
+        return self.node
+
+    def secret(self) -> SecretRef:
+        fix = "write {env: VARIABLE} (read from the environment) or {secret: name} (kept in .secrets/)"
+        if not isinstance(self.node, dict):
+            self.fail("secrets are never written inline; expected a reference", fix)
+        node = self.mapping(("env", "secret"))
+        if len(node) != 1:
+            self.fail("expected exactly one of 'env' or 'secret'", fix)
+        kind, name = next(iter(node.items()))
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            self.fail(f"secret name {name!r} must be letters, digits and underscores", fix)
+        return SecretRef(kind, name, f"{self.path.name}:{self.line} {self.key}")
+
+
+def _kind(value) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
+def load_inventory(path: str | os.PathLike) -> dict[str, Environment]:
+    """Read and validate every environment of the inventory at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InventoryError(path, None, "(file)", f"cannot read: {exc.strerror}",
+                             "run from the project folder or pass --inventory PATH") from None
+    root = _Cursor(path, yamlsource.load(text, path), "", 1)
+    root.mapping(("defaults", "environments"))
+    defaults = root.child("defaults", default=yamlsource.LDict(line=1))
+    defaults.mapping(_ENV_KEYS)
+    envs = root.child("environments", required=True)
+    if not isinstance(envs.node, dict) or not envs.node:
+        envs.fail("expected a mapping of environment names", "add e.g. 'local:' under 'environments:'")
+    workspace = Workspace.beside(path)
+    out = {}
+    for name in envs.node:
+        node = yamlsource.merged(defaults.node, envs.node[name]) \
+            if isinstance(envs.node[name], dict) else envs.node[name]
+        cursor = _Cursor(path, node, f"environments.{name}", envs.node.line_of(name))
+        if not _IDENT.match(str(name)):
+            cursor.fail("environment names are lower-case letters, digits and underscores")
+        out[name] = _environment(name, cursor, workspace, path)
+    return out
+
+
+def load_environment(path: str | os.PathLike, env: str) -> Environment:
+    envs = load_inventory(path)
+    if env not in envs:
+        raise InventoryError(Path(path), None, f"environments.{env}", "no such environment",
+                             f"use one of: {', '.join(envs)}")
+    return envs[env]
+
+
+_ENV_KEYS = ("provider", "token", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
+             "firewall", "docker", "postgres", "nginx", "app", "airflow")
+
+
+def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Environment:
+    c.mapping(_ENV_KEYS)
+    provider = c.child("provider", required=True).choice(PROVIDERS)
+    token = c.child("token")
+    token_ref = token.secret() if token else None
+    if provider == "digitalocean" and token_ref is None:
+        c.fail("the digitalocean provider needs 'token'", "add 'token: {env: DIGITALOCEAN_TOKEN}'",
+               key=f"{c.key}.token")
+    hosts = _hosts(c, provider)
+    ssh = _ssh(c.child("ssh"), workspace)
+    return Environment(
+        name=name, provider=provider, hosts=hosts, ssh=ssh, settings=_settings(c),
+        ca_certificates=_ca_certificates(c.child("ca_certificates"), provider, workspace),
+        token=token_ref, inventory_path=path.resolve(), workspace=workspace,
+    )
+
+
+def _hosts(c: _Cursor, provider: str) -> tuple[HostSpec, ...]:
+    hosts: list[HostSpec] = []
+    droplets, fixed = c.child("droplets"), c.child("hosts")
+    if droplets is None and fixed is None:
+        c.fail("no hosts", "add 'droplets:' (created by the provider) or 'hosts:' (fixed addresses)",
+               key=f"{c.key}.droplets")
+    for item in droplets.items() if droplets else ():
+        item.mapping(("name", "size", "region", "image", "tags", "roles"))
+        name = item.child("name", required=True).str(_NAME, "'web-1'")
+        size_c = item.child("size", required=True)
+        size = size_c.str()
+        try:
+            parse_size(size)
+        except ValueError:
+            size_c.fail(f"{size!r} is not a size slug", "use a slug like 's-2vcpu-4gb'")
+        default_region, default_image = ("local", "debian-13") if provider == "local" else (None, None)
+        region = item.child("region", required=default_region is None)
+        image = item.child("image", required=default_image is None)
+        spec = DropletSpec(
+            name=name, size=size,
+            region=region.str() if region else default_region,
+            image=image.str() if image else default_image,
+            tags=tuple(t.str(_NAME, "'web'") for t in item.child("tags").items()) if item.child("tags") else (),
+        )
+        hosts.append(HostSpec(name=name, roles=_roles(item), droplet=spec))
+    for item in fixed.items() if fixed else ():
+        item.mapping(("name", "address", "port", "roles"))
+        name = item.child("name", required=True).str(_NAME, "'db-1'")
+        port = item.child("port")
+        hosts.append(HostSpec(name=name, roles=_roles(item), address=item.child("address", required=True).str(),
+                              port=port.int(1, 65535) if port else None))
+    seen: set[str] = set()
+    for h in hosts:
+        if h.name in seen:
+            c.fail(f"host name '{h.name}' is used twice", "give every host its own name",
+                   key=f"{c.key}.droplets")
+        seen.add(h.name)
+    return tuple(hosts)
+
+
+def _roles(item: _Cursor) -> tuple[str, ...]:
+    roles = item.child("roles", required=True)
+    out = []
+    for r in roles.items():
+        out.append(r.choice(ROLES))
+    if not out:
+        roles.fail("expected at least one role", f"list roles from: {', '.join(ROLES)}")
+    return tuple(out)
+
+
+def _ssh(c: _Cursor | None, workspace: Workspace) -> SshSettings:
+    if c is None:
+        return SshSettings()
+    c.mapping(("user", "bootstrap_user", "port", "key", "connect_timeout"))
+    key = c.child("key")
+    user = c.child("user")
+    boot = c.child("bootstrap_user")
+    port = c.child("port")
+    timeout = c.child("connect_timeout")
+    return SshSettings(
+        user=user.str(re.compile(r"^[a-z_][a-z0-9_-]*$"), "'deploy'") if user else "deploy",
+        bootstrap_user=boot.str() if boot else "root",
+        port=port.int(1, 65535) if port else 22,
+        key=(workspace.root / Path(key.str()).expanduser()) if key else None,
+        connect_timeout=float(timeout.int(1, 300)) if timeout else 10.0,
+    )
+
+
+def _ca_certificates(c: _Cursor | None, provider: str, workspace: Workspace) -> tuple[Path, ...]:
+    """Listed CA files; for the local provider the default is the controller's extra CAs."""
+    if c is None:
+        if provider != "local":
+            return ()
+        return tuple(sorted(Path(p) for p in glob.glob(DEFAULT_LOCAL_CA_GLOB, recursive=True)))
+    out = []
+    for item in c.items():
+        p = workspace.root / Path(item.str()).expanduser()
+        if not p.is_file():
+            item.fail(f"no such file: {p}", "list PEM certificate files that exist")
+        out.append(p)
+    return tuple(out)
+
+
+def _settings(c: _Cursor) -> Settings:
+    tz = c.child("timezone")
+    timezone = tz.str(re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"), "'Europe/Berlin'") if tz else "UTC"
+    return Settings(
+        timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
+        docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
+        nginx=_nginx(c.child("nginx")), app=_app(c.child("app")),
+    )
+
+
+def _swap(c: _Cursor | None) -> int | None:
+    if c is None or c.node == "auto":
+        return None
+    if c.node is False or c.node == "off":
+        return 0
+    m = _SIZE_MB.match(str(c.node))
+    if not m:
+        c.fail(f"expected auto, off or a size like 2G or 512M, got {c.node!r}")
+    return int(m.group(1)) * (1024 if m.group(2).upper() == "G" else 1)
+
+
+def _firewall(c: _Cursor | None) -> tuple[str, ...]:
+    if c is None:
+        return Settings.firewall_allow
+    c.mapping(("allow",))
+    allow = c.child("allow", required=True)
+    out = []
+    for item in allow.items():
+        value = str(item.node)
+        m = re.match(r"^(\d{1,5})(?:/(tcp|udp))?$", value)
+        if not m or not 0 < int(m.group(1)) < 65536:
+            item.fail(f"expected a port like 22 or 53/udp, got {item.node!r}")
+        out.append(f"{m.group(1)}/{m.group(2) or 'tcp'}")
+    if "22/tcp" not in out:
+        allow.fail("SSH (22) must stay allowed or the next run locks itself out", "add 22 to firewall.allow")
+    return tuple(out)
+
+
+def _docker(c: _Cursor | None) -> DockerSettings:
+    if c is None:
+        return DockerSettings()
+    c.mapping(("source", "log_max_size", "log_max_file"))
+    src, size, files = c.child("source"), c.child("log_max_size"), c.child("log_max_file")
+    return DockerSettings(
+        source=src.choice(DOCKER_SOURCES) if src else "distro",
+        log_max_size=size.str(re.compile(r"^\d+[kmg]$"), "'10m'") if size else "10m",
+        log_max_file=files.int(1, 100) if files else 3,
+    )
+
+
+def _postgres(c: _Cursor | None) -> PostgresSettings:
+    if c is None:
+        return PostgresSettings()
+    c.mapping(("listen_docker_bridge", "docker_subnet", "docker_bridge_address"))
+    bridge, subnet, addr = c.child("listen_docker_bridge"), c.child("docker_subnet"), c.child("docker_bridge_address")
+    return PostgresSettings(
+        listen_docker_bridge=bridge.bool() if bridge else False,
+        docker_subnet=subnet.str(re.compile(r"^\d+\.\d+\.\d+\.\d+/\d+$"), "'172.17.0.0/16'") if subnet
+        else PostgresSettings.docker_subnet,
+        docker_bridge_address=addr.str(re.compile(r"^\d+\.\d+\.\d+\.\d+$"), "'172.17.0.1'") if addr
+        else PostgresSettings.docker_bridge_address,
+    )
+
+
+def _nginx(c: _Cursor | None) -> NginxSettings:
+    if c is None:
+        return NginxSettings()
+    c.mapping(("server_name",))
+    name = c.child("server_name")
+    return NginxSettings(server_name=name.str() if name else "_")
+
+
+def _app(c: _Cursor | None) -> AppSettings | None:
+    if c is None:
+        return None
+    node = c.mapping(("name", "database", "source", "wsgi", "requirements", "env", "release_command",
+                      "keep_releases", "health_path", "port"))
+    del node
+    db = c.child("database", required=True)
+    db.mapping(("name", "user", "password"))
+    return AppSettings(
+        name=c.child("name", required=True).str(_NAME, "'names'"),
+        database=DatabaseSettings(
+            name=db.child("name", required=True).str(_IDENT, "'names'"),
+            user=db.child("user", required=True).str(_IDENT, "'names'"),
+            password=db.child("password", required=True).secret(),
+        ),
+    )

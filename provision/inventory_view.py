@@ -1,0 +1,39 @@
+"""The resolved environment as text for `invoke inventory.check` (secrets masked, pure)."""
+from __future__ import annotations
+
+import os
+
+from .inventory import Environment, SecretRef
+from .secrets import SecretStore
+from .redact import Redactor
+
+
+def _secret_state(env: Environment, ref: SecretRef) -> str:
+    value = SecretStore(env, Redactor()).peek(ref)
+    if ref.kind == "env":
+        return f"${ref.name} ({'set' if value else 'NOT SET'})"
+    return f"secret '{ref.name}' ({'stored' if value else 'generated on first provision'})"
+
+
+def describe(env: Environment) -> str:
+    s = env.settings
+    lines = [f"environment {env.name}: provider {env.provider}"]
+    if env.token:
+        lines.append(f"  token: {_secret_state(env, env.token)}")
+    lines.append(f"  ssh: user {env.ssh.user} (bootstrap {env.ssh.bootstrap_user}), key "
+                 f"{os.path.relpath(env.ssh.key or env.workspace.key_path(env.name))}")
+    for h in env.hosts:
+        where = (f"droplet {h.droplet.size} {h.droplet.region} {h.droplet.image}"
+                 + (f" tags {','.join(h.droplet.tags)}" if h.droplet.tags else "")) if h.droplet \
+            else f"fixed {h.address}:{h.port or env.ssh.port}"
+        lines.append(f"  host {h.name}: {where}; roles {', '.join(h.roles)}")
+    lines.append(f"  timezone {s.timezone}; swap {'auto' if s.swap_mb is None else (s.swap_mb or 'off')}; "
+                 f"firewall allows {', '.join(s.firewall_allow)}")
+    lines.append(f"  docker: {s.docker.source}, logs {s.docker.log_max_size} x {s.docker.log_max_file}")
+    lines.append(f"  postgres: localhost{' + ' + s.postgres.docker_bridge_address if s.postgres.listen_docker_bridge else ''}")
+    if s.app:
+        db = s.app.database
+        lines.append(f"  app {s.app.name}: database {db.name} user {db.user} password {_secret_state(env, db.password)}")
+    if env.ca_certificates:
+        lines.append(f"  CA certificates: {', '.join(str(p) for p in env.ca_certificates)}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Droplet providers: one interface (providers.base.Provider), two implementations."""

@@ -1,0 +1,62 @@
+"""Roles: for one host, given its facts, the packages and resources that make up its state."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..engine.model import PHASE_PACKAGES, Resource
+from ..engine.system import Packages
+from ..facts import SystemFacts
+from ..inventory import Environment, HostSpec
+
+
+@dataclass(frozen=True)
+class RoleContext:
+    env: Environment
+    host: HostSpec
+    facts: SystemFacts
+    public_key: str                  # authorized for the deploy user
+    secrets: dict[str, str]          # resolved secret values by name (never printed)
+
+    @property
+    def settings(self):
+        return self.env.settings
+
+    @property
+    def deploy_user(self) -> str:
+        return self.env.ssh.user
+
+    def has(self, role: str) -> bool:
+        return role in self.host.roles
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    packages: Callable[[RoleContext], list[str]]
+    resources: Callable[[RoleContext], list[Resource]]
+
+
+def registry() -> dict[str, Role]:
+    from . import base, docker, nginx, postgres
+
+    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE)}
+
+
+ORDER = ("base", "docker", "postgres", "nginx")
+PROVISIONED = frozenset(ORDER)   # app and airflow are put in place by `deploy`
+
+
+def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None) -> list[Resource]:
+    """Every resource of the host's roles (or of ``only``), with one package transaction first."""
+    roles = registry()
+    chosen = [roles[n] for n in ORDER if ctx.has(n) and (not only or n in only)]
+    packages: list[str] = []
+    resources: list[Resource] = []
+    for role in chosen:
+        packages += [p for p in role.packages(ctx) if p not in packages]
+        resources += role.resources(ctx)
+    # Phase-1 resources (CA certificates, apt sources) go before the one apt transaction.
+    first = [r for r in resources if r.phase == PHASE_PACKAGES]
+    rest = [r for r in resources if r.phase != PHASE_PACKAGES]
+    return first + ([Packages(tuple(packages), role="packages")] if packages else []) + rest

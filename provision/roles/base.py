@@ -1,0 +1,59 @@
+"""Base hardening: deploy user, sshd lockdown, ufw, fail2ban, unattended upgrades, swap, timezone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..engine.files import Directory, File
+from ..engine.model import PHASE_LOCKDOWN, PHASE_PACKAGES, Resource, reload, restart
+from ..engine.system import Firewall, Service, Swapfile, Timezone, User
+from ..templates import render
+from . import Role, RoleContext
+
+NAME = "base"
+CA_DIR = "/usr/local/share/ca-certificates/dropship"
+
+
+def ca_certificate_path(source: Path) -> str:
+    """Where a listed CA certificate lands on hosts (update-ca-certificates reads *.crt)."""
+    return f"{CA_DIR}/{source.stem}.crt"
+
+
+def swap_size_mb(memory_mb: int) -> int:
+    """Swap equal to RAM, at least 1 GiB and at most 4 GiB."""
+    return min(max(memory_mb, 1024), 4096)
+
+
+def packages(ctx: RoleContext) -> list[str]:
+    return ["sudo", "openssh-server", "ca-certificates", "ufw", "fail2ban", "python3-systemd",
+            "unattended-upgrades", "rsync", "curl"]
+
+
+def resources(ctx: RoleContext) -> list[Resource]:
+    s, user = ctx.settings, ctx.deploy_user
+    home = f"/home/{user}"
+    out: list[Resource] = []
+    if ctx.env.ca_certificates:
+        out.append(Directory(CA_DIR, role=NAME, phase=PHASE_PACKAGES))
+    out += [File(ca_certificate_path(p), p.read_bytes(), role=NAME, phase=PHASE_PACKAGES,
+                 check="update-ca-certificates >/dev/null") for p in ctx.env.ca_certificates]
+    out += [
+        Timezone(s.timezone, role=NAME),
+        User(user, role=NAME),
+        Directory(f"{home}/.ssh", user, user, 0o700, role=NAME),
+        File(f"{home}/.ssh/authorized_keys", (ctx.public_key.strip() + "\n").encode(), user, user, 0o600,
+             role=NAME),
+        File(f"/etc/sudoers.d/90-dropship-{user}", render("base/sudoers.j2", user=user), mode=0o440,
+             role=NAME, validate="visudo -cqf %s"),
+        Firewall(s.firewall_allow, role=NAME),
+        File("/etc/fail2ban/jail.d/dropship.local", render("base/fail2ban-jail.local.j2", bantime="1h", maxretry=5),
+             role=NAME, notify=(restart("fail2ban"),)),
+        Service("fail2ban", role=NAME),
+        File("/etc/apt/apt.conf.d/20auto-upgrades", render("base/20auto-upgrades.j2"), role=NAME),
+        Swapfile(swap_size_mb(ctx.facts.memory_mb) if s.swap_mb is None else s.swap_mb, role=NAME),
+        File("/etc/ssh/sshd_config.d/00-dropship.conf", render("base/sshd.conf.j2"), role=NAME,
+             phase=PHASE_LOCKDOWN, check="sshd -t", notify=(reload("ssh"),)),
+    ]
+    return out
+
+
+ROLE = Role(NAME, packages, resources)

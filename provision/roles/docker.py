@@ -1,0 +1,54 @@
+"""Docker engine and compose plugin, log rotation, the deploy user in the docker group."""
+from __future__ import annotations
+
+import json
+
+from ..engine.files import Directory, File
+from ..engine.model import PHASE_PACKAGES, Resource, restart
+from ..engine.system import Download, GroupMember, Service
+from ..templates import render
+from . import Role, RoleContext
+
+NAME = "docker"
+KEYRING = "/etc/apt/keyrings/docker.asc"
+
+
+def packages(ctx: RoleContext) -> list[str]:
+    if ctx.settings.docker.source == "docker-ce":
+        return ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin"]
+    # Compose v2: Debian (trixie on) packages it as docker-compose, Ubuntu as docker-compose-v2.
+    return ["docker.io", "docker-compose-v2" if ctx.facts.os == "ubuntu" else "docker-compose"]
+
+
+def apt_source(os_id: str, codename: str, arch: str = "amd64") -> str:
+    return (f"deb [arch={arch} signed-by={KEYRING}] https://download.docker.com/linux/{os_id} "
+            f"{codename} stable\n")
+
+
+def daemon_json(ctx: RoleContext) -> bytes:
+    text = render("docker/daemon.json.j2", log_max_size=ctx.settings.docker.log_max_size,
+                  log_max_file=ctx.settings.docker.log_max_file)
+    json.loads(text)  # a template typo must fail here, not in dockerd
+    return text
+
+
+def resources(ctx: RoleContext) -> list[Resource]:
+    out: list[Resource] = []
+    if ctx.settings.docker.source == "docker-ce":
+        out += [
+            Directory("/etc/apt/keyrings", role=NAME, phase=PHASE_PACKAGES),
+            Download(f"https://download.docker.com/linux/{ctx.facts.os}/gpg", KEYRING, role=NAME,
+                     phase=PHASE_PACKAGES),
+            File("/etc/apt/sources.list.d/docker.list", apt_source(ctx.facts.os, ctx.facts.codename).encode(),
+                 role=NAME, phase=PHASE_PACKAGES),
+        ]
+    out += [
+        Directory("/etc/docker", role=NAME),
+        File("/etc/docker/daemon.json", daemon_json(ctx), role=NAME, notify=(restart("docker"),)),
+        Service("docker", role=NAME),
+        GroupMember(ctx.deploy_user, "docker", role=NAME),
+    ]
+    return out
+
+
+ROLE = Role(NAME, packages, resources)

@@ -1,0 +1,36 @@
+"""nginx: default site removed, Dropship's site from templates, `nginx -t` before every reload."""
+from __future__ import annotations
+
+from ..engine.files import Absent, Directory, File, Symlink
+from ..engine.model import Resource, reload
+from ..engine.system import Service
+from ..templates import render
+from . import Role, RoleContext
+
+NAME = "nginx"
+TEST = "nginx -t -q"
+WEB_ROOT = "/var/www/dropship"
+
+
+def packages(ctx: RoleContext) -> list[str]:
+    return ["nginx"]
+
+
+def resources(ctx: RoleContext) -> list[Resource]:
+    handler = reload("nginx", check=TEST)
+    site = "/etc/nginx/sites-available/dropship.conf"
+    return [
+        Absent("/etc/nginx/sites-enabled/default", role=NAME, notify=(handler,)),
+        File("/etc/nginx/conf.d/00-dropship.conf", render("nginx/00-dropship.conf.j2", client_max_body_size="20m"),
+             role=NAME, check=TEST, notify=(handler,)),
+        Directory(WEB_ROOT, role=NAME),
+        File(f"{WEB_ROOT}/index.html", render("nginx/index.html.j2", host=ctx.host.name, env=ctx.env.name),
+             role=NAME),
+        File(site, render("nginx/site.conf.j2", server_name=ctx.settings.nginx.server_name, root=WEB_ROOT),
+             role=NAME, notify=(handler,)),
+        Symlink("/etc/nginx/sites-enabled/dropship.conf", site, role=NAME, notify=(handler,)),
+        Service("nginx", role=NAME),
+    ]
+
+
+ROLE = Role(NAME, packages, resources)

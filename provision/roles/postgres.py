@@ -1,0 +1,69 @@
+"""PostgreSQL: server on localhost (and the Docker bridge when asked), app role and database."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine.files import File
+from ..engine.model import Resource, reload, restart
+from ..engine.postgres import PgDatabase, PgRole
+from ..engine.system import Service
+from ..templates import render
+from . import Role, RoleContext
+
+NAME = "postgres"
+# The version the distribution's `postgresql` package installs, until the host says otherwise.
+DISTRO_VERSIONS = {("debian", "12"): "15", ("debian", "13"): "17", ("ubuntu", "22.04"): "14",
+                   ("ubuntu", "24.04"): "16"}
+
+
+@dataclass(frozen=True)
+class Memory:
+    max_connections: int
+    shared_buffers_mb: int
+    effective_cache_size_mb: int
+    maintenance_work_mem_mb: int
+    work_mem_mb: int
+
+
+def memory_settings(memory_mb: int, max_connections: int = 100) -> Memory:
+    """pgtune-style figures: 25 % shared buffers, 75 % cache, the rest per connection."""
+    return Memory(
+        max_connections=max_connections,
+        shared_buffers_mb=max(128, memory_mb // 4),
+        effective_cache_size_mb=max(256, memory_mb * 3 // 4),
+        maintenance_work_mem_mb=min(1024, max(64, memory_mb // 16)),
+        work_mem_mb=min(64, max(4, memory_mb // (4 * max_connections))),
+    )
+
+
+def version(ctx: RoleContext) -> str:
+    return ctx.facts.pg_version or DISTRO_VERSIONS.get((ctx.facts.os, ctx.facts.os_version), "17")
+
+
+def packages(ctx: RoleContext) -> list[str]:
+    return ["postgresql"]
+
+
+def resources(ctx: RoleContext) -> list[Resource]:
+    pg = ctx.settings.postgres
+    conf_dir = f"/etc/postgresql/{version(ctx)}/main"
+    listen = ["localhost"] + ([pg.docker_bridge_address] if pg.listen_docker_bridge else [])
+    conf = render("postgres/dropship.conf.j2", memory_mb=ctx.facts.memory_mb, cpus=ctx.facts.cpus,
+                  listen_addresses=listen, **vars(memory_settings(ctx.facts.memory_mb)))
+    hba = render("postgres/pg_hba.conf.j2", docker_subnets=[pg.docker_subnet] if pg.listen_docker_bridge else [])
+    out: list[Resource] = [
+        File(f"{conf_dir}/conf.d/dropship.conf", conf, "postgres", "postgres", 0o644, role=NAME,
+             notify=(restart("postgresql"),)),
+        File(f"{conf_dir}/pg_hba.conf", hba, "postgres", "postgres", 0o640, role=NAME,
+             notify=(reload("postgresql"),)),
+        Service("postgresql", role=NAME),
+    ]
+    app = ctx.settings.app
+    if app:
+        db = app.database
+        out += [PgRole(db.user, ctx.secrets[db.password.name], role=NAME),
+                PgDatabase(db.name, db.user, role=NAME)]
+    return out
+
+
+ROLE = Role(NAME, packages, resources)

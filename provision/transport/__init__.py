@@ -1,0 +1,1 @@
+"""Transport: SSH sessions with pinned host keys, batched scripts, bounded fan-out."""

@@ -1,0 +1,187 @@
+"""SSH sessions over Fabric connections with pinned host keys.
+
+Fabric's default ``AutoAddPolicy`` is replaced: a host whose key is not pinned is refused unless
+the caller allows first contact (a host the provider just created, or ``--accept-new-host-keys``),
+and a changed key is always refused. Scripts go to the host on stdin in one round trip, so
+secrets never appear on a command line, and output is streamed line by line.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from ..errors import RemoteError
+from ..redact import Redactor
+from .hostkeys import KnownHosts, fingerprint, host_id
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to reach one host."""
+
+    name: str
+    address: str
+    port: int
+    users: tuple[str, ...]          # tried in order: the deploy user, then the bootstrap user
+    key_path: Path
+    connect_timeout: float = 10.0
+    accept_new_key: bool = False
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class _HostKeyUnknown(Exception):
+    def __init__(self, key: paramiko.PKey):
+        super().__init__(fingerprint(key))
+        self.key = key
+
+
+class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown keys, or pin them when first contact is allowed."""
+
+    def __init__(self, target: Target, known: KnownHosts):
+        self.target, self.known = target, known
+
+    def missing_host_key(self, client, hostname, key):
+        if not self.target.accept_new_key:
+            raise _HostKeyUnknown(key)
+        self.known.pin(self.target.address, self.target.port, [key])
+
+
+class Session:
+    """One logged-in SSH connection to one host."""
+
+    def __init__(self, target: Target, connection, user: str, redactor: Redactor):
+        self.target, self.connection, self.user, self.redact = target, connection, user, redactor
+        self.name = target.name
+
+    def run(self, command: str, stdin: bytes | None = None, on_line: Callable[[str], None] | None = None,
+            timeout: float | None = None) -> Result:
+        """Run ``command``; feed ``stdin``; call ``on_line`` for every stdout line as it arrives."""
+        transport = self.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(self.name, "connection", "the SSH connection was lost",
+                              "check the host is up and re-run: every step is idempotent")
+        chan = transport.open_session(timeout=self.target.connect_timeout)
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out, err, pending = [], [], b""
+        try:
+            while True:
+                if chan.recv_ready():
+                    data = chan.recv(65536)
+                    out.append(data)
+                    if on_line:
+                        pending += data
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            on_line(line.decode(errors="replace"))
+                    continue
+                if chan.recv_stderr_ready():
+                    err.append(chan.recv_stderr(65536))
+                    continue
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                chan.status_event.wait(0.005)
+        except socket.timeout:
+            raise RemoteError(self.name, "command", f"no answer within {timeout:.0f} s",
+                              "check the host's load and re-run") from None
+        if on_line and pending:
+            on_line(pending.decode(errors="replace"))
+        rc = chan.recv_exit_status()
+        chan.close()
+        return Result(rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))
+
+    def script(self, text: str, on_line: Callable[[str], None] | None = None,
+               timeout: float | None = None) -> Result:
+        """Run a POSIX shell script as root (through ``sudo -n`` unless logged in as root)."""
+        shell = "/bin/sh -s" if self.user == "root" else "sudo -n /bin/sh -s"
+        return self.run(shell, stdin=f"export LC_ALL=C\n{text}".encode(), on_line=on_line, timeout=timeout)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def connect(target: Target, known: KnownHosts, redactor: Redactor, users: tuple[str, ...] | None = None) -> Session:
+    """Log in as the first of ``target.users`` the host accepts; errors are one line each."""
+    from fabric import Connection  # imported here: keeps `invoke --list` fast
+
+    pinned = known.lookup(target.address, target.port)
+    if not pinned and not target.accept_new_key:
+        raise RemoteError(target.name, "connect", f"no pinned host key for {host_id(target.address, target.port)}",
+                          "create the host with `invoke droplet.create` or pass --accept-new-host-keys "
+                          "once you trust it")
+    if not target.key_path.exists():
+        raise RemoteError(target.name, "connect", f"SSH key {target.key_path} does not exist",
+                          "run `invoke droplet.create` (it generates the key) or set ssh.key in the inventory")
+    failures = []
+    for user in users or target.users:
+        conn = Connection(
+            host=target.address, port=target.port, user=user, connect_timeout=target.connect_timeout,
+            connect_kwargs={"key_filename": [str(target.key_path)], "look_for_keys": False,
+                            "allow_agent": False, "banner_timeout": target.connect_timeout,
+                            "auth_timeout": target.connect_timeout},
+        )
+        conn.client.set_missing_host_key_policy(_PinnedPolicy(target, known))
+        for key in pinned.values():
+            conn.client.get_host_keys().add(host_id(target.address, target.port), key.get_name(), key)
+        try:
+            _open_with_retry(conn, target)
+        except paramiko.AuthenticationException:
+            failures.append(user)
+            conn.close()
+            continue
+        except paramiko.BadHostKeyException as exc:
+            conn.close()
+            raise RemoteError(
+                target.name, "connect",
+                f"host key changed: pinned {fingerprint(exc.expected_key)}, offered {fingerprint(exc.key)}",
+                f"if {target.name} was rebuilt, run `invoke droplet.forget-key --host {target.name}` and re-run "
+                "with --accept-new-host-keys; otherwise someone may be intercepting the connection") from None
+        except _HostKeyUnknown as exc:
+            conn.close()
+            raise RemoteError(target.name, "connect", f"host key {exc} is not pinned",
+                              "pass --accept-new-host-keys once you trust this host") from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            conn.close()
+            raise RemoteError(target.name, "connect",
+                              f"unreachable at {target.address}:{target.port} ({_reason(exc)})",
+                              "check the host is running (`invoke droplet.list`) and the address") from None
+        return Session(target, conn, user, redactor)
+    raise RemoteError(target.name, "connect",
+                      f"key {target.key_path.name} was refused for {' and '.join(failures)}",
+                      "use the environment's key (ssh.key in the inventory) or authorize it on the host")
+
+
+def _open_with_retry(conn, target: Target, attempts: int = 3) -> None:
+    """Retry only transient failures (reset/refused while a host boots); auth and key errors pass."""
+    for attempt in range(attempts):
+        try:
+            conn.open()
+            return
+        except (ConnectionResetError, EOFError, paramiko.ssh_exception.NoValidConnectionsError):
+            if attempt == attempts - 1:
+                raise
+            conn.close()
+            time.sleep(0.5 * (attempt + 1))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return "connection refused"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,1 @@
+"""Workflows: provision, droplets... each ``workflow(env, options) -> Report``."""

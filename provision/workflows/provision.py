@@ -1,0 +1,107 @@
+"""``provision``: bring every host of an environment to the state its roles describe."""
+from __future__ import annotations
+
+import secrets as _random
+import time
+from dataclasses import dataclass
+
+from .. import hosts as host_selection
+from ..engine.runner import Converge, HostOutcome, Progress
+from ..errors import DropshipError, RemoteError
+from ..inventory import ROLES, Environment, HostSpec
+from ..keys import public_key
+from ..redact import Redactor
+from ..report import Report
+from ..roles import PROVISIONED, RoleContext, host_resources
+from ..secrets import SecretStore
+from ..state import contacted
+from ..transport.hostkeys import KnownHosts
+from ..transport.pool import fan_out
+from ..transport.ssh import Session, Target, connect
+
+
+@dataclass(frozen=True)
+class ProvisionOptions:
+    dry_run: bool = False
+    roles: tuple[str, ...] | None = None
+    hosts: tuple[str, ...] | None = None
+    accept_new_host_keys: bool = False
+    parallel: int = 10
+
+
+def check_roles(roles: tuple[str, ...] | None) -> None:
+    for r in roles or ():
+        if r not in ROLES:
+            raise DropshipError(f"unknown role '{r}'", f"use roles from: {', '.join(ROLES)}")
+
+
+def resolve_secrets(env: Environment, store: SecretStore, dry_run: bool) -> dict[str, str]:
+    """Secret values by name; a dry run never creates one (a throwaway stands in)."""
+    values = {}
+    for ref in env.secret_refs():
+        if ref is env.token:
+            continue
+        value = store.peek(ref) if dry_run else store.resolve(ref)
+        values[ref.name] = value or _random.token_urlsafe(24)
+    return values
+
+
+def provision(env: Environment, options: ProvisionOptions, progress: Progress) -> Report:
+    started = time.monotonic()
+    check_roles(options.roles)
+    chosen = host_selection.select(env, options.hosts)
+    redactor = Redactor()
+    values = resolve_secrets(env, SecretStore(env, redactor), options.dry_run)
+    pub = public_key(env)
+    targets = host_selection.targets(env, chosen, options.accept_new_host_keys)
+    known = KnownHosts(env.workspace.known_hosts_path)
+    specs = {h.name: h for h in chosen}
+
+    def work(target: Target) -> HostOutcome:
+        return converge_host(env, specs[target.name], target, known, redactor, options, progress, values, pub)
+
+    report = Report("provision", env.name, dry_run=options.dry_run)
+    for target, outcome, exc in fan_out(targets, work, options.parallel):
+        if exc is not None and not isinstance(exc, (DropshipError, OSError)):
+            raise exc
+        if exc is not None:
+            outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
+            progress.step(target.name, "failed", redactor(str(exc)))
+        report.hosts[target.name] = outcome
+    contacted(env, {n for n, h in report.hosts.items() if not h.failed})
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def converge_host(env: Environment, host: HostSpec, target: Target, known: KnownHosts, redactor: Redactor,
+                  options: ProvisionOptions, progress: Progress, values: dict[str, str], pub: str) -> HostOutcome:
+    session = connect(target, known, redactor)
+    only = tuple(r for r in (options.roles or host.roles) if r in PROVISIONED)
+    try:
+        return Converge(
+            session=session,
+            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values), only),
+            progress=progress, dry_run=options.dry_run,
+            verify_login=lambda: verify_deploy_login(session, target, known, redactor),
+        ).run()
+    finally:
+        session.close()
+
+
+def verify_deploy_login(session: Session, target: Target, known: KnownHosts, redactor: Redactor) -> None:
+    """Before sshd refuses root and passwords, prove the deploy user logs in and can sudo."""
+    deploy = target.users[0]
+    if session.user == deploy:
+        return
+    try:
+        probe = connect(target, known, redactor, users=(deploy,))
+    except RemoteError as exc:
+        raise RemoteError(target.name, "verify deploy login", f"{deploy} cannot log in ({exc.detail})",
+                          "root login stays on; fix the deploy user's key and re-run") from None
+    try:
+        result = probe.run("sudo -n true")
+    finally:
+        probe.close()
+    if result.rc != 0:
+        raise RemoteError(target.name, "verify deploy login", f"{deploy} cannot sudo without a password",
+                          "root login stays on; check /etc/sudoers.d and re-run")
