@@ -16,8 +16,11 @@ KEYRING = "/etc/apt/keyrings/docker.asc"
 def packages(ctx: RoleContext) -> list[str]:
     if ctx.settings.docker.source == "docker-ce":
         return ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin"]
-    # Compose v2: Debian (trixie on) packages it as docker-compose, Ubuntu as docker-compose-v2.
-    return ["docker.io", "docker-compose-v2" if ctx.facts.os == "ubuntu" else "docker-compose"]
+    # Compose v2: Ubuntu packages it as docker-compose-v2; Debian (trixie on) as docker-compose,
+    # with the CLI split out of docker.io into docker-cli.
+    if ctx.facts.os == "ubuntu":
+        return ["docker.io", "docker-compose-v2"]
+    return ["docker.io", "docker-cli", "docker-compose"]
 
 
 def apt_source(os_id: str, codename: str, arch: str = "amd64") -> str:

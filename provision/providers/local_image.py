@@ -1,0 +1,230 @@
+"""The base image local droplets boot from: systemd + sshd, built once per recipe and reused.
+
+Tag scheme: ``dropship/droplet:<suite>-<recipehash>`` where recipehash is a short sha256 of the
+recipe (Dockerfile, copied files, debootstrap arguments), so editing the recipe rebuilds.
+With a reachable registry the image is built from ``ubuntu:24.04`` (suite ``noble``); without one
+(the usual case here) a Debian trixie rootfs is made with debootstrap and ``docker import``-ed.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from provision.errors import DropshipError, ProviderError
+from provision.providers.docker_engine import docker, ensure_engine, image_exists, last_line
+
+log = logging.getLogger(__name__)
+
+REPO = "dropship/droplet"
+ROOTFS_REPO = "dropship/rootfs"
+SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = "openssh-server,systemd,systemd-sysv,sudo,python3,iproute2,ca-certificates,dbus"
+DEBOOTSTRAP_ARGS = ("--variant=minbase", f"--include={PACKAGES}", SUITE)
+REGISTRY_BASE = "ubuntu:24.04"
+REGISTRY_PROBE_TIMEOUT = 20
+LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-image-build.lock"
+
+SOURCES_LIST = f"""\
+deb {MIRROR} {SUITE} main
+deb {MIRROR} {SUITE}-updates main
+deb http://deb.debian.org/debian-security {SUITE}-security main
+"""
+
+HOSTKEYS_UNIT = """\
+[Unit]
+Description=Generate this droplet's SSH host keys (the image ships none)
+Before=ssh.service ssh.socket sshd.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Units that make no sense in a container (no consoles, no first-boot wizard) or that the
+# hostkeys unit replaces (Debian's sshd-keygen only runs on "first boot").
+MASKED_UNITS = ("systemd-firstboot.service", "sshd-keygen.service", "getty@tty1.service")
+
+_FINISH = """\
+ENV container=docker
+COPY dropship-hostkeys.service /etc/systemd/system/dropship-hostkeys.service
+RUN set -e; rm -f /etc/ssh/ssh_host_*; \\
+    mkdir -p /etc/systemd/system/multi-user.target.wants; \\
+    ln -sf /etc/systemd/system/dropship-hostkeys.service \\
+        /etc/systemd/system/multi-user.target.wants/dropship-hostkeys.service; \\
+    for u in {masked}; do ln -sf /dev/null /etc/systemd/system/$u; done; \\
+    rm -f /etc/systemd/system/getty.target.wants/getty@tty1.service; \\
+    {enable_ssh}\\
+    : > /etc/machine-id; rm -f /var/lib/dbus/machine-id
+STOPSIGNAL SIGRTMIN+3
+CMD ["/sbin/init"]
+"""
+
+DEBIAN_DOCKERFILE = "FROM {base}\nCOPY sources.list /etc/apt/sources.list\n" + _FINISH.format(
+    masked=" ".join(MASKED_UNITS),
+    enable_ssh="ln -sf /usr/lib/systemd/system/ssh.service "
+               "/etc/systemd/system/multi-user.target.wants/ssh.service; \\\n    ")
+
+UBUNTU_DOCKERFILE = f"""\
+FROM {REGISTRY_BASE}
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update && apt-get install -y --no-install-recommends \\
+        {PACKAGES.replace(",", " ")} \\
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
+""" + _FINISH.format(masked=" ".join(MASKED_UNITS), enable_ssh="")
+
+
+def recipe_hash(*parts: str) -> str:
+    """Short sha256 of the recipe texts (pure)."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
+def debian_tags() -> tuple[str, str]:
+    """(rootfs tag, droplet image tag) of the debootstrap recipe (pure)."""
+    h = recipe_hash(DEBIAN_DOCKERFILE, SOURCES_LIST, HOSTKEYS_UNIT, MIRROR, *DEBOOTSTRAP_ARGS)
+    return f"{ROOTFS_REPO}:{SUITE}-{h}", f"{REPO}:{SUITE}-{h}"
+
+
+def ubuntu_tag() -> str:
+    """Droplet image tag of the registry (ubuntu:24.04) recipe (pure)."""
+    return f"{REPO}:noble-{recipe_hash(UBUNTU_DOCKERFILE, HOSTKEYS_UNIT)}"
+
+
+def build_context(dockerfile: str, files: dict[str, str]) -> bytes:
+    """A tar build context holding the Dockerfile and ``files`` (pure)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in {"Dockerfile": dockerfile, **files}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ensure_base_image() -> str:
+    """Return the droplet image reference, building it (once, under a lock) when missing."""
+    ensure_engine()
+    existing = _existing_image()
+    if existing:
+        return existing
+    with _build_lock():
+        existing = _existing_image()
+        if existing:
+            return existing
+        started = time.monotonic()
+        ref = _build_from_registry() or _build_from_debootstrap()
+        log.info("built %s in %.0fs", ref, time.monotonic() - started)
+        return ref
+
+
+def _existing_image() -> str | None:
+    for ref in (debian_tags()[1], ubuntu_tag()):
+        if image_exists(ref):
+            return ref
+    return None
+
+
+@contextmanager
+def _build_lock():
+    with open(LOCK_PATH, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process building the local base image")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(tag: str, dockerfile: str, files: dict[str, str], timeout: float) -> None:
+    docker("build", "-q", "-t", tag, "-", input=build_context(dockerfile, files), timeout=timeout)
+
+
+def _build_from_registry() -> str | None:
+    """Build from ubuntu:24.04 if a registry answers; None when it does not."""
+    if not image_exists(REGISTRY_BASE):
+        try:
+            pulled = docker("pull", "-q", REGISTRY_BASE, check=False, timeout=REGISTRY_PROBE_TIMEOUT)
+        except ProviderError:  # timed out: treat as unreachable
+            return None
+        if pulled.returncode != 0:
+            log.info("no registry (%s); building from debootstrap", last_line(pulled.stderr))
+            return None
+    tag = ubuntu_tag()
+    log.info("building %s from %s", tag, REGISTRY_BASE)
+    _build(tag, UBUNTU_DOCKERFILE, {"dropship-hostkeys.service": HOSTKEYS_UNIT}, timeout=900)
+    return tag
+
+
+def _build_from_debootstrap() -> str:
+    rootfs_tag, tag = debian_tags()
+    if not image_exists(rootfs_tag):
+        _import_rootfs(rootfs_tag)
+    log.info("building %s from %s", tag, rootfs_tag)
+    _build(tag, DEBIAN_DOCKERFILE.replace("{base}", rootfs_tag),
+           {"sources.list": SOURCES_LIST, "dropship-hostkeys.service": HOSTKEYS_UNIT}, timeout=600)
+    return tag
+
+
+def _import_rootfs(rootfs_tag: str) -> None:
+    """debootstrap a rootfs into a temp folder and ``docker import`` it as ``rootfs_tag``."""
+    if not shutil.which("debootstrap"):
+        raise DropshipError("building the local droplet image needs debootstrap (no registry here)",
+                            "apt-get install debootstrap")
+    if os.geteuid() != 0:
+        raise DropshipError("building the local droplet image runs debootstrap, which needs root",
+                            "run dropship as root once to build the image")
+    target = Path(tempfile.mkdtemp(prefix="dropship-rootfs-", dir="/var/tmp"))
+    try:
+        _debootstrap(target)
+        with subprocess.Popen(["tar", "--numeric-owner", "-C", str(target), "-c", "."],
+                              stdout=subprocess.PIPE) as tar:
+            docker("import", "-", rootfs_tag, input=tar.stdout, timeout=600)
+    finally:
+        _remove_rootfs(target)
+
+
+def _debootstrap(target: Path) -> None:
+    log.info("debootstrap %s into %s (about 70 s)", SUITE, target)
+    log_path = Path(tempfile.gettempdir()) / "dropship-debootstrap.log"
+    with open(log_path, "wb") as out:
+        try:
+            rc = subprocess.run(["debootstrap", *DEBOOTSTRAP_ARGS, str(target), MIRROR],
+                                stdout=out, stderr=subprocess.STDOUT, timeout=1800).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    if rc != 0:
+        tail = last_line(log_path.read_text(errors="replace")[-2000:])
+        raise ProviderError(f"debootstrap {SUITE} failed ({rc}): {tail}", f"see {log_path}")
+
+
+def _remove_rootfs(target: Path) -> None:
+    """Unmount anything debootstrap left mounted under ``target``, then delete it."""
+    prefix = str(target) + "/"
+    with open("/proc/mounts") as f:
+        mounts = [ln.split()[1] for ln in f if ln.split()[1].startswith(prefix)]
+    for mnt in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+    with open("/proc/mounts") as f:
+        if any(ln.split()[1].startswith(prefix) for ln in f):
+            log.warning("left %s in place: still has mounts", target)
+            return
+    shutil.rmtree(target, ignore_errors=True)
