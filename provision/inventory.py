@@ -138,7 +138,7 @@ class _Cursor:
     def child(self, key, required=False, default=None):
         """The cursor for ``key`` of this mapping, or None when absent and not required."""
         if not isinstance(self.node, dict):
-            self.fail(f"expected a mapping, got {_kind(self.node)}")
+            self.fail(f"expected a mapping, got {_kind(self.node)}", _MAPPING_FIX)
         dotted = f"{self.key}.{key}" if self.key else str(key)
         if key not in self.node or self.node[key] is None:
             if required:
@@ -153,7 +153,7 @@ class _Cursor:
 
     def mapping(self, allowed: tuple[str, ...]) -> dict:
         if not isinstance(self.node, dict):
-            self.fail(f"expected a mapping, got {_kind(self.node)}")
+            self.fail(f"expected a mapping, got {_kind(self.node)}", _MAPPING_FIX)
         for key in self.node:
             if key not in allowed:
                 self.fail(f"unknown key '{key}'", f"use one of: {', '.join(allowed)}",
@@ -162,29 +162,31 @@ class _Cursor:
 
     def list(self) -> list:
         if not isinstance(self.node, list):
-            self.fail(f"expected a list, got {_kind(self.node)}")
+            self.fail(f"expected a list, got {_kind(self.node)}", "write a list like [a, b] or '- a' lines")
         return self.node
 
     def str(self, pattern: re.Pattern | None = None, hint: str = "") -> str:
+        fix = f"write something like {hint}" if hint else "write a quoted string"
         if not isinstance(self.node, str) or not self.node:
-            self.fail(f"expected a non-empty string{hint and ' like ' + hint}, got {_kind(self.node)}")
+            self.fail(f"expected a non-empty string{hint and ' like ' + hint}, got {_kind(self.node)}", fix)
         if pattern and not pattern.match(self.node):
-            self.fail(f"{self.node!r} is not valid{hint and '; expected something like ' + hint}")
+            self.fail(f"{self.node!r} is not valid{hint and '; expected something like ' + hint}", fix)
         return self.node
 
     def int(self, lo: int, hi: int) -> int:
         if isinstance(self.node, bool) or not isinstance(self.node, int) or not lo <= self.node <= hi:
-            self.fail(f"expected an integer from {lo} to {hi}, got {self.node!r}")
+            self.fail(f"expected an integer from {lo} to {hi}, got {self.node!r}",
+                      f"write a whole number from {lo} to {hi}, without quotes")
         return self.node
 
     def bool(self) -> bool:
         if not isinstance(self.node, bool):
-            self.fail(f"expected true or false, got {self.node!r}")
+            self.fail(f"expected true or false, got {self.node!r}", "write true or false, without quotes")
         return self.node
 
     def choice(self, options: tuple[str, ...]) -> str:
         if self.node not in options:
-            self.fail(f"expected one of {', '.join(options)}, got {self.node!r}")
+            self.fail(f"expected one of {', '.join(options)}, got {self.node!r}", f"use one of: {', '.join(options)}")
         return self.node
 
     def secret(self) -> SecretRef:
@@ -198,6 +200,9 @@ class _Cursor:
         if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
             self.fail(f"secret name {name!r} must be letters, digits and underscores", fix)
         return SecretRef(kind, name, f"{self.path.name}:{self.line} {self.key}")
+
+
+_MAPPING_FIX = "indent 'key: value' lines under it"
 
 
 def _kind(value) -> str:
@@ -232,7 +237,8 @@ def load_inventory(path: str | os.PathLike) -> dict[str, Environment]:
             if isinstance(envs.node[name], dict) else envs.node[name]
         cursor = _Cursor(path, node, f"environments.{name}", envs.node.line_of(name))
         if not _IDENT.match(str(name)):
-            cursor.fail("environment names are lower-case letters, digits and underscores")
+            cursor.fail("environment names are lower-case letters, digits and underscores",
+                        "rename it, e.g. 'staging' or 'prod_eu'")
         out[name] = _environment(name, cursor, workspace, path)
     return out
 
@@ -268,13 +274,15 @@ def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Env
 
 def _hosts(c: _Cursor, provider: str) -> tuple[HostSpec, ...]:
     hosts: list[HostSpec] = []
+    names: list[_Cursor] = []
     droplets, fixed = c.child("droplets"), c.child("hosts")
     if droplets is None and fixed is None:
         c.fail("no hosts", "add 'droplets:' (created by the provider) or 'hosts:' (fixed addresses)",
                key=f"{c.key}.droplets")
     for item in droplets.items() if droplets else ():
         item.mapping(("name", "size", "region", "image", "tags", "roles"))
-        name = item.child("name", required=True).str(_NAME, "'web-1'")
+        names.append(item.child("name", required=True))
+        name = names[-1].str(_NAME, "'web-1'")
         size_c = item.child("size", required=True)
         size = size_c.str()
         try:
@@ -293,15 +301,15 @@ def _hosts(c: _Cursor, provider: str) -> tuple[HostSpec, ...]:
         hosts.append(HostSpec(name=name, roles=_roles(item), droplet=spec))
     for item in fixed.items() if fixed else ():
         item.mapping(("name", "address", "port", "roles"))
-        name = item.child("name", required=True).str(_NAME, "'db-1'")
+        names.append(item.child("name", required=True))
+        name = names[-1].str(_NAME, "'db-1'")
         port = item.child("port")
         hosts.append(HostSpec(name=name, roles=_roles(item), address=item.child("address", required=True).str(),
                               port=port.int(1, 65535) if port else None))
     seen: set[str] = set()
-    for h in hosts:
+    for h, name_c in zip(hosts, names):
         if h.name in seen:
-            c.fail(f"host name '{h.name}' is used twice", "give every host its own name",
-                   key=f"{c.key}.droplets")
+            name_c.fail(f"host name '{h.name}' is used twice", "give every host its own name")
         seen.add(h.name)
     return tuple(hosts)
 
@@ -366,7 +374,7 @@ def _swap(c: _Cursor | None) -> int | None:
         return 0
     m = _SIZE_MB.match(str(c.node))
     if not m:
-        c.fail(f"expected auto, off or a size like 2G or 512M, got {c.node!r}")
+        c.fail(f"expected auto, off or a size like 2G or 512M, got {c.node!r}", "write auto, off, 2G or 512M")
     return int(m.group(1)) * (1024 if m.group(2).upper() == "G" else 1)
 
 
@@ -380,7 +388,7 @@ def _firewall(c: _Cursor | None) -> tuple[str, ...]:
         value = str(item.node)
         m = re.match(r"^(\d{1,5})(?:/(tcp|udp))?$", value)
         if not m or not 0 < int(m.group(1)) < 65536:
-            item.fail(f"expected a port like 22 or 53/udp, got {item.node!r}")
+            item.fail(f"expected a port like 22 or 53/udp, got {item.node!r}", "list ports like 22, 443 or 53/udp")
         out.append(f"{m.group(1)}/{m.group(2) or 'tcp'}")
     if "22/tcp" not in out:
         allow.fail("SSH (22) must stay allowed or the next run locks itself out", "add 22 to firewall.allow")

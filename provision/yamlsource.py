@@ -33,19 +33,20 @@ class LList(list):
         return self.lines[index] if index < len(self.lines) else self.line
 
 
-def _convert(node, path):
+def _convert(node, path, where=""):
     if isinstance(node, yaml.MappingNode):
         out = LDict(line=node.start_mark.line + 1)
         for key_node, value_node in node.value:
             key = _scalar(key_node)
+            dotted = f"{where}.{key}" if where else str(key)
             if key in out:
-                raise InventoryError(path, key_node.start_mark.line + 1, str(key), "duplicate key",
+                raise InventoryError(path, key_node.start_mark.line + 1, dotted, "duplicate key",
                                      "keep one of the two entries")
-            out[key] = _convert(value_node, path)
+            out[key] = _convert(value_node, path, dotted)
             out.lines[key] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        items = [_convert(v, path) for v in node.value]
+        items = [_convert(v, path, f"{where}[{i}]") for i, v in enumerate(node.value)]
         return LList(items, line=node.start_mark.line + 1, lines=[v.start_mark.line + 1 for v in node.value])
     return _scalar(node)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Dropship needs on a Debian/Ubuntu controller (run as root, or with sudo for apt):
-# the Docker engine and debootstrap for local droplets, a virtualenv with the pinned Python
-# packages, and a running dockerd. Safe to run again: it only does what is missing.
+# the Docker engine and debootstrap for local droplets, the PostgreSQL server binaries for the
+# app's tests, a virtualenv with the pinned Python packages, and a running dockerd. Safe to run
+# again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,9 @@ SUDO=""
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

@@ -39,7 +39,8 @@ def _parse_stat(output: str) -> FileFacts:
     link = lines[1].strip() if len(lines) > 1 else ""
     sha = lines[2].strip() if len(lines) > 2 else ""
     content = base64.b64decode(lines[3].strip()) if len(lines) > 3 and lines[3].strip() else None
-    return FileFacts(True, owner, group, mode.zfill(4), sha, content, kind.strip(), link)
+    kind = "regular file" if kind.strip() == "regular empty file" else kind.strip()  # GNU stat on size 0
+    return FileFacts(True, owner, group, mode.zfill(4), sha, content, kind, link)
 
 
 def _mode(mode: int | str) -> str:
@@ -101,7 +102,8 @@ class File(Resource):
             f"base64 -d > \"$tmp\" <<'DROPSHIP_EOF'",
             base64.encodebytes(self.content).decode().rstrip("\n"),
             "DROPSHIP_EOF",
-            f'chown {q(self.owner)}:{q(self.group)} "$tmp" && chmod {_mode(self.mode)} "$tmp"',
+            f'chown {q(self.owner)}:{q(self.group)} "$tmp" && chmod {_mode(self.mode)} "$tmp" '
+            f'|| {{ rm -f "$tmp"; exit 1; }}',  # set -e ignores a failure on the left of &&
         ]
         if self.validate:
             lines.append(f'{self.validate.replace("%s", chr(34) + "$tmp" + chr(34))} '

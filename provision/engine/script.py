@@ -19,7 +19,8 @@ def marker() -> str:
 def probe_script(probes: list[str], mark: str) -> str:
     parts = []
     for i, probe in enumerate(probes):
-        parts.append(f"echo '{mark} F {i}'\n{{ {probe}\n}} 2>/dev/null")
+        # `echo` ends a last line printed without a newline (base64 -w0) so the next marker stays alone.
+        parts.append(f"echo '{mark} F {i}'\n{{ {probe}\n}} 2>/dev/null; echo")
     return "\n".join(parts) + f"\necho '{mark} END'\n"
 
 

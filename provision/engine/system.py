@@ -27,8 +27,9 @@ class Packages(Resource):
         return f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {names} 2>/dev/null; true"
 
     def parse(self, output: str) -> set[str]:
+        # Status-Abbrev: wanted state, then current state ("ii", "hi" held, "rc" config only, "un").
         return {line.split()[0].split(":")[0] for line in output.splitlines()
-                if len(line.split()) >= 2 and line.split()[1] == "ii"}
+                if len(line.split()) >= 2 and line.split()[1][1:2] == "i"}
 
     def plan(self, installed: set[str]) -> list[Change]:
         missing = [n for n in self.names if n not in installed]
@@ -268,6 +269,6 @@ class Download(Resource):
         p = q(self.path)
         return [self.change("create", f"download {self.url}", [
             f'tmp=$(mktemp "$(dirname {p})/.dropship.XXXXXX")',
-            f'curl -fsSL --retry 3 {q(self.url)} -o "$tmp"',
+            f'curl -fsSL --retry 3 {q(self.url)} -o "$tmp" || {{ rm -f "$tmp"; exit 1; }}',
             f'chmod {self.mode:04o} "$tmp" && mv -f "$tmp" {p}',
         ])]

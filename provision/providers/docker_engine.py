@@ -18,8 +18,12 @@ _engine_ok = False
 
 
 def last_line(text: str) -> str:
-    """The last non-empty line of ``text`` (docker puts the reason there), or ''."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    """The last non-empty line of ``text`` (docker puts the reason there), or ''.
+
+    The CLI's trailing hints ("Run 'docker run --help' for more information") are skipped.
+    """
+    lines = [ln.strip() for ln in (text or "").splitlines()
+             if ln.strip() and not ln.strip().startswith(("Run 'docker", "See 'docker"))]
     return lines[-1] if lines else ""
 
 

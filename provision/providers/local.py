@@ -2,7 +2,9 @@
 
 Each droplet is a container ``dropship-<env>-<name>`` on the network ``dropship-<env>`` (droplets
 resolve each other by name), with its own Docker volume for /var/lib/docker and guest ports
-22/80/443 published on fixed host ports chosen at create time (recorded in labels).
+22/80/443 published on fixed host ports chosen at create time (recorded in labels). With
+``same_ports`` they are published at the same numbers (``127.0.0.N:22:22``), as on a real
+droplet's public address; give each such droplet its own ``bind_address`` then.
 """
 from __future__ import annotations
 
@@ -164,6 +166,13 @@ def label_filters(labels: dict[str, str]) -> list[str]:
     return [arg for k, v in labels.items() for arg in ("--filter", f"label={k}={v}")]
 
 
+def choose_ports(bind_address: str, same_ports: bool = False) -> dict[int, int]:
+    """Guest port -> host port on ``bind_address``: the same numbers, or free random ports."""
+    if same_ports:
+        return {guest: guest for guest in GUEST_PORTS}
+    return dict(zip(GUEST_PORTS, free_ports(bind_address, len(GUEST_PORTS))))
+
+
 def free_ports(bind_address: str, count: int) -> list[int]:
     """``count`` distinct ports the kernel says are free on ``bind_address`` right now."""
     family = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
@@ -222,11 +231,13 @@ class LocalProvider:
     """Provider for one environment's droplets in the local Docker engine."""
 
     def __init__(self, env: str, workspace: Workspace, ca_certificates: list[Path] = (),
-                 bind_address: str = "127.0.0.1", labels: dict[str, str] | None = None):
+                 bind_address: str = "127.0.0.1", labels: dict[str, str] | None = None,
+                 same_ports: bool = False):
         self.env = check_name("environment", env)
         self.workspace = workspace
         self.ca_certificates = [Path(p) for p in ca_certificates]
         self.bind_address = bind_address
+        self.same_ports = same_ports  # publish 22/80/443 as 22/80/443 on bind_address
         self.labels = dict(labels or {})
         self.boot_debug: dict[str, str] = {}  # name -> `systemctl --failed` when boot was degraded
 
@@ -321,7 +332,7 @@ class LocalProvider:
         for attempt in range(3):
             self._ensure_network()
             self._ensure_volume(spec.name)
-            ports = dict(zip(GUEST_PORTS, free_ports(self.bind_address, len(GUEST_PORTS))))
+            ports = choose_ports(self.bind_address, self.same_ports)
             labels = droplet_labels(self.env, spec, ports, self.bind_address, image, self.labels)
             out = docker(*run_args(self.env, spec, image, ports, self.bind_address, labels,
                                    int(facts["ncpu"]), facts["cgroup"]), check=False)
@@ -329,7 +340,9 @@ class LocalProvider:
                 return
             reason = last_line(out.stderr)
             docker("rm", "-f", container_name(self.env, spec.name), check=False)
-            retry = ("already allocated" in reason or "address already in use" in reason
+            port_taken = "already allocated" in reason or "address already in use" in reason
+            # fixed ports stay taken: retrying only helps when they were picked at random
+            retry = (port_taken and not self.same_ports
                      or "network" in reason and "not found" in reason)
             if not retry or attempt == 2:
                 raise ProviderError(f"{spec.name}: docker run failed: {reason}",

@@ -56,7 +56,7 @@ def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None) -> lis
     for role in chosen:
         packages += [p for p in role.packages(ctx) if p not in packages]
         resources += role.resources(ctx)
-    # Phase-1 resources (CA certificates, apt sources) go before the one apt transaction.
-    first = [r for r in resources if r.phase == PHASE_PACKAGES]
-    rest = [r for r in resources if r.phase != PHASE_PACKAGES]
+    # Earlier phases' resources and phase-1 ones (apt sources) go before the one apt transaction.
+    first = [r for r in resources if r.phase <= PHASE_PACKAGES]
+    rest = [r for r in resources if r.phase > PHASE_PACKAGES]
     return first + ([Packages(tuple(packages), role="packages")] if packages else []) + rest

@@ -4,13 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine.files import Directory, File
-from ..engine.model import PHASE_LOCKDOWN, PHASE_PACKAGES, Resource, reload, restart
+from ..engine.model import PHASE_LOCKDOWN, PHASE_TRUST, Handler, Resource, reload, restart
 from ..engine.system import Firewall, Service, Swapfile, Timezone, User
 from ..templates import render
 from . import Role, RoleContext
 
 NAME = "base"
 CA_DIR = "/usr/local/share/ca-certificates/dropship"
+UPDATE_CAS = Handler("update-ca-certificates", "update-ca-certificates >/dev/null")
 
 
 def ca_certificate_path(source: Path) -> str:
@@ -32,10 +33,11 @@ def resources(ctx: RoleContext) -> list[Resource]:
     s, user = ctx.settings, ctx.deploy_user
     home = f"/home/{user}"
     out: list[Resource] = []
+    # Trust first (phase 0, one update-ca-certificates): HTTPS apt sources and downloads need it.
     if ctx.env.ca_certificates:
-        out.append(Directory(CA_DIR, role=NAME, phase=PHASE_PACKAGES))
-    out += [File(ca_certificate_path(p), p.read_bytes(), role=NAME, phase=PHASE_PACKAGES,
-                 check="update-ca-certificates >/dev/null") for p in ctx.env.ca_certificates]
+        out.append(Directory(CA_DIR, role=NAME, phase=PHASE_TRUST))
+    out += [File(ca_certificate_path(p), p.read_bytes(), role=NAME, phase=PHASE_TRUST, notify=(UPDATE_CAS,))
+            for p in ctx.env.ca_certificates]
     out += [
         Timezone(s.timezone, role=NAME),
         User(user, role=NAME),

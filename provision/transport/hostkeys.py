@@ -53,13 +53,13 @@ class KnownHosts:
         """Replace whatever was pinned for ``address:port`` with ``keys``."""
         name = host_id(address, port)
         with self._locked() as hk:
-            hk.pop(name, None)
+            _drop(hk, name)
             for key in keys:
                 hk.add(name, key.get_name(), key)
 
     def forget(self, address: str, port: int) -> None:
         with self._locked() as hk:
-            hk.pop(host_id(address, port), None)
+            _drop(hk, host_id(address, port))
 
     @contextmanager
     def _locked(self):
@@ -73,3 +73,9 @@ class KnownHosts:
             hk.save(tmp)
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
+
+
+def _drop(hk: paramiko.HostKeys, name: str) -> None:
+    """Remove every key of ``name`` (``del``/``pop`` on HostKeys removes only its first line)."""
+    while name in hk:
+        del hk[name]

@@ -7,6 +7,7 @@ secrets never appear on a command line, and output is streamed line by line.
 """
 from __future__ import annotations
 
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -73,32 +74,35 @@ class Session:
             raise RemoteError(self.name, "connection", "the SSH connection was lost",
                               "check the host is up and re-run: every step is idempotent")
         chan = transport.open_session(timeout=self.target.connect_timeout)
-        chan.settimeout(timeout)
         chan.exec_command(command)
         if stdin:
             chan.sendall(stdin)
         chan.shutdown_write()
         out, err, pending = [], [], b""
-        try:
-            while True:
-                if chan.recv_ready():
-                    data = chan.recv(65536)
-                    out.append(data)
-                    if on_line:
-                        pending += data
-                        *lines, pending = pending.split(b"\n")
-                        for line in lines:
-                            on_line(line.decode(errors="replace"))
-                    continue
-                if chan.recv_stderr_ready():
-                    err.append(chan.recv_stderr(65536))
-                    continue
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                chan.status_event.wait(0.005)
-        except socket.timeout:
-            raise RemoteError(self.name, "command", f"no answer within {timeout:.0f} s",
-                              "check the host's load and re-run") from None
+        deadline = time.monotonic() + timeout if timeout else None
+        # Read until EOF, not until the exit status: sshd may report the exit before the last output.
+        while True:
+            busy = False
+            while chan.recv_ready():
+                data = chan.recv(65536)
+                out.append(data)
+                busy = True
+                if on_line:
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode(errors="replace"))
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(65536))
+                busy = True
+            if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if deadline and time.monotonic() > deadline:
+                chan.close()
+                raise RemoteError(self.name, "command", f"no end within {timeout:.0f} s",
+                                  "check the host's load and re-run")
+            if not busy:
+                select.select([chan], [], [], 0.2)
         if on_line and pending:
             on_line(pending.decode(errors="replace"))
         rc = chan.recv_exit_status()

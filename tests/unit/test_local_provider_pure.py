@@ -9,8 +9,8 @@ from provision.errors import DropshipError, ProviderError
 from provision.providers import docker_engine, local_image
 from provision.providers.base import DropletSpec
 from provision.providers.local import (
-    check_name, connect_address, container_name, cpu_limit, current_size, droplet_from_inspect,
-    droplet_labels, free_ports, host_key_line, label_filters, network_name, parse_tags, run_args,
+    LocalProvider, check_name, choose_ports, connect_address, container_name, cpu_limit, current_size,
+    droplet_from_inspect, droplet_labels, free_ports, host_key_line, label_filters, network_name, parse_tags, run_args,
     status_of, volume_name,
 )
 
@@ -165,6 +165,60 @@ def test_label_filters():
 def test_free_ports_distinct():
     ports = free_ports("127.0.0.1", 3)
     assert len(set(ports)) == 3 and all(p > 0 for p in ports)
+
+
+def test_choose_ports_random_by_default():
+    ports = choose_ports("127.0.0.1")
+    assert sorted(ports) == [22, 80, 443] and len(set(ports.values())) == 3
+
+
+def test_choose_ports_same_numbers():
+    assert choose_ports("127.0.0.7", same_ports=True) == {22: 22, 80: 80, 443: 443}
+
+
+def test_same_ports_publishes_guest_ports_at_their_own_numbers():
+    ports = choose_ports("127.0.0.7", same_ports=True)
+    labels = droplet_labels("prod", SPEC, ports, "127.0.0.7", "img")
+    args = _args(ports=ports, bind_address="127.0.0.7", labels=labels)
+    assert _flag_values(args, "-p") == ["127.0.0.7:22:22", "127.0.0.7:80:80", "127.0.0.7:443:443"]
+    info = {"Id": "ab" * 32, "State": {"Status": "running"}, "Config": {"Labels": labels},
+            "HostConfig": {"Memory": 4096 << 20, "NanoCpus": 2_000_000_000}}
+    d = droplet_from_inspect(info)
+    assert (d.address, d.ssh_port, d.port(80), d.port(443)) == ("127.0.0.7", 22, 80, 443)
+
+
+def test_local_provider_same_ports_defaults_off(tmp_path):
+    from provision.workspace import Workspace
+
+    assert LocalProvider("prod", Workspace(tmp_path)).same_ports is False
+    assert LocalProvider("prod", Workspace(tmp_path), bind_address="127.0.0.9", same_ports=True).same_ports
+
+
+@pytest.mark.parametrize("same_ports,runs", [(False, 3), (True, 1)])
+def test_taken_port_is_retried_only_with_random_ports(monkeypatch, tmp_path, same_ports, runs):
+    from provision.providers import local
+    from provision.workspace import Workspace
+
+    calls = []
+
+    def fake_docker(*args, **kw):
+        calls.append(args)
+        if args[0] == "run":
+            published = _flag_values(list(args), "-p")
+            calls[-1] = published
+            return subprocess.CompletedProcess(args, 125, "", "Error starting userland proxy: listen tcp4 "
+                                               f"{published[0].rsplit(':', 1)[0]}: bind: address already in use\n")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(local, "docker", fake_docker)
+    monkeypatch.setattr(local, "engine_facts", lambda: {"ncpu": "2", "cgroup": "1"})
+    provider = LocalProvider("prod", Workspace(tmp_path), bind_address="127.0.0.7", same_ports=same_ports)
+    with pytest.raises(ProviderError, match="address already in use"):
+        provider._run(SPEC, "img:1")
+    published = [c for c in calls if isinstance(c, list)]
+    assert len(published) == runs
+    if same_ports:
+        assert published == [["127.0.0.7:22:22", "127.0.0.7:80:80", "127.0.0.7:443:443"]]
 
 
 # ---- image recipe ---------------------------------------------------------------------------

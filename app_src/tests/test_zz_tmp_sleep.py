@@ -1,0 +1,3 @@
+import time
+def test_sleep(client):
+    time.sleep(60)

@@ -1,0 +1,1 @@
+"""Test doubles for external services (e.g. a local DigitalOcean API)."""
