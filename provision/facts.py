@@ -10,24 +10,33 @@ from dataclasses import dataclass
 SYSTEM_PROBE = r"""
 . /etc/os-release 2>/dev/null
 echo "os=${ID:-unknown}"; echo "os_version=${VERSION_ID:-}"; echo "codename=${VERSION_CODENAME:-}"
-echo "virt=$(systemd-detect-virt -c 2>/dev/null || echo none)"
-echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-echo "nproc=$(nproc)"
-mp=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)
-cp=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ {print $3}' /proc/self/cgroup)
-up=$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)
-for d in memory; do p=$mp; while :; do
-  f=/sys/fs/cgroup/$d$p/memory.limit_in_bytes; [ -r "$f" ] && echo "cg_mem=$(cat "$f")"
-  [ -z "$p" ] || [ "$p" = / ] && break; p=$(dirname "$p"); done; done
-for d in cpu cpu,cpuacct; do p=$cp; while [ -n "$cp" ]; do
-  f=/sys/fs/cgroup/$d$p/cpu.cfs_quota_us
-  [ -r "$f" ] && echo "cg_cpu=$(cat "$f") $(cat /sys/fs/cgroup/$d$p/cpu.cfs_period_us)"
-  [ "$p" = / ] && break; p=$(dirname "$p"); done; done
-p=$up; while [ -n "$up" ] && [ -f /sys/fs/cgroup/cgroup.controllers ]; do
-  [ -r "/sys/fs/cgroup$p/memory.max" ] && echo "cg_mem=$(cat "/sys/fs/cgroup$p/memory.max")"
-  [ -r "/sys/fs/cgroup$p/cpu.max" ] && echo "cg_cpu=$(cat "/sys/fs/cgroup$p/cpu.max")"
-  [ "$p" = / ] && break; p=$(dirname "$p"); done
-echo "pg=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)"
+virt=none
+if [ -r /run/systemd/container ]; then read -r virt < /run/systemd/container; elif [ -e /.dockerenv ]; then virt=docker; fi
+echo "virt=$virt"
+while read -r k v _; do [ "$k" = MemTotal: ] && echo "mem_kb=$v" && break; done < /proc/meminfo
+n=0; while read -r k _; do [ "$k" = processor ] && n=$((n + 1)); done < /proc/cpuinfo; echo "nproc=$n"
+mp=; cp=; up=
+while IFS=: read -r id ctl path; do
+  case ",$ctl," in *,memory,*) mp=$path ;; esac
+  case ",$ctl," in *,cpu,*) cp=$path ;; esac
+  [ "$id" = 0 ] && up=$path
+done < /proc/self/cgroup
+limits() {  # $1 base dir, $2 cgroup path, $3.. files: print "name=value" up the tree
+  base=$1; p=$2; shift 2
+  while :; do
+    for f in "$@"; do [ -r "$base$p/$f" ] && read -r v < "$base$p/$f" && echo "$f=$v"; done
+    [ -z "$p" ] && break; p=${p%/*}
+  done
+}
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  limits /sys/fs/cgroup "$up" memory.max cpu.max
+else
+  [ -n "$mp" ] && limits /sys/fs/cgroup/memory "$mp" memory.limit_in_bytes
+  for d in cpu,cpuacct cpu; do
+    [ -n "$cp" ] && [ -d "/sys/fs/cgroup/$d" ] && limits "/sys/fs/cgroup/$d" "$cp" cpu.cfs_quota_us cpu.cfs_period_us && break
+  done
+fi
+pg=; for d in /etc/postgresql/*/; do [ -d "$d" ] && d=${d%/} && pg=${d##*/}; done; echo "pg=$pg"
 """
 
 
@@ -54,13 +63,14 @@ def parse_system(output: str) -> SystemFacts:
             values.setdefault(k.strip(), []).append(v.strip())
     one = lambda k, d="": (values.get(k) or [d])[0]  # noqa: E731
     mem = int(one("mem_kb", "0") or 0) // 1024
-    for limit in values.get("cg_mem", []):
-        if limit.isdigit() and 0 < int(limit) // (1024 * 1024) < mem:
+    for limit in values.get("memory.limit_in_bytes", []) + values.get("memory.max", []):
+        if limit.isdigit() and 0 < int(limit) // (1024 * 1024) < mem:     # "max" / huge = unlimited
             mem = int(limit) // (1024 * 1024)
     cpus = int(one("nproc", "1") or 1)
-    for quota in values.get("cg_cpu", []):
-        parts = quota.split()
-        if len(parts) == 2 and parts[0].lstrip("-").isdigit() and int(parts[0]) > 0 and int(parts[1]) > 0:
-            cpus = min(cpus, max(1, -(-int(parts[0]) // int(parts[1]))))
+    quotas = [v.split() for v in values.get("cpu.max", [])]
+    quotas += [[q, p] for q, p in zip(values.get("cpu.cfs_quota_us", []), values.get("cpu.cfs_period_us", []))]
+    for quota in quotas:
+        if len(quota) == 2 and quota[0].isdigit() and quota[1].isdigit() and int(quota[0]) > 0 < int(quota[1]):
+            cpus = min(cpus, max(1, -(-int(quota[0]) // int(quota[1]))))
     return SystemFacts(one("os", "unknown"), one("os_version"), one("codename"), one("virt", "none"),
                        mem, cpus, one("pg"))

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 
+from .batch import STAT
 from .model import Change, Handler, Resource, q
 
 MAX_DIFF_BYTES = 256 * 1024
@@ -68,9 +69,14 @@ class File(Resource):
     secret: bool = False
     phase: int = 2
 
+    batch = STAT
+
     @property
     def key(self) -> str:
         return f"file {self.path}"
+
+    def batch_item(self, want_content: bool = False):
+        return self.path, want_content and not self.secret
 
     def probe(self, want_content: bool = False) -> str:
         return _stat_probe(self.path, want_content and not self.secret)
@@ -143,9 +149,14 @@ class Directory(Resource):
     role: str = ""
     phase: int = 2
 
+    batch = STAT
+
     @property
     def key(self) -> str:
         return f"directory {self.path}"
+
+    def batch_item(self, want_content: bool = False):
+        return self.path, False
 
     def probe(self, want_content: bool = False) -> str:
         return _stat_probe(self.path, False)
@@ -174,9 +185,14 @@ class Symlink(Resource):
     notify: tuple[Handler, ...] = ()
     phase: int = 2
 
+    batch = STAT
+
     @property
     def key(self) -> str:
         return f"link {self.path}"
+
+    def batch_item(self, want_content: bool = False):
+        return self.path, False
 
     def probe(self, want_content: bool = False) -> str:
         return _stat_probe(self.path, False)
@@ -198,9 +214,14 @@ class Absent(Resource):
     notify: tuple[Handler, ...] = ()
     phase: int = 2
 
+    batch = STAT
+
     @property
     def key(self) -> str:
         return f"absent {self.path}"
+
+    def batch_item(self, want_content: bool = False):
+        return self.path, False
 
     def probe(self, want_content: bool = False) -> str:
         return _stat_probe(self.path, False)

@@ -52,6 +52,7 @@ class Resource:
 
     phase = PHASE_CONFIG
     role = ""
+    batch = ""          # resources of one batch kind share one probe command (engine/batch.py)
 
     @property
     def key(self) -> str:
@@ -59,6 +60,10 @@ class Resource:
 
     def probe(self, want_content: bool = False) -> str:
         """Shell that prints the facts this resource needs (read-only, must not fail)."""
+        raise NotImplementedError
+
+    def batch_item(self, want_content: bool = False):
+        """What a batched probe needs of this resource (a path, a unit, a query)."""
         raise NotImplementedError
 
     def parse(self, output: str):

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from .batch import PSQL as PSQL_BATCH
 from .model import Change, Resource, q
 
 PSQL = "runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1"
@@ -48,19 +49,24 @@ class PgRole(Resource):
     role: str = ""
     phase: int = 2
 
+    batch = PSQL_BATCH
+
     @property
     def key(self) -> str:
         return f"postgres role {self.name}"
 
+    def batch_item(self, want_content: bool = False) -> str:
+        return (f"select 'r|' || rolname || '|' || coalesce(rolpassword, '') || '|' || rolcanlogin "
+                f"from pg_authid where rolname = {sql_literal(self.name)}")
+
     def probe(self, want_content: bool = False) -> str:
-        return _probe(f"select 'r:' || coalesce(rolpassword, '') || ':' || rolcanlogin from pg_authid "
-                      f"where rolname = {sql_literal(self.name)}")
+        return _probe(self.batch_item())
 
     def parse(self, output: str) -> dict | None:
         for line in output.splitlines():
-            if line.startswith("r:"):
-                verifier, _, login = line[2:].rpartition(":")
-                return {"password": verifier, "login": login in ("t", "true")}
+            parts = line.split("|")
+            if len(parts) == 4 and parts[:2] == ["r", self.name]:
+                return {"password": parts[2], "login": parts[3] in ("t", "true")}
         return None
 
     def plan(self, facts: dict | None) -> list[Change]:
@@ -82,17 +88,24 @@ class PgDatabase(Resource):
     role: str = ""
     phase: int = 2
 
+    batch = PSQL_BATCH
+
     @property
     def key(self) -> str:
         return f"postgres database {self.name}"
 
+    def batch_item(self, want_content: bool = False) -> str:
+        return (f"select 'd|' || datname || '|' || pg_get_userbyid(datdba) from pg_database "
+                f"where datname = {sql_literal(self.name)}")
+
     def probe(self, want_content: bool = False) -> str:
-        return _probe(f"select 'd:' || pg_get_userbyid(datdba) from pg_database where datname = {sql_literal(self.name)}")
+        return _probe(self.batch_item())
 
     def parse(self, output: str) -> str | None:
         for line in output.splitlines():
-            if line.startswith("d:"):
-                return line[2:]
+            parts = line.split("|")
+            if len(parts) == 3 and parts[:2] == ["d", self.name]:
+                return parts[2]
         return None
 
     def plan(self, owner: str | None) -> list[Change]:

@@ -13,7 +13,7 @@ from typing import Callable
 from ..errors import RemoteError
 from ..facts import SYSTEM_PROBE, SystemFacts, parse_system
 from .model import PHASE_LOCKDOWN, Change, Resource
-from .script import ApplyEvents, apply_script, apply_steps, marker, parse_probe, probe_script, read_event
+from .script import ApplyEvents, apply_script, apply_steps, build_probe, marker, read_event
 
 PHASE_NAMES = {0: "trust", 1: "packages", 2: "configuration", 3: "ssh lockdown"}
 
@@ -87,16 +87,13 @@ class Converge:
                               "check that the SSH user can run sudo without a password")
         facts = parse_system(result.stdout)
         resources = self.build(facts)
-        mark = marker()
-        probes = [r.probe(want_content=self.dry_run) for r in resources]
-        result = self.session.script(probe_script(probes, mark), timeout=120)
+        script, decode = build_probe(resources, marker(), want_content=self.dry_run)
+        result = self.session.script(script, timeout=120)
         try:
-            texts = parse_probe(result.stdout, mark, len(resources))
+            return resources, decode(result.stdout)
         except ValueError:
             raise RemoteError(self.host, "facts", f"fact gathering stopped: {_last_line(result)}",
                               "re-run; if it persists, run the failing command by hand over ssh") from None
-        found = {r.key: r.parse(text) for r, text in zip(resources, texts)}
-        return resources, found
 
     def _plan(self, resources: list[Resource], found: dict[str, object]) -> list[Change]:
         changes: list[Change] = []

@@ -9,7 +9,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from .model import Change, Handler
+from typing import Callable
+
+from . import batch
+from .model import Change, Handler, Resource
 
 
 def marker() -> str:
@@ -22,6 +25,32 @@ def probe_script(probes: list[str], mark: str) -> str:
         # `echo` ends a last line printed without a newline (base64 -w0) so the next marker stays alone.
         parts.append(f"echo '{mark} F {i}'\n{{ {probe}\n}} 2>/dev/null; echo")
     return "\n".join(parts) + f"\necho '{mark} END'\n"
+
+
+def build_probe(resources: list[Resource], mark: str, want_content: bool = False
+                ) -> tuple[str, Callable[[str], dict[str, object]]]:
+    """The probe script for ``resources`` (batched kinds share one command) and its decoder.
+
+    The decoder maps the script's output to ``{resource.key: facts}``; it raises ValueError when
+    the output is incomplete.
+    """
+    singles = [r for r in resources if not r.batch]
+    groups: dict[str, list[Resource]] = {}
+    for r in resources:
+        if r.batch:
+            groups.setdefault(r.batch, []).append(r)
+    items = {kind: [r.batch_item(want_content) for r in rs] for kind, rs in groups.items()}
+    probes = [r.probe(want_content) for r in singles] + [batch.script(k, items[k], want_content) for k in groups]
+
+    def decode(output: str) -> dict[str, object]:
+        texts = parse_probe(output, mark, len(probes))
+        found = {r.key: r.parse(text) for r, text in zip(singles, texts)}
+        for (kind, rs), text in zip(groups.items(), texts[len(singles):]):
+            for r, part in zip(rs, batch.split(kind, text, items[kind])):
+                found[r.key] = r.parse(part)
+        return found
+
+    return probe_script(probes, mark), decode
 
 
 def parse_probe(output: str, mark: str, count: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .batch import SYSTEMD
 from .model import PHASE_PACKAGES, Change, Resource, q
 
 APT_INSTALL = ("apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "
@@ -102,12 +103,17 @@ class Service(Resource):
     role: str = ""
     phase: int = 2
 
+    batch = SYSTEMD
+
     @property
     def key(self) -> str:
         return f"service {self.name}"
 
+    def batch_item(self, want_content: bool = False) -> str:
+        return self.name
+
     def probe(self, want_content: bool = False) -> str:
-        return f"systemctl show -p LoadState -p UnitFileState -p ActiveState {q(self.name)} 2>/dev/null || true"
+        return f"systemctl show -p Id -p LoadState -p UnitFileState -p ActiveState {q(self.name)} 2>/dev/null || true"
 
     def parse(self, output: str) -> dict:
         return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)

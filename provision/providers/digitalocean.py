@@ -202,6 +202,8 @@ class DigitalOceanProvider:
         what = f"creating droplet {spec.name}"
         existing = self._find(spec.name)
         if existing is not None:
+            if existing["status"] == "off":
+                return self.power(spec.name, True)
             ready = existing["status"] != "new" and public_ipv4(existing)
             return to_droplet(existing) if ready else self._wait_ready(what, existing["id"])
         key_id = self._ensure_ssh_key(what, public_key)

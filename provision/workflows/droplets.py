@@ -49,9 +49,12 @@ def create(env: Environment, hosts: list[HostSpec], progress, parallel: int = 4)
         progress.step(h.name, "active", f"ssh {d.address}:{d.ssh_port}")
         return d
 
+    state = load_droplets(env)
     results = fan_out(_droplet_hosts(env, hosts), one, parallel)
     created = {h.name: d for h, d, exc in results if exc is None}
-    state = load_droplets(env)
+    for name, d in created.items():
+        if not d.host_keys and (name not in state or state[name].id != d.id):
+            known.forget(d.address, d.ssh_port)     # a new droplet: a key pinned at its address is stale
     state.update(created)
     # No host key from the provider: the first SSH contact may pin the key offered, once.
     unpinned = {n for n, d in created.items() if not d.host_keys and not known.lookup(d.address, d.ssh_port)}

@@ -258,6 +258,8 @@ class FakeDigitalOcean:
             except ApiError as e:
                 return e.status, {}, {"id": e.error_id, "message": e.message,
                                       "request_id": str(uuid.uuid4())}
+            except Exception as e:  # a backend failure is the API's 500, not a dead request thread
+                return 500, {}, {"id": "server_error", "message": str(e), "request_id": str(uuid.uuid4())}
 
     def rate_headers(self) -> dict[str, str]:
         with self.lock:

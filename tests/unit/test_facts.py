@@ -24,49 +24,49 @@ def test_plain_machine():
 
 
 def test_cgroup_v1_memory_limit_below_ram_wins():
-    assert facts(f"cg_mem={4096 * 1024 * 1024}\n").memory_mb == 4096
+    assert facts(f"memory.limit_in_bytes={4096 * 1024 * 1024}\n").memory_mb == 4096
 
 
 def test_smallest_cgroup_memory_limit_of_the_hierarchy_wins():
-    assert facts(f"cg_mem={4096 * 1024 * 1024}\ncg_mem={2048 * 1024 * 1024}\n").memory_mb == 2048
+    assert facts(f"memory.limit_in_bytes={4096 * 1024 * 1024}\nmemory.limit_in_bytes={2048 * 1024 * 1024}\n").memory_mb == 2048
 
 
 def test_cgroup_unlimited_memory_value_is_ignored():
-    assert facts("cg_mem=9223372036854771712\ncg_mem=9223372036854771712\n").memory_mb == MACHINE_MB
+    assert facts("memory.limit_in_bytes=9223372036854771712\nmemory.limit_in_bytes=9223372036854771712\n").memory_mb == MACHINE_MB
 
 
 def test_cgroup_memory_limit_above_ram_is_ignored():
-    assert facts(f"cg_mem={64 * 1024 ** 3}\n").memory_mb == MACHINE_MB
+    assert facts(f"memory.limit_in_bytes={64 * 1024 ** 3}\n").memory_mb == MACHINE_MB
 
 
 def test_cgroup_v2_max_is_ignored():
-    assert facts("cg_mem=max\ncg_cpu=max 100000\n") == facts()
+    assert facts("memory.max=max\ncpu.max=max 100000\n") == facts()
 
 
 def test_cgroup_v2_limits():
-    got = facts(f"cg_mem={1024 * 1024 * 1024}\ncg_cpu=150000 100000\n")
+    got = facts(f"memory.limit_in_bytes={1024 * 1024 * 1024}\ncpu.max=150000 100000\n")
     assert (got.memory_mb, got.cpus) == (1024, 2)
 
 
 def test_cfs_quota_gives_cpus():
-    assert facts("cg_cpu=200000 100000\n").cpus == 2
+    assert facts("cpu.max=200000 100000\n").cpus == 2
 
 
 def test_cfs_quota_rounds_up_and_keeps_at_least_one():
-    assert facts("cg_cpu=50000 100000\n").cpus == 1
-    assert facts("cg_cpu=250000 100000\n").cpus == 3
+    assert facts("cpu.max=50000 100000\n").cpus == 1
+    assert facts("cpu.max=250000 100000\n").cpus == 3
 
 
 def test_cfs_quota_above_nproc_is_ignored():
-    assert facts("cg_cpu=1600000 100000\n").cpus == 8
+    assert facts("cpu.max=1600000 100000\n").cpus == 8
 
 
 def test_unlimited_cfs_quota_is_ignored():
-    assert facts("cg_cpu=-1 100000\n").cpus == 8
+    assert facts("cpu.cfs_quota_us=-1\ncpu.cfs_period_us=100000\n").cpus == 8
 
 
 def test_half_read_quota_is_ignored():
-    assert facts("cg_cpu=200000 \n").cpus == 8
+    assert facts("cpu.max=200000 \n").cpus == 8
 
 
 def test_postgres_version_and_container():

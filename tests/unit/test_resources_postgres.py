@@ -75,9 +75,9 @@ PASSWORD = "Zq9-p4ss'word$x"
 def test_pgrole_parse():
     role = PgRole("names", PASSWORD)
     stored = verifier(PASSWORD)
-    assert role.parse(f"r:{stored}:true\n") == {"password": stored, "login": True}
-    assert role.parse(f"r:{stored}:t\n") == {"password": stored, "login": True}
-    assert role.parse("r::false\n") == {"password": "", "login": False}
+    assert role.parse(f"r|names|{stored}|true\n") == {"password": stored, "login": True}
+    assert role.parse(f"r|names|{stored}|t\n") == {"password": stored, "login": True}
+    assert role.parse("r|names||false\n") == {"password": "", "login": False}
     assert role.parse("") is None
 
 
@@ -130,7 +130,7 @@ def test_pgrole_without_login_is_updated():
 
 def test_pgrole_matching_password_plans_nothing():
     role = PgRole("names", PASSWORD)
-    assert role.plan(role.parse(f"r:{verifier(PASSWORD)}:t")) == []
+    assert role.plan(role.parse(f"r|names|{verifier(PASSWORD)}|t")) == []
 
 
 def test_sql_literal_doubles_quotes():
@@ -141,7 +141,7 @@ def test_sql_literal_doubles_quotes():
 
 def test_pgdatabase_parse():
     db = PgDatabase("names", "names")
-    assert db.parse("d:names\n") == "names"
+    assert db.parse("d|names|names\n") == "names"
     assert db.parse("") is None
 
 

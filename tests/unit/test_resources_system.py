@@ -349,7 +349,7 @@ def test_download_parse_and_plan():
     assert dl.parse("present\n") is True and dl.parse("absent\n") is False
     assert dl.plan(True) == []
     [change] = dl.plan(False)
-    assert change.commands[1] == 'curl -fsSL --retry 3 https://download.docker.com/linux/debian/gpg -o "$tmp"'
+    assert change.commands[1] == 'curl -fsSL --retry 3 https://download.docker.com/linux/debian/gpg -o "$tmp" || { rm -f "$tmp"; exit 1; }'
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/curl"), reason="needs curl")
