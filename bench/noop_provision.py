@@ -40,11 +40,14 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=10)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument("--keep", metavar="DIR", help="keep the droplets, with their inventory in DIR")
     args = parser.parse_args()
     reap_dead_runs()
     names = [f"h{i:02d}" for i in range(1, args.hosts + 1)]
     with tempfile.TemporaryDirectory(prefix="dropship-bench-") as tmp:
-        box = Sandbox(Path(tmp), run_name())
+        root = Path(args.keep or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        box = Sandbox(root, run_name() if not args.keep else "bench")
         box.write({box.env: {"provider": "local", "droplets": [droplet_spec(names[0], ROLES, SIZE)]}})
         snapshot = None
         try:
@@ -62,8 +65,11 @@ def main() -> None:
             one = [timed(box, "--hosts", names[0]) for _ in range(args.runs)]
             many = [timed(box) for _ in range(args.runs)]
         finally:
-            box.invoke("droplet.destroy", "--env", box.env, "--yes")
-            if snapshot:
+            if args.keep:
+                print(f"kept: DROPSHIP_INVENTORY={box.inventory} invoke provision --env {box.env}")
+            else:
+                box.invoke("droplet.destroy", "--env", box.env, "--yes")
+            if snapshot and not args.keep:
                 from provision.providers.docker_engine import docker
 
                 docker("image", "rm", "-f", snapshot, check=False)

@@ -68,9 +68,11 @@ def postgres_url():
         pw = pwd.getpwnam("postgres")
         os.chown(tmp, pw.pw_uid, pw.pw_gid)
 
-    def pg(*args, **kw):
-        return subprocess.run(as_user + [str(bindir / args[0]), *args[1:]], cwd=tmp, check=True,
-                              capture_output=True, text=True, **kw)
+    def pg(*args):
+        done = subprocess.run(as_user + [str(bindir / args[0]), *args[1:]], cwd=tmp,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{args[0]} failed: {done.stderr or done.stdout}")
 
     stop = as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
     watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, json.dumps(stop), str(tmp)],
@@ -85,9 +87,9 @@ def postgres_url():
             try:
                 pg("pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
                 break
-            except subprocess.CalledProcessError:
+            except RuntimeError as exc:
                 if attempt == 2:
-                    pytest.fail(f"PostgreSQL did not start:\n{log.read_text() if log.exists() else ''}")
+                    pytest.fail(f"PostgreSQL did not start: {exc}\n{log.read_text() if log.exists() else ''}")
         pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "names_test")
         yield f"postgresql://postgres@127.0.0.1:{port}/names_test"
     finally:

@@ -7,6 +7,7 @@ secrets never appear on a command line, and output is streamed line by line.
 """
 from __future__ import annotations
 
+import secrets
 import select
 import socket
 import time
@@ -65,6 +66,7 @@ class Session:
     def __init__(self, target: Target, connection, user: str, redactor: Redactor):
         self.target, self.connection, self.user, self.redact = target, connection, user, redactor
         self.name = target.name
+        self._shell = None
 
     def run(self, command: str, stdin: bytes | None = None, on_line: Callable[[str], None] | None = None,
             timeout: float | None = None) -> Result:
@@ -111,11 +113,64 @@ class Session:
 
     def script(self, text: str, on_line: Callable[[str], None] | None = None,
                timeout: float | None = None) -> Result:
-        """Run a POSIX shell script as root (through ``sudo -n`` unless logged in as root)."""
-        shell = "/bin/sh -s" if self.user == "root" else "sudo -n /bin/sh -s"
-        return self.run(shell, stdin=f"export LC_ALL=C\n{text}".encode(), on_line=on_line, timeout=timeout)
+        """Run a POSIX shell script as root; its stderr is merged into stdout.
+
+        Every script of a session goes to one root shell (``sudo -n /bin/sh`` unless logged in as
+        root) opened on first use: one channel, one sudo, one PAM session per host and run.
+        """
+        chan = self._root_shell()
+        mark = f"@@dropship-exit-{secrets.token_hex(6)}"
+        chan.sendall(f"(\n{text}\n) </dev/null 2>&1\necho \"{mark} $?\"\n".encode())
+        deadline = time.monotonic() + timeout if timeout else None
+        out: list[str] = []
+        while True:
+            while b"\n" in self._pending:
+                raw, self._pending = self._pending.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                if line.startswith(mark + " "):
+                    return Result(int(line.split()[-1]), "\n".join(out) + ("\n" if out else ""), "")
+                out.append(line)
+                if on_line:
+                    on_line(line)
+            if chan.recv_ready():
+                self._pending += chan.recv(65536)
+                continue
+            if chan.eof_received or chan.closed:
+                while chan.recv_stderr_ready():
+                    self._shell_err += chan.recv_stderr(65536)
+                self._shell = None
+                reason = self._shell_err.decode(errors="replace").strip().splitlines()
+                raise RemoteError(self.name, "root shell", f"ended: {self.redact(reason[-1]) if reason else 'no output'}",
+                                  "check that the SSH user can run `sudo -n /bin/sh` and re-run")
+            if deadline and time.monotonic() > deadline:
+                chan.close()
+                self._shell = None
+                raise RemoteError(self.name, "command", f"no end within {timeout:.0f} s",
+                                  "check the host's load and re-run")
+            select.select([chan], [], [], 0.2)
+            while chan.recv_stderr_ready():
+                self._shell_err += chan.recv_stderr(65536)
+
+    def _root_shell(self):
+        if self._shell is None:
+            transport = self.connection.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise RemoteError(self.name, "connection", "the SSH connection was lost",
+                                  "check the host is up and re-run: every step is idempotent")
+            chan = transport.open_session(timeout=self.target.connect_timeout)
+            chan.exec_command("/bin/sh -s" if self.user == "root" else "sudo -n /bin/sh -s")
+            chan.sendall(b"export LC_ALL=C\n")
+            self._shell, self._pending, self._shell_err = chan, b"", b""
+        return self._shell
 
     def close(self) -> None:
+        if self._shell is not None:
+            try:
+                self._shell.sendall(b"exit 0\n")
+                self._shell.shutdown_write()
+            except (OSError, EOFError):
+                pass
+            self._shell = None
         self.connection.close()
 
 
