@@ -75,8 +75,21 @@ class NginxSettings:
 
 @dataclass(frozen=True)
 class AppSettings:
+    """The Flask (WSGI) app a deploy ships: where its code is and how it runs."""
+
     name: str
-    database: DatabaseSettings
+    database: DatabaseSettings | None
+    source: Path | None = None                 # folder shipped as a release
+    wsgi: str = "wsgi:app"
+    requirements: str = "requirements.txt"     # relative to source
+    release_command: str = ""                  # e.g. flask --app wsgi db upgrade
+    keep_releases: int = 5
+    health_path: str = "/healthz"
+    port: int = 8000                           # slots listen on port+1 (blue) and port+2 (green)
+    workers: int = 2
+    env: tuple[tuple[str, str | SecretRef], ...] = ()
+    secret_key: SecretRef | None = None        # SECRET_KEY, generated once
+    exclude: tuple[str, ...] = (".git", "__pycache__", "*.pyc", ".venv", "tests", ".pytest_cache")
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,11 @@ class Environment:
 
     def secret_refs(self) -> list[SecretRef]:
         refs = [self.token] if self.token else []
-        if self.settings.app:
-            refs.append(self.settings.app.database.password)
+        app = self.settings.app
+        if app:
+            refs += [app.database.password] if app.database else []
+            refs += [app.secret_key] if app.secret_key else []
+            refs += [v for _, v in app.env if isinstance(v, SecretRef)]
         return refs
 
 
@@ -266,7 +282,7 @@ def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Env
     hosts = _hosts(c, provider)
     ssh = _ssh(c.child("ssh"), workspace)
     return Environment(
-        name=name, provider=provider, hosts=hosts, ssh=ssh, settings=_settings(c),
+        name=name, provider=provider, hosts=hosts, ssh=ssh, settings=_settings(c, workspace),
         ca_certificates=_ca_certificates(c.child("ca_certificates"), provider, workspace),
         token=token_ref, inventory_path=path.resolve(), workspace=workspace,
     )
@@ -357,13 +373,13 @@ def _ca_certificates(c: _Cursor | None, provider: str, workspace: Workspace) -> 
     return tuple(out)
 
 
-def _settings(c: _Cursor) -> Settings:
+def _settings(c: _Cursor, workspace: Workspace) -> Settings:
     tz = c.child("timezone")
     timezone = tz.str(re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"), "'Europe/Berlin'") if tz else "UTC"
     return Settings(
         timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
-        nginx=_nginx(c.child("nginx")), app=_app(c.child("app")),
+        nginx=_nginx(c.child("nginx")), app=_app(c.child("app"), workspace),
     )
 
 
@@ -429,19 +445,52 @@ def _nginx(c: _Cursor | None) -> NginxSettings:
     return NginxSettings(server_name=name.str() if name else "_")
 
 
-def _app(c: _Cursor | None) -> AppSettings | None:
+def _app(c: _Cursor | None, workspace: Workspace) -> AppSettings | None:
     if c is None:
         return None
-    node = c.mapping(("name", "database", "source", "wsgi", "requirements", "env", "release_command",
-                      "keep_releases", "health_path", "port"))
-    del node
-    db = c.child("database", required=True)
-    db.mapping(("name", "user", "password"))
-    return AppSettings(
-        name=c.child("name", required=True).str(_NAME, "'names'"),
-        database=DatabaseSettings(
+    c.mapping(("name", "database", "source", "wsgi", "requirements", "env", "release_command",
+               "keep_releases", "health_path", "port", "workers", "secret_key", "exclude"))
+    name = c.child("name", required=True).str(_NAME, "'names'")
+    database = None
+    db = c.child("database")
+    if db:
+        db.mapping(("name", "user", "password"))
+        database = DatabaseSettings(
             name=db.child("name", required=True).str(_IDENT, "'names'"),
             user=db.child("user", required=True).str(_IDENT, "'names'"),
             password=db.child("password", required=True).secret(),
-        ),
+        )
+    source = c.child("source")
+    source_path = None
+    if source:
+        source_path = (workspace.root / source.str()).resolve()
+        if not source_path.is_dir():
+            source.fail(f"no such folder: {source_path}", "point app.source at the folder to ship")
+    env = []
+    if c.child("env"):
+        envc = c.child("env")
+        envc.mapping(tuple(envc.node.keys()) if isinstance(envc.node, dict) else ())
+        for key in envc.node:
+            item = envc.child(key)
+            if not re.match(r"^[A-Z_][A-Z0-9_]*$", str(key)):
+                item.fail("environment variable names are upper-case letters, digits and underscores",
+                          "rename it, e.g. FLASK_CONFIG")
+            value = item.secret() if isinstance(item.node, dict) else item.node
+            if not isinstance(value, (str, SecretRef)) and not isinstance(value, (int, float, bool)):
+                item.fail("expected a string or a secret reference")
+            env.append((str(key), value if isinstance(value, (str, SecretRef)) else str(value)))
+    opt = {k: c.child(k) for k in ("wsgi", "requirements", "release_command", "keep_releases", "health_path",
+                                   "port", "workers", "secret_key", "exclude")}
+    return AppSettings(
+        name=name, database=database, source=source_path,
+        wsgi=opt["wsgi"].str(re.compile(r"^[\w.]+:[\w.]+$"), "'wsgi:app'") if opt["wsgi"] else "wsgi:app",
+        requirements=opt["requirements"].str() if opt["requirements"] else "requirements.txt",
+        release_command=opt["release_command"].str() if opt["release_command"] else "",
+        keep_releases=opt["keep_releases"].int(1, 100) if opt["keep_releases"] else 5,
+        health_path=opt["health_path"].str(re.compile(r"^/\S*$"), "'/healthz'") if opt["health_path"] else "/healthz",
+        port=opt["port"].int(1024, 65000) if opt["port"] else 8000,
+        workers=opt["workers"].int(1, 64) if opt["workers"] else 2,
+        env=tuple(env),
+        secret_key=opt["secret_key"].secret() if opt["secret_key"] else SecretRef("secret", f"{name}_secret_key", ""),
+        exclude=tuple(x.str() for x in opt["exclude"].items()) if opt["exclude"] else AppSettings.exclude,
     )

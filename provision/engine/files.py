@@ -67,6 +67,7 @@ class File(Resource):
     validate: str = ""
     check: str = ""
     secret: bool = False
+    replace: bool = True       # False: create when missing, then leave its content alone
     phase: int = 2
 
     batch = STAT
@@ -86,7 +87,8 @@ class File(Resource):
 
     def plan(self, facts: FileFacts) -> list[Change]:
         want_sha = hashlib.sha256(self.content).hexdigest()
-        if not facts.exists or facts.kind != "regular file" or facts.sha256 != want_sha:
+        content_differs = facts.sha256 != want_sha and self.replace
+        if not facts.exists or facts.kind != "regular file" or content_differs:
             action = "update" if facts.exists else "create"
             return [self.change(action, f"{action} {self.path}", self.write_commands(),
                                 diff=self.diff(facts), notify=self.notify)]

@@ -38,13 +38,13 @@ class Role:
 
 
 def registry() -> dict[str, Role]:
-    from . import base, docker, nginx, postgres
+    from . import app, base, docker, nginx, postgres
 
-    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE)}
+    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE)}
 
 
-ORDER = ("base", "docker", "postgres", "nginx")
-PROVISIONED = frozenset(ORDER)   # app and airflow are put in place by `deploy`
+ORDER = ("base", "docker", "postgres", "nginx", "app")
+PROVISIONED = frozenset(ORDER)   # the app role lays out the host; `deploy` ships releases into it
 
 
 def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None) -> list[Resource]:

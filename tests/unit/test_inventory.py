@@ -127,7 +127,8 @@ def test_secret_and_env_refs(tmp_path):
     assert env.token == SecretRef("env", "DO_TOKEN", "inventory.yaml:4 environments.prod.token")
     password = env.settings.app.database.password
     assert password == SecretRef("secret", "db_pw", "inventory.yaml:9 environments.prod.app.database.password")
-    assert env.secret_refs() == [env.token, password]
+    assert env.secret_refs() == [env.token, password, env.settings.app.secret_key]
+    assert env.settings.app.secret_key.name == f"{env.settings.app.name}_secret_key"   # generated once
     assert env.token.describe() == "$DO_TOKEN" and password.describe() == "secret 'db_pw'"
 
 

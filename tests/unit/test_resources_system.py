@@ -198,8 +198,11 @@ def test_swap_probe_runs_on_this_machine():
     facts = Swapfile(1, path="/nonexistent-swap").parse(
         subprocess.run(["/bin/sh", "-c", Swapfile(1, path="/nonexistent-swap").probe()],
                        capture_output=True, text=True, timeout=30).stdout)
-    assert set(facts) == {"virt", "size", "active", "fstab"}
-    assert (facts["size"], facts["active"]) == ("0", "0")
+    if facts["virt"] != "none":          # in a container the probe stops at the virt check
+        assert set(facts) == {"virt"} and Swapfile(1).plan(facts)[0].skipped
+    else:
+        assert set(facts) == {"virt", "size", "active", "fstab"}
+        assert (facts["size"], facts["active"]) == ("0", "0")
 
 
 # --- Firewall -----------------------------------------------------------------------------------

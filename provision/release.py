@@ -1,0 +1,246 @@
+"""Releases, pure: ids, the manifest of what ships, what changed since the live release, the
+app's environment file, and the shell commands of each deploy step (as Kamal does: command
+builders tested by their exact strings; the workflow only runs them)."""
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine.model import q
+
+MANIFEST = ".dropship-manifest.json"
+INFO = ".dropship-release.json"
+
+
+def git_sha(path: Path) -> str:
+    """Short sha of the commit holding ``path`` (+ "-dirty" when it has local changes), or "nogit"."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        sha = git("rev-parse", "--short=8", "HEAD")
+        if not sha:
+            return "nogit"
+        dirty = git("status", "--porcelain", "--", ".")
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        return "nogit"
+
+
+def release_id(sha: str, now: float | None = None) -> str:
+    """``20261125T010203Z-1a2b3c4d``: sorts by time; says which commit."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time())) + f"-{sha}"
+
+
+def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
+    parts = rel.split("/")
+    return any(fnmatch.fnmatch(p, pat) for p in parts for pat in patterns)
+
+
+def manifest(source: Path, exclude: tuple[str, ...]) -> dict[str, list]:
+    """``{relative path: [sha256, mode]}`` of every file that ships."""
+    out: dict[str, list] = {}
+    for dirpath, dirnames, filenames in os.walk(source):
+        rel_dir = os.path.relpath(dirpath, source)
+        dirnames[:] = sorted(d for d in dirnames if not _excluded(os.path.normpath(os.path.join(rel_dir, d)), exclude))
+        for name in sorted(filenames):
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if _excluded(rel, exclude):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full) or not os.path.isfile(full):
+                continue
+            with open(full, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
+            out[rel] = [digest, os.stat(full).st_mode & 0o777]
+    return out
+
+
+@dataclass(frozen=True)
+class Upload:
+    changed: list[str]     # new or different files
+    removed: list[str]     # in the previous release, not in this one
+
+    @property
+    def empty(self) -> bool:
+        return not self.changed and not self.removed
+
+
+def diff(previous: dict[str, list] | None, current: dict[str, list]) -> Upload:
+    previous = previous or {}
+    return Upload(sorted(p for p, meta in current.items() if previous.get(p) != meta),
+                  sorted(p for p in previous if p not in current))
+
+
+def tarball(source: Path, paths: list[str]) -> bytes:
+    """A gzip tar of ``paths`` (relative to ``source``), owned by root, modes kept."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for rel in paths:
+            info = tar.gettarinfo(str(source / rel), arcname=rel)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            with open(source / rel, "rb") as fh:
+                tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+def requirements_hash(requirements: bytes, python_version: str) -> str:
+    """Virtualenvs are shared by every release with the same requirements and Python."""
+    return hashlib.sha256(requirements + b"\0" + python_version.encode()).hexdigest()[:16]
+
+
+def env_file(values: list[tuple[str, str]]) -> bytes:
+    """KEY='value' lines, readable by systemd's EnvironmentFile and by ``. ./.env`` in sh."""
+    lines = [f"{k}='" + v.replace("'", "'\\''") + "'" for k, v in values]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def database_url(user: str, password: str, name: str, host: str = "127.0.0.1", port: int = 5432) -> str:
+    from urllib.parse import quote
+
+    return f"postgresql://{quote(user)}:{quote(password, safe='')}@{host}:{port}/{quote(name)}"
+
+
+# --- commands of the deploy steps (run in the host's root shell) ----------------------------------
+
+def lock_command(lock_dir: str, holder: dict) -> str:
+    """Take the lock atomically (mkdir); a lock whose shell is gone (lost connection) is stale."""
+    info = json.dumps(holder)
+    return f"""
+lock={q(lock_dir)}
+me="$$ $(cut -d' ' -f22 /proc/$$/stat)"
+if ! mkdir "$lock" 2>/dev/null; then
+  read -r pid start < "$lock/shell" 2>/dev/null || pid=""
+  if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && [ "$(cut -d' ' -f22 /proc/$pid/stat)" = "$start" ]; then
+    echo "LOCKED $(cat "$lock/holder" 2>/dev/null)"; exit 3
+  fi
+  echo "STALE $(cat "$lock/holder" 2>/dev/null)"
+fi
+printf '%s\\n' {q(info)} > "$lock/holder"
+echo "$me" > "$lock/shell"
+echo LOCKED_BY_ME
+"""
+
+
+def unlock_command(lock_dir: str) -> str:
+    return f"rm -rf {q(lock_dir)}"
+
+
+def upload_command(releases: str, new: str, previous: str | None, upload: Upload, tar: bytes,
+                   manifest_json: bytes, info_json: bytes) -> str:
+    """Hard-link the previous release (rsync --link-dest's trick), then replace what changed."""
+    target = f"{releases}/{new}"
+    lines = [f"rm -rf {q(target)}.partial"]
+    if previous:
+        lines.append(f"cp -al {q(releases + '/' + previous)} {q(target)}.partial")
+        lines.append(f"rm -f {q(target)}.partial/.env")
+    else:
+        lines.append(f"mkdir -p {q(target)}.partial")
+    for rel in upload.removed:
+        lines.append(f"rm -f {q(target + '.partial/' + rel)}")
+    if upload.changed:
+        lines += [f"base64 -d <<'DROPSHIP_EOF' | tar -xz --unlink-first --no-same-owner -C {q(target)}.partial",
+                  base64.encodebytes(tar).decode().rstrip("\n"), "DROPSHIP_EOF"]
+    for name, data in ((MANIFEST, manifest_json), (INFO, info_json)):
+        lines += [f"rm -f {q(target)}.partial/{name}",
+                  f"base64 -d > {q(target)}.partial/{name} <<'DROPSHIP_EOF'",
+                  base64.encodebytes(data).decode().rstrip("\n"), "DROPSHIP_EOF"]
+    lines.append(f"mv -T {q(target)}.partial {q(target)}")
+    return "\n".join(lines)
+
+
+def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -> str:
+    """Build the virtualenv once per requirements hash (marked complete only when pip succeeded)."""
+    venv = f"{venvs}/{digest}"
+    return f"""
+if [ ! -e {q(venv)}/.complete ]; then
+  rm -rf {q(venv)}
+  python3 -m venv {q(venv)}
+  PIP_CERT=/etc/ssl/certs/ca-certificates.crt {q(venv)}/bin/pip install --disable-pip-version-check -q \\
+    -r {q(release_dir + '/' + requirements)}
+  touch {q(venv)}/.complete
+  echo BUILT
+fi
+ln -sfn {q(venv)} {q(release_dir)}/.venv
+"""
+
+
+def write_file_command(path: str, content: bytes, owner: str, mode: int) -> str:
+    return (f'tmp=$(mktemp "$(dirname {q(path)})/.dropship.XXXXXX")\n'
+            f"base64 -d > \"$tmp\" <<'DROPSHIP_EOF'\n{base64.encodebytes(content).decode().rstrip()}\nDROPSHIP_EOF\n"
+            f'chown {q(owner)}:{q(owner)} "$tmp" && chmod {mode:04o} "$tmp" && mv -f "$tmp" {q(path)}')
+
+
+def backup_command(backups: str, database: str, name: str) -> str:
+    path = f"{backups}/{name}.dump"
+    return (f"runuser -u postgres -- pg_dump -Fc {q(database)} > {q(path)}.partial && "
+            f"mv -f {q(path)}.partial {q(path)} && echo {q(path)}")
+
+
+def release_command(release_dir: str, user: str, command: str) -> str:
+    """Run the release command (migrations) as the app user with the release's environment."""
+    return (f"cd {q(release_dir)} && set -a && . ./.env && set +a && "
+            f"PATH={q(release_dir)}/.venv/bin:$PATH HOME=/tmp "
+            f"setpriv --reuid={q(user)} --regid={q(user)} --init-groups sh -c {q(command)}")
+
+
+def start_slot_command(slots: str, slot: str, release: str, unit: str) -> str:
+    link = f"{slots}/{slot}"
+    return (f"ln -sfn ../releases/{q(release)} {q(link)}.new && mv -T {q(link)}.new {q(link)}\n"
+            f"systemctl enable -q {q(unit)} 2>/dev/null || true\n"
+            f"systemctl restart {q(unit)}")
+
+
+def health_command(port: int, path: str, release: str, seconds: int = 30) -> str:
+    """Wait until the slot answers 200 with its own release id, or fail after ``seconds``."""
+    return f"""
+i=0
+while [ $i -lt {seconds * 4} ]; do
+  body=$(curl -fsS --max-time 2 http://127.0.0.1:{port}{path} 2>/dev/null) && case "$body" in *{release}*) echo HEALTHY; exit 0;; esac
+  i=$((i + 1)); sleep 0.25
+done
+echo "no healthy answer from 127.0.0.1:{port}{path} within {seconds} s: ${{body:-no response}}"
+exit 1
+"""
+
+
+def switch_command(upstream_file: str, upstream: bytes, live_file: str, slot: str) -> str:
+    """Point nginx at ``slot`` (atomic file swap, `nginx -t`, graceful reload), then record it."""
+    return f"""
+cp -p {q(upstream_file)} {q(upstream_file)}.prev 2>/dev/null || true
+{write_file_command(upstream_file, upstream, 'root', 0o644)}
+if ! nginx -t -q; then mv -f {q(upstream_file)}.prev {q(upstream_file)}; echo "nginx -t failed: switch undone"; exit 1; fi
+systemctl reload nginx
+rm -f {q(upstream_file)}.prev
+echo {q(slot)} > {q(live_file)}.new && mv -f {q(live_file)}.new {q(live_file)}
+"""
+
+
+def audit_command(audit_log: str, line: str) -> str:
+    return f"printf '%s\\n' {q(line)} >> {q(audit_log)}"
+
+
+def prune_command(releases: str, keep: list[str], count: int) -> str:
+    """Remove releases beyond the newest ``count``, never one in ``keep`` (slots)."""
+    keep_pattern = "|".join(keep) or "-"
+    return f"""
+cd {q(releases)} || exit 0
+n=0
+for r in $(ls -1 | grep -v '\\.partial$' | sort -r); do
+  n=$((n + 1))
+  case "$r" in {keep_pattern}) continue ;; esac
+  [ $n -gt {count} ] && rm -rf "$r" && echo "pruned $r"
+done
+true
+"""

@@ -1,0 +1,423 @@
+"""``deploy``, ``rollback``, ``releases``, ``unlock``: ship the app as releases behind blue/green slots.
+
+Per host: lock → upload what changed → virtualenv (reused by requirements hash) → .env →
+pg_dump → release command → start the idle slot → health gate → nginx switch (graceful reload)
+→ previous slot kept warm → prune → audit → unlock. A failure before the switch leaves the old
+release serving; the lock is always released (and a lock whose SSH session died is stale).
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import hosts as host_selection
+from .. import release as rel
+from ..engine.runner import Converge, HostOutcome, Progress
+from ..errors import DropshipError, RemoteError
+from ..inventory import Environment, SecretRef
+from ..keys import public_key
+from ..redact import Redactor
+from ..report import Report
+from ..roles import RoleContext, host_resources
+from ..roles.app import SLOTS, AppLayout, layout
+from ..secrets import SecretStore
+from ..templates import render
+from ..transport.hostkeys import KnownHosts
+from ..transport.pool import fan_out
+from ..transport.ssh import Session, connect
+from .provision import resolve_secrets
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    ref: str | None = None
+    hosts: tuple[str, ...] | None = None
+    parallel: int = 10
+
+
+@dataclass
+class HostState:
+    """What a host has now: the live slot and the release in each slot."""
+
+    live: str | None
+    slots: dict[str, str | None]
+    releases: list[str]
+    manifest: dict | None = None
+    python: str = ""
+
+    @property
+    def live_release(self) -> str | None:
+        return self.slots.get(self.live) if self.live else None
+
+    @property
+    def idle(self) -> str:
+        return SLOTS[1] if self.live == SLOTS[0] else SLOTS[0]
+
+
+@dataclass
+class Shipment:
+    """A release ready to ship: id, files, manifest (controller side)."""
+
+    id: str
+    source: Path
+    manifest: dict
+    requirements: bytes
+    info: dict = field(default_factory=dict)
+
+
+def app_hosts(env: Environment, names: tuple[str, ...] | None):
+    if env.settings.app is None:
+        raise DropshipError(f"environment {env.name} has no app settings", "add an 'app:' section to the inventory")
+    chosen = [h for h in host_selection.select(env, names) if "app" in h.roles]
+    if not chosen:
+        raise DropshipError(f"no host of {env.name} has the app role", "add 'app' to a host's roles")
+    if env.settings.app.source is None:
+        raise DropshipError("app.source is not set", "set app.source to the folder to ship (e.g. app_src)")
+    return chosen
+
+
+# --- the controller side ------------------------------------------------------------------------
+
+@contextmanager
+def checked_out(source: Path, ref: str | None):
+    """The source folder as it is, or as it is at git ``ref`` (exported to a temp folder)."""
+    if not ref:
+        yield source, rel.git_sha(source)
+        return
+    top = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel"], capture_output=True,
+                         text=True).stdout.strip()
+    sha = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=8", f"{ref}^{{commit}}"],
+                         capture_output=True, text=True).stdout.strip()
+    if not top or not sha:
+        raise DropshipError(f"unknown git ref {ref!r} for {source}", "pass a branch, tag or commit of that repository")
+    inner = source.resolve().relative_to(Path(top).resolve())
+    with tempfile.TemporaryDirectory(prefix="dropship-ref-") as tmp:
+        archive = subprocess.run(["git", "-C", top, "archive", "--format=tar", f"{sha}:{inner}"], capture_output=True)
+        if archive.returncode != 0:
+            raise DropshipError(f"git archive of {ref} failed: {archive.stderr.decode().strip()}",
+                                "check that app.source exists at that ref")
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp), sha
+
+
+def shipment(env: Environment, source: Path, sha: str) -> Shipment:
+    app = env.settings.app
+    req = source / app.requirements
+    if not req.is_file():
+        raise DropshipError(f"{req} does not exist", "set app.requirements to the requirements file in app.source")
+    rid = rel.release_id(sha)
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    return Shipment(rid, source, rel.manifest(source, app.exclude), req.read_bytes(),
+                    {"id": rid, "git": sha, "by": who, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def app_environment(env: Environment, values: dict[str, str], release_id: str) -> list[tuple[str, str]]:
+    """The release's .env: database URL, secret key, inventory variables, release id."""
+    app = env.settings.app
+    out: list[tuple[str, str]] = []
+    if app.database:
+        out.append(("DATABASE_URL", rel.database_url(app.database.user, values[app.database.password.name],
+                                                     app.database.name)))
+    if app.secret_key:
+        out.append(("SECRET_KEY", values[app.secret_key.name]))
+    for key, value in app.env:
+        out.append((key, values[value.name] if isinstance(value, SecretRef) else value))
+    out.append(("RELEASE_ID", release_id))
+    return out
+
+
+# --- one host -------------------------------------------------------------------------------------
+
+class HostDeploy:
+    """The steps of deploy/rollback on one host, each reported with its time."""
+
+    def __init__(self, env: Environment, session: Session, progress: Progress, redactor: Redactor):
+        self.env, self.session, self.progress, self.redact = env, session, progress, redactor
+        self.app = env.settings.app
+        self.lay: AppLayout = layout(self.app)
+        self.outcome = HostOutcome(session.name)
+        self.who = f"{getpass.getuser()}@{socket.gethostname()}"
+
+    def step(self, name: str, script: str, timeout: float = 600, fix: str | None = None) -> str:
+        started = time.monotonic()
+        result = self.session.script(script, timeout=timeout)
+        seconds = time.monotonic() - started
+        if result.rc != 0:
+            lines = [ln.strip() for ln in self.redact(result.stdout).splitlines() if ln.strip()]
+            detail = " | ".join(lines[-6:])[-700:] or f"exit {result.rc}"
+            self.progress.step(self.session.name, "failed", f"{name}: {detail}", seconds)
+            raise RemoteError(self.session.name, name, detail, fix or "fix the cause and re-run; the old release "
+                              "is still serving")
+        self.progress.step(self.session.name, "ok", name, seconds)
+        self.outcome.ok += 1
+        return result.stdout
+
+    # -- state ------------------------------------------------------------------------------------
+    def state(self) -> HostState:
+        root = self.lay.root
+        out = self.step("read state", f"""
+cd {root} || exit 1
+echo "live=$(cat live 2>/dev/null)"
+for s in {' '.join(SLOTS)}; do echo "slot $s=$(basename "$(readlink slots/$s 2>/dev/null)" 2>/dev/null)"; done
+echo "python=$(python3 -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)"
+ls -1 releases | grep -v '\\.partial$' | sed 's/^/release /'
+l=$(readlink slots/$(cat live 2>/dev/null) 2>/dev/null) && [ -n "$l" ] && echo "manifest $(cat slots/$(cat live)/{rel.MANIFEST} 2>/dev/null)"
+true
+""", fix="provision the host with the app role first: `invoke provision --env ENV`")
+        live, slots, releases, manifest, python = None, {s: None for s in SLOTS}, [], None, ""
+        for line in out.splitlines():
+            if line.startswith("live="):
+                live = line[5:] or None
+            elif line.startswith("slot "):
+                s, _, r = line[5:].partition("=")
+                slots[s] = r or None
+            elif line.startswith("python="):
+                python = line[7:]
+            elif line.startswith("release "):
+                releases.append(line[8:])
+            elif line.startswith("manifest "):
+                try:
+                    manifest = json.loads(line[9:])
+                except ValueError:
+                    manifest = None
+        return HostState(live if live in SLOTS else None, slots, sorted(releases), manifest, python)
+
+    @contextmanager
+    def locked(self, action: str, what: str):
+        holder = {"by": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "action": action,
+                  "what": what}
+        result = self.session.script(rel.lock_command(self.lay.lock_dir, holder), timeout=30)
+        if result.rc == 3 or "LOCKED_BY_ME" not in result.stdout:
+            held = result.stdout.strip().removeprefix("LOCKED ").strip()
+            try:
+                h = json.loads(held)
+                held = f"{h['by']} since {h['since']} ({h['action']} {h['what']})"
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise RemoteError(self.session.name, "lock", f"another deploy holds the lock: {held}",
+                              f"wait for it, or if it is stale run `invoke unlock --env {self.env.name}`")
+        if result.stdout.startswith("STALE"):
+            self.progress.step(self.session.name, "ok", "took over a stale lock (its SSH session is gone)")
+        try:
+            yield
+        finally:
+            self.session.script(rel.unlock_command(self.lay.lock_dir), timeout=30)
+
+    def audit(self, action: str, release: str, result: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.who} {action} {release} {result}"
+        self.session.script(rel.audit_command(self.lay.audit_log, line), timeout=30)
+
+    # -- deploy -----------------------------------------------------------------------------------
+    def deploy(self, ship: Shipment, values: dict[str, str]) -> None:
+        state = self.state()
+        previous = state.live_release if state.live_release in state.releases else None
+        upload = rel.diff(state.manifest if previous else None, ship.manifest)
+        tar = rel.tarball(ship.source, upload.changed)
+        release_dir = self.lay.release(ship.id)
+        try:
+            self.step(f"upload {len(upload.changed)} changed, {len(upload.removed)} removed file(s)",
+                      rel.upload_command(f"{self.lay.root}/releases", ship.id, previous, upload, tar,
+                                         json.dumps(ship.manifest).encode(), json.dumps(ship.info).encode()))
+            digest = rel.requirements_hash(ship.requirements, state.python)
+            self.step(f"virtualenv {digest}", rel.venv_command(self.lay.venvs, digest, release_dir,
+                                                               self.app.requirements), timeout=1800)
+            env_values = app_environment(self.env, values, ship.id)
+            self.step("write .env", rel.write_file_command(f"{release_dir}/.env", rel.env_file(env_values),
+                                                           self.lay.user, 0o600))
+            if self.app.release_command:
+                if self.app.database:
+                    self.step("pg_dump before migrations",
+                              rel.backup_command(self.lay.backups, self.app.database.name, f"pre-{ship.id}"))
+                self.step(f"release command: {self.app.release_command}",
+                          rel.release_command(release_dir, self.lay.user, self.app.release_command),
+                          fix="fix the release command (the database was left as it was); the old release "
+                              "is still serving")
+        except RemoteError:
+            self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
+            raise
+        self.start_and_switch(state, ship.id)
+        self.step("prune old releases", rel.prune_command(f"{self.lay.root}/releases",
+                                                          [r for r in self.state().slots.values() if r],
+                                                          self.app.keep_releases))
+
+    def start_and_switch(self, state: HostState, release: str) -> None:
+        idle = state.idle
+        unit = self.lay.unit(idle)
+        self.step(f"start {release} in slot {idle}",
+                  rel.start_slot_command(f"{self.lay.root}/slots", idle, release, unit))
+        try:
+            self.step("health check", rel.health_command(self.lay.port(idle), self.app.health_path, release),
+                      fix="see `journalctl -u " + unit + "` on the host; the old release is still serving")
+        except RemoteError:
+            self.session.script(f"systemctl stop {rel.q(unit)}; journalctl -u {rel.q(unit)} -n 5 --no-pager -o cat",
+                                timeout=60)
+            raise
+        self.switch(idle, release)
+
+    def switch(self, slot: str, release: str) -> None:
+        upstream = render("app/upstream.conf.j2", slot=slot, port=self.lay.port(slot))
+        self.step(f"switch nginx to slot {slot} ({release})",
+                  rel.switch_command(self.lay.upstream_file, upstream, self.lay.live_file, slot))
+        self.outcome.changed += 1
+
+    # -- rollback ---------------------------------------------------------------------------------
+    def rollback(self, to: str | None) -> str:
+        state = self.state()
+        warm = state.slots.get(state.idle)
+        target = to or warm
+        if not target:
+            raise RemoteError(self.session.name, "rollback", "no previous release is kept warm",
+                              "pass --to with one of the releases listed by `invoke releases`")
+        if target not in state.releases:
+            raise RemoteError(self.session.name, "rollback", f"unknown release {target}",
+                              f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}")
+        if target == state.live_release:
+            raise RemoteError(self.session.name, "rollback", f"{target} is already live", "nothing to do")
+        if target == warm:
+            unit = self.lay.unit(state.idle)
+            self.step(f"check slot {state.idle} is warm", f"systemctl is-active -q {rel.q(unit)} || "
+                      f"systemctl start {rel.q(unit)}\n" + rel.health_command(self.lay.port(state.idle),
+                                                                             self.app.health_path, target))
+            self.switch(state.idle, target)
+        else:
+            self.start_and_switch(state, target)
+        return target
+
+
+# --- workflows -------------------------------------------------------------------------------------
+
+def _sessions(env: Environment, names, redactor: Redactor, parallel: int, work, command: str,
+              extra: dict | None = None) -> Report:
+    started = time.monotonic()
+    chosen = app_hosts(env, names)
+    targets = host_selection.targets(env, chosen)
+    known = KnownHosts(env.workspace.known_hosts_path)
+    specs = {h.name: h for h in chosen}
+    report = Report(command, env.name, extra=extra or {})
+
+    def one(target):
+        session = connect(target, known, redactor)
+        try:
+            return work(specs[target.name], session)
+        finally:
+            session.close()
+
+    for target, outcome, exc in fan_out(targets, one, parallel):
+        if exc is not None and not isinstance(exc, DropshipError):
+            raise exc
+        if exc is not None:
+            outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
+        report.hosts[target.name] = outcome
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Report:
+    app_hosts(env, options.hosts)
+    redactor = Redactor()
+    values = resolve_secrets(env, SecretStore(env, redactor), dry_run=False)
+    pub = public_key(env)
+    with checked_out(env.settings.app.source, options.ref) as (source, sha):
+        ship = shipment(env, source, sha)
+
+        def work(host, session: Session) -> HostOutcome:
+            started = time.monotonic()
+            runner = Converge(session=session, progress=progress,
+                              build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values), ("app",)))
+            laid_out = runner.run()
+            hd = HostDeploy(env, session, progress, redactor)
+            hd.outcome.changed += laid_out.changed
+            try:
+                if laid_out.failed:
+                    raise RemoteError(host.name, "app role", laid_out.error, "fix it and re-run")
+                with hd.locked("deploy", ship.id):
+                    try:
+                        hd.deploy(ship, values)
+                        hd.audit("deploy", ship.id, "ok")
+                    except RemoteError as exc:
+                        hd.audit("deploy", ship.id, f"failed at {exc.step}")
+                        raise
+            except RemoteError as exc:
+                hd.outcome.failed += 1
+                hd.outcome.error = redactor(str(exc))
+            hd.outcome.seconds = time.monotonic() - started
+            return hd.outcome
+
+        return _sessions(env, options.hosts, redactor, options.parallel, work, "deploy", {"release": ship.id})
+
+
+def rollback(env: Environment, to: str | None, hosts, progress: Progress, parallel: int = 10) -> Report:
+    redactor = Redactor()
+
+    def work(host, session: Session) -> HostOutcome:
+        started = time.monotonic()
+        hd = HostDeploy(env, session, progress, redactor)
+        try:
+            with hd.locked("rollback", to or "previous"):
+                try:
+                    target = hd.rollback(to)
+                    hd.audit("rollback", target, "ok")
+                    hd.outcome.changes = []
+                except RemoteError as exc:
+                    hd.audit("rollback", to or "previous", f"failed at {exc.step}")
+                    raise
+        except RemoteError as exc:
+            hd.outcome.failed += 1
+            hd.outcome.error = redactor(str(exc))
+        hd.outcome.seconds = time.monotonic() - started
+        return hd.outcome
+
+    return _sessions(env, hosts, redactor, parallel, work, "rollback", {"release": to})
+
+
+def releases(env: Environment, hosts) -> dict[str, list[dict]]:
+    """Per host: retained releases (newest first) with live/warm flags, who deployed them and when."""
+    redactor = Redactor()
+    found: dict[str, list[dict]] = {}
+
+    def work(host, session: Session) -> HostOutcome:
+        lay = layout(env.settings.app)
+        out = session.script(f"""
+cd {lay.root} 2>/dev/null || exit 0
+echo "live=$(cat live 2>/dev/null)"
+for s in {' '.join(SLOTS)}; do echo "slot $s=$(basename "$(readlink slots/$s 2>/dev/null)" 2>/dev/null)"; done
+for r in $(ls -1 releases | grep -v '\\.partial$'); do echo "release $r $(cat releases/$r/{rel.INFO} 2>/dev/null)"; done
+""", timeout=60).stdout
+        live, slots, rows = None, {}, []
+        for line in out.splitlines():
+            if line.startswith("live="):
+                live = line[5:]
+            elif line.startswith("slot "):
+                s, _, r = line[5:].partition("=")
+                slots[s] = r
+            elif line.startswith("release "):
+                rid, _, info = line[8:].partition(" ")
+                try:
+                    meta = json.loads(info) if info else {}
+                except ValueError:
+                    meta = {}
+                rows.append({"id": rid, "live": slots.get(live) == rid if live else False,
+                             "warm": rid in slots.values() and slots.get(live) != rid,
+                             "by": meta.get("by", ""), "at": meta.get("at", ""), "git": meta.get("git", "")})
+        found[host.name] = sorted(rows, key=lambda r: r["id"], reverse=True)
+        return HostOutcome(host.name)
+
+    _sessions(env, hosts, redactor, 10, work, "releases")
+    return found
+
+
+def unlock(env: Environment, hosts) -> Report:
+    redactor = Redactor()
+
+    def work(host, session: Session) -> HostOutcome:
+        session.script(rel.unlock_command(layout(env.settings.app).lock_dir), timeout=30)
+        return HostOutcome(host.name, changed=1)
+
+    return _sessions(env, hosts, redactor, 10, work, "unlock")
