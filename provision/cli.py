@@ -155,7 +155,7 @@ def _print_droplets(droplets) -> None:
 
 def _confirm(prompt: str, expected: str) -> None:
     if not sys.stdin.isatty():
-        raise DropshipError("refusing to destroy without confirmation", "pass --yes")
+        raise DropshipError("refusing without confirmation (no terminal to ask on)", "pass --yes")
     if input(prompt).strip() != expected:
         raise DropshipError("not confirmed", "type the environment name, or pass --yes")
 
@@ -182,6 +182,110 @@ def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, ac
         raise Exit(code=1)
 
 
+# --- releases ----------------------------------------------------------------------------------
+
+@task(name="deploy", help={"env": "environment", "ref": "git ref of app.source to ship (default: the work tree)",
+                           "json": "print one JSON object (progress goes to stderr)",
+                           "hosts": "comma-separated host names"})
+@user_errors
+def deploy_task(c, env, ref=None, json=False, hosts=None):
+    """Ship the app as a new release: zero downtime, health-gated, previous slot kept warm."""
+    from .report import emit
+    from .workflows.deploy import DeployOptions, deploy
+
+    progress = _progress(json)
+    report = deploy(environment(c, env), DeployOptions(ref=ref, hosts=_names(hosts), parallel=parallel(c)), progress)
+    emit(report, json, progress)
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task(name="rollback", help={"env": "environment", "to": "release id (default: the previous, still warm)",
+                             "json": "print one JSON object", "hosts": "comma-separated host names"})
+@user_errors
+def rollback_task(c, env, to=None, json=False, hosts=None):
+    """Switch back to the previous release (instant), or to any retained one with --to."""
+    from .report import emit
+    from .workflows.deploy import rollback
+
+    progress = _progress(json)
+    report = rollback(environment(c, env), to, _names(hosts), progress, parallel(c))
+    emit(report, json, progress)
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task(name="releases", help={"env": "environment", "json": "print JSON"})
+@user_errors
+def releases_task(c, env, json=False):
+    """Retained releases per host: which is live, which is warm, who deployed them and when."""
+    from .workflows.deploy import releases
+
+    found = releases(environment(c, env), None)
+    if json:
+        import json as _json
+
+        print(_json.dumps(found))
+        return
+    for host, rows in found.items():
+        print(f"{host}:")
+        for r in rows:
+            mark = "live" if r["live"] else ("warm" if r["warm"] else "")
+            print(f"  {r['id']:<32} {mark:<5} {r['at']:<21} {r['by']}")
+
+
+@task(name="unlock", help={"env": "environment"})
+@user_errors
+def unlock_task(c, env):
+    """Release a stale deploy lock (left by a deploy that was killed)."""
+    from .workflows.deploy import unlock
+
+    report = unlock(environment(c, env), None)
+    for host in report.hosts:
+        print(f"{host}: deploy lock released")
+
+
+@task(help={"env": "environment"})
+@user_errors
+def backup(c, env):
+    """pg_dump the app database now."""
+    from .workflows.database import backup as run_backup
+
+    print(run_backup(environment(c, env)))
+
+
+@task(help={"env": "environment", "json": "print JSON"})
+@user_errors
+def backups(c, env, json=False):
+    """List the app database's backups."""
+    from .workflows.database import backups as list_backups
+
+    rows = list_backups(environment(c, env))
+    if json:
+        import json as _json
+
+        print(_json.dumps(rows))
+        return
+    for r in rows:
+        print(f"{r['name']:<48} {r['bytes']:>10} bytes  {r['at']}")
+    if not rows:
+        print("no backups")
+
+
+@task(help={"env": "environment", "file": "backup name (see db.backups) or a local dump file",
+            "yes": "do not ask for confirmation"})
+@user_errors
+def restore(c, env, file, yes=False):
+    """Restore the app database from a backup (replaces its current content)."""
+    from .workflows.database import restore as run_restore
+
+    e = environment(c, env)
+    if not yes:
+        _confirm(f"Replace database {e.settings.app.database.name} of {env} with {file}? "
+                 "Type the environment name: ", env)
+    print(f"restored from {run_restore(e, file)}")
+
+
 # --- the whole thing on one laptop ----------------------------------------------------------------
 
 @task(help={"env": "environment (default: local)"})
@@ -200,6 +304,13 @@ def up(c, env="local"):
     emit(report, False, progress)
     if not report.ok:
         raise Exit(code=1)
+    if e.settings.app and any("app" in h.roles for h in e.hosts):
+        from .workflows.deploy import DeployOptions, deploy
+
+        report = deploy(e, DeployOptions(parallel=parallel(c)), progress)
+        emit(report, False, progress)
+        if not report.ok:
+            raise Exit(code=1)
     print()
     for d in droplets:
         http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
@@ -213,6 +324,11 @@ def namespace() -> Collection:
     ns.add_collection(Collection("inventory", check))
     ns.add_collection(Collection("droplet", create, list_, destroy, resize, forget_key))
     ns.add_task(provision_task)
+    ns.add_task(deploy_task)
+    ns.add_task(rollback_task)
+    ns.add_task(releases_task)
+    ns.add_task(unlock_task)
+    ns.add_collection(Collection("db", backup, backups, restore))
     ns.add_task(up)
     ns.configure({"dropship": {"inventory": "inventory.yaml", "parallel": 10}})
     return ns

@@ -182,12 +182,6 @@ def write_file_command(path: str, content: bytes, owner: str, mode: int) -> str:
             f'chown {q(owner)}:{q(owner)} "$tmp" && chmod {mode:04o} "$tmp" && mv -f "$tmp" {q(path)}')
 
 
-def backup_command(backups: str, database: str, name: str) -> str:
-    path = f"{backups}/{name}.dump"
-    return (f"runuser -u postgres -- pg_dump -Fc {q(database)} > {q(path)}.partial && "
-            f"mv -f {q(path)}.partial {q(path)} && echo {q(path)}")
-
-
 def release_command(release_dir: str, user: str, command: str) -> str:
     """Run the release command (migrations) as the app user with the release's environment."""
     return (f"cd {q(release_dir)} && set -a && . ./.env && set +a && "

@@ -62,10 +62,6 @@ class AppLayout:
         return f"{self.root}/audit.log"
 
     @property
-    def backups(self) -> str:
-        return f"{self.root}/shared/backups"
-
-    @property
     def venvs(self) -> str:
         return f"{self.root}/shared/venvs"
 
@@ -93,7 +89,6 @@ def resources(ctx: RoleContext) -> list[Resource]:
         Directory(f"{lay.root}/slots", role=NAME),
         Directory(f"{lay.root}/shared", role=NAME),
         Directory(lay.venvs, role=NAME),
-        Directory(lay.backups, mode=0o700, role=NAME),
     ]
     out += [File(f"{lay.slot(s)}.env", render("app/slot.env.j2", slot=s, port=lay.port(s)), role=NAME)
             for s in SLOTS]

@@ -32,6 +32,7 @@ from ..templates import render
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, connect
+from .database import backup_command
 from .provision import resolve_secrets
 
 
@@ -233,8 +234,7 @@ true
                                                            self.lay.user, 0o600))
             if self.app.release_command:
                 if self.app.database:
-                    self.step("pg_dump before migrations",
-                              rel.backup_command(self.lay.backups, self.app.database.name, f"pre-{ship.id}"))
+                    self.step("pg_dump before migrations", backup_command(self.app.database.name, f"pre-{ship.id}"))
                 self.step(f"release command: {self.app.release_command}",
                           rel.release_command(release_dir, self.lay.user, self.app.release_command),
                           fix="fix the release command (the database was left as it was); the old release "
