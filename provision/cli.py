@@ -133,6 +133,19 @@ def resize(c, env, size, hosts=None):
     _print_droplets(resize_droplets(e, select(e, _names(hosts)), size, _progress()))
 
 
+@task(help={"env": "environment", "host": "droplet to snapshot", "name": "snapshot name"})
+@user_errors
+def snapshot(c, env, host, name):
+    """Snapshot a droplet (local: an image; DigitalOcean: a droplet snapshot); usable as `image:`."""
+    from .workflows.droplets import provider_for
+
+    from .hosts import select
+
+    e = environment(c, env)
+    select(e, (host,))
+    print(provider_for(e).snapshot(host, name))
+
+
 @task(name="forget-key", help={"env": "environment", "host": "host whose pinned key to drop"})
 @user_errors
 def forget_key(c, env, host):
@@ -322,7 +335,7 @@ def up(c, env="local"):
 def namespace() -> Collection:
     ns = Collection()
     ns.add_collection(Collection("inventory", check))
-    ns.add_collection(Collection("droplet", create, list_, destroy, resize, forget_key))
+    ns.add_collection(Collection("droplet", create, list_, destroy, resize, snapshot, forget_key))
     ns.add_task(provision_task)
     ns.add_task(deploy_task)
     ns.add_task(rollback_task)

@@ -108,3 +108,76 @@ def docker_exec(container: str, script: str, check: bool = True) -> str:
     if check and proc.returncode != 0:
         raise AssertionError(f"docker exec {container} failed: {proc.stderr}")
     return proc.stdout
+
+
+# --- deploys: the app shipped from its own git repository ---------------------------------------------
+
+APP_SOURCE = PROJECT / "app_src"
+INDEX_TEMPLATE = "names/templates/index.html"
+
+
+def app_settings(source: Path) -> dict:
+    """The inventory's ``app:`` section as in the repository's inventory.yaml, shipping ``source``."""
+    return {"name": "names", "source": str(source), "wsgi": "wsgi:app", "requirements": "requirements.txt",
+            "release_command": "flask --app wsgi db upgrade", "health_path": "/healthz", "keep_releases": 5,
+            "env": {"FLASK_CONFIG": "production"},
+            "database": {"name": "names", "user": "names", "password": {"secret": "app_db_password"}}}
+
+
+class AppRepo:
+    """A copy of app_src in a git repository of its own; ``version(label)`` commits a new version
+    whose index page heading is ``Hello World! <label>`` (one file changes)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @classmethod
+    def create(cls, dest: Path) -> "AppRepo":
+        import shutil
+
+        shutil.copytree(APP_SOURCE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+        repo = cls(dest)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit("v1")
+        return repo
+
+    def git(self, *args: str) -> str:
+        proc = subprocess.run(["git", "-C", str(self.root), "-c", "user.name=dropship tests",
+                               "-c", "user.email=tests@dropship.invalid", "-c", "commit.gpgsign=false", *args],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
+        return proc.stdout.strip()
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "--short=8", "HEAD")
+
+    def version(self, label: str) -> str:
+        """Edit the index heading to ``Hello World! <label>`` and commit; the short sha."""
+        path = self.root / INDEX_TEMPLATE
+        text, n = re.subn(r"<h1>Hello World![^<]*</h1>", f"<h1>{heading(label)}</h1>", path.read_text())
+        assert n == 1, f"no heading in {path}"
+        path.write_text(text)
+        return self.commit(label)
+
+
+def heading(label: str | None) -> str:
+    """The index page heading of a version made by AppRepo.version (None: the original)."""
+    return f"Hello World! {label}" if label and label != "v1" else "Hello World!"
+
+
+def last_json(proc: subprocess.CompletedProcess):
+    """The last JSON document printed on stdout (a task run with --json)."""
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("{", "["))]
+    assert lines, f"no JSON on stdout:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1])
+
+
+def http_base(box: Sandbox, host: str = "web-1") -> str:
+    """http://127.0.0.1:<published port 80> of a local droplet."""
+    from provision.state import load_droplets
+
+    droplet = load_droplets(box.environment())[host]
+    return f"http://{droplet.address}:{droplet.port(80)}"

@@ -257,11 +257,12 @@ class LocalProvider:
 
     @staticmethod
     def _image_for(image: str) -> str:
-        """``debian-13`` (the default) is the built base image; anything else a local snapshot."""
-        if image in ("", BASE_IMAGE_NAME):
-            return ensure_base_image()
+        """A distribution slug (``debian-13``, ``ubuntu-24-04-x64``) is the built base image;
+        anything else must be a local snapshot (image id or tag)."""
         if image_exists(image):
             return image
+        if image in ("", BASE_IMAGE_NAME) or re.match(r"^(debian|ubuntu)-[0-9][0-9a-z-]*$", image):
+            return ensure_base_image()
         raise ProviderError(f"image {image!r} not found on the local Docker engine",
                             f"use image '{BASE_IMAGE_NAME}' or a snapshot made with `droplet.snapshot`")
 

@@ -62,7 +62,9 @@ def rendered(monkeypatch):
 @pytest.mark.parametrize("env_name", ["local", "staging"])
 def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     bridge = replace(context().settings.postgres, listen_docker_bridge=True)
-    for ctx in (context(facts, env_name), context(facts, env_name, postgres=bridge)):
+    plain = context(facts, env_name)
+    without_app = replace(plain, host=replace(plain.host, roles=tuple(r for r in plain.host.roles if r != "app")))
+    for ctx in (plain, context(facts, env_name, postgres=bridge), without_app):
         for role in registry().values():
             assert role.packages(ctx)
             for resource in role.resources(ctx):
@@ -225,7 +227,7 @@ def test_host_resources_order_and_single_package_transaction(tmp_path):
     assert {r.path for r in resources[:at] if isinstance(r, File)} == {
         "/usr/local/share/ca-certificates/dropship/corp.crt", "/etc/apt/sources.list.d/docker.list"}
     wanted = []
-    for name in ("base", "docker", "postgres", "nginx"):
+    for name in ("base", "docker", "postgres", "nginx", "app"):
         wanted += [p for p in registry()[name].packages(ctx) if p not in wanted]
     assert packages[0].names == tuple(wanted)
     assert len(set(packages[0].names)) == len(packages[0].names)
@@ -245,9 +247,24 @@ def test_host_resources_only_some_roles():
 
 
 def test_nginx_site_and_index():
-    resources = host_resources(context(), only=("nginx",))
+    ctx = context()
+    resources = host_resources(replace(ctx, host=replace(ctx.host, roles=("base", "nginx"))), only=("nginx",))
     index = file_at(resources, "/var/www/dropship/index.html").content.decode()
     assert "<h1>web-1 is provisioned</h1>" in index and "<code>local</code>" in index
     site = file_at(resources, "/etc/nginx/sites-available/dropship.conf").content.decode()
     assert "server_name _;" in site and "root /var/www/dropship;" in site
     assert file_at(resources, "/etc/nginx/conf.d/00-dropship.conf").check == "nginx -t -q"
+
+
+def test_app_role_lays_out_slots_and_takes_over_the_default_site():
+    ctx = context()
+    resources = host_resources(ctx, only=("nginx", "app"))
+    paths = {getattr(r, "path", None) for r in resources}
+    assert "/var/www/dropship/index.html" not in paths            # the app's site is the default server
+    site = file_at(resources, "/etc/nginx/sites-available/names.conf").content.decode()
+    assert "include /etc/nginx/dropship/names-upstream.conf;" in site and "proxy_pass http://names_app;" in site
+    upstream = file_at(resources, "/etc/nginx/dropship/names-upstream.conf")
+    assert upstream.replace is False and upstream.content == b"# Managed by Dropship deploys: the live slot (blue).\nserver 127.0.0.1:8001;\n"
+    unit = file_at(resources, "/etc/systemd/system/names@.service").content.decode()
+    assert "User=names" in unit and "EnvironmentFile=/srv/names/slots/%i/.env" in unit and "wsgi:app" in unit
+    assert file_at(resources, "/srv/names/slots/green.env").content == b"# Managed by Dropship (app role): the green slot's port.\nPORT=8002\nSLOT=green\n"

@@ -1,0 +1,244 @@
+"""`invoke deploy / rollback / releases / db.*` against a real local droplet over real SSH and HTTP.
+
+The module's droplet (roles base, postgres, nginx, app; no docker) ships a copy of app_src kept
+in a git repository of its own, where each new version is a commit changing the index heading.
+The tests run in order and share the droplet's state: deploy, submit names through the real form,
+redeploy, roll back and forward; zero failed requests under load while a deploy and a rollback
+switch releases; database backup and restore; a one-file deploy that uploads one file and reuses
+the virtualenv.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
+
+import pytest
+
+from tests.loadgen import LoadGenerator
+from tests.support import (DEFAULTS, INVOKE, AppRepo, Sandbox, app_settings, droplet_spec, heading, http_base,
+                           last_json, run_name)
+
+pytestmark = pytest.mark.integration
+
+ROLES = ["base", "postgres", "nginx", "app"]
+NAMES = ["Ada Lovelace", "Grace Hopper", "Linus Torvalds"]
+UPLOAD = re.compile(r"upload (\d+) changed, (\d+) removed file\(s\)")
+VENV = re.compile(r"\] ok\s+virtualenv ([0-9a-f]+) \((\d+\.\d)s\)")
+
+
+@dataclass
+class Site:
+    box: Sandbox
+    repo: AppRepo
+    url: str                                              # http://127.0.0.1:<port 80>
+    releases: dict[str, str] = field(default_factory=dict)  # version label -> release id
+    venv: str = ""                                        # digest of the virtualenv of the first deploy
+
+    @property
+    def env(self) -> str:
+        return self.box.env
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    repo = AppRepo.create(root / "app")
+    (root / "env").mkdir()
+    box = Sandbox(root / "env", run_name())
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
+              defaults={**DEFAULTS, "app": app_settings(repo.root)})
+    try:
+        box.invoke("droplet.create", "--env", box.env, check=True)
+        report, proc = box.provision_json()
+        assert report["ok"], proc.stdout + proc.stderr
+        yield Site(box, repo, http_base(box))
+    finally:
+        box.invoke("droplet.destroy", "--env", box.env, "--yes")
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+def deploy(site: Site, label: str) -> subprocess.CompletedProcess:
+    """Commit version ``label`` (unless v1) and `invoke deploy --json` it; records its release id."""
+    if label != "v1":
+        site.repo.version(label)
+    proc = site.box.invoke("deploy", "--env", site.env, "--json")
+    report = last_json(proc)
+    assert proc.returncode == 0 and report["ok"], proc.stdout + proc.stderr
+    site.releases[label] = report["release"]
+    return proc
+
+
+def rollback(site: Site, *args: str) -> subprocess.CompletedProcess:
+    proc = site.box.invoke("rollback", "--env", site.env, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in text, text
+    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, text
+    return errors[0]
+
+
+def invoke_without_tty(box: Sandbox, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(INVOKE + list(args), cwd=box.root, env=dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory)),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+
+
+class Browser:
+    """A user at the names page: cookies kept, redirects not followed (to see the 302)."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base: str):
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect())
+
+    def open(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        try:
+            with self.opener.open(self.base + path, data=body, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def page(self) -> tuple[str, list[str]]:
+        """The index page's heading and listed names."""
+        status, _, html = self.open("/")
+        assert status == 200, html
+        return re.search(r"<h1>([^<]*)</h1>", html).group(1), re.findall(r"<li>([^<]*)</li>", html)
+
+    def add_name(self, name: str) -> None:
+        status, _, html = self.open("/")
+        assert status == 200, html
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+        assert token, f"no csrf_token in the form:\n{html}"
+        status, headers, body = self.open("/", {"csrf_token": token.group(1), "name": name, "submit": "Submit"})
+        assert status == 302, f"POST / answered {status}:\n{body}"
+        assert urllib.parse.urlsplit(headers["Location"]).path == "/"
+
+    def health(self) -> dict:
+        status, _, body = self.open("/healthz")
+        assert status == 200, body
+        return json.loads(body)
+
+
+def releases(site: Site) -> dict[str, dict]:
+    proc = site.box.invoke("releases", "--env", site.env, "--json", check=True)
+    return {r["id"]: r for r in last_json(proc)["web-1"]}
+
+
+def assert_live(site: Site, live: str, warm: str | None) -> None:
+    rows = releases(site)
+    assert [r for r, row in rows.items() if row["live"]] == [site.releases[live]], rows
+    assert [r for r, row in rows.items() if row["warm"]] == ([site.releases[warm]] if warm else []), rows
+    assert Browser(site.url).health() == {"status": "ok", "release": site.releases[live]}
+
+
+# --- the tests (in order, sharing the droplet) ---------------------------------------------------------
+
+def test_deploy_submit_redeploy_rollback(site):
+    browser = Browser(site.url)
+    proc = deploy(site, "v1")
+    assert site.releases["v1"].endswith(site.repo.git("rev-parse", "--short=8", "HEAD"))
+    site.venv = VENV.search(proc.stderr).group(1)
+    assert browser.page() == (heading("v1"), [])
+    assert_live(site, "v1", None)
+
+    for name in NAMES:
+        browser.add_name(name)
+    assert browser.page() == (heading("v1"), NAMES)
+
+    deploy(site, "v2")
+    assert browser.page() == (heading("v2"), NAMES)
+    assert_live(site, "v2", "v1")
+
+    rollback(site)
+    assert browser.page() == (heading("v1"), NAMES)
+    assert_live(site, "v1", "v2")
+
+    rollback(site, "--to", site.releases["v2"])
+    assert browser.page() == (heading("v2"), NAMES)
+    assert_live(site, "v2", "v1")
+
+    line = one_error_line(site.box.invoke("rollback", "--env", site.env, "--to", "20200101T000000Z-deadbeef"))
+    assert "unknown release 20200101T000000Z-deadbeef" in line and "use one of:" in line
+    assert site.releases["v1"] in line and site.releases["v2"] in line
+    assert_live(site, "v2", "v1")
+
+
+def test_zero_failed_requests_during_deploy_and_rollback(site):
+    def under_load(action):
+        health = LoadGenerator(site.url + "/healthz", rate=60, concurrency=8).start()
+        page = LoadGenerator(site.url + "/", rate=15, concurrency=4, keepalive=True).start()
+        try:
+            time.sleep(0.5)
+            action()
+            time.sleep(1.0)
+        finally:
+            stats = health.stop(), page.stop()
+        for s in stats:
+            print(s.summary())
+            assert s.total > 0 and s.failed == 0, s.summary()
+        assert stats[0].rps >= 50, stats[0].summary()
+        return stats[0]
+
+    before = site.releases["v2"]
+    during_deploy = under_load(lambda: deploy(site, "v3"))
+    assert set(during_deploy.releases) == {before, site.releases["v3"]}, during_deploy.summary()
+    assert_live(site, "v3", "v2")
+
+    during_rollback = under_load(lambda: rollback(site))
+    assert set(during_rollback.releases) == {site.releases["v3"], before}, during_rollback.summary()
+    assert_live(site, "v2", "v3")
+
+
+def test_db_backup_list_restore(site):
+    browser = Browser(site.url)
+    _, before = browser.page()
+    assert before == NAMES
+
+    proc = site.box.invoke("db.backup", "--env", site.env, check=True)
+    path = proc.stdout.strip().splitlines()[-1]
+    name = path.rsplit("/", 1)[-1]
+    assert path.startswith("/var/backups/dropship/names/manual-") and name.endswith(".dump")
+    listed = last_json(site.box.invoke("db.backups", "--env", site.env, "--json", check=True))
+    assert name in {b["name"] for b in listed}
+    assert all(b["bytes"] > 0 for b in listed)
+
+    browser.add_name("Margaret Hamilton")
+    assert browser.page()[1] == NAMES + ["Margaret Hamilton"]
+
+    line = one_error_line(invoke_without_tty(site.box, "db.restore", "--env", site.env, "--file", name))
+    assert "pass --yes" in line
+    assert browser.page()[1] == NAMES + ["Margaret Hamilton"]      # refused: nothing restored
+
+    proc = site.box.invoke("db.restore", "--env", site.env, "--file", name, "--yes", check=True)
+    assert f"restored from {path}" in proc.stdout
+    assert browser.page()[1] == NAMES
+    browser.add_name("Margaret Hamilton")                           # the app still writes after a restore
+    assert browser.page()[1] == NAMES + ["Margaret Hamilton"]
+
+
+def test_one_file_deploy_is_incremental(site):
+    proc = deploy(site, "v4")
+    uploads = UPLOAD.findall(proc.stderr)
+    assert uploads == [("1", "0")], proc.stderr
+    digest, seconds = VENV.search(proc.stderr).groups()
+    assert digest == site.venv and float(seconds) < 2, proc.stderr
+    assert "BUILT" not in proc.stderr
+    assert Browser(site.url).page()[0] == heading("v4")
+    assert_live(site, "v4", "v2")
