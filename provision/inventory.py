@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import yamlsource
@@ -33,6 +33,7 @@ class SecretRef:
     kind: str            # "env" | "secret"
     name: str
     where: str           # "inventory.yaml:12 environments.staging.token" for error messages
+    generate: str = "token"   # how a missing {secret: name} is made: "token" or "fernet" (a Fernet key)
 
     def describe(self) -> str:
         return f"${self.name}" if self.kind == "env" else f"secret '{self.name}'"
@@ -64,7 +65,7 @@ class DockerSettings:
 @dataclass(frozen=True)
 class PostgresSettings:
     listen_docker_bridge: bool = False
-    docker_subnet: str = "172.17.0.0/16"
+    docker_subnet: str = "172.16.0.0/12"      # every network Docker (and compose) hands out
     docker_bridge_address: str = "172.17.0.1"
 
 
@@ -93,6 +94,37 @@ class AppSettings:
 
 
 @dataclass(frozen=True)
+class AirflowBuild:
+    """Build the Airflow image from a Dockerfile folder on a base image (no registry needed)."""
+
+    context: Path                    # folder with the Dockerfile (app_src/airflow)
+    base_image: str                  # e.g. python:3.12-slim-bookworm; LOCAL_PYTHON_BASE is built here
+    where: str = "local"             # local: build here, ship with docker save | docker load; host: build there
+
+
+LOCAL_PYTHON_BASE = "dropship/python-base:trixie"
+
+
+@dataclass(frozen=True)
+class AirflowSettings:
+    """The Airflow stack of an environment (role ``airflow``)."""
+
+    version: str
+    image: str | None                # a registry image (apache/airflow:<version>) pulled on the host...
+    build: AirflowBuild | None       # ...or one built from a Dockerfile
+    dags: Path | None                # folder deployed as DAG releases
+    url_path: str = "/airflow"       # where nginx publishes the UI (never a public port)
+    admin_user: str = "admin"
+    admin_password: SecretRef = SecretRef("secret", "airflow_admin_password", "")
+    fernet_key: SecretRef = SecretRef("secret", "airflow_fernet_key", "", "fernet")
+    jwt_secret: SecretRef = SecretRef("secret", "airflow_jwt_secret", "")
+    database: DatabaseSettings = DatabaseSettings("airflow", "airflow",
+                                                  SecretRef("secret", "airflow_db_password", ""))
+    executor: str = "LocalExecutor"
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     timezone: str = "UTC"
     swap_mb: int | None = None       # None -> sized from RAM; 0 -> no swap
@@ -101,6 +133,7 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     nginx: NginxSettings = field(default_factory=NginxSettings)
     app: AppSettings | None = None
+    airflow: AirflowSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +172,9 @@ class Environment:
             refs += [app.database.password] if app.database else []
             refs += [app.secret_key] if app.secret_key else []
             refs += [v for _, v in app.env if isinstance(v, SecretRef)]
+        af = self.settings.airflow
+        if af:
+            refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.database.password]
         return refs
 
 
@@ -380,6 +416,7 @@ def _settings(c: _Cursor, workspace: Workspace) -> Settings:
         timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
         nginx=_nginx(c.child("nginx")), app=_app(c.child("app"), workspace),
+        airflow=_airflow(c.child("airflow"), workspace),
     )
 
 
@@ -430,7 +467,7 @@ def _postgres(c: _Cursor | None) -> PostgresSettings:
     bridge, subnet, addr = c.child("listen_docker_bridge"), c.child("docker_subnet"), c.child("docker_bridge_address")
     return PostgresSettings(
         listen_docker_bridge=bridge.bool() if bridge else False,
-        docker_subnet=subnet.str(re.compile(r"^\d+\.\d+\.\d+\.\d+/\d+$"), "'172.17.0.0/16'") if subnet
+        docker_subnet=subnet.str(re.compile(r"^\d+\.\d+\.\d+\.\d+/\d+$"), "'172.16.0.0/12'") if subnet
         else PostgresSettings.docker_subnet,
         docker_bridge_address=addr.str(re.compile(r"^\d+\.\d+\.\d+\.\d+$"), "'172.17.0.1'") if addr
         else PostgresSettings.docker_bridge_address,
@@ -493,4 +530,62 @@ def _app(c: _Cursor | None, workspace: Workspace) -> AppSettings | None:
         env=tuple(env),
         secret_key=opt["secret_key"].secret() if opt["secret_key"] else SecretRef("secret", f"{name}_secret_key", ""),
         exclude=tuple(x.str() for x in opt["exclude"].items()) if opt["exclude"] else AppSettings.exclude,
+    )
+
+
+def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
+    if c is None:
+        return None
+    c.mapping(("version", "image", "build", "dags", "url_path", "admin_user", "admin_password", "fernet_key",
+               "jwt_secret", "database", "executor", "env"))
+    version = c.child("version", required=True).str(re.compile(r"^\d+\.\d+\.\d+$"), "'3.3.2'")
+    image, build = c.child("image"), c.child("build")
+    if (image is None) == (build is None):
+        c.fail("set exactly one of 'image' (a registry image) or 'build' (a Dockerfile folder)",
+               "e.g. image: apache/airflow:" + version + "  or  build: {context: app_src/airflow}")
+    built = None
+    if build:
+        build.mapping(("context", "base_image", "where"))
+        ctx = build.child("context", required=True)
+        path = (workspace.root / ctx.str()).resolve()
+        if not (path / "Dockerfile").is_file():
+            ctx.fail(f"no Dockerfile in {path}", "point build.context at the folder holding the Dockerfile")
+        base, where = build.child("base_image"), build.child("where")
+        built = AirflowBuild(path, base.str() if base else LOCAL_PYTHON_BASE,
+                             where.choice(("local", "host")) if where else "local")
+    dags = c.child("dags")
+    dags_path = None
+    if dags:
+        dags_path = (workspace.root / dags.str()).resolve()
+        if not dags_path.is_dir():
+            dags.fail(f"no such folder: {dags_path}", "point airflow.dags at the DAGs folder")
+    db = c.child("database")
+    database = AirflowSettings.database
+    if db:
+        db.mapping(("name", "user", "password"))
+        database = DatabaseSettings(db.child("name", required=True).str(_IDENT, "'airflow'"),
+                                    db.child("user", required=True).str(_IDENT, "'airflow'"),
+                                    db.child("password", required=True).secret())
+    env = []
+    if c.child("env"):
+        envc = c.child("env")
+        envc.mapping(tuple(envc.node.keys()) if isinstance(envc.node, dict) else ())
+        for key in envc.node:
+            if not re.match(r"^AIRFLOW__[A-Z0-9_]+__[A-Z0-9_]+$", str(key)):
+                envc.child(key).fail("expected an Airflow setting like AIRFLOW__CORE__PARALLELISM",
+                                     "name it AIRFLOW__<SECTION>__<KEY>")
+            env.append((str(key), str(envc.node[key])))
+    opt = {k: c.child(k) for k in ("url_path", "admin_user", "admin_password", "fernet_key", "jwt_secret",
+                                   "executor")}
+    d = AirflowSettings
+    return AirflowSettings(
+        version=version, image=image.str() if image else None, build=built, dags=dags_path,
+        url_path=opt["url_path"].str(re.compile(r"^/[a-z0-9_-]+$"), "'/airflow'") if opt["url_path"] else d.url_path,
+        admin_user=opt["admin_user"].str(_IDENT, "'admin'") if opt["admin_user"] else d.admin_user,
+        admin_password=opt["admin_password"].secret() if opt["admin_password"] else d.admin_password,
+        fernet_key=replace(opt["fernet_key"].secret(), generate="fernet") if opt["fernet_key"] else d.fernet_key,
+        jwt_secret=opt["jwt_secret"].secret() if opt["jwt_secret"] else d.jwt_secret,
+        database=database,
+        executor=opt["executor"].choice(("LocalExecutor", "SequentialExecutor")) if opt["executor"] else d.executor,
+        env=tuple(env),
     )

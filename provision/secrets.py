@@ -5,6 +5,7 @@ registered with the redactor so they never reach output or logs.
 """
 from __future__ import annotations
 
+import base64
 import os
 import secrets as _random
 import tempfile
@@ -15,6 +16,11 @@ import yaml
 from .errors import DropshipError
 from .inventory import Environment, SecretRef
 from .redact import Redactor
+
+
+def fernet_key() -> str:
+    """A key for cryptography's Fernet (Airflow's encryption of connections and variables)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 class SecretStore:
@@ -57,7 +63,7 @@ class SecretStore:
         if not generate:
             raise DropshipError(f"{ref.where}: secret '{ref.name}' is not in {self.path}",
                                 f"add '{ref.name}: ...' to {self.path}")
-        value = _random.token_urlsafe(24)
+        value = fernet_key() if ref.generate == "fernet" else _random.token_urlsafe(24)
         self._store(ref.name, value)
         self.redactor.add(value)
         return value

@@ -185,6 +185,7 @@ class Symlink(Resource):
     target: str
     role: str = ""
     notify: tuple[Handler, ...] = ()
+    replace: bool = True       # False: create when missing, then leave where it points alone (deploys switch it)
     phase: int = 2
 
     batch = STAT
@@ -203,7 +204,7 @@ class Symlink(Resource):
         return _parse_stat(output)
 
     def plan(self, facts: FileFacts) -> list[Change]:
-        if facts.exists and facts.kind == "symbolic link" and facts.link == self.target:
+        if facts.exists and facts.kind == "symbolic link" and (facts.link == self.target or not self.replace):
             return []
         return [self.change("update" if facts.exists else "create", f"link {self.path} -> {self.target}",
                             [f"ln -sfn {q(self.target)} {q(self.path)}"], notify=self.notify)]

@@ -206,12 +206,21 @@ class Swapfile(Resource):
         ])]
 
 
-_TUPLE = re.compile(r"^### tuple ### allow (tcp|udp|any) (\d+) 0\.0\.0\.0/0 any 0\.0\.0\.0/0 in")
+_TUPLE = re.compile(r"^### tuple ### allow (tcp|udp|any) (\d+) 0\.0\.0\.0/0 any (\S+) in")
+
+
+def ufw_rule_args(rule: str) -> str:
+    """"22/tcp" -> "22/tcp"; "5432/tcp from 172.16.0.0/12" -> "proto tcp from 172.16.0.0/12 to any port 5432"."""
+    port_proto, _, source = rule.partition(" from ")
+    if not source:
+        return q(port_proto)
+    port, _, proto = port_proto.partition("/")
+    return f"proto {q(proto or 'tcp')} from {q(source)} to any port {q(port)}"
 
 
 @dataclass(frozen=True)
 class Firewall(Resource):
-    """ufw: deny inbound by default, allow exactly ``allow`` (e.g. "22/tcp"), enabled."""
+    """ufw: deny inbound by default, allow exactly ``allow`` ("22/tcp", "5432/tcp from 172.16.0.0/12")."""
 
     allow: tuple[str, ...]
     role: str = ""
@@ -232,7 +241,8 @@ class Firewall(Resource):
         for line in output.splitlines():
             m = _TUPLE.match(line)
             if m:
-                facts["rules"].add(f"{m.group(2)}/{m.group(1)}")
+                source = "" if m.group(3) == "0.0.0.0/0" else f" from {m.group(3)}"
+                facts["rules"].add(f"{m.group(2)}/{m.group(1)}{source}")
             elif "=" in line:
                 k, v = line.split("=", 1)
                 facts[k] = v.strip().strip('"')
@@ -245,8 +255,8 @@ class Firewall(Resource):
         if facts.get("DEFAULT_OUTPUT_POLICY") != "ACCEPT":
             cmds.append("ufw default allow outgoing")
         rules = facts["rules"]
-        cmds += [f"ufw allow {q(r)}" for r in self.allow if r not in rules]
-        cmds += [f"ufw delete allow {q(r)}" for r in sorted(rules - set(self.allow))]
+        cmds += [f"ufw allow {ufw_rule_args(r)}" for r in self.allow if r not in rules]
+        cmds += [f"ufw delete allow {ufw_rule_args(r)}" for r in sorted(rules - set(self.allow))]
         if cmds or facts.get("ENABLED") != "yes" or facts.get("LOADED") != "yes":
             cmds.append("ufw --force enable")
         if not cmds:

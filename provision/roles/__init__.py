@@ -38,13 +38,13 @@ class Role:
 
 
 def registry() -> dict[str, Role]:
-    from . import app, base, docker, nginx, postgres
+    from . import airflow, app, base, docker, nginx, postgres
 
-    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE)}
+    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE, airflow.ROLE)}
 
 
-ORDER = ("base", "docker", "postgres", "nginx", "app")
-PROVISIONED = frozenset(ORDER)   # the app role lays out the host; `deploy` ships releases into it
+ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow")
+PROVISIONED = frozenset(ORDER)   # app/airflow lay out the host; `deploy` ships releases into them
 
 
 def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None) -> list[Resource]:

@@ -96,7 +96,6 @@ def resources(ctx: RoleContext) -> list[Resource]:
         File(f"/etc/systemd/system/{app.name}@.service",
              render("app/unit.service.j2", app=app.name, user=lay.user, root=lay.root, workers=app.workers,
                     wsgi=app.wsgi), role=NAME, notify=(DAEMON_RELOAD,)),
-        Directory("/etc/nginx/dropship", role=NAME),
         File(lay.upstream_file, render("app/upstream.conf.j2", slot=SLOTS[0], port=lay.port(SLOTS[0])),
              role=NAME, replace=False),
         File(site, render("app/site.conf.j2", app=app.name, upstream=f"{app.name.replace('-', '_')}_app",

@@ -24,6 +24,14 @@ def swap_size_mb(memory_mb: int) -> int:
     return min(max(memory_mb, 1024), 4096)
 
 
+def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
+    """The inventory's ports, plus PostgreSQL from Docker's networks only when Airflow needs it."""
+    rules = ctx.settings.firewall_allow
+    if ctx.has("airflow") and ctx.has("postgres"):
+        rules += (f"5432/tcp from {ctx.settings.postgres.docker_subnet}",)
+    return rules
+
+
 def packages(ctx: RoleContext) -> list[str]:
     return ["sudo", "openssh-server", "ca-certificates", "ufw", "fail2ban", "python3-systemd",
             "unattended-upgrades", "rsync", "curl"]
@@ -46,7 +54,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
              role=NAME),
         File(f"/etc/sudoers.d/90-dropship-{user}", render("base/sudoers.j2", user=user), mode=0o440,
              role=NAME, validate="visudo -cqf %s"),
-        Firewall(s.firewall_allow, role=NAME),
+        Firewall(firewall_rules(ctx), role=NAME),
         File("/etc/fail2ban/jail.d/dropship.local", render("base/fail2ban-jail.local.j2", bantime="1h", maxretry=5),
              role=NAME, notify=(restart("fail2ban"),)),
         Service("fail2ban", role=NAME),

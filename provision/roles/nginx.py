@@ -10,6 +10,7 @@ from . import Role, RoleContext
 NAME = "nginx"
 TEST = "nginx -t -q"
 WEB_ROOT = "/var/www/dropship"
+LOCATIONS = "/etc/nginx/dropship/locations"
 
 
 def packages(ctx: RoleContext) -> list[str]:
@@ -21,20 +22,22 @@ def resources(ctx: RoleContext) -> list[Resource]:
     site = "/etc/nginx/sites-available/dropship.conf"
     common = [
         Absent("/etc/nginx/sites-enabled/default", role=NAME, notify=(handler,)),
+        Directory("/etc/nginx/dropship", role=NAME),
+        Directory(LOCATIONS, role=NAME),          # other roles drop `location` blocks here (airflow)
         File("/etc/nginx/conf.d/00-dropship.conf", render("nginx/00-dropship.conf.j2", client_max_body_size="20m"),
              role=NAME, check=TEST, notify=(handler,)),
         Service("nginx", role=NAME),
     ]
     if ctx.has("app") and ctx.settings.app:
         return common         # the app role's site is the default server
-    return common[:2] + [
+    return common[:-1] + [
         Directory(WEB_ROOT, role=NAME),
         File(f"{WEB_ROOT}/index.html", render("nginx/index.html.j2", host=ctx.host.name, env=ctx.env.name),
              role=NAME),
         File(site, render("nginx/site.conf.j2", server_name=ctx.settings.nginx.server_name, root=WEB_ROOT),
              role=NAME, notify=(handler,)),
         Symlink("/etc/nginx/sites-enabled/dropship.conf", site, role=NAME, notify=(handler,)),
-        common[2],
+        common[-1],
     ]
 
 

@@ -47,10 +47,11 @@ def packages(ctx: RoleContext) -> list[str]:
 def resources(ctx: RoleContext) -> list[Resource]:
     pg = ctx.settings.postgres
     conf_dir = f"/etc/postgresql/{version(ctx)}/main"
-    listen = ["localhost"] + ([pg.docker_bridge_address] if pg.listen_docker_bridge else [])
+    bridge = pg.listen_docker_bridge or ctx.has("airflow")     # Airflow's containers reach it there
+    listen = ["localhost"] + ([pg.docker_bridge_address] if bridge else [])
     conf = render("postgres/dropship.conf.j2", memory_mb=ctx.facts.memory_mb, cpus=ctx.facts.cpus,
                   listen_addresses=listen, **vars(memory_settings(ctx.facts.memory_mb)))
-    hba = render("postgres/pg_hba.conf.j2", docker_subnets=[pg.docker_subnet] if pg.listen_docker_bridge else [])
+    hba = render("postgres/pg_hba.conf.j2", docker_subnets=[pg.docker_subnet] if bridge else [])
     out: list[Resource] = [
         File(f"{conf_dir}/conf.d/dropship.conf", conf, "postgres", "postgres", 0o644, role=NAME,
              notify=(restart("postgresql"),)),

@@ -41,6 +41,7 @@ class Site:
     url: str                                              # http://127.0.0.1:<port 80>
     releases: dict[str, str] = field(default_factory=dict)  # version label -> release id
     venv: str = ""                                        # digest of the virtualenv of the first deploy
+    late: list[str] = field(default_factory=list)         # switches not yet served when the command returned
 
     @property
     def env(self) -> str:
@@ -74,13 +75,34 @@ def deploy(site: Site, label: str) -> subprocess.CompletedProcess:
     report = last_json(proc)
     assert proc.returncode == 0 and report["ok"], proc.stdout + proc.stderr
     site.releases[label] = report["release"]
+    switched(site, label, f"deploy {label}")
     return proc
 
 
-def rollback(site: Site, *args: str) -> subprocess.CompletedProcess:
+def rollback(site: Site, label: str, *args: str) -> subprocess.CompletedProcess:
+    """`invoke rollback ARGS`, expected to make version ``label`` live."""
     proc = site.box.invoke("rollback", "--env", site.env, *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    switched(site, label, f"rollback {' '.join(args)} to {label}".replace("  ", " "))
     return proc
+
+
+def switched(site: Site, label: str, what: str, within: float = 5.0) -> None:
+    """Once the command has returned, every request must reach ``label``'s release. Records a
+    switch still in progress (old release answering) in ``site.late`` and waits for it to finish,
+    so the tests go on; test_switch_is_complete_when_the_command_returns fails on them."""
+    want = site.releases[label]
+    started = time.monotonic()
+    answers = [serving(site) for _ in range(5)]
+    if set(answers) == {want}:
+        return
+    while time.monotonic() - started < within:
+        if serving(site) == want:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail(f"{what}: {want} is still not served {within} s after the command returned")
+    site.late.append(f"{what}: answers right after it returned: {answers}")
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -136,6 +158,15 @@ class Browser:
         return json.loads(body)
 
 
+def serving(site: Site) -> str:
+    """The release answering /healthz now (or what answered instead)."""
+    status, _, body = Browser(site.url).open("/healthz")
+    try:
+        return json.loads(body)["release"] if status == 200 else f"HTTP {status}"
+    except (ValueError, KeyError):
+        return f"HTTP {status}: {body[:80]!r}"
+
+
 def releases(site: Site) -> dict[str, dict]:
     proc = site.box.invoke("releases", "--env", site.env, "--json", check=True)
     return {r["id"]: r for r in last_json(proc)["web-1"]}
@@ -166,11 +197,11 @@ def test_deploy_submit_redeploy_rollback(site):
     assert browser.page() == (heading("v2"), NAMES)
     assert_live(site, "v2", "v1")
 
-    rollback(site)
+    rollback(site, "v1")
     assert browser.page() == (heading("v1"), NAMES)
     assert_live(site, "v1", "v2")
 
-    rollback(site, "--to", site.releases["v2"])
+    rollback(site, "v2", "--to", site.releases["v2"])
     assert browser.page() == (heading("v2"), NAMES)
     assert_live(site, "v2", "v1")
 
@@ -201,7 +232,7 @@ def test_zero_failed_requests_during_deploy_and_rollback(site):
     assert set(during_deploy.releases) == {before, site.releases["v3"]}, during_deploy.summary()
     assert_live(site, "v3", "v2")
 
-    during_rollback = under_load(lambda: rollback(site))
+    during_rollback = under_load(lambda: rollback(site, "v2"))
     assert set(during_rollback.releases) == {site.releases["v3"], before}, during_rollback.summary()
     assert_live(site, "v2", "v3")
 
@@ -242,3 +273,9 @@ def test_one_file_deploy_is_incremental(site):
     assert "BUILT" not in proc.stderr
     assert Browser(site.url).page()[0] == heading("v4")
     assert_live(site, "v4", "v2")
+
+
+def test_switch_is_complete_when_the_command_returns(site):
+    """Deploys and rollbacks above: right after `invoke` returned, only the new release answered."""
+    assert site.releases, "nothing was deployed"
+    assert not site.late, "the old release still answered after the command returned:\n" + "\n".join(site.late)

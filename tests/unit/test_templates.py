@@ -8,6 +8,7 @@ import jinja2
 import pytest
 
 from provision import templates
+from provision.inventory import AirflowSettings
 from provision.engine.files import Directory, File
 from provision.engine.model import PHASE_LOCKDOWN, PHASE_PACKAGES
 from provision.engine.postgres import PgDatabase, PgRole
@@ -33,7 +34,18 @@ def repo_environments():
 def context(facts=DEBIAN, env_name="local", ca=(), **settings) -> RoleContext:
     env = repo_environments()[env_name]
     env = replace(env, ca_certificates=tuple(ca), settings=replace(env.settings, **settings))
-    return RoleContext(env, env.hosts[0], facts, PUBLIC_KEY, {"app_db_password": DB_PASSWORD})
+    return RoleContext(env, env.hosts[0], facts, PUBLIC_KEY, {"app_db_password": DB_PASSWORD, **AIRFLOW_SECRETS})
+
+
+AIRFLOW_SECRETS = {"airflow_admin_password": "admin-pw-123456", "airflow_fernet_key": "f" * 43 + "=",
+                   "airflow_jwt_secret": "jwt-secret-123456", "airflow_db_password": "af-db-pw-123456"}
+REGISTRY_AIRFLOW = AirflowSettings(version="3.3.2", image="apache/airflow:3.3.2", build=None, dags=None)
+
+
+def with_airflow(ctx: RoleContext) -> RoleContext:
+    """The context of a host that also runs Airflow from a registry image."""
+    return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=REGISTRY_AIRFLOW)),
+                   host=replace(ctx.host, roles=ctx.host.roles + ("airflow",)))
 
 
 def file_at(resources, path) -> File:
@@ -64,9 +76,9 @@ def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     bridge = replace(context().settings.postgres, listen_docker_bridge=True)
     plain = context(facts, env_name)
     without_app = replace(plain, host=replace(plain.host, roles=tuple(r for r in plain.host.roles if r != "app")))
-    for ctx in (plain, context(facts, env_name, postgres=bridge), without_app):
+    for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain)):
         for role in registry().values():
-            assert role.packages(ctx)
+            assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker: no packages
             for resource in role.resources(ctx):
                 if isinstance(resource, File):
                     text = resource.content.decode()
@@ -199,7 +211,7 @@ def test_postgres_docker_bridge():
     conf = file_at(resources, "/etc/postgresql/16/main/conf.d/dropship.conf").content.decode()
     hba = file_at(resources, "/etc/postgresql/16/main/pg_hba.conf").content.decode()
     assert "listen_addresses = 'localhost,172.17.0.1'" in conf
-    assert "host    all       all       172.17.0.0/16   scram-sha-256\n" in hba
+    assert "host    all       all       172.16.0.0/12   scram-sha-256\n" in hba
     assert "172.17" not in file_at(postgres.resources(context(UBUNTU)), "/etc/postgresql/16/main/pg_hba.conf") \
         .content.decode()
 

@@ -1,0 +1,78 @@
+"""A Docker Compose project that is up, healthy and running exactly its rendered configuration."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .model import Change, Resource, q
+
+
+@dataclass(frozen=True)
+class ComposeProject(Resource):
+    """``docker compose up`` when the configuration changed (a stamp of its inputs says so) or a
+    service is not running/healthy; compose itself recreates only the services that changed.
+
+    ``before_up`` runs first (e.g. the one-shot database migration of a profile service).
+    """
+
+    directory: str
+    project: str
+    inputs: tuple[bytes, ...]            # everything the services depend on: compose file, env, image
+    services: tuple[str, ...]
+    before_up: str = ""
+    role: str = ""
+    phase: int = 2
+
+    @property
+    def key(self) -> str:
+        return f"compose {self.project}"
+
+    @property
+    def stamp(self) -> str:
+        digest = hashlib.sha256()
+        for part in self.inputs:
+            digest.update(hashlib.sha256(part).digest())
+        return digest.hexdigest()
+
+    @property
+    def stamp_file(self) -> str:
+        return f"{self.directory}/.dropship-up"
+
+    def probe(self, want_content: bool = False) -> str:
+        d = q(self.directory)
+        return (f"echo stamp=$(cat {q(self.stamp_file)} 2>/dev/null); "
+                f"command -v docker >/dev/null && [ -f {d}/compose.yaml ] && "
+                f"docker compose --project-directory {d} -p {q(self.project)} ps --format json 2>/dev/null; true")
+
+    def parse(self, output: str) -> dict:
+        facts = {"stamp": "", "services": {}}
+        for line in output.splitlines():
+            if line.startswith("stamp="):
+                facts["stamp"] = line[6:].strip()
+                continue
+            line = line.strip()
+            if not line.startswith(("{", "[")):
+                continue
+            try:
+                rows = json.loads(line)
+            except ValueError:
+                continue
+            for row in rows if isinstance(rows, list) else [rows]:
+                facts["services"][row.get("Service", "")] = (row.get("State", ""), row.get("Health", ""))
+        return facts
+
+    def plan(self, facts: dict) -> list[Change]:
+        unhealthy = [s for s in self.services
+                     if facts["services"].get(s, ("", ""))[0] != "running"
+                     or facts["services"].get(s, ("", ""))[1] not in ("", "healthy")]
+        if facts["stamp"] == self.stamp and not unhealthy:
+            return []
+        why = "configuration changed" if facts["stamp"] != self.stamp else f"not healthy: {', '.join(unhealthy)}"
+        d, p = q(self.directory), q(self.project)
+        compose = f"docker compose --project-directory {d} -p {p}"
+        return [self.change("update", f"compose {self.project} up ({why})", [
+            *([self.before_up] if self.before_up else []),
+            f"{compose} up -d --remove-orphans --wait --wait-timeout 600 {' '.join(q(s) for s in self.services)}",
+            f"echo {q(self.stamp)} > {q(self.stamp_file)}",
+        ])]

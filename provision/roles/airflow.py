@@ -1,0 +1,128 @@
+"""Airflow on Docker Compose: its database on the host's PostgreSQL (reachable from containers over
+the Docker bridge only), folders, a secret env file, the compose project, and the UI behind nginx.
+
+DAGs are not part of this role: deploys ship them as releases (workflows/airflow_dags.py) and
+switch ``/srv/airflow/dags/current``, which every service reads.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..engine.compose import ComposeProject
+from ..engine.files import Directory, File, Symlink
+from ..engine.model import Handler, Resource, reload
+from ..engine.postgres import PgDatabase, PgRole
+from ..release import database_url
+from ..templates import render
+from . import Role, RoleContext
+
+NAME = "airflow"
+UID = "50000"            # the Airflow image convention (user airflow, group root)
+SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+DAEMON_RELOAD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
+
+
+@dataclass(frozen=True)
+class AirflowLayout:
+    root: str = "/srv/airflow"
+    port: int = 8080     # the api-server, published on 127.0.0.1 only (nginx proxies it)
+
+    @property
+    def dags(self) -> str:
+        return f"{self.root}/dags"
+
+    @property
+    def current(self) -> str:
+        return f"{self.dags}/current"
+
+    def release(self, release_id: str) -> str:
+        return f"{self.dags}/releases/{release_id}"
+
+    @property
+    def compose(self) -> str:
+        return f"docker compose --project-directory {self.root} -p airflow"
+
+
+LAYOUT = AirflowLayout()
+
+
+def image_ref(ctx: RoleContext) -> str:
+    """The image the services run: the registry image, or the tag built for this inventory."""
+    af = ctx.settings.airflow
+    if af.image:
+        return af.image
+    from ..airflow_image import image_tag
+
+    return image_tag(af, list(ctx.env.ca_certificates))
+
+
+def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
+    """Airflow's settings as compose env_file lines (secrets inside: the file is 0600)."""
+    af, v = ctx.settings.airflow, ctx.secrets
+    db = database_url(af.database.user, v[af.database.password.name], af.database.name,
+                      host="host.docker.internal").replace("postgresql://", "postgresql+psycopg2://")
+    values = [
+        ("AIRFLOW__CORE__EXECUTOR", af.executor),
+        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", db),
+        ("AIRFLOW__CORE__FERNET_KEY", v[af.fernet_key.name]),
+        ("AIRFLOW__API_AUTH__JWT_SECRET", v[af.jwt_secret.name]),
+        ("AIRFLOW__API__SECRET_KEY", v[af.jwt_secret.name]),
+        ("AIRFLOW__CORE__LOAD_EXAMPLES", "False"),
+        ("AIRFLOW__CORE__DAGS_FOLDER", "/opt/airflow/dags/current"),
+        ("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False"),
+        ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{af.admin_user}:admin"),
+        ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "/opt/airflow/config/passwords.json"),
+        ("AIRFLOW__API__BASE_URL", f"http://{server}{af.url_path}"),
+        ("AIRFLOW__API__WORKERS", "1"),
+        ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://airflow-apiserver:8080{af.url_path}/execution/"),
+        ("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "True"),
+        ("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "5"),
+        ("AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "5"),
+        ("AIRFLOW__CORE__PARALLELISM", "8"),
+        *af.env,
+    ]
+    return ("# Managed by Dropship (airflow role). Secrets inside: keep it 0600.\n"
+            + "".join(f"{k}={val}\n" for k, val in values)).encode()
+
+
+def packages(ctx: RoleContext) -> list[str]:
+    return []
+
+
+def resources(ctx: RoleContext) -> list[Resource]:
+    af = ctx.settings.airflow
+    if af is None:
+        return []
+    lay, v = LAYOUT, ctx.secrets
+    server = ctx.settings.nginx.server_name if ctx.settings.nginx.server_name != "_" else "localhost"
+    env = airflow_env(ctx, server)
+    passwords = (json.dumps({af.admin_user: v[af.admin_password.name]}) + "\n").encode()
+    image = image_ref(ctx)
+    compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
+                     root=lay.root, port=lay.port, url_path=af.url_path)
+    nginx = reload("nginx", check="nginx -t -q")
+    return [
+        File("/etc/systemd/system/postgresql@.service.d/dropship-docker.conf",
+             render("airflow/postgres-after-docker.conf.j2"), role=NAME, notify=(DAEMON_RELOAD,)),
+        PgRole(af.database.user, v[af.database.password.name], role=NAME),
+        PgDatabase(af.database.name, af.database.user, role=NAME),
+        Directory(lay.root, role=NAME),
+        Directory(lay.dags, UID, "root", 0o755, role=NAME),
+        Directory(f"{lay.dags}/releases", UID, "root", 0o755, role=NAME),
+        Directory(f"{lay.dags}/releases/empty", UID, "root", 0o755, role=NAME),
+        Symlink(lay.current, "releases/empty", role=NAME, replace=False),
+        Directory(f"{lay.root}/logs", UID, "root", 0o775, role=NAME),
+        Directory(f"{lay.root}/config", UID, "root", 0o700, role=NAME),
+        File(f"{lay.root}/config/passwords.json", passwords, UID, "root", 0o600, role=NAME, secret=True),
+        File(f"{lay.root}/airflow.env", env, mode=0o600, role=NAME, secret=True),
+        File(f"{lay.root}/compose.yaml", compose, role=NAME),
+        ComposeProject(lay.root, "airflow", (compose, env, passwords, image.encode()), SERVICES,
+                       before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null", role=NAME),
+        File("/etc/nginx/dropship/locations/airflow.conf",
+             render("airflow/nginx-location.conf.j2", url_path=af.url_path, port=lay.port), role=NAME,
+             notify=(nginx,)),
+    ]
+
+
+ROLE = Role(NAME, packages, resources)
