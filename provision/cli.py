@@ -199,15 +199,16 @@ def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, ac
 
 @task(name="deploy", help={"env": "environment", "ref": "git ref of app.source to ship (default: the work tree)",
                            "json": "print one JSON object (progress goes to stderr)",
-                           "hosts": "comma-separated host names"})
+                           "hosts": "comma-separated host names", "only": "app or airflow (the DAGs)"})
 @user_errors
-def deploy_task(c, env, ref=None, json=False, hosts=None):
-    """Ship the app as a new release: zero downtime, health-gated, previous slot kept warm."""
+def deploy_task(c, env, ref=None, json=False, hosts=None, only=None):
+    """Ship the app (zero downtime, health-gated) and the Airflow DAGs (import-checked) as a release."""
     from .report import emit
     from .workflows.deploy import DeployOptions, deploy
 
     progress = _progress(json)
-    report = deploy(environment(c, env), DeployOptions(ref=ref, hosts=_names(hosts), parallel=parallel(c)), progress)
+    report = deploy(environment(c, env), DeployOptions(ref=ref, hosts=_names(hosts), parallel=parallel(c),
+                                                       only=only), progress)
     emit(report, json, progress)
     if not report.ok:
         raise Exit(code=1)
@@ -299,6 +300,94 @@ def restore(c, env, file, yes=False):
     print(f"restored from {run_restore(e, file)}")
 
 
+# --- airflow ---------------------------------------------------------------------------------------
+
+@task(name="status", help={"env": "environment", "json": "print JSON"})
+@user_errors
+def airflow_status(c, env, json=False):
+    """Airflow services: state and health."""
+    from .workflows.airflow import status
+
+    rows = status(environment(c, env))
+    if json:
+        import json as _json
+
+        print(_json.dumps(rows))
+        return
+    for r in rows:
+        print(f"{r['service']:<24} {r['state']:<10} {r['health'] or '-':<10} {r['status']}")
+    if any(r["state"] != "running" or r["health"] not in ("", "healthy") for r in rows):
+        raise Exit(code=1)
+
+
+@task(name="dags", help={"env": "environment", "json": "print JSON"})
+@user_errors
+def airflow_dags(c, env, json=False):
+    """DAGs with their paused state, and import errors."""
+    from .workflows.airflow import dags
+
+    found = dags(environment(c, env))
+    if json:
+        import json as _json
+
+        print(_json.dumps(found))
+        return
+    for d in found["dags"]:
+        print(f"{d.get('dag_id', ''):<32} {'paused' if str(d.get('is_paused')).lower() == 'true' else 'active':<7} "
+              f"{d.get('fileloc', '')}")
+    for e in found["import_errors"]:
+        print(f"IMPORT ERROR {e.get('filepath', '')}: {str(e.get('error', '')).strip().splitlines()[-1:]}")
+
+
+@task(name="trigger", help={"env": "environment", "dag": "DAG id", "date": "logical date (YYYY-MM-DD)",
+                            "wait": "wait for the run to finish"})
+@user_errors
+def airflow_trigger(c, env, dag, date=None, wait=False):
+    """Trigger a DAG run (optionally at a logical date) and optionally wait for it."""
+    from .workflows.airflow import trigger
+
+    result = trigger(environment(c, env), dag, date, wait, on_line=print)
+    print(result)
+    if wait and result != "success":
+        raise Exit(code=1)
+
+
+@task(name="test", help={"env": "environment", "dag": "DAG id", "task": "task id", "date": "logical date"})
+@user_errors
+def airflow_test(c, env, dag, task, date):
+    """Run one task in isolation (airflow tasks test) and print its log output."""
+    from .workflows.airflow import test_task
+
+    rc, _ = test_task(environment(c, env), dag, task, date, on_line=print)
+    if rc != 0:
+        raise Exit(code=rc)
+
+
+@task(name="backfill", help={"env": "environment", "dag": "DAG id", "start": "first date (YYYY-MM-DD)",
+                             "end": "last date", "wait": "wait until every run finished"})
+@user_errors
+def airflow_backfill(c, env, dag, start, end, wait=False):
+    """Backfill a DAG over a date range (one run per schedule interval)."""
+    from .workflows.airflow import backfill
+
+    states = backfill(environment(c, env), dag, start, end, wait, on_line=print)
+    if wait:
+        ok = sum(1 for s in states.values() if s == "success")
+        print(f"{ok} of {len(states)} runs succeeded")
+        if ok != len(states):
+            raise Exit(code=1)
+
+
+@task(name="logs", help={"env": "environment", "service": "apiserver, scheduler, dag-processor, triggerer",
+                         "follow": "keep printing new lines"})
+@user_errors
+def airflow_logs(c, env, service=None, follow=False):
+    """Logs of the Airflow services."""
+    from .workflows.airflow import logs
+
+    logs(environment(c, env), service, follow, on_line=print)
+
+
 # --- the whole thing on one laptop ----------------------------------------------------------------
 
 @task(help={"env": "environment (default: local)"})
@@ -317,9 +406,9 @@ def up(c, env="local"):
     emit(report, False, progress)
     if not report.ok:
         raise Exit(code=1)
-    if e.settings.app and any("app" in h.roles for h in e.hosts):
-        from .workflows.deploy import DeployOptions, deploy
+    from .workflows.deploy import DeployOptions, deploy, deployed_roles
 
+    if any(deployed_roles(e, h) for h in e.hosts):
         report = deploy(e, DeployOptions(parallel=parallel(c)), progress)
         emit(report, False, progress)
         if not report.ok:
@@ -328,6 +417,10 @@ def up(c, env="local"):
     for d in droplets:
         http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
         print(f"{d.name}: open {http}")
+        af = e.settings.airflow
+        if af and "airflow" in e.host(d.name).roles:
+            print(f"  Airflow UI: {http}{af.url_path.lstrip('/')}/ (user {af.admin_user}; password: "
+                  f"'{af.admin_password.name}' in {e.workspace.secrets_path(e.name)})")
         print(f"  ssh -i {e.ssh.key or e.workspace.key_path(e.name)} -p {d.ssh_port} "
               f"-o UserKnownHostsFile={e.workspace.known_hosts_path} {e.ssh.user}@{d.address}")
 
@@ -342,6 +435,8 @@ def namespace() -> Collection:
     ns.add_task(releases_task)
     ns.add_task(unlock_task)
     ns.add_collection(Collection("db", backup, backups, restore))
+    ns.add_collection(Collection("airflow", airflow_status, airflow_dags, airflow_trigger, airflow_test,
+                                 airflow_backfill, airflow_logs))
     ns.add_task(up)
     ns.configure({"dropship": {"inventory": "inventory.yaml", "parallel": 10}})
     return ns

@@ -46,6 +46,7 @@ class Converge:
     progress: Progress
     dry_run: bool = False
     verify_login: Callable[[], None] | None = None     # proves the deploy user before lockdown
+    before_phase: Callable[[int], None] | None = None   # e.g. ship an image once Docker is installed
     outcome: HostOutcome = None  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -68,6 +69,8 @@ class Converge:
         resources, found = self._gather()
         phases = sorted({r.phase for r in resources})
         for phase in phases:
+            if self.before_phase and not self.dry_run:
+                self.before_phase(phase)
             changes = self._plan([r for r in resources if r.phase == phase], found)
             if not changes:
                 continue

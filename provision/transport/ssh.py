@@ -13,7 +13,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import paramiko
 
@@ -107,6 +107,61 @@ class Session:
                 select.select([chan], [], [], 0.2)
         if on_line and pending:
             on_line(pending.decode(errors="replace"))
+        rc = chan.recv_exit_status()
+        chan.close()
+        return Result(rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))
+
+    def send_stream(self, command: str, chunks: Iterable[bytes], timeout: float | None = None) -> Result:
+        """Run ``command`` as root (``sudo -n`` unless logged in as root) on a new channel and stream
+        ``chunks`` to its stdin, e.g. ``docker load`` fed by a local ``docker save``.
+
+        Output is read while sending, so a chatty command cannot stall the upload; if the command
+        ends early the rest of ``chunks`` is not consumed. Returns its exit status and output.
+        """
+        transport = self.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(self.name, "connection", "the SSH connection was lost",
+                              "check the host is up and re-run: every step is idempotent")
+        chan = transport.open_session(timeout=self.target.connect_timeout)
+        chan.exec_command(command if self.user == "root" else f"sudo -n {command}")
+        chan.settimeout(0.5)
+        out: list[bytes] = []
+        err: list[bytes] = []
+        deadline = time.monotonic() + timeout if timeout else None
+
+        def drain() -> None:
+            while chan.recv_ready():
+                out.append(chan.recv(65536))
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(65536))
+            if deadline and time.monotonic() > deadline:
+                chan.close()
+                raise RemoteError(self.name, command.split()[0], f"no end within {timeout:.0f} s",
+                                  "check the host's load and network, and re-run")
+
+        ended = False
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view and not ended:
+                if chan.closed or chan.exit_status_ready():
+                    ended = True     # the command stopped reading: keep its output, send no more
+                    break
+                try:
+                    view = view[chan.send(bytes(view[:32768])):]
+                except socket.timeout:
+                    pass             # the window is full: read what came back and try again
+                except OSError:
+                    ended = True
+                drain()
+            if ended:
+                break
+        if not chan.closed:
+            chan.shutdown_write()
+        while not ((chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready()):
+            drain()
+            select.select([chan], [], [], 0.2)
+        drain()
+        chan.settimeout(None)
         rc = chan.recv_exit_status()
         chan.close()
         return Result(rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))

@@ -32,7 +32,7 @@ def backup_command(database: str, name: str) -> str:
 def restore_command(database: str, owner: str, path: str) -> str:
     return (f"test -s {q(path)} || {{ echo 'no such backup: {path}'; exit 1; }}\n"
             f"runuser -u postgres -- pg_restore --clean --if-exists --no-owner --role={q(owner)} "
-            f"--single-transaction -d {q(database)} {q(path)}")
+            f"--single-transaction -d {q(database)} < {q(path)}")   # root opens it: the folder is 0700 root
 
 
 def _db_session(env: Environment):

@@ -26,6 +26,7 @@ from ..keys import public_key
 from ..redact import Redactor
 from ..report import Report
 from ..roles import RoleContext, host_resources
+from ..roles.airflow import LAYOUT as AIRFLOW
 from ..roles.app import SLOTS, AppLayout, layout
 from ..secrets import SecretStore
 from ..templates import render
@@ -41,6 +42,7 @@ class DeployOptions:
     ref: str | None = None
     hosts: tuple[str, ...] | None = None
     parallel: int = 10
+    only: str | None = None          # "app" or "airflow" (DAGs): default both, where hosts have the role
 
 
 @dataclass
@@ -73,14 +75,24 @@ class Shipment:
     info: dict = field(default_factory=dict)
 
 
-def app_hosts(env: Environment, names: tuple[str, ...] | None):
-    if env.settings.app is None:
-        raise DropshipError(f"environment {env.name} has no app settings", "add an 'app:' section to the inventory")
-    chosen = [h for h in host_selection.select(env, names) if "app" in h.roles]
+DEPLOYED = ("app", "airflow")
+
+
+def deployed_roles(env: Environment, host, only: str | None = None) -> tuple[str, ...]:
+    """What a deploy ships to ``host``: the app, the DAGs, or both."""
+    wanted = {"app": env.settings.app is not None and env.settings.app.source is not None,
+              "airflow": env.settings.airflow is not None and env.settings.airflow.dags is not None}
+    return tuple(r for r in DEPLOYED if r in host.roles and wanted[r] and only in (None, r))
+
+
+def app_hosts(env: Environment, names: tuple[str, ...] | None, only: str | None = None):
+    if only not in (None, *DEPLOYED):
+        raise DropshipError(f"unknown --only {only!r}", "use --only app or --only airflow")
+    chosen = [h for h in host_selection.select(env, names) if deployed_roles(env, h, only)]
     if not chosen:
-        raise DropshipError(f"no host of {env.name} has the app role", "add 'app' to a host's roles")
-    if env.settings.app.source is None:
-        raise DropshipError("app.source is not set", "set app.source to the folder to ship (e.g. app_src)")
+        what = only or "app or airflow"
+        raise DropshipError(f"nothing to deploy: no host of {env.name} has the {what} role with its settings "
+                            "(app.source / airflow.dags)", "add the role to a host and the section to the inventory")
     return chosen
 
 
@@ -142,7 +154,9 @@ class HostDeploy:
     def __init__(self, env: Environment, session: Session, progress: Progress, redactor: Redactor):
         self.env, self.session, self.progress, self.redact = env, session, progress, redactor
         self.app = env.settings.app
-        self.lay: AppLayout = layout(self.app)
+        self.lay: AppLayout | None = layout(self.app) if self.app else None
+        self.lock_dir = self.lay.lock_dir if self.lay else f"{AIRFLOW.root}/deploy.lock"
+        self.audit_log = self.lay.audit_log if self.lay else f"{AIRFLOW.root}/audit.log"
         self.outcome = HostOutcome(session.name)
         self.who = f"{getpass.getuser()}@{socket.gethostname()}"
 
@@ -194,7 +208,7 @@ true
     def locked(self, action: str, what: str):
         holder = {"by": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "action": action,
                   "what": what}
-        result = self.session.script(rel.lock_command(self.lay.lock_dir, holder), timeout=30)
+        result = self.session.script(rel.lock_command(self.lock_dir, holder), timeout=30)
         if result.rc == 3 or "LOCKED_BY_ME" not in result.stdout:
             held = result.stdout.strip().removeprefix("LOCKED ").strip()
             try:
@@ -209,11 +223,11 @@ true
         try:
             yield
         finally:
-            self.session.script(rel.unlock_command(self.lay.lock_dir), timeout=30)
+            self.session.script(rel.unlock_command(self.lock_dir), timeout=30)
 
     def audit(self, action: str, release: str, result: str) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.who} {action} {release} {result}"
-        self.session.script(rel.audit_command(self.lay.audit_log, line), timeout=30)
+        self.session.script(rel.audit_command(self.audit_log, line), timeout=30)
 
     # -- deploy -----------------------------------------------------------------------------------
     def deploy(self, ship: Shipment, values: dict[str, str]) -> None:
@@ -319,30 +333,51 @@ def _sessions(env: Environment, names, redactor: Redactor, parallel: int, work, 
     return report
 
 
+def dag_shipment(env: Environment, sha: str, release_id: str) -> Shipment:
+    af = env.settings.airflow
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    return Shipment(release_id, af.dags, rel.manifest(af.dags, (".git", "__pycache__", "*.pyc")), b"",
+                    {"id": release_id, "git": sha, "by": who, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
 def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Report:
-    app_hosts(env, options.hosts)
+    from .airflow import HostDags, ensure_image, prepare_image
+
+    chosen = app_hosts(env, options.hosts, options.only)
+    kinds = {r for h in chosen for r in deployed_roles(env, h, options.only)}
     redactor = Redactor()
     values = resolve_secrets(env, SecretStore(env, redactor), dry_run=False)
     pub = public_key(env)
-    with checked_out(env.settings.app.source, options.ref) as (source, sha):
-        ship = shipment(env, source, sha)
+    image = prepare_image(env) if "airflow" in kinds else None
+    app_source = env.settings.app.source if "app" in kinds else env.settings.airflow.dags
+    with checked_out(app_source, options.ref if "app" in kinds else None) as (source, sha):
+        ship = shipment(env, source, sha) if "app" in kinds else None
+        release_id = ship.id if ship else rel.release_id(sha)
+        dags = dag_shipment(env, rel.git_sha(env.settings.airflow.dags), release_id) if "airflow" in kinds else None
 
         def work(host, session: Session) -> HostOutcome:
             started = time.monotonic()
-            runner = Converge(session=session, progress=progress,
-                              build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values), ("app",)))
-            laid_out = runner.run()
+            roles = deployed_roles(env, host, options.only)
             hd = HostDeploy(env, session, progress, redactor)
-            hd.outcome.changed += laid_out.changed
             try:
+                if "airflow" in roles:
+                    ensure_image(env, session, image, progress)
+                runner = Converge(session=session, progress=progress,
+                                  build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values), roles))
+                laid_out = runner.run()
+                hd.outcome.changed += laid_out.changed
                 if laid_out.failed:
-                    raise RemoteError(host.name, "app role", laid_out.error, "fix it and re-run")
-                with hd.locked("deploy", ship.id):
+                    raise RemoteError(host.name, "lay out", laid_out.error, "fix it and re-run")
+                with hd.locked("deploy", release_id):
                     try:
-                        hd.deploy(ship, values)
-                        hd.audit("deploy", ship.id, "ok")
+                        if "app" in roles:
+                            hd.deploy(ship, values)
+                        if "airflow" in roles:
+                            HostDags(env, session, progress, redactor, hd.step).deploy(dags)
+                            hd.outcome.changed += 1
+                        hd.audit("deploy", release_id, "ok")
                     except RemoteError as exc:
-                        hd.audit("deploy", ship.id, f"failed at {exc.step}")
+                        hd.audit("deploy", release_id, f"failed at {exc.step}")
                         raise
             except RemoteError as exc:
                 hd.outcome.failed += 1
@@ -350,21 +385,28 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
             hd.outcome.seconds = time.monotonic() - started
             return hd.outcome
 
-        return _sessions(env, options.hosts, redactor, options.parallel, work, "deploy", {"release": ship.id})
+        return _sessions(env, tuple(h.name for h in chosen), redactor, options.parallel, work, "deploy",
+                         {"release": release_id})
 
 
 def rollback(env: Environment, to: str | None, hosts, progress: Progress, parallel: int = 10) -> Report:
+    from .airflow import HostDags
+
     redactor = Redactor()
+    chosen = app_hosts(env, hosts)
 
     def work(host, session: Session) -> HostOutcome:
         started = time.monotonic()
         hd = HostDeploy(env, session, progress, redactor)
+        roles = deployed_roles(env, host)
         try:
             with hd.locked("rollback", to or "previous"):
                 try:
-                    target = hd.rollback(to)
-                    hd.audit("rollback", target, "ok")
-                    hd.outcome.changes = []
+                    target = hd.rollback(to) if "app" in roles else None
+                    if "airflow" in roles:
+                        target = HostDags(env, session, progress, redactor, hd.step).rollback(to) or target
+                        hd.outcome.changed += 1
+                    hd.audit("rollback", target or "", "ok")
                 except RemoteError as exc:
                     hd.audit("rollback", to or "previous", f"failed at {exc.step}")
                     raise
@@ -374,7 +416,7 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
         hd.outcome.seconds = time.monotonic() - started
         return hd.outcome
 
-    return _sessions(env, hosts, redactor, parallel, work, "rollback", {"release": to})
+    return _sessions(env, tuple(h.name for h in chosen), redactor, parallel, work, "rollback", {"release": to})
 
 
 def releases(env: Environment, hosts) -> dict[str, list[dict]]:
@@ -383,6 +425,8 @@ def releases(env: Environment, hosts) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
 
     def work(host, session: Session) -> HostOutcome:
+        if env.settings.app is None:
+            return HostOutcome(host.name)
         lay = layout(env.settings.app)
         out = session.script(f"""
 cd {lay.root} 2>/dev/null || exit 0
@@ -417,7 +461,7 @@ def unlock(env: Environment, hosts) -> Report:
     redactor = Redactor()
 
     def work(host, session: Session) -> HostOutcome:
-        session.script(rel.unlock_command(layout(env.settings.app).lock_dir), timeout=30)
+        session.script(rel.unlock_command(HostDeploy(env, session, Progress(), redactor).lock_dir), timeout=30)
         return HostOutcome(host.name, changed=1)
 
     return _sessions(env, hosts, redactor, 10, work, "unlock")

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from .. import hosts as host_selection
+from ..engine.model import PHASE_CONFIG
 from ..engine.runner import Converge, HostOutcome, Progress
 from ..errors import DropshipError, RemoteError
 from ..inventory import ROLES, Environment, HostSpec
@@ -58,7 +59,15 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
     specs = {h.name: h for h in chosen}
 
     def work(target: Target) -> HostOutcome:
-        return converge_host(env, specs[target.name], target, known, redactor, options, progress, values, pub)
+        return converge_host(env, specs[target.name], target, known, redactor, options, progress, values, pub,
+                             image)
+
+    image = None
+    if not options.dry_run and any("airflow" in h.roles for h in chosen) and \
+            (not options.roles or "airflow" in options.roles):
+        from .airflow import prepare_image
+
+        image = prepare_image(env)
 
     report = Report("provision", env.name, dry_run=options.dry_run)
     for target, outcome, exc in fan_out(targets, work, options.parallel):
@@ -74,18 +83,35 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
 
 
 def converge_host(env: Environment, host: HostSpec, target: Target, known: KnownHosts, redactor: Redactor,
-                  options: ProvisionOptions, progress: Progress, values: dict[str, str], pub: str) -> HostOutcome:
+                  options: ProvisionOptions, progress: Progress, values: dict[str, str], pub: str,
+                  image: str | None = None) -> HostOutcome:
     session = connect(target, known, redactor)
     only = tuple(r for r in (options.roles or host.roles) if r in PROVISIONED)
+    shipped = []
+
+    def ship_image(phase: int) -> None:
+        """Before configuration (compose up), once Docker is there, the host needs the built image."""
+        if image and "airflow" in only and phase == PHASE_CONFIG and not shipped and _has_docker(session):
+            from .airflow import ensure_image
+
+            ensure_image(env, session, image, progress)
+            shipped.append(image)
+
     try:
         return Converge(
             session=session,
             build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values), only),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),
+            before_phase=ship_image,
         ).run()
     finally:
         session.close()
+
+
+def _has_docker(session: Session) -> bool:
+    """The image can be loaded once Docker runs there (the docker role installs it on first run)."""
+    return session.script("command -v docker >/dev/null && docker info >/dev/null 2>&1", timeout=60).rc == 0
 
 
 def verify_deploy_login(session: Session, target: Target, known: KnownHosts, redactor: Redactor) -> None:

@@ -1,0 +1,371 @@
+"""The Airflow image: built here from a Dockerfile folder, shipped to hosts without a registry.
+
+``build_image`` builds ``dropship/airflow:<version>-<hash>`` from ``airflow.build.context`` (the
+Dockerfile folder, minus ``dags/``: DAGs ship as releases of their own) on ``airflow.build.base_image``.
+The hash covers everything that goes into the image (the folder's files, the base image's name and
+id, the Airflow version, the CA certificates), so an unchanged recipe is never rebuilt and a tag on a
+host always means the same image. ``ship_image`` streams ``docker save`` into ``docker load`` on a
+host over the SSH session (no registry, no temporary file), and only when the host lacks the tag.
+
+Without a registry the base is ``dropship/python-base:trixie``: a Debian 13 minbase rootfs with
+python3 made with debootstrap and ``docker import``-ed here (as the local droplet image is).
+With ``airflow.image`` (a registry image) the host pulls it instead: ``pull_on_host``.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .errors import DropshipError, ProviderError, RemoteError
+from .inventory import LOCAL_PYTHON_BASE, AirflowSettings, Environment
+from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
+from .providers.local_image import MIRROR, SOURCES_LIST, SUITE, _build_lock, _remove_rootfs, recipe_hash
+
+log = logging.getLogger(__name__)
+
+IMAGE_REPO = "dropship/airflow"
+PYTHON_BASE_REPO = LOCAL_PYTHON_BASE.split(":", 1)[0]        # dropship/python-base
+PYTHON_BASE_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates,curl"
+PYTHON_BASE_ARGS = ("--variant=minbase", f"--include={PYTHON_BASE_PACKAGES}", SUITE)
+# Image config of the imported rootfs (docker import --change).
+PYTHON_BASE_CHANGES = ("ENV LANG=C.UTF-8", 'CMD ["python3"]')
+# Run in the rootfs before import: apt sources with updates/security, no caches.
+PYTHON_BASE_CLEANUP = ("rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin var/lib/apt/lists/* "
+                       "var/log/*.log var/log/apt/* tmp/* && rm -f etc/apt/sources.list.d/*.sources")
+
+BUILD_LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-airflow-build.lock"
+BUILD_TIMEOUT = 1800
+PULL_TIMEOUT = 900
+SHIP_TIMEOUT = 3600
+CHUNK = 1 << 20                                            # docker save is read 1 MB at a time
+# Not part of the image: DAGs ship apart, the rest is noise that would only change the hash.
+TOP_EXCLUDED = ("dags", "ca")                               # ca/ is made from the environment's CAs
+EXCLUDED_DIRS = ("__pycache__", ".git", ".pytest_cache")
+EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
+
+
+# ---- pure: what goes into the image and its tag -----------------------------------------------------
+
+def context_files(folder: Path) -> dict[str, Path]:
+    """``{relative path: file}`` of the Dockerfile folder that goes into the build context.
+
+    ``dags/`` (and caches, ``.git``, a stray ``ca/``) are left out: the context's ``ca/`` is made
+    from the environment's CA certificates.
+    """
+    out: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        top = Path(dirpath) == Path(folder)
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS and not (top and d in TOP_EXCLUDED))
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if name.endswith(EXCLUDED_SUFFIXES) or full.is_symlink() or not full.is_file():
+                continue
+            out[full.relative_to(folder).as_posix()] = full
+    return dict(sorted(out.items()))
+
+
+def ca_entries(ca_files: Sequence[Path]) -> list[tuple[str, Path]]:
+    """``[(name in ca/, file)]``: numbered so equal file names never collide; ``.crt`` so that
+    ``update-ca-certificates`` takes them."""
+    out = []
+    for i, path in enumerate(ca_files):
+        stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(path).stem) or "ca"
+        out.append((f"{i:02d}-{stem}.crt", Path(path)))
+    return out
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def image_tag(settings: AirflowSettings, ca_files: Sequence[Path], base_id: str | None = None) -> str:
+    """``dropship/airflow:<version>-<12 hex>`` of ``settings.build``.
+
+    The hash covers the build folder's files (not ``dags/``), the base image's name and id, the
+    Airflow version and the CA files' content. Pure given ``base_id`` (the base image's id, e.g.
+    ``sha256:…``); without it the id is asked from the local engine.
+    """
+    build = settings.build
+    if build is None:
+        raise DropshipError("airflow.image is a registry image: there is no image to build",
+                            "set airflow.build instead of airflow.image to build one")
+    if base_id is None:
+        base_id = image_id(build.base_image) or ""
+    files = [f"{rel}:{_digest(path)}" for rel, path in context_files(build.context).items()]
+    cas = [f"{name}:{_digest(path)}" for name, path in ca_entries(ca_files)]
+    digest = recipe_hash("files", *files, "base", build.base_image, base_id, "version", settings.version,
+                         "ca", *cas)
+    return f"{IMAGE_REPO}:{settings.version}-{digest}"
+
+
+def assemble_context(folder: Path, ca_files: Sequence[Path], dest: Path) -> list[str]:
+    """Copy the build context into ``dest`` (an empty folder); the relative paths written.
+
+    ``ca/`` always exists (``COPY ca/`` needs it): it holds the CA files, or only ``.keep``.
+    """
+    written = []
+    for rel, src in context_files(folder).items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+        written.append(rel)
+    (dest / "ca").mkdir(exist_ok=True)
+    entries = ca_entries(ca_files)
+    for name, src in entries:
+        shutil.copyfile(src, dest / "ca" / name)
+        written.append(f"ca/{name}")
+    if not entries:
+        (dest / "ca" / ".keep").write_text("")
+        written.append("ca/.keep")
+    return sorted(written)
+
+
+def build_args(base_image: str, version: str, tag: str, context: Path) -> list[str]:
+    """The ``docker build`` arguments (legacy builder; the base must already be here)."""
+    return ["build", "--force-rm", "--build-arg", f"BASE_IMAGE={base_image}",
+            "--build-arg", f"AIRFLOW_VERSION={version}", "--label", "dropship.airflow=1", "-t", tag, str(context)]
+
+
+def sudo(session, command: str) -> str:
+    """``command`` as root on the host: ``sudo -n`` unless the session is root already."""
+    return command if session.user == "root" else f"sudo -n {command}"
+
+
+def _q(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+# ---- the local base image (no registry) ------------------------------------------------------------
+
+def python_base_tag() -> str:
+    """``dropship/python-base:trixie-<recipehash>`` (pure)."""
+    h = recipe_hash(SOURCES_LIST, MIRROR, *PYTHON_BASE_ARGS, *PYTHON_BASE_CHANGES, PYTHON_BASE_CLEANUP)
+    return f"{PYTHON_BASE_REPO}:{SUITE}-{h}"
+
+
+def ensure_python_base_image() -> str:
+    """Return ``dropship/python-base:trixie``, building it once (under the image build lock) when the
+    current recipe's image is missing; the plain tag always points at the recipe-hash tag."""
+    ensure_engine()
+    hashed = python_base_tag()
+    if not image_exists(hashed):
+        with _build_lock():
+            if not image_exists(hashed):
+                started = time.monotonic()
+                _build_python_base(hashed)
+                log.info("built %s in %.0fs", hashed, time.monotonic() - started)
+    if image_id(LOCAL_PYTHON_BASE) != image_id(hashed):
+        docker("tag", hashed, LOCAL_PYTHON_BASE)
+    return LOCAL_PYTHON_BASE
+
+
+def _build_python_base(tag: str) -> None:
+    if not shutil.which("debootstrap"):
+        raise DropshipError("building the Airflow base image needs debootstrap (no registry here)",
+                            "apt-get install debootstrap, or set airflow.build.base_image to an image you have")
+    if os.geteuid() != 0:
+        raise DropshipError("building the Airflow base image runs debootstrap, which needs root",
+                            "run dropship as root once to build the image")
+    target = Path(tempfile.mkdtemp(prefix="dropship-python-rootfs-", dir="/var/tmp"))
+    try:
+        _debootstrap(target)
+        (target / "etc/apt/sources.list").write_text(SOURCES_LIST)
+        subprocess.run(["sh", "-c", PYTHON_BASE_CLEANUP], cwd=target, check=True)
+        changes = [a for c in PYTHON_BASE_CHANGES for a in ("--change", c)]
+        with subprocess.Popen(["tar", "--numeric-owner", "-C", str(target), "-c", "."],
+                              stdout=subprocess.PIPE) as tar:
+            docker("import", *changes, "-", tag, input=tar.stdout, timeout=600)
+    finally:
+        _remove_rootfs(target)
+
+
+def _debootstrap(target: Path) -> None:
+    log.info("debootstrap %s (python3) into %s (about 70 s)", SUITE, target)
+    log_path = Path(tempfile.gettempdir()) / "dropship-python-base-debootstrap.log"
+    with open(log_path, "wb") as out:
+        try:
+            rc = subprocess.run(["debootstrap", *PYTHON_BASE_ARGS, str(target), MIRROR],
+                                stdout=out, stderr=subprocess.STDOUT, timeout=1800).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    if rc != 0:
+        tail = last_line(log_path.read_text(errors="replace")[-2000:])
+        raise ProviderError(f"debootstrap {SUITE} failed ({rc}): {tail}", f"see {log_path}")
+
+
+# ---- building ---------------------------------------------------------------------------------------
+
+def image_id(ref: str) -> str | None:
+    """The local image id of ``ref`` (``sha256:…``), or None when it is not here."""
+    out = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False)
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive file lock: concurrent processes (parallel test runs) build once."""
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process building the Airflow image")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_base(base_image: str) -> str:
+    """Make sure the build's base image is here: built (the local python base) or pulled."""
+    if base_image == LOCAL_PYTHON_BASE:
+        return ensure_python_base_image()
+    ensure_engine()
+    if image_exists(base_image):
+        return base_image
+    try:
+        pulled = docker("pull", "-q", base_image, check=False, timeout=PULL_TIMEOUT)
+        reason = last_line(pulled.stderr) if pulled.returncode != 0 else ""
+    except ProviderError as exc:
+        reason = exc.message
+    if reason:
+        raise DropshipError(f"the Airflow base image {base_image} is not here and cannot be pulled: {reason}",
+                            f"docker pull or load it first, or use base_image: {LOCAL_PYTHON_BASE} "
+                            "(built here, no registry needed)")
+    return base_image
+
+
+@dataclass(frozen=True)
+class Built:
+    tag: str
+    built: bool          # False: the tag was here already
+    seconds: float
+
+
+def build_image(env: Environment, ca_files: Sequence[Path] | None = None) -> str:
+    """Build the environment's Airflow image here (``airflow.build``, where: local); its tag.
+
+    Nothing is built when the tag exists. ``ca_files`` defaults to the environment's CA certificates.
+    """
+    return build(env, ca_files).tag
+
+
+def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
+    """``build_image`` that also says whether it built and how long it took."""
+    started = time.monotonic()
+    settings = env.settings.airflow
+    if settings is None or settings.build is None:
+        raise DropshipError(f"environment {env.name} builds no Airflow image",
+                            "add 'airflow: {build: {context: app_src/airflow}}' to the inventory "
+                            "(or airflow.image for a registry image)")
+    spec = settings.build
+    if spec.where != "local":
+        raise DropshipError(f"environment {env.name} builds its Airflow image on the host (build.where: "
+                            f"{spec.where}), not here", "set airflow.build.where: local to build it here")
+    base = ensure_base(spec.base_image)
+    base_id = image_id(base)
+    if base_id is None:
+        raise DropshipError(f"the Airflow base image {base} vanished while building", "re-run")
+    ca = tuple(env.ca_certificates if ca_files is None else ca_files)
+    tag = image_tag(settings, ca, base_id)
+    if image_exists(tag):
+        return Built(tag, False, time.monotonic() - started)
+    with _locked(BUILD_LOCK_PATH):
+        if image_exists(tag):
+            return Built(tag, False, time.monotonic() - started)
+        log.info("building %s on %s", tag, base)
+        with tempfile.TemporaryDirectory(prefix="dropship-airflow-context-") as tmp:
+            assemble_context(spec.context, ca, Path(tmp))
+            _docker_build(build_args(base, settings.version, tag, Path(tmp)), tag)
+    return Built(tag, True, time.monotonic() - started)
+
+
+def _docker_build(args: list[str], tag: str) -> None:
+    log_path = Path(tempfile.gettempdir()) / f"dropship-airflow-build-{tag.rsplit('-', 1)[-1]}.log"
+    with open(log_path, "wb") as out:
+        try:
+            rc = subprocess.run(["docker", *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, timeout=BUILD_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            rc = f"no end within {BUILD_TIMEOUT} s"
+        except FileNotFoundError:
+            raise DropshipError("the docker CLI is not installed", "apt-get install docker.io") from None
+    if rc != 0:
+        raise DropshipError(f"building the Airflow image {tag} failed ({rc}): "
+                            f"{failure_summary(log_path.read_text(errors='replace'))}", f"see {log_path}")
+
+
+def failure_summary(build_log: str, lines: int = 6, limit: int = 900) -> str:
+    """The last meaningful lines of a failed ``docker build``, joined into one line (pure)."""
+    noise = ("Removing intermediate container", " ---> ", "Sending build context")
+    kept = [ln.strip() for ln in build_log.splitlines() if ln.strip() and not ln.strip().startswith(noise)]
+    text = " | ".join(kept[-lines:])
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+# ---- shipping ---------------------------------------------------------------------------------------
+
+def host_has_image(session, tag: str) -> bool:
+    result = session.run(sudo(session, f"docker image inspect --format '{{{{.Id}}}}' {_q(tag)}"), timeout=60)
+    return result.rc == 0
+
+
+def ship_image(session, tag: str, progress=None, timeout: float = SHIP_TIMEOUT) -> bool:
+    """Copy ``tag`` to the session's host (``docker save | docker load``); False when it is there already."""
+    if host_has_image(session, tag):
+        return False
+    started = time.monotonic()
+    sent = 0
+    with subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
+        def chunks() -> Iterator[bytes]:
+            nonlocal sent
+            while True:
+                data = save.stdout.read(CHUNK)
+                if not data:
+                    return
+                sent += len(data)
+                yield data
+
+        try:
+            result = session.send_stream("docker load", chunks(), timeout=timeout)
+        finally:
+            save.stdout.close()          # a load that ended early stops the save (EPIPE)
+            save_err = save.stderr.read().decode(errors="replace")
+            save_rc = save.wait()
+    if save_rc != 0:
+        raise DropshipError(f"docker save {tag} failed: {last_line(save_err) or f'exit status {save_rc}'}",
+                            f"check `docker image inspect {tag}` here")
+    if result.rc != 0:
+        raise RemoteError(session.name, "docker load",
+                          last_line(result.stderr) or last_line(result.stdout) or f"exit status {result.rc}",
+                          "check the host's disk space (`df -h /var/lib/docker`) and that Docker runs")
+    if not host_has_image(session, tag):
+        raise RemoteError(session.name, "docker load", f"finished, but {tag} is not on the host: "
+                          f"{last_line(result.stdout) or 'no output'}", "re-run the deploy")
+    seconds = time.monotonic() - started
+    if progress is not None:
+        progress.step(session.name, "ok", f"shipped image {tag} ({sent / 1e6:.0f} MB in {seconds:.1f} s)")
+    log.info("shipped %s to %s: %d bytes in %.1fs", tag, session.name, sent, seconds)
+    return True
+
+
+def pull_on_host(session, image: str, timeout: float = PULL_TIMEOUT) -> None:
+    """``docker pull`` a registry image on the host (quick when it is up to date)."""
+    result = session.run(sudo(session, f"docker pull -q {_q(image)}"), timeout=timeout)
+    if result.rc != 0:
+        raise RemoteError(session.name, f"docker pull {image}",
+                          last_line(result.stderr) or last_line(result.stdout) or f"exit status {result.rc}",
+                          "check the image name and that the host reaches its registry")

@@ -1,0 +1,263 @@
+"""Airflow: the image on hosts, DAG releases (import-checked, switched atomically, rolled back),
+and the day-to-day tasks (status, dags, trigger, test, backfill, logs) run on the host through
+``docker compose exec``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from .. import release as rel
+from ..engine.model import q
+from ..engine.runner import HostOutcome, Progress
+from ..errors import DropshipError, RemoteError
+from ..inventory import Environment
+from ..redact import Redactor
+from ..roles.airflow import LAYOUT, SERVICES
+from ..transport.hostkeys import KnownHosts
+from ..transport.ssh import Session, connect
+from .. import hosts as host_selection
+
+CHECK_DAGS = r"""
+import json, sys
+from airflow.models.dagbag import DagBag
+bag = DagBag(sys.argv[1], include_examples=False, safe_mode=False)
+print("DAGBAG " + json.dumps({"errors": {k.split(sys.argv[1] + "/", 1)[-1]: v for k, v in bag.import_errors.items()},
+                             "dags": sorted(bag.dag_ids)}))
+"""
+
+
+def airflow_hosts(env: Environment, names=None):
+    if env.settings.airflow is None:
+        raise DropshipError(f"environment {env.name} has no airflow settings", "add an 'airflow:' section")
+    chosen = [h for h in host_selection.select(env, names) if "airflow" in h.roles]
+    if not chosen:
+        raise DropshipError(f"no host of {env.name} has the airflow role", "add 'airflow' to a host's roles")
+    return chosen
+
+
+def prepare_image(env: Environment) -> str | None:
+    """Build the image here when the inventory says so; the tag hosts must have (None: registry)."""
+    af = env.settings.airflow
+    if af is None or af.image or af.build.where != "local":
+        return None
+    from ..airflow_image import build_image
+
+    return build_image(env)
+
+
+def ensure_image(env: Environment, session: Session, tag: str | None, progress: Progress) -> None:
+    if tag:
+        from ..airflow_image import ship_image
+
+        ship_image(session, tag, progress)
+
+
+def compose_exec(command: str, service: str = "airflow-scheduler") -> str:
+    return f"{LAYOUT.compose} exec -T {q(service)} {command}"
+
+
+# --- DAG releases ------------------------------------------------------------------------------------
+
+@dataclass
+class DagState:
+    current: str | None
+    releases: list[str]
+    manifest: dict | None
+
+
+class HostDags:
+    """DAG deploy/rollback steps on one host (shares the release machinery of app deploys)."""
+
+    def __init__(self, env: Environment, session: Session, progress: Progress, redactor: Redactor, step):
+        self.env, self.session, self.progress, self.redact, self.step = env, session, progress, redactor, step
+
+    def state(self) -> DagState:
+        out = self.step("read DAG state", f"""
+cd {q(LAYOUT.dags)} || exit 1
+echo "current=$(basename "$(readlink current)")"
+ls -1 releases | grep -v '\\.partial$' | sed 's/^/release /'
+echo "manifest $(cat current/{rel.MANIFEST} 2>/dev/null)"
+""", fix="provision the host with the airflow role first")
+        current, releases, manifest = None, [], None
+        for line in out.splitlines():
+            if line.startswith("current="):
+                current = line[8:] or None
+            elif line.startswith("release "):
+                releases.append(line[8:])
+            elif line.startswith("manifest "):
+                try:
+                    manifest = json.loads(line[9:]) if line[9:].strip() else None
+                except ValueError:
+                    manifest = None
+        return DagState(current, sorted(r for r in releases if r != "empty"), manifest)
+
+    def deploy(self, ship) -> None:
+        state = self.state()
+        previous = state.current if state.current in state.releases else None
+        upload = rel.diff(state.manifest if previous else None, ship.manifest)
+        target = LAYOUT.release(ship.id)
+        self.step(f"upload DAGs: {len(upload.changed)} changed, {len(upload.removed)} removed",
+                  rel.upload_command(f"{LAYOUT.dags}/releases", ship.id, previous, upload,
+                                     rel.tarball(ship.source, upload.changed), json.dumps(ship.manifest).encode(),
+                                     json.dumps(ship.info).encode()) + f"\nchown -R 50000:0 {q(target)}")
+        try:
+            self.check(ship.id)
+        except RemoteError:
+            self.session.script(f"rm -rf {q(target)}", timeout=60)
+            raise
+        self.switch(ship.id)
+        self.step("prune old DAG releases", rel.prune_command(f"{LAYOUT.dags}/releases", [ship.id, previous or ""],
+                                                             self.env.settings.app.keep_releases
+                                                             if self.env.settings.app else 5))
+
+    def check(self, release: str) -> None:
+        """Parse the new DAG folder inside the Airflow image; any import error refuses the deploy."""
+        inside = f"/opt/airflow/dags/releases/{release}"
+        out = self.step("check DAGs for import errors",
+                        compose_exec(f"python -c {q(CHECK_DAGS)} {q(inside)}", "airflow-dag-processor"), timeout=300)
+        line = next((ln for ln in out.splitlines() if ln.startswith("DAGBAG ")), None)
+        if line is None:
+            raise RemoteError(self.session.name, "check DAGs", "the DAG check printed no result",
+                              "see `invoke airflow.logs dag-processor`")
+        result = json.loads(line[7:])
+        if result["errors"]:
+            path, error = next(iter(sorted(result["errors"].items())))
+            last = [ln for ln in str(error).strip().splitlines() if ln.strip()][-1:]
+            raise RemoteError(self.session.name, "check DAGs", f"{path}: {last[0] if last else error}"
+                              + (f" (+{len(result['errors']) - 1} more)" if len(result["errors"]) > 1 else ""),
+                              "fix the DAG and deploy again; the running DAGs were left as they were")
+
+    def switch(self, release: str) -> None:
+        self.step(f"switch DAGs to {release}",
+                  f"cd {q(LAYOUT.dags)} && ln -sfn releases/{q(release)} current.new && mv -T current.new current")
+
+    def rollback(self, to: str | None) -> str:
+        state = self.state()
+        older = [r for r in state.releases if state.current and r < state.current]
+        target = to or (older[-1] if older else None)
+        if target is None:
+            raise RemoteError(self.session.name, "rollback DAGs", "no earlier DAG release is retained",
+                              "pass --to with a release listed by `invoke releases`")
+        if target not in state.releases:
+            raise RemoteError(self.session.name, "rollback DAGs", f"unknown DAG release {target}",
+                              f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}")
+        self.switch(target)
+        return target
+
+
+# --- the day-to-day tasks ------------------------------------------------------------------------------
+
+def _session(env: Environment):
+    host = airflow_hosts(env)[0]
+    target = host_selection.targets(env, [host])[0]
+    return connect(target, KnownHosts(env.workspace.known_hosts_path), Redactor())
+
+
+def run(env: Environment, command: str, on_line=None, timeout: float = 3600) -> tuple[int, str]:
+    """Run a shell command on the Airflow host (as root); returns (rc, output)."""
+    session = _session(env)
+    try:
+        result = session.script(command, on_line=on_line, timeout=timeout)
+        return result.rc, result.stdout
+    finally:
+        session.close()
+
+
+def status(env: Environment) -> list[dict]:
+    rc, out = run(env, f"{LAYOUT.compose} ps -a --format json", timeout=60)
+    rows = []
+    for line in out.splitlines():
+        line = line.strip()
+        if not line.startswith(("{", "[")):
+            continue
+        data = json.loads(line)
+        for row in data if isinstance(data, list) else [data]:
+            rows.append({"service": row.get("Service"), "state": row.get("State"), "health": row.get("Health") or "",
+                         "status": row.get("Status", "")})
+    known = {r["service"] for r in rows}
+    rows += [{"service": s, "state": "missing", "health": "", "status": ""} for s in SERVICES if s not in known]
+    return sorted((r for r in rows if r["service"] != "airflow-init"), key=lambda r: r["service"])
+
+
+def dags(env: Environment) -> dict:
+    rc, out = run(env, compose_exec("airflow dags list -o json") + "; echo '@@errors'; "
+                  + compose_exec("airflow dags list-import-errors -o json"), timeout=300)
+    listed, _, errors = out.partition("@@errors")
+    return {"dags": _json_rows(listed), "import_errors": _json_rows(errors)}
+
+
+def _json_rows(text: str) -> list[dict]:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return []
+
+
+def trigger(env: Environment, dag: str, date: str | None, wait: bool, on_line=None) -> str:
+    logical = f" --logical-date {q(date)}" if date else ""
+    rc, out = run(env, compose_exec(f"airflow dags trigger {q(dag)}{logical} -o json"), timeout=300)
+    rows = _json_rows(out)
+    if rc != 0 or not rows:
+        raise DropshipError(f"trigger of {dag} failed: {out.strip().splitlines()[-1] if out.strip() else rc}",
+                            "check the DAG id with `invoke airflow.dags`")
+    run_id = rows[0].get("dag_run_id") or rows[0].get("run_id", "")
+    if wait:
+        return wait_for_runs(env, dag, {run_id}, on_line)[run_id]
+    return run_id
+
+
+def list_runs(env: Environment, dag: str) -> list[dict]:
+    rc, out = run(env, compose_exec(f"airflow dags list-runs {q(dag)} -o json"), timeout=300)
+    return _json_rows(out)
+
+
+def wait_for_runs(env: Environment, dag: str, run_ids: set[str] | None, on_line=None, timeout: float = 1800,
+                  count: int | None = None, run_type: str | None = None) -> dict[str, str]:
+    """Poll until the runs are finished; returns {run_id: state}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = list_runs(env, dag)
+        chosen = [r for r in runs if (not run_ids or r.get("run_id") in run_ids)
+                  and (not run_type or r.get("run_type") == run_type or str(r.get("run_id", "")).startswith(run_type))]
+        states = {r["run_id"]: r.get("state", "") for r in chosen}
+        done = states and all(s in ("success", "failed") for s in states.values()) and \
+            (count is None or len(states) >= count)
+        if on_line:
+            on_line(f"{dag}: " + ", ".join(f"{s}={sum(1 for v in states.values() if v == s)}"
+                                           for s in sorted(set(states.values()))))
+        if done:
+            return states
+        if time.monotonic() > deadline:
+            raise DropshipError(f"runs of {dag} not finished after {timeout:.0f} s", "see `invoke airflow.logs`")
+        time.sleep(3)
+
+
+def test_task(env: Environment, dag: str, task: str, date: str, on_line=None) -> tuple[int, str]:
+    return run(env, compose_exec(f"airflow tasks test {q(dag)} {q(task)} {q(date)}"), on_line=on_line, timeout=900)
+
+
+def backfill(env: Environment, dag: str, start: str, end: str, wait: bool, on_line=None) -> dict[str, str]:
+    rc, out = run(env, compose_exec(f"airflow backfill create --dag-id {q(dag)} --from-date {q(start)} "
+                                    f"--to-date {q(end)}"), timeout=600)
+    if rc != 0:
+        raise DropshipError(f"backfill of {dag} failed: {out.strip().splitlines()[-1] if out.strip() else rc}",
+                            "check the dates (YYYY-MM-DD) and the DAG id")
+    if not wait:
+        return {}
+    from datetime import date as _date
+
+    days = (_date.fromisoformat(end) - _date.fromisoformat(start)).days + 1
+    return wait_for_runs(env, dag, None, on_line, count=days, run_type="backfill")
+
+
+def logs(env: Environment, service: str | None, follow: bool, on_line) -> int:
+    svc = f" {q(service if service.startswith('airflow-') else 'airflow-' + service)}" if service else ""
+    rc, _ = run(env, f"{LAYOUT.compose} logs --no-color --tail 200{' -f' if follow else ''}{svc}",
+                on_line=on_line, timeout=24 * 3600 if follow else 120)
+    return rc
