@@ -17,6 +17,7 @@ class RoleContext:
     facts: SystemFacts
     public_key: str                  # authorized for the deploy user
     secrets: dict[str, str]          # resolved secret values by name (never printed)
+    airflow_image: str = ""          # the image tag the airflow role runs (built or pulled by the workflow)
 
     @property
     def settings(self):

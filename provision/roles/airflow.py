@@ -13,6 +13,7 @@ from ..engine.compose import ComposeProject
 from ..engine.files import Directory, File, Symlink
 from ..engine.model import Handler, Resource, reload
 from ..engine.postgres import PgDatabase, PgRole
+from ..errors import DropshipError
 from ..release import database_url
 from ..templates import render
 from . import Role, RoleContext
@@ -48,13 +49,13 @@ LAYOUT = AirflowLayout()
 
 
 def image_ref(ctx: RoleContext) -> str:
-    """The image the services run: the registry image, or the tag built for this inventory."""
-    af = ctx.settings.airflow
-    if af.image:
-        return af.image
-    from ..airflow_image import image_tag
-
-    return image_tag(af, list(ctx.env.ca_certificates))
+    """The image the services run: the registry image, or the tag the workflow built."""
+    if ctx.settings.airflow.image:
+        return ctx.settings.airflow.image
+    if not ctx.airflow_image:
+        raise DropshipError("the Airflow image was not built before the airflow role ran",
+                            "run `invoke provision` or `invoke deploy`, which build it")
+    return ctx.airflow_image
 
 
 def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:

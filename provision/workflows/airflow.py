@@ -47,6 +47,16 @@ def prepare_image(env: Environment) -> str | None:
     return build_image(env)
 
 
+def planned_image(env: Environment) -> str | None:
+    """The tag a build would produce (for dry runs: nothing is built)."""
+    af = env.settings.airflow
+    if af is None or af.image or af.build.where != "local":
+        return None
+    from ..airflow_image import image_tag
+
+    return image_tag(af, list(env.ca_certificates))
+
+
 def ensure_image(env: Environment, session: Session, tag: str | None, progress: Progress) -> None:
     if tag:
         from ..airflow_image import ship_image

@@ -363,7 +363,8 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                 if "airflow" in roles:
                     ensure_image(env, session, image, progress)
                 runner = Converge(session=session, progress=progress,
-                                  build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values), roles))
+                                  build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, image or ""),
+                                                                    roles))
                 laid_out = runner.run()
                 hd.outcome.changed += laid_out.changed
                 if laid_out.failed:

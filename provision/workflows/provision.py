@@ -63,11 +63,10 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
                              image)
 
     image = None
-    if not options.dry_run and any("airflow" in h.roles for h in chosen) and \
-            (not options.roles or "airflow" in options.roles):
-        from .airflow import prepare_image
+    if any("airflow" in h.roles for h in chosen) and (not options.roles or "airflow" in options.roles):
+        from .airflow import planned_image, prepare_image
 
-        image = prepare_image(env)
+        image = planned_image(env) if options.dry_run else prepare_image(env)
 
     report = Report("provision", env.name, dry_run=options.dry_run)
     for target, outcome, exc in fan_out(targets, work, options.parallel):
@@ -100,7 +99,7 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
     try:
         return Converge(
             session=session,
-            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values), only),
+            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, image or ""), only),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),
             before_phase=ship_image,

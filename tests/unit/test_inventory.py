@@ -57,7 +57,7 @@ def test_repo_inventory_loads():
     assert (local.provider, staging.provider) == ("local", "digitalocean")
     assert local.token is None
     assert staging.token.kind == "env" and staging.token.name == "DIGITALOCEAN_TOKEN"
-    assert local.hosts[0].roles == ("base", "postgres", "docker", "nginx", "app")
+    assert local.hosts[0].roles == ("base", "postgres", "docker", "nginx", "app", "airflow")
     assert local.hosts[0].droplet.region == "local" and local.hosts[0].droplet.image == "debian-13"
     assert staging.hosts[0].droplet.tags == ("staging",)
     for env in envs.values():

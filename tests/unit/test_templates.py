@@ -34,7 +34,8 @@ def repo_environments():
 def context(facts=DEBIAN, env_name="local", ca=(), **settings) -> RoleContext:
     env = repo_environments()[env_name]
     env = replace(env, ca_certificates=tuple(ca), settings=replace(env.settings, **settings))
-    return RoleContext(env, env.hosts[0], facts, PUBLIC_KEY, {"app_db_password": DB_PASSWORD, **AIRFLOW_SECRETS})
+    return RoleContext(env, env.hosts[0], facts, PUBLIC_KEY, {"app_db_password": DB_PASSWORD, **AIRFLOW_SECRETS},
+                       airflow_image="dropship/airflow:3.3.2-test")
 
 
 AIRFLOW_SECRETS = {"airflow_admin_password": "admin-pw-123456", "airflow_fernet_key": "f" * 43 + "=",
@@ -198,10 +199,14 @@ def test_postgres_version(facts, version):
 
 
 def test_postgres_config_from_facts():
-    conf = file_at(postgres.resources(context(UBUNTU)), "/etc/postgresql/16/main/conf.d/dropship.conf")
+    ctx = context(UBUNTU)
+    no_airflow = replace(ctx, host=replace(ctx.host, roles=tuple(r for r in ctx.host.roles if r != "airflow")))
+    conf = file_at(postgres.resources(no_airflow), "/etc/postgresql/16/main/conf.d/dropship.conf")
     text = conf.content.decode()
     assert "sized for 4096 MB RAM, 2 CPU(s)" in text
     assert "listen_addresses = 'localhost'\n" in text
+    with_airflow = file_at(postgres.resources(ctx), "/etc/postgresql/16/main/conf.d/dropship.conf").content.decode()
+    assert "listen_addresses = 'localhost,172.17.0.1'\n" in with_airflow      # Airflow's containers reach it
     assert "shared_buffers = 1024MB\n" in text and "work_mem = 10MB\n" in text
 
 
