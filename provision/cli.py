@@ -248,15 +248,17 @@ def releases_task(c, env, json=False):
             print(f"  {r['id']:<32} {mark:<5} {r['at']:<21} {r['by']}")
 
 
-@task(name="unlock", help={"env": "environment"})
+@task(name="unlock", help={"env": "environment", "force": "even while its holder still runs a step"})
 @user_errors
-def unlock_task(c, env):
+def unlock_task(c, env, force=False):
     """Release a stale deploy lock (left by a deploy that was killed)."""
     from .workflows.deploy import unlock
 
-    report = unlock(environment(c, env), None)
-    for host in report.hosts:
-        print(f"{host}: deploy lock released")
+    report = unlock(environment(c, env), None, force)
+    for host, outcome in report.hosts.items():
+        print(f"error: {outcome.error}" if outcome.failed else f"{host}: deploy lock released")
+    if not report.ok:
+        raise Exit(code=1)
 
 
 @task(help={"env": "environment"})

@@ -115,22 +115,38 @@ def database_url(user: str, password: str, name: str, host: str = "127.0.0.1", p
 # --- commands of the deploy steps (run in the host's root shell) ----------------------------------
 
 def lock_command(lock_dir: str, holder: dict) -> str:
-    """Take the lock atomically (mkdir); a lock whose shell is gone (lost connection) is stale."""
+    """Take the lock atomically: a complete lock folder is renamed into place (only one rename
+    wins). A lock whose root shell is gone (its SSH session died and its step ended) is stale: it
+    is renamed away (again only one run wins) and taken."""
     info = json.dumps(holder)
     return f"""
 lock={q(lock_dir)}
-me="$$ $(cut -d' ' -f22 /proc/$$/stat)"
-if ! mkdir "$lock" 2>/dev/null; then
-  read -r pid start < "$lock/shell" 2>/dev/null || pid=""
-  if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && [ "$(cut -d' ' -f22 /proc/$pid/stat)" = "$start" ]; then
-    echo "LOCKED $(cat "$lock/holder" 2>/dev/null)"; exit 3
+mine="$lock.new.$$"
+rm -rf "$mine"; mkdir -p "$mine"
+printf '%s\\n' {q(info)} > "$mine/holder"
+echo "$$ $(cut -d' ' -f22 /proc/$$/stat)" > "$mine/shell"
+for attempt in 1 2 3; do
+  if mv -T "$mine" "$lock" 2>/dev/null; then echo LOCKED_BY_ME; exit 0; fi
+  pid=""; start=""
+  {{ read -r pid start < "$lock/shell"; }} 2>/dev/null
+  if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && [ "$(cut -d' ' -f22 /proc/$pid/stat 2>/dev/null)" = "$start" ]; then
+    rm -rf "$mine"; echo "LOCKED $(cat "$lock/holder" 2>/dev/null)"; exit 3
   fi
-  echo "STALE $(cat "$lock/holder" 2>/dev/null)"
-fi
-printf '%s\\n' {q(info)} > "$lock/holder"
-echo "$me" > "$lock/shell"
-echo LOCKED_BY_ME
+  if [ -z "$pid" ] && [ -d "$lock" ] && [ -z "$(find "$lock" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then
+    rm -rf "$mine"; echo "LOCKED $(cat "$lock/holder" 2>/dev/null)"; exit 3     # being written right now
+  fi
+  if mv -T "$lock" "$lock.stale.$$" 2>/dev/null; then
+    echo "STALE $(cat "$lock.stale.$$/holder" 2>/dev/null)"; rm -rf "$lock.stale.$$"
+  fi
+done
+rm -rf "$mine"; echo "LOCKED $(cat "$lock/holder" 2>/dev/null)"; exit 3
 """
+
+
+def lock_holder_alive_command(lock_dir: str) -> str:
+    """Exit 0 when the lock's root shell still runs (its step goes on after a lost connection)."""
+    return (f"{{ read -r pid start < {q(lock_dir)}/shell; }} 2>/dev/null && [ -r /proc/$pid/stat ] && "
+            f"[ \"$(cut -d' ' -f22 /proc/$pid/stat)\" = \"$start\" ]")
 
 
 def unlock_command(lock_dir: str) -> str:
@@ -166,13 +182,32 @@ def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -
     return f"""
 if [ ! -e {q(venv)}/.complete ]; then
   rm -rf {q(venv)}
-  python3 -m venv {q(venv)}
-  PIP_CERT=/etc/ssl/certs/ca-certificates.crt {q(venv)}/bin/pip install --disable-pip-version-check -q \\
-    -r {q(release_dir + '/' + requirements)}
-  touch {q(venv)}/.complete
-  echo BUILT
+  if python3 -m venv {q(venv)} && PIP_CERT=/etc/ssl/certs/ca-certificates.crt {q(venv)}/bin/pip install \\
+      --disable-pip-version-check -q -r {q(release_dir + '/' + requirements)}; then
+    touch {q(venv)}/.complete
+    echo BUILT
+  else
+    rm -rf {q(venv)}
+    echo "pip install -r {requirements} failed (see above)"
+    exit 1
+  fi
 fi
 ln -sfn {q(venv)} {q(release_dir)}/.venv
+"""
+
+
+def cleanup_command(releases: str, keep: list[str]) -> str:
+    """Remove releases a killed or failed deploy left half made (no .env), except those in slots."""
+    keep_pattern = "|".join(keep) or "-"
+    return f"""
+cd {q(releases)} 2>/dev/null || exit 0
+for r in *; do
+  [ -d "$r" ] || continue
+  case "$r" in {keep_pattern}) continue ;; esac
+  case "$r" in *.partial) rm -rf "$r"; continue ;; esac
+  [ -e "$r/.env" ] || {{ rm -rf "$r"; echo "removed unfinished $r"; }}
+done
+true
 """
 
 
@@ -199,12 +234,14 @@ def start_slot_command(slots: str, slot: str, release: str, unit: str) -> str:
 def health_command(port: int, path: str, release: str, seconds: int = 30) -> str:
     """Wait until the slot answers 200 with its own release id, or fail after ``seconds``."""
     return f"""
-i=0
+i=0; code=""; body=""
 while [ $i -lt {seconds * 4} ]; do
-  body=$(curl -fsS --max-time 2 http://127.0.0.1:{port}{path} 2>/dev/null) && case "$body" in *{release}*) echo HEALTHY; exit 0;; esac
+  out=$(curl -sS --max-time 2 -w '\\n%{{http_code}}' http://127.0.0.1:{port}{path} 2>&1)
+  code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d' | head -c 300)
+  [ "$code" = 200 ] && case "$body" in *{release}*) echo HEALTHY; exit 0;; esac
   i=$((i + 1)); sleep 0.25
 done
-echo "no healthy answer from 127.0.0.1:{port}{path} within {seconds} s: ${{body:-no response}}"
+echo "no healthy answer from 127.0.0.1:{port}{path} within {seconds} s: HTTP ${{code:-none}} ${{body:-no response}}"
 exit 1
 """
 

@@ -44,9 +44,13 @@ class LoadStats:
     failed: int
     seconds: float
     rps: float
-    failures: list[str] = field(default_factory=list)     # first MAX_FAILURES: "+1.234s 502" / "+1.2s ConnectionResetError: ..."
+    failures: list[str] = field(default_factory=list)     # the first MAX_FAILURES, with their time since the
+                                                          # start: "+1.234s 502", "+1.2s ConnectionResetError: ..."
     releases: Counter = field(default_factory=Counter)    # the "release" field of JSON answers (/healthz)
     retried: int = 0                                      # keep-alive only: stale reused connections retried
+    spans: dict = field(default_factory=dict)             # release -> [first, last]: time.monotonic() when the
+                                                          # requests answered by it were sent (one clock for
+                                                          # every process on Linux: compare with the parent's)
     latency_p50: float = 0.0
     latency_p99: float = 0.0
     latency_max: float = 0.0
@@ -62,7 +66,7 @@ class LoadStats:
     def to_json(self) -> dict:
         return {"total": self.total, "ok": self.ok, "failed": self.failed, "seconds": round(self.seconds, 3),
                 "rps": round(self.rps, 2), "failures": self.failures, "releases": dict(self.releases),
-                "retried": self.retried, "latency_p50": round(self.latency_p50, 4),
+                "retried": self.retried, "spans": self.spans, "latency_p50": round(self.latency_p50, 4),
                 "latency_p99": round(self.latency_p99, 4), "latency_max": round(self.latency_max, 4),
                 "stopped_by": self.stopped_by}
 
@@ -70,7 +74,8 @@ class LoadStats:
     def from_json(cls, data: dict) -> LoadStats:
         return cls(total=data["total"], ok=data["ok"], failed=data["failed"], seconds=data["seconds"],
                    rps=data["rps"], failures=list(data["failures"]), releases=Counter(data["releases"]),
-                   retried=data["retried"], latency_p50=data["latency_p50"], latency_p99=data["latency_p99"],
+                   retried=data["retried"], spans={r: tuple(v) for r, v in data["spans"].items()},
+                   latency_p50=data["latency_p50"], latency_p99=data["latency_p99"],
                    latency_max=data["latency_max"], stopped_by=data["stopped_by"])
 
 
@@ -155,6 +160,7 @@ class _Run:
         self.ok = self.failed = self.retried = 0
         self.failures: list[str] = []
         self.releases: Counter = Counter()
+        self.spans: dict[str, list[float]] = {}
         self.latencies: list[float] = []
 
     def ticket(self) -> float | None:
@@ -217,6 +223,8 @@ class _Run:
                 self.latencies.append(took)
                 if release is not None:
                     self.releases[str(release)] += 1
+                    span = self.spans.setdefault(str(release), [started, started])
+                    span[0], span[1] = min(span[0], started), max(span[1], started)
                 if error is None:
                     self.ok += 1
                 else:
@@ -234,8 +242,8 @@ class _Run:
 
         total = self.ok + self.failed
         return LoadStats(total, self.ok, self.failed, seconds, total / seconds if seconds > 0 else 0.0,
-                         self.failures, self.releases, self.retried, pct(0.5), pct(0.99), lat[-1] if lat else 0.0,
-                         stopped_by)
+                         self.failures, self.releases, self.retried, self.spans, pct(0.5), pct(0.99),
+                         lat[-1] if lat else 0.0, stopped_by)
 
 
 def _stdin_closed(event: threading.Event) -> None:

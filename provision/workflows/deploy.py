@@ -209,16 +209,18 @@ true
         holder = {"by": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "action": action,
                   "what": what}
         result = self.session.script(rel.lock_command(self.lock_dir, holder), timeout=30)
-        if result.rc == 3 or "LOCKED_BY_ME" not in result.stdout:
-            held = result.stdout.strip().removeprefix("LOCKED ").strip()
+        lines = result.stdout.splitlines()
+        if result.rc == 3 or "LOCKED_BY_ME" not in lines:
+            held = next((ln[7:] for ln in reversed(lines) if ln.startswith("LOCKED ")), "unknown holder").strip()
             try:
                 h = json.loads(held)
                 held = f"{h['by']} since {h['since']} ({h['action']} {h['what']})"
             except (ValueError, KeyError, TypeError):
                 pass
             raise RemoteError(self.session.name, "lock", f"another deploy holds the lock: {held}",
-                              f"wait for it, or if it is stale run `invoke unlock --env {self.env.name}`")
-        if result.stdout.startswith("STALE"):
+                              f"wait for it; if its deploy was killed, `invoke unlock --env {self.env.name}` "
+                              "frees it once its last step has ended")
+        if any(ln.startswith("STALE") for ln in lines):
             self.progress.step(self.session.name, "ok", "took over a stale lock (its SSH session is gone)")
         try:
             yield
@@ -232,6 +234,10 @@ true
     # -- deploy -----------------------------------------------------------------------------------
     def deploy(self, ship: Shipment, values: dict[str, str]) -> None:
         state = self.state()
+        in_slots = [r for r in state.slots.values() if r]
+        cleaned = self.step("clean up unfinished releases", rel.cleanup_command(f"{self.lay.root}/releases", in_slots))
+        if "removed" in cleaned:
+            state = self.state()
         previous = state.live_release if state.live_release in state.releases else None
         upload = rel.diff(state.manifest if previous else None, ship.manifest)
         tar = rel.tarball(ship.source, upload.changed)
@@ -256,22 +262,26 @@ true
         except RemoteError:
             self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
             raise
-        self.start_and_switch(state, ship.id)
+        self.start_and_switch(state, ship.id, discard_on_failure=True)
         self.step("prune old releases", rel.prune_command(f"{self.lay.root}/releases",
                                                           [r for r in self.state().slots.values() if r],
                                                           self.app.keep_releases))
 
-    def start_and_switch(self, state: HostState, release: str) -> None:
+    def start_and_switch(self, state: HostState, release: str, discard_on_failure: bool = False) -> None:
         idle = state.idle
         unit = self.lay.unit(idle)
-        self.step(f"start {release} in slot {idle}",
-                  rel.start_slot_command(f"{self.lay.root}/slots", idle, release, unit))
+        slots = f"{self.lay.root}/slots"
+        self.step(f"start {release} in slot {idle}", rel.start_slot_command(slots, idle, release, unit))
         try:
             self.step("health check", rel.health_command(self.lay.port(idle), self.app.health_path, release),
                       fix="see `journalctl -u " + unit + "` on the host; the old release is still serving")
         except RemoteError:
-            self.session.script(f"systemctl stop {rel.q(unit)}; journalctl -u {rel.q(unit)} -n 5 --no-pager -o cat",
-                                timeout=60)
+            # Put the idle slot back as it was: the release it held stays warm for rollbacks.
+            warm = state.slots.get(idle)
+            restore = (rel.start_slot_command(slots, idle, warm, unit) if warm
+                       else f"systemctl stop {rel.q(unit)}; rm -f {rel.q(slots + '/' + idle)}")
+            discard = f"\nrm -rf {rel.q(self.lay.release(release))}" if discard_on_failure else ""
+            self.session.script(f"systemctl stop {rel.q(unit)}\n{restore}{discard}", timeout=120)
             raise
         self.switch(idle, release)
 
@@ -458,11 +468,16 @@ for r in $(ls -1 releases | grep -v '\\.partial$'); do echo "release $r $(cat re
     return found
 
 
-def unlock(env: Environment, hosts) -> Report:
+def unlock(env: Environment, hosts, force: bool = False) -> Report:
+    """Remove a stale lock; refuse while its holder still runs a step (unless ``force``)."""
     redactor = Redactor()
 
     def work(host, session: Session) -> HostOutcome:
-        session.script(rel.unlock_command(HostDeploy(env, session, Progress(), redactor).lock_dir), timeout=30)
+        lock_dir = HostDeploy(env, session, Progress(), redactor).lock_dir
+        if not force and session.script(rel.lock_holder_alive_command(lock_dir), timeout=30).rc == 0:
+            raise RemoteError(host.name, "unlock", "the lock's holder is still running a step (its connection may be "
+                              "gone, but the step finishes first)", "wait for it, or pass --force if you are sure")
+        session.script(rel.unlock_command(lock_dir), timeout=30)
         return HostOutcome(host.name, changed=1)
 
     return _sessions(env, hosts, redactor, 10, work, "unlock")

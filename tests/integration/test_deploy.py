@@ -42,6 +42,7 @@ class Site:
     releases: dict[str, str] = field(default_factory=dict)  # version label -> release id
     venv: str = ""                                        # digest of the virtualenv of the first deploy
     late: list[str] = field(default_factory=list)         # switches not yet served when the command returned
+    returned: float = 0.0                                 # time.monotonic() when the last deploy/rollback returned
 
     @property
     def env(self) -> str:
@@ -72,6 +73,7 @@ def deploy(site: Site, label: str) -> subprocess.CompletedProcess:
     if label != "v1":
         site.repo.version(label)
     proc = site.box.invoke("deploy", "--env", site.env, "--json")
+    site.returned = time.monotonic()
     report = last_json(proc)
     assert proc.returncode == 0 and report["ok"], proc.stdout + proc.stderr
     site.releases[label] = report["release"]
@@ -82,6 +84,7 @@ def deploy(site: Site, label: str) -> subprocess.CompletedProcess:
 def rollback(site: Site, label: str, *args: str) -> subprocess.CompletedProcess:
     """`invoke rollback ARGS`, expected to make version ``label`` live."""
     proc = site.box.invoke("rollback", "--env", site.env, *args)
+    site.returned = time.monotonic()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     switched(site, label, f"rollback {' '.join(args)} to {label}".replace("  ", " "))
     return proc
@@ -114,8 +117,10 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def invoke_without_tty(box: Sandbox, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(INVOKE + list(args), cwd=box.root, env=dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory)),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    """`invoke ARGS` with no terminal to ask on (stdin is /dev/null)."""
+    env = dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory))
+    return subprocess.run(INVOKE + list(args), cwd=box.root, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
 
 
 class Browser:
@@ -211,29 +216,40 @@ def test_deploy_submit_redeploy_rollback(site):
     assert_live(site, "v2", "v1")
 
 
-def test_zero_failed_requests_during_deploy_and_rollback(site):
-    def under_load(action):
-        health = LoadGenerator(site.url + "/healthz", rate=60, concurrency=8).start()
-        page = LoadGenerator(site.url + "/", rate=15, concurrency=4, keepalive=True).start()
-        try:
-            time.sleep(0.5)
-            action()
-            time.sleep(1.0)
-        finally:
-            stats = health.stop(), page.stop()
-        for s in stats:
-            print(s.summary())
-            assert s.total > 0 and s.failed == 0, s.summary()
-        assert stats[0].rps >= 50, stats[0].summary()
-        return stats[0]
+def under_load(site: Site, action, what: str):
+    """Run ``action`` under load (/healthz at 60 req/s, / at 15 req/s over keep-alive connections);
+    no request may fail. The /healthz stats, and when the action returned (time.monotonic())."""
+    health = LoadGenerator(site.url + "/healthz", rate=60, concurrency=8).start()
+    page = LoadGenerator(site.url + "/", rate=15, concurrency=4, keepalive=True).start()
+    try:
+        time.sleep(0.5)
+        action()
+        time.sleep(1.0)
+    finally:
+        stats = health.stop(), page.stop()
+    for s in stats:
+        print(f"{what}: {s.summary()}")
+        assert s.total > 0 and s.failed == 0, f"{what}: {s.summary()}"
+    assert stats[0].rps >= 50, f"{what}: {stats[0].summary()}"
+    return stats[0]
 
-    before = site.releases["v2"]
-    during_deploy = under_load(lambda: deploy(site, "v3"))
-    assert set(during_deploy.releases) == {before, site.releases["v3"]}, during_deploy.summary()
+
+def assert_switched_under_load(site: Site, load, old: str, new: str, what: str) -> None:
+    """Both releases answered during the action, the old one never after the command returned."""
+    assert set(load.releases) == {site.releases[old], site.releases[new]}, load.summary()
+    last_old = load.spans[site.releases[old]][1]
+    if last_old > site.returned:
+        site.late.append(f"{what}: a request sent {last_old - site.returned:.3f} s after the command returned "
+                         f"reached the old release ({old})")
+
+
+def test_zero_failed_requests_during_deploy_and_rollback(site):
+    load = under_load(site, lambda: deploy(site, "v3"), "deploy v3")
+    assert_switched_under_load(site, load, "v2", "v3", "deploy v3")
     assert_live(site, "v3", "v2")
 
-    during_rollback = under_load(lambda: rollback(site, "v2"))
-    assert set(during_rollback.releases) == {site.releases["v3"], before}, during_rollback.summary()
+    load = under_load(site, lambda: rollback(site, "v2"), "rollback to v2")
+    assert_switched_under_load(site, load, "v3", "v2", "rollback to v2")
     assert_live(site, "v2", "v3")
 
 

@@ -421,7 +421,11 @@ echo "1 $(cut -d' ' -f22 /proc/1/stat)" > {LOCK}/shell
     assert site.lock_state() == "held"
     assert site.healthz() == (200, {"status": "ok", "release": good})
 
-    unlocked = site.box.invoke("unlock", "--env", site.box.env)
+    careful = site.box.invoke("unlock", "--env", site.box.env)     # its holder (pid 1) still runs
+    assert careful.returncode == 1 and "still running a step" in careful.stdout + careful.stderr
+    assert site.lock_state() == "held"
+
+    unlocked = site.box.invoke("unlock", "--env", site.box.env, "--force")
     assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
     assert "web-1: deploy lock released" in unlocked.stdout
     assert site.lock_state() == "free"
