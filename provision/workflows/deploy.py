@@ -159,6 +159,7 @@ class HostDeploy:
         self.audit_log = self.lay.audit_log if self.lay else f"{AIRFLOW.root}/audit.log"
         self.outcome = HostOutcome(session.name)
         self.who = f"{getpass.getuser()}@{socket.gethostname()}"
+        self._audit: list[str] = []
 
     def step(self, name: str, script: str, timeout: float = 600, fix: str | None = None) -> str:
         started = time.monotonic()
@@ -225,11 +226,14 @@ true
         try:
             yield
         finally:
-            self.session.script(rel.unlock_command(self.lock_dir), timeout=30)
+            audit = "\n".join(rel.audit_command(self.audit_log, line) for line in self._audit)
+            self._audit.clear()
+            self.session.script(f"{audit}\n{rel.unlock_command(self.lock_dir)}", timeout=30)
 
     def audit(self, action: str, release: str, result: str) -> None:
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.who} {action} {release} {result}"
-        self.session.script(rel.audit_command(self.audit_log, line), timeout=30)
+        """An audit line, written with the unlock (one round trip less)."""
+        self._audit.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.who} {action} {release} "
+                           f"{result}")
 
     # -- deploy -----------------------------------------------------------------------------------
     def deploy(self, ship: Shipment, values: dict[str, str]) -> None:
@@ -285,10 +289,15 @@ true
             raise
         self.switch(idle, release)
 
-    def switch(self, slot: str, release: str) -> None:
+    def switch(self, slot: str, release: str, check_warm: bool = False) -> None:
+        """Point nginx at ``slot``; with ``check_warm``, first make sure it still answers (rollbacks)."""
         upstream = render("app/upstream.conf.j2", slot=slot, port=self.lay.port(slot))
+        unit = rel.q(self.lay.unit(slot))
+        check = (f"systemctl is-active -q {unit} || systemctl start {unit}\n"
+                 f"( {rel.health_command(self.lay.port(slot), self.app.health_path, release)} ) >/dev/null || "
+                 f"{{ echo 'slot {slot} does not answer with {release}'; exit 1; }}\n") if check_warm else ""
         self.step(f"switch nginx to slot {slot} ({release})",
-                  rel.switch_command(self.lay.upstream_file, upstream, self.lay.live_file, slot))
+                  check + rel.switch_command(self.lay.upstream_file, upstream, self.lay.live_file, slot))
         self.outcome.changed += 1
 
     # -- rollback ---------------------------------------------------------------------------------
@@ -305,11 +314,7 @@ true
         if target == state.live_release:
             raise RemoteError(self.session.name, "rollback", f"{target} is already live", "nothing to do")
         if target == warm:
-            unit = self.lay.unit(state.idle)
-            self.step(f"check slot {state.idle} is warm", f"systemctl is-active -q {rel.q(unit)} || "
-                      f"systemctl start {rel.q(unit)}\n" + rel.health_command(self.lay.port(state.idle),
-                                                                             self.app.health_path, target))
-            self.switch(state.idle, target)
+            self.switch(state.idle, target, check_warm=True)
         else:
             self.start_and_switch(state, target)
         return target

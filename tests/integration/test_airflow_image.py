@@ -179,6 +179,25 @@ def test_failed_build_ends_in_one_line_with_the_reason(box, built):
     assert "apache-airflow" in text and "0.0.1" in text and "see /" in text
 
 
+def test_bare_debian_base_gets_what_it_lacks(box, built):
+    """A Debian base with python3 but no python3-venv and no curl (as Debian's own images are): the
+    Dockerfile installs them with apt. The local droplet's rootfs is such a base (cached after one build)."""
+    from provision.providers.local_image import debian_tags
+
+    rootfs = debian_tags()[0]
+    if subprocess.run(["docker", "image", "inspect", rootfs], capture_output=True).returncode != 0:
+        pytest.skip(f"{rootfs} is not here (local droplets were built from a registry image)")
+    assert subprocess.run(["docker", "run", "--rm", rootfs, "sh", "-c", "command -v curl || python3 -m venv /tmp/v"],
+                          capture_output=True).returncode != 0
+    env = box.environment()
+    af = env.settings.airflow
+    env = replace(env, settings=replace(env.settings, airflow=replace(af, build=replace(af.build, base_image=rootfs))))
+    tag = ai.build_image(env)
+    assert tag != built[0]
+    out = run_in_image(tag, ["sh", "-c", "airflow version; curl --version | head -1; id -u"])
+    assert out.split("\n")[0] == VERSION and "curl " in out and out.split()[-1] == "50000"
+
+
 # ---- shipping -----------------------------------------------------------------------------------------
 
 def test_ship_then_nothing_to_ship(box, built, session):
@@ -200,6 +219,22 @@ def test_ship_then_nothing_to_ship(box, built, session):
     # --network none: see the report about bridge networking in nested local droplets
     result = session.run(f"sudo -n docker run --rm --network none {tag} airflow version", timeout=120)
     assert result.rc == 0 and result.stdout.strip() == VERSION, result.stderr
+
+
+def test_ship_compressed(box, built, session):
+    """The stream remote hosts get (gzip; docker load reads it as it is), tried on the local droplet."""
+    tag = built[0]
+    docker_exec(container(box), f"docker rmi {tag}")
+    progress = Recorder()
+    assert ai.ship_image(session, tag, progress, compress=True) is True
+    print(f"\nship (gzip): {progress.steps[0][2]}")
+    ids = docker_exec(container(box), f"docker image inspect --format '{{{{.Id}}}}' {tag}").strip()
+    assert ids == subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True,
+                                 text=True).stdout.strip()
+    sent_mb = float(progress.steps[0][2].split("(")[1].split(" MB")[0])
+    local_mb = int(subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", tag], capture_output=True,
+                                  text=True).stdout) / 1e6
+    assert sent_mb < local_mb * 0.7
 
 
 def test_send_stream_collects_output_and_stops_when_the_command_does(session):

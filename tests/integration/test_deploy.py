@@ -5,7 +5,7 @@ in a git repository of its own, where each new version is a commit changing the 
 The tests run in order and share the droplet's state: deploy, submit names through the real form,
 redeploy, roll back and forward; zero failed requests under load while a deploy and a rollback
 switch releases; database backup and restore; a one-file deploy that uploads one file and reuses
-the virtualenv.
+the virtualenv; last, that no switch above was still in progress when its command returned.
 """
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def test_deploy_submit_redeploy_rollback(site):
 
 def under_load(site: Site, action, what: str):
     """Run ``action`` under load (/healthz at 60 req/s, / at 15 req/s over keep-alive connections);
-    no request may fail. The /healthz stats, and when the action returned (time.monotonic())."""
+    no request may fail, /healthz must get >= 50 req/s. Returns the /healthz stats."""
     health = LoadGenerator(site.url + "/healthz", rate=60, concurrency=8).start()
     page = LoadGenerator(site.url + "/", rate=15, concurrency=4, keepalive=True).start()
     try:

@@ -154,9 +154,9 @@ def test_failure_summary_is_one_line_of_the_last_meaningful_lines():
         "Sending build context to Docker daemon  10kB",
         "Step 5/17 : RUN pip install x",
         " ---> Running in abc",
-        "ERROR: Could not find a version that satisfies the requirement apache-airflow==9.9.9",
+        "\x1b[91mERROR: Could not find a version that satisfies the requirement apache-airflow==9.9.9",
         "ERROR: No matching distribution found for apache-airflow==9.9.9",
-        "Removing intermediate container abc",
+        "\x1b[0mRemoving intermediate container abc",
         "The command '/bin/sh -c pip install x' returned a non-zero code: 1",
     ])
     summary = ai.failure_summary(log, lines=3)
@@ -188,3 +188,11 @@ def test_dockerfile_conventions():
     assert "COPY ca/ " in text and "update-ca-certificates" in text and "PIP_CERT=" in text
     assert '"apache-airflow[postgres]==${AIRFLOW_VERSION}"' in text
     assert "dags/" in (AIRFLOW_SRC / ".dockerignore").read_text().split()
+
+
+def test_shipping_compresses_only_for_hosts_elsewhere():
+    assert ai.is_loopback("127.0.0.1") and ai.is_loopback("127.0.0.5") and ai.is_loopback("::1")
+    assert ai.is_loopback("localhost")
+    assert not ai.is_loopback("203.0.113.7") and not ai.is_loopback("db.example.com")
+    assert ai.save_commands("t:1", compress=False) == [["docker", "save", "t:1"]]
+    assert ai.save_commands("t:1", compress=True) == [["docker", "save", "t:1"], ["gzip", "-1", "-c"]]
