@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .engine.model import q
 from .errors import DropshipError, ProviderError, RemoteError
 from .inventory import LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
@@ -141,12 +142,6 @@ def build_args(base_image: str, version: str, tag: str, context: Path) -> list[s
 def sudo(session, command: str) -> str:
     """``command`` as root on the host: ``sudo -n`` unless the session is root already."""
     return command if session.user == "root" else f"sudo -n {command}"
-
-
-def _q(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 # ---- the local base image (no registry) ------------------------------------------------------------
@@ -324,7 +319,7 @@ def failure_summary(build_log: str, lines: int = 6, limit: int = 900) -> str:
 # ---- shipping ---------------------------------------------------------------------------------------
 
 def host_has_image(session, tag: str) -> bool:
-    result = session.run(sudo(session, f"docker image inspect --format '{{{{.Id}}}}' {_q(tag)}"), timeout=60)
+    result = session.run(sudo(session, f"docker image inspect --format '{{{{.Id}}}}' {q(tag)}"), timeout=60)
     return result.rc == 0
 
 
@@ -400,7 +395,7 @@ def ship_image(session, tag: str, progress=None, timeout: float = SHIP_TIMEOUT, 
 
 def pull_on_host(session, image: str, timeout: float = PULL_TIMEOUT) -> None:
     """``docker pull`` a registry image on the host (quick when it is up to date)."""
-    result = session.run(sudo(session, f"docker pull -q {_q(image)}"), timeout=timeout)
+    result = session.run(sudo(session, f"docker pull -q {q(image)}"), timeout=timeout)
     if result.rc != 0:
         raise RemoteError(session.name, f"docker pull {image}",
                           last_line(result.stderr) or last_line(result.stdout) or f"exit status {result.rc}",

@@ -198,7 +198,7 @@ ln -sfn {q(venv)} {q(release_dir)}/.venv
 
 def cleanup_command(releases: str, keep: list[str]) -> str:
     """Remove releases a killed or failed deploy left half made (no .env), except those in slots."""
-    keep_pattern = "|".join(keep) or "-"
+    keep_pattern = "|".join(k for k in keep if k) or "-"
     return f"""
 cd {q(releases)} 2>/dev/null || exit 0
 for r in *; do
@@ -273,7 +273,7 @@ def audit_command(audit_log: str, line: str) -> str:
 
 def prune_command(releases: str, keep: list[str], count: int) -> str:
     """Remove releases beyond the newest ``count``, never one in ``keep`` (slots)."""
-    keep_pattern = "|".join(keep) or "-"
+    keep_pattern = "|".join(k for k in keep if k) or "-"
     return f"""
 cd {q(releases)} || exit 0
 n=0

@@ -5,7 +5,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .model import Change, Resource, q
+from .model import PHASE_SERVICES, Change, Resource, q
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,9 @@ class ComposeProject(Resource):
     inputs: tuple[bytes, ...]            # everything the services depend on: compose file, env, image
     services: tuple[str, ...]
     before_up: str = ""
+    health_check: str = ""            # a command that must pass after `up` (e.g. an HTTP health endpoint)
     role: str = ""
-    phase: int = 2
+    phase: int = PHASE_SERVICES     # after the configuration's handlers (e.g. PostgreSQL restarted)
 
     @property
     def key(self) -> str:
@@ -74,5 +75,6 @@ class ComposeProject(Resource):
         return [self.change("update", f"compose {self.project} up ({why})", [
             *([self.before_up] if self.before_up else []),
             f"{compose} up -d --remove-orphans --wait --wait-timeout 600 {' '.join(q(s) for s in self.services)}",
+            *([f"(\n{self.health_check}\n)"] if self.health_check else []),
             f"echo {q(self.stamp)} > {q(self.stamp_file)}",
         ])]

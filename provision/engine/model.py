@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-PHASE_TRUST, PHASE_PACKAGES, PHASE_CONFIG, PHASE_LOCKDOWN = 0, 1, 2, 3
+PHASE_TRUST, PHASE_PACKAGES, PHASE_CONFIG, PHASE_LOCKDOWN, PHASE_SERVICES = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ..facts import SYSTEM_PROBE, SystemFacts, parse_system
 from .model import PHASE_LOCKDOWN, Change, Resource
 from .script import ApplyEvents, apply_script, apply_steps, build_probe, marker, read_event
 
-PHASE_NAMES = {0: "trust", 1: "packages", 2: "configuration", 3: "ssh lockdown"}
+PHASE_NAMES = {0: "trust", 1: "packages", 2: "configuration", 3: "ssh lockdown", 4: "services"}
 
 
 @dataclass

@@ -82,6 +82,8 @@ class Step:
     label: str
     commands: list[str]
     change: Change | None = None
+    notifies: tuple[int, ...] = ()     # handler steps this change triggers once it is done
+    handler: bool = False
 
 
 def plan_handlers(changes: list[Change]) -> list[Handler]:
@@ -96,20 +98,32 @@ def plan_handlers(changes: list[Change]) -> list[Handler]:
 
 
 def apply_steps(changes: list[Change]) -> list[Step]:
-    steps = [Step(f"{c.role + ': ' if c.role else ''}{c.summary}", c.commands, c)
-             for c in changes if c.commands]
-    steps += [Step(f"handler: {h.name}", [h.command]) for h in plan_handlers(changes)]
-    return steps
+    handlers = plan_handlers(changes)
+    changed = [c for c in changes if c.commands]
+    first = len(changed)
+    steps = [Step(f"{c.role + ': ' if c.role else ''}{c.summary}", c.commands, c,
+                  tuple(first + handlers.index(h) for h in c.notify if h in handlers)) for c in changed]
+    return steps + [Step(f"handler: {h.name}", [h.command], handler=True) for h in handlers]
+
+
+def _run_step(i: int, step: Step, mark: str, on_failure: str) -> str:
+    body = "\n".join(step.commands)
+    flags = "".join(f"\nnotified_{j}=1" for j in step.notifies)
+    return (f"echo '{mark} S {i}'\n( set -e\n{body}\n) >\"$log\" 2>&1 </dev/null\nrc=$?\n"
+            f"if [ $rc -ne 0 ]; then echo '{mark} X {i}' $rc; tail -n 15 \"$log\"; echo '{mark} E'; {on_failure}\n"
+            f"else echo '{mark} D {i}'{flags}\nfi")
 
 
 def apply_script(steps: list[Step], mark: str) -> str:
-    out = ["set -u", 'log=$(mktemp /tmp/.dropship-log.XXXXXX)', "trap 'rm -f \"$log\"' EXIT"]
-    for i, step in enumerate(steps):
-        body = "\n".join(step.commands)
-        out.append(f"echo '{mark} S {i}'\n( set -e\n{body}\n) >\"$log\" 2>&1 </dev/null\nrc=$?\n"
-                   f"if [ $rc -ne 0 ]; then echo '{mark} X {i}' $rc; tail -n 15 \"$log\"; echo '{mark} E'; exit 1; fi\n"
-                   f"echo '{mark} D {i}'")
-    out.append(f"echo '{mark} END'")
+    """Changes run in order and stop at the first failure; then the handlers of the changes that
+    were done still run (a restart is never lost because a later step failed)."""
+    out = ["set -u", 'log=$(mktemp /tmp/.dropship-log.XXXXXX)', "trap 'rm -f \"$log\"' EXIT", "failed=0",
+           "changes() {", ":"]
+    out += [_run_step(i, s, mark, "return 1") for i, s in enumerate(steps) if not s.handler]
+    out += ["}", "changes\nfailed=$?"]        # not `changes || ...`: that would switch off set -e inside
+    out += [f"if [ -n \"${{notified_{i}:-}}\" ]; then\n{_run_step(i, s, mark, 'failed=1')}\nfi"
+            for i, s in enumerate(steps) if s.handler]
+    out.append(f"[ $failed -eq 0 ] && echo '{mark} END'\nexit $failed")
     return "\n".join(out) + "\n"
 
 
@@ -137,7 +151,8 @@ def read_event(line: str, mark: str, events: ApplyEvents) -> tuple[str, int] | N
         events.done.append(int(tag[1]))
         return "done", int(tag[1])
     if tag[0] == "X":
-        events.failed, events.rc = int(tag[1]), int(tag[2])
+        if events.failed is None:            # the first failure is the one to report
+            events.failed, events.rc = int(tag[1]), int(tag[2])
         return "failed", int(tag[1])
     if tag[0] == "END":
         events.ended = True

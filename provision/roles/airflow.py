@@ -87,6 +87,19 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
             + "".join(f"{k}={val}\n" for k, val in values)).encode()
 
 
+def stack_health_command(port: int, url_path: str, seconds: int = 300) -> str:
+    """Wait until the api-server reports the database, scheduler, triggerer and dag-processor healthy."""
+    return f"""
+i=0
+while [ $i -lt {seconds // 2} ]; do
+  h=$(curl -fsS --max-time 5 http://127.0.0.1:{port}{url_path}/api/v2/monitor/health 2>/dev/null) && \\
+    [ "$(printf '%s' "$h" | grep -o '"status":"healthy"' | wc -l)" -ge 4 ] && exit 0
+  i=$((i + 1)); sleep 2
+done
+echo "Airflow not healthy after {seconds} s: ${{h:-no answer from the api-server}}"; exit 1
+"""
+
+
 def packages(ctx: RoleContext) -> list[str]:
     return []
 
@@ -101,9 +114,11 @@ def resources(ctx: RoleContext) -> list[Resource]:
     passwords = (json.dumps({af.admin_user: v[af.admin_password.name]}) + "\n").encode()
     image = image_ref(ctx)
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
-                     root=lay.root, port=lay.port, url_path=af.url_path)
+                     root=lay.root, port=lay.port, url_path=af.url_path,
+                     healthchecks=not ctx.facts.in_container)
     nginx = reload("nginx", check="nginx -t -q")
     return [
+        Directory("/etc/systemd/system/postgresql@.service.d", role=NAME),
         File("/etc/systemd/system/postgresql@.service.d/dropship-docker.conf",
              render("airflow/postgres-after-docker.conf.j2"), role=NAME, notify=(DAEMON_RELOAD,)),
         PgRole(af.database.user, v[af.database.password.name], role=NAME),
@@ -119,7 +134,8 @@ def resources(ctx: RoleContext) -> list[Resource]:
         File(f"{lay.root}/airflow.env", env, mode=0o600, role=NAME, secret=True),
         File(f"{lay.root}/compose.yaml", compose, role=NAME),
         ComposeProject(lay.root, "airflow", (compose, env, passwords, image.encode()), SERVICES,
-                       before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null", role=NAME),
+                       before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
+                       health_check=stack_health_command(lay.port, af.url_path), role=NAME),
         File("/etc/nginx/dropship/locations/airflow.conf",
              render("airflow/nginx-location.conf.j2", url_path=af.url_path, port=lay.port), role=NAME,
              notify=(nginx,)),

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 
 from ..engine.files import Directory, File
-from ..engine.model import PHASE_PACKAGES, Resource, restart
+from ..engine.model import PHASE_PACKAGES, Handler, Resource, restart
 from ..engine.system import Download, GroupMember, Service
 from ..templates import render
 from . import Role, RoleContext
 
 NAME = "docker"
 KEYRING = "/etc/apt/keyrings/docker.asc"
+DAEMON_RELOAD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
 
 
 def packages(ctx: RoleContext) -> list[str]:
@@ -44,6 +45,16 @@ def resources(ctx: RoleContext) -> list[Resource]:
                      phase=PHASE_PACKAGES),
             File("/etc/apt/sources.list.d/docker.list", apt_source(ctx.facts.os, ctx.facts.codename).encode(),
                  role=NAME, phase=PHASE_PACKAGES),
+        ]
+    if ctx.facts.in_container:
+        # Docker 26 cannot turn IPv6 off on a container's interface where /proc/sys is read-only
+        # (a local droplet is itself a container): let it carry on with IPv6 left as it is.
+        out += [
+            Directory("/etc/systemd/system/docker.service.d", role=NAME, phase=PHASE_PACKAGES),
+            File("/etc/systemd/system/docker.service.d/dropship-container.conf",
+                 b"# Managed by Dropship (docker role): this host is a container.\n[Service]\n"
+                 b"Environment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\n", role=NAME, phase=PHASE_PACKAGES,
+                 notify=(DAEMON_RELOAD, restart("docker"))),
         ]
     out += [
         Directory("/etc/docker", role=NAME),

@@ -21,10 +21,10 @@ from .. import hosts as host_selection
 
 CHECK_DAGS = r"""
 import json, sys
-from airflow.models.dagbag import DagBag
-bag = DagBag(sys.argv[1], include_examples=False, safe_mode=False)
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1], safe_mode=False)
 print("DAGBAG " + json.dumps({"errors": {k.split(sys.argv[1] + "/", 1)[-1]: v for k, v in bag.import_errors.items()},
-                             "dags": sorted(bag.dag_ids)}))
+                             "dags": sorted(bag.dags)}))
 """
 
 
@@ -65,7 +65,11 @@ def ensure_image(env: Environment, session: Session, tag: str | None, progress: 
 
 
 def compose_exec(command: str, service: str = "airflow-scheduler") -> str:
-    return f"{LAYOUT.compose} exec -T {q(service)} {command}"
+    """Run an Airflow command in a one-off container of ``service`` (same image, env and volumes).
+
+    Not `compose exec`: nested Docker in a local droplet cannot exec into a running container.
+    """
+    return f"{LAYOUT.compose} run --rm --no-deps -T -e PYTHONWARNINGS=ignore {q(service)} {command}"
 
 
 # --- DAG releases ------------------------------------------------------------------------------------

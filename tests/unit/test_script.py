@@ -177,3 +177,20 @@ def test_apply_steps_labels_and_handlers():
 
 def test_reload_handler_runs_check_first():
     assert reload("nginx", check="nginx -t -q").command == "nginx -t -q && systemctl try-reload-or-restart nginx"
+
+
+def test_handlers_of_done_changes_run_even_when_a_later_change_fails(tmp_path):
+    restarted = tmp_path / "restarted"
+    handler = Handler("restart x", f"touch {restarted}")
+    changes = [Change("file a", "update", "a", ["true"], notify=(handler,)),
+               Change("file b", "update", "b", ["false"])]
+    events = run_apply(apply_steps(changes))
+    assert events.failed == 1 and not events.ended
+    assert restarted.exists()
+
+
+def test_handlers_of_changes_not_done_do_not_run(tmp_path):
+    restarted = tmp_path / "restarted"
+    handler = Handler("restart x", f"touch {restarted}")
+    events = run_apply(apply_steps([Change("file a", "update", "a", ["false"], notify=(handler,))]))
+    assert events.failed == 0 and not restarted.exists()
