@@ -232,13 +232,12 @@ def list_runs(env: Environment, dag: str) -> list[dict]:
 
 
 def wait_for_runs(env: Environment, dag: str, run_ids: set[str] | None, on_line=None, timeout: float = 1800,
-                  count: int | None = None, run_type: str | None = None) -> dict[str, str]:
-    """Poll until the runs are finished; returns {run_id: state}."""
+                  count: int | None = None, wanted=None) -> dict[str, str]:
+    """Poll until the runs (by id, or those ``wanted(run)`` accepts) are finished; {run_id: state}."""
     deadline = time.monotonic() + timeout
     while True:
         runs = list_runs(env, dag)
-        chosen = [r for r in runs if (not run_ids or r.get("run_id") in run_ids)
-                  and (not run_type or r.get("run_type") == run_type or str(r.get("run_id", "")).startswith(run_type))]
+        chosen = [r for r in runs if (not run_ids or r.get("run_id") in run_ids) and (wanted is None or wanted(r))]
         states = {r["run_id"]: r.get("state", "") for r in chosen}
         done = states and all(s in ("success", "failed") for s in states.values()) and \
             (count is None or len(states) >= count)
@@ -267,7 +266,11 @@ def backfill(env: Environment, dag: str, start: str, end: str, wait: bool, on_li
     from datetime import date as _date
 
     days = (_date.fromisoformat(end) - _date.fromisoformat(start)).days + 1
-    return wait_for_runs(env, dag, None, on_line, count=days, run_type="backfill")
+    def in_range(run: dict) -> bool:
+        day = str(run.get("logical_date", ""))[:10]
+        return str(run.get("run_id", "")).startswith("backfill__") and start <= day <= end
+
+    return wait_for_runs(env, dag, None, on_line, count=days, wanted=in_range)
 
 
 def logs(env: Environment, service: str | None, follow: bool, on_line) -> int:
