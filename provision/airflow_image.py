@@ -31,7 +31,8 @@ from .engine.model import q
 from .errors import DropshipError, ProviderError, RemoteError
 from .inventory import LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
-from .providers.local_image import MIRROR, SOURCES_LIST, SUITE, _build_lock, _remove_rootfs, recipe_hash
+from .providers.local_image import (MIRROR, SOURCES_LIST, SUITE, _build_lock, _remove_rootfs, debootstrap,
+                                    import_rootfs, recipe_hash)
 
 log = logging.getLogger(__name__)
 
@@ -177,29 +178,12 @@ def _build_python_base(tag: str) -> None:
                             "run dropship as root once to build the image")
     target = Path(tempfile.mkdtemp(prefix="dropship-python-rootfs-", dir="/var/tmp"))
     try:
-        _debootstrap(target)
+        debootstrap(target, PYTHON_BASE_ARGS, "dropship-python-base-debootstrap.log")
         (target / "etc/apt/sources.list").write_text(SOURCES_LIST)
         subprocess.run(["sh", "-c", PYTHON_BASE_CLEANUP], cwd=target, check=True)
-        changes = [a for c in PYTHON_BASE_CHANGES for a in ("--change", c)]
-        with subprocess.Popen(["tar", "--numeric-owner", "-C", str(target), "-c", "."],
-                              stdout=subprocess.PIPE) as tar:
-            docker("import", *changes, "-", tag, input=tar.stdout, timeout=600)
+        import_rootfs(target, tag, tuple(PYTHON_BASE_CHANGES))
     finally:
         _remove_rootfs(target)
-
-
-def _debootstrap(target: Path) -> None:
-    log.info("debootstrap %s (python3) into %s (about 70 s)", SUITE, target)
-    log_path = Path(tempfile.gettempdir()) / "dropship-python-base-debootstrap.log"
-    with open(log_path, "wb") as out:
-        try:
-            rc = subprocess.run(["debootstrap", *PYTHON_BASE_ARGS, str(target), MIRROR],
-                                stdout=out, stderr=subprocess.STDOUT, timeout=1800).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    if rc != 0:
-        tail = last_line(log_path.read_text(errors="replace")[-2000:])
-        raise ProviderError(f"debootstrap {SUITE} failed ({rc}): {tail}", f"see {log_path}")
 
 
 # ---- building ---------------------------------------------------------------------------------------

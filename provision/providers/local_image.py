@@ -194,20 +194,25 @@ def _import_rootfs(rootfs_tag: str) -> None:
                             "run dropship as root once to build the image")
     target = Path(tempfile.mkdtemp(prefix="dropship-rootfs-", dir="/var/tmp"))
     try:
-        _debootstrap(target)
-        with subprocess.Popen(["tar", "--numeric-owner", "-C", str(target), "-c", "."],
-                              stdout=subprocess.PIPE) as tar:
-            docker("import", "-", rootfs_tag, input=tar.stdout, timeout=600)
+        debootstrap(target, DEBOOTSTRAP_ARGS)
+        import_rootfs(target, rootfs_tag)
     finally:
         _remove_rootfs(target)
 
 
-def _debootstrap(target: Path) -> None:
+def import_rootfs(target: Path, tag: str, changes: tuple[str, ...] = ()) -> None:
+    """``docker import`` the folder ``target`` as image ``tag`` (Dockerfile ``changes`` applied)."""
+    with subprocess.Popen(["tar", "--numeric-owner", "-C", str(target), "-c", "."], stdout=subprocess.PIPE) as tar:
+        docker("import", *[a for c in changes for a in ("--change", c)], "-", tag, input=tar.stdout, timeout=600)
+
+
+def debootstrap(target: Path, args, log_name: str = "dropship-debootstrap.log") -> None:
+    """debootstrap of Debian ``SUITE`` into ``target`` with ``args``; one-line error on failure."""
     log.info("debootstrap %s into %s (about 70 s)", SUITE, target)
-    log_path = Path(tempfile.gettempdir()) / "dropship-debootstrap.log"
+    log_path = Path(tempfile.gettempdir()) / log_name
     with open(log_path, "wb") as out:
         try:
-            rc = subprocess.run(["debootstrap", *DEBOOTSTRAP_ARGS, str(target), MIRROR],
+            rc = subprocess.run(["debootstrap", *args, str(target), MIRROR],
                                 stdout=out, stderr=subprocess.STDOUT, timeout=1800).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"

@@ -235,6 +235,23 @@ true
         self._audit.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.who} {action} {release} "
                            f"{result}")
 
+    def attempt(self, action: str, what: str, body) -> HostOutcome:
+        """Run ``body`` under the lock and audit it; a failure ends as this host's one-line error."""
+        started = time.monotonic()
+        try:
+            with self.locked(action, what):
+                try:
+                    done = body()
+                    self.audit(action, done or what, "ok")
+                except RemoteError as exc:
+                    self.audit(action, what, f"failed at {exc.step}")
+                    raise
+        except RemoteError as exc:
+            self.outcome.failed += 1
+            self.outcome.error = self.redact(str(exc))
+        self.outcome.seconds = time.monotonic() - started
+        return self.outcome
+
     # -- deploy -----------------------------------------------------------------------------------
     def deploy(self, ship: Shipment, values: dict[str, str]) -> None:
         state = self.state()
@@ -371,35 +388,25 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
         dags = dag_shipment(env, rel.git_sha(env.settings.airflow.dags), release_id) if "airflow" in kinds else None
 
         def work(host, session: Session) -> HostOutcome:
-            started = time.monotonic()
             roles = deployed_roles(env, host, options.only)
             hd = HostDeploy(env, session, progress, redactor)
-            try:
+
+            def body() -> str:
                 if "airflow" in roles:
                     ensure_image(env, session, image, progress)
-                runner = Converge(session=session, progress=progress,
-                                  build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, image or ""),
-                                                                    roles))
-                laid_out = runner.run()
+                laid_out = Converge(session=session, progress=progress, build=lambda facts: host_resources(
+                    RoleContext(env, host, facts, pub, values, image or ""), roles)).run()
                 hd.outcome.changed += laid_out.changed
                 if laid_out.failed:
                     raise RemoteError(host.name, "lay out", laid_out.error, "fix it and re-run")
-                with hd.locked("deploy", release_id):
-                    try:
-                        if "app" in roles:
-                            hd.deploy(ship, values)
-                        if "airflow" in roles:
-                            HostDags(env, session, progress, redactor, hd.step).deploy(dags)
-                            hd.outcome.changed += 1
-                        hd.audit("deploy", release_id, "ok")
-                    except RemoteError as exc:
-                        hd.audit("deploy", release_id, f"failed at {exc.step}")
-                        raise
-            except RemoteError as exc:
-                hd.outcome.failed += 1
-                hd.outcome.error = redactor(str(exc))
-            hd.outcome.seconds = time.monotonic() - started
-            return hd.outcome
+                if "app" in roles:
+                    hd.deploy(ship, values)
+                if "airflow" in roles:
+                    HostDags(env, session, progress, redactor, hd.step).deploy(dags)
+                    hd.outcome.changed += 1
+                return release_id
+
+            return hd.attempt("deploy", release_id, body)
 
         return _sessions(env, tuple(h.name for h in chosen), redactor, options.parallel, work, "deploy",
                          {"release": release_id})
@@ -412,25 +419,17 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     chosen = app_hosts(env, hosts)
 
     def work(host, session: Session) -> HostOutcome:
-        started = time.monotonic()
         hd = HostDeploy(env, session, progress, redactor)
         roles = deployed_roles(env, host)
-        try:
-            with hd.locked("rollback", to or "previous"):
-                try:
-                    target = hd.rollback(to) if "app" in roles else None
-                    if "airflow" in roles:
-                        target = HostDags(env, session, progress, redactor, hd.step).rollback(to) or target
-                        hd.outcome.changed += 1
-                    hd.audit("rollback", target or "", "ok")
-                except RemoteError as exc:
-                    hd.audit("rollback", to or "previous", f"failed at {exc.step}")
-                    raise
-        except RemoteError as exc:
-            hd.outcome.failed += 1
-            hd.outcome.error = redactor(str(exc))
-        hd.outcome.seconds = time.monotonic() - started
-        return hd.outcome
+
+        def body() -> str:
+            target = hd.rollback(to) if "app" in roles else None
+            if "airflow" in roles:
+                target = HostDags(env, session, progress, redactor, hd.step).rollback(to) or target
+                hd.outcome.changed += 1
+            return target or ""
+
+        return hd.attempt("rollback", to or "previous", body)
 
     return _sessions(env, tuple(h.name for h in chosen), redactor, parallel, work, "rollback", {"release": to})
 
