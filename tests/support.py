@@ -181,3 +181,112 @@ def http_base(box: Sandbox, host: str = "web-1") -> str:
 
     droplet = load_droplets(box.environment())[host]
     return f"http://{droplet.address}:{droplet.port(80)}"
+
+
+# --- Airflow: the DAGs shipped from a git repository of their own, the REST API through nginx ---------
+
+AIRFLOW_SOURCE = PROJECT / "app_src" / "airflow"
+
+
+def airflow_settings(dags: Path, context: Path = AIRFLOW_SOURCE) -> dict:
+    """The ``airflow:`` section of the repository's inventory.yaml, with absolute paths: the image
+    built from ``context`` (its tag only depends on the folder's content, so builds are shared),
+    the DAGs shipped from ``dags``."""
+    section = dict(yaml.safe_load((PROJECT / "inventory.yaml").read_text())["defaults"]["airflow"])
+    if "build" in section:
+        section["build"] = {**section["build"], "context": str(context)}
+    section["dags"] = str(dags)
+    return section
+
+
+class DagRepo(AppRepo):
+    """A copy of app_src/airflow/dags in a git repository of its own."""
+
+    @classmethod
+    def create(cls, dest: Path, source: Path = AIRFLOW_SOURCE / "dags") -> "DagRepo":
+        import shutil
+
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        repo = cls(dest)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit("DAGs v1")
+        return repo
+
+    def edit(self, name: str, old: str, new: str, message: str) -> str:
+        """Replace ``old`` (exactly once) by ``new`` in ``name`` and commit; the short sha."""
+        path = self.root / name
+        text = path.read_text()
+        assert text.count(old) == 1, f"{old!r} is not in {path} exactly once"
+        path.write_text(text.replace(old, new))
+        return self.commit(message)
+
+    def write(self, name: str, text: str, message: str) -> str:
+        (self.root / name).write_text(text)
+        return self.commit(message)
+
+    def remove(self, name: str, message: str) -> str:
+        (self.root / name).unlink()
+        return self.commit(message)
+
+
+def sandbox_secret(box: Sandbox, name: str) -> str:
+    """A generated secret of the sandbox's environment (``.secrets/<env>.yaml``)."""
+    path = box.environment().workspace.secrets_path(box.env)
+    return str(yaml.safe_load(path.read_text())[name])
+
+
+class AirflowAPI:
+    """Airflow's REST API (v2) as a browser or script reaches it: through the droplet's nginx, with a
+    JWT from ``POST <url_path>/auth/token``."""
+
+    def __init__(self, base: str, username: str, password: str):
+        self.base, self.username, self.password = base.rstrip("/"), username, password
+        self._token: str | None = None
+
+    @classmethod
+    def of(cls, box: Sandbox, host: str = "web-1") -> "AirflowAPI":
+        af = box.environment().settings.airflow
+        return cls(http_base(box, host) + af.url_path, af.admin_user,
+                   sandbox_secret(box, af.admin_password.name))
+
+    def call(self, method: str, path: str, body=None, token: str | None = None,
+             timeout: float = 30) -> tuple[int, object]:
+        """(HTTP status, JSON body, or text when it is not JSON); never raises on an HTTP error."""
+        import urllib.error
+        import urllib.request
+
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def token(self, refresh: bool = False) -> str:
+        if self._token is None or refresh:
+            status, body = self.call("POST", "/auth/token", {"username": self.username, "password": self.password})
+            assert status in (200, 201) and isinstance(body, dict) and body.get("access_token"), \
+                f"POST /auth/token: {status} {body}"
+            self._token = body["access_token"]
+        return self._token
+
+    def get(self, path: str):
+        """GET with the token (fetched again once if it expired); the JSON body, asserting 200."""
+        status, body = self.call("GET", path, token=self.token())
+        if status == 401:
+            status, body = self.call("GET", path, token=self.token(refresh=True))
+        assert status == 200, f"GET {path}: {status} {body}"
+        return body
+
+    def post(self, path: str, body) -> tuple[int, object]:
+        return self.call("POST", path, body, token=self.token())

@@ -17,7 +17,10 @@ class Handler:
 
 
 def restart(service: str) -> Handler:
-    return Handler(f"restart {service}", f"systemctl try-restart {q(service)}", service)
+    """Restart if running; the start-rate limit is reset first (a first provision restarts often)."""
+    return Handler(f"restart {service}",
+                   f"systemctl reset-failed {q(service)} 2>/dev/null || true\nsystemctl try-restart {q(service)}",
+                   service)
 
 
 def reload(service: str, check: str = "") -> Handler:

@@ -176,8 +176,8 @@ def test_dry_run_shows_drift_and_leaves_the_host_unchanged(web):
     assert report["dry_run"] and report["hosts"]["web-1"]["changed"] == 3
     assert docker_exec(name, FINGERPRINT) == before
 
-    report, _ = box.provision_json()
-    assert report["ok"] and report["hosts"]["web-1"]["changed"] == 3
+    report, proc = box.provision_json()
+    assert report["ok"] and report["hosts"]["web-1"]["changed"] == 3, (report, proc.stderr)
     report, _ = box.provision_json()
     assert report["hosts"]["web-1"]["changed"] == 0
 

@@ -172,7 +172,7 @@ def test_apply_steps_labels_and_handlers():
     steps = apply_steps(changes)
     assert [s.label for s in steps] == ["web: write daemon.json", "noted", "handler: restart docker"]
     assert steps[0].change is changes[0] and steps[-1].change is None
-    assert steps[-1].commands == ["systemctl try-restart docker"]
+    assert steps[-1].commands == ["systemctl reset-failed docker 2>/dev/null || true\nsystemctl try-restart docker"]
 
 
 def test_reload_handler_runs_check_first():

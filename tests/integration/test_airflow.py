@@ -1,0 +1,344 @@
+"""The Airflow stack end to end on a real local droplet: services, DAGs, tasks, runs, the UI behind
+nginx, DAG deploys that refuse import errors, and DAG rollbacks.
+
+The module's droplet (s-4vcpu-8gb; roles base, postgres, docker, nginx, airflow; no app) runs the
+airflow settings of the repository's inventory.yaml, with the image built from app_src/airflow (cached
+by tag: only the first run ever builds it) and the DAGs shipped from a copy of app_src/airflow/dags
+kept in a git repository of its own. It is created, provisioned and deployed once; the tests then run
+in order and share its state. The REST API is reached as a browser reaches it: through the droplet's
+nginx on its published port, with a JWT from POST /airflow/auth/token.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.support import (DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec, droplet_spec,
+                           last_json, run_name)
+
+pytestmark = pytest.mark.integration
+
+ROLES = ["base", "postgres", "docker", "nginx", "airflow"]
+SIZE = "s-4vcpu-8gb"
+DAG = "Helloworld"
+SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+HEALTH = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+AIRFLOW_PORTS = {8080, 8793, 8794, 8974}        # api-server, log server, triggerer logs, scheduler health
+DAGS_DIR = "/srv/airflow/dags"
+# How long a deployed or rolled back DAG change may take to show. The dag-processor looks at the
+# folder every 5 s (AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL); task-level changes (the serialized DAG)
+# are written at most every [core] min_serialized_dag_update_interval (30 s by default) and the
+# api-server revalidates its cached copy as often, so a task change right after another one takes
+# longer than DAG attributes (tags, owners), which are updated at every parse.
+VISIBLE_WITHIN = 30.0
+TASKS_VISIBLE_WITHIN = 90.0
+
+
+@dataclass
+class Stack:
+    box: Sandbox
+    repo: DagRepo
+    api: AirflowAPI
+    container: str
+    releases: list[str] = field(default_factory=list)    # DAG releases deployed, oldest first
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def env(self) -> str:
+        return self.box.env
+
+    def invoke(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        started = time.monotonic()
+        proc = self.box.invoke(*args, timeout=timeout)
+        self.timings[args[0] + (" (refused)" if proc.returncode and args[0] == "deploy" else "")] = \
+            round(time.monotonic() - started, 1)
+        return proc
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("airflow")
+    repo = DagRepo.create(root / "dags")
+    (root / "env").mkdir()
+    box = Sandbox(root / "env", run_name())
+    defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"}, "airflow": airflow_settings(repo.root)}
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, SIZE)]}}, defaults)
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.monotonic()
+        box.invoke("droplet.create", "--env", box.env, check=True)
+        t1 = time.monotonic()
+        report, proc = box.provision_json()
+        assert report["ok"], proc.stdout[-3000:] + proc.stderr[-5000:]
+        t2 = time.monotonic()
+        proc = box.invoke("deploy", "--env", box.env, "--only", "airflow", "--json")
+        report = last_json(proc)
+        assert proc.returncode == 0 and report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
+        timings.update({"droplet.create": round(t1 - t0, 1), "provision (incl. image build/ship)": round(t2 - t1, 1),
+                        "first deploy --only airflow": round(time.monotonic() - t2, 1)})
+        stack = Stack(box, repo, AirflowAPI.of(box), f"dropship-{box.env}-web-1", [report["release"]], timings)
+        yield stack
+    finally:
+        box.invoke("droplet.destroy", "--env", box.env, "--yes")
+        print("\nairflow module timings (s): " + json.dumps(timings))
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+def poll(what: str, probe, within: float, every: float = 1.0):
+    """Call ``probe()`` until it returns something true; that value. Fails with the last value."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {within:.0f} s (last: {value!r})")
+        time.sleep(every)
+
+
+def dags_json(stack: Stack) -> dict:
+    proc = stack.invoke("airflow.dags", "--env", stack.env, "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return last_json(proc)
+
+
+def listed(found: dict) -> dict[str, dict]:
+    return {d["dag_id"]: d for d in found["dags"]}
+
+
+def current_release(stack: Stack) -> str:
+    """The DAG release ``/srv/airflow/dags/current`` points at (read through docker, not SSH)."""
+    target = docker_exec(stack.container, f"readlink {DAGS_DIR}/current").strip()
+    assert target.startswith("releases/"), target
+    return target.split("/", 1)[1]
+
+
+def retained(stack: Stack) -> set[str]:
+    return set(docker_exec(stack.container, f"ls -1 {DAGS_DIR}/releases").split()) - {"empty"}
+
+
+def dag_attrs(stack: Stack) -> tuple[set[str], set[str]]:
+    """(tags, task ids) of Helloworld as the REST API reports them."""
+    dag = stack.api.get(f"/api/v2/dags/{DAG}")
+    tasks = stack.api.get(f"/api/v2/dags/{DAG}/tasks")
+    return {t["name"] for t in dag["tags"]}, {t["task_id"] for t in tasks["tasks"]}
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in text, text
+    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, text
+    return errors[0]
+
+
+def deploy_dags(stack: Stack) -> str:
+    proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow", "--json")
+    report = last_json(proc)
+    assert proc.returncode == 0 and report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
+    stack.releases.append(report["release"])
+    assert current_release(stack) == report["release"]
+    return report["release"]
+
+
+# --- 1. services -------------------------------------------------------------------------------------
+
+def test_services_are_running_and_healthy(stack):
+    proc = stack.invoke("airflow.status", "--env", stack.env, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = last_json(proc)
+    assert {r["service"] for r in rows} == SERVICES, rows
+    assert all(r["state"] == "running" and r["health"] in ("", "healthy") for r in rows), rows
+
+    def healthy():
+        status, body = stack.api.call("GET", "/api/v2/monitor/health")
+        ok = status == 200 and all(body.get(k, {}).get("status") == "healthy" for k in HEALTH)
+        return body if ok else None
+
+    health = poll("the api-server's /monitor/health through nginx reports all healthy", healthy, 60, every=2)
+    assert set(HEALTH) <= set(health), health
+
+
+# --- 2. DAGs -----------------------------------------------------------------------------------------
+
+def test_dags_lists_helloworld_without_import_errors(stack):
+    # The dag-processor looks at the folder every few seconds: right after the deploy, poll.
+    found = poll("Helloworld in `airflow.dags`", lambda: (lambda f: f if DAG in listed(f) else None)(dags_json(stack)),
+                 60, every=2)
+    assert found["import_errors"] == [], found
+    assert listed(found)[DAG]["fileloc"].endswith("/helloworld.py")
+    assert str(listed(found)[DAG]["is_paused"]).lower() == "false"
+
+
+# --- 3. one task -------------------------------------------------------------------------------------
+
+def test_task_test_prints_the_greeting(stack):
+    proc = stack.invoke("airflow.test", "--env", stack.env, "--dag", DAG, "--task", "task_1", "--date", "2015-06-01")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Hello World from Task 1" in proc.stdout, proc.stdout[-3000:]
+
+
+# --- 4. backfill -------------------------------------------------------------------------------------
+
+def test_backfill_of_a_week_succeeds(stack):
+    proc = stack.invoke("airflow.backfill", "--env", stack.env, "--dag", DAG, "--start", "2015-06-01",
+                        "--end", "2015-06-07", "--wait", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
+    assert lines and lines[-1] == "7 of 7 runs succeeded", proc.stdout[-3000:]
+
+
+# --- 5. a run through the REST API --------------------------------------------------------------------
+
+def test_run_triggered_through_the_rest_api_succeeds(stack):
+    # Airflow 3: logical_date is required in the body; null makes a run without one (run_after = now).
+    status, run = stack.api.post(f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None})
+    assert status == 200, (status, run)
+    assert run["dag_id"] == DAG and run["run_type"] == "manual" and run["triggered_by"] == "rest_api", run
+    path = f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+    started = time.monotonic()
+
+    def finished():
+        state = stack.api.get(path)["state"]
+        return state if state in ("success", "failed") else None
+
+    assert poll(f"run {run['dag_run_id']} finished", finished, 180, every=2) == "success"
+    stack.timings["REST run to success"] = round(time.monotonic() - started, 1)
+    tis = stack.api.get(path + "/taskInstances")["task_instances"]
+    assert sorted((t["task_id"], t["state"]) for t in tis) == [(f"task_{n}", "success") for n in range(1, 5)], tis
+
+
+# --- 6. the UI behind nginx and Airflow's login; nothing else published ---------------------------------
+
+def test_api_needs_a_token(stack):
+    status, body = stack.api.call("GET", "/api/v2/dags")
+    assert status == 401, (status, body)
+    status, body = stack.api.call("GET", "/api/v2/dags", token="not-a-jwt")
+    assert status in (401, 403), (status, body)
+    status, body = stack.api.call("POST", "/auth/token", {"username": "admin", "password": "wrong"})
+    assert status in (401, 403), (status, body)
+    status, body = stack.api.call("GET", "/api/v2/dags", token=stack.api.token())
+    assert status == 200, (status, body)
+    assert DAG in {d["dag_id"] for d in body["dags"]}, body
+    # The UI's page itself is served under the url_path.
+    status, page = stack.api.call("GET", "/")
+    assert status == 200 and "<html" in str(page).lower(), (status, str(page)[:300])
+
+
+def test_no_airflow_port_listens_publicly(stack):
+    sockets = []
+    for line in docker_exec(stack.container, "ss -ltnH").splitlines():
+        local = line.split()[3]                                # 127.0.0.1:8080, [::]:22, *:80
+        address, _, port = local.rpartition(":")
+        sockets.append((address.strip("[]"), int(port)))
+    wildcard = {port for address, port in sockets if address in ("0.0.0.0", "::", "*")}
+    assert wildcard <= {22, 80, 443}, sockets
+    assert {a for a, p in sockets if p == 8080} == {"127.0.0.1"}, sockets
+    assert not [(a, p) for a, p in sockets if p in AIRFLOW_PORTS and not a.startswith("127.")], sockets
+    # From the controller: the droplet publishes 22/80/443 only, and its own address does not
+    # answer on the api-server's port (while nginx's answers).
+    info = json.loads(subprocess.run(["docker", "inspect", stack.container], capture_output=True, text=True,
+                                     check=True).stdout)[0]
+    published = {k for k, v in info["NetworkSettings"]["Ports"].items() if v}
+    assert published == {"22/tcp", "80/tcp", "443/tcp"}, info["NetworkSettings"]["Ports"]
+    addresses = [n["IPAddress"] for n in info["NetworkSettings"]["Networks"].values() if n.get("IPAddress")]
+    assert addresses, info["NetworkSettings"]["Networks"]
+    assert connects(addresses[0], 80)
+    assert not connects(addresses[0], 8080)
+
+
+def connects(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+# --- 7. an import error refuses the deploy -------------------------------------------------------------
+
+def test_dag_with_an_import_error_is_refused(stack):
+    before = current_release(stack)
+    assert before == stack.releases[-1]
+    kept = retained(stack)
+    stack.repo.write("broken.py", "import no_such_module\n", "a DAG file that cannot be imported")
+    try:
+        proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
+        error = one_error_line(proc)
+        assert "broken.py" in error and "no_such_module" in error and "ModuleNotFoundError" in error, error
+        assert current_release(stack) == before
+        assert retained(stack) == kept                        # the refused release was removed
+        found = dags_json(stack)
+        assert DAG in listed(found) and found["import_errors"] == [], found
+        assert listed(found)[DAG]["fileloc"] == f"/opt/airflow/dags/current/helloworld.py", found
+    finally:
+        stack.repo.remove("broken.py", "remove the broken DAG")
+
+
+# --- 8. a DAG change, deployed and rolled back -----------------------------------------------------------
+
+CHANGE = [  # one edit of helloworld.py: a fifth task, a tag and a new owner
+    ('"owner": "airflow"', '"owner": "dropship"'),
+    ('tags=["example"]', 'tags=["example", "v2"]'),
+    ("range(1, 5)", "range(1, 6)"),
+]
+
+
+def test_dag_change_is_deployed_and_rolled_back(stack):
+    before = current_release(stack)
+    path = stack.repo.root / "helloworld.py"
+    text = path.read_text()
+    for old, new in CHANGE:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    stack.repo.commit("task_5, tag v2, owner dropship")
+
+    started = time.monotonic()
+    changed = deploy_dags(stack)
+    assert changed != before
+    owners = lambda: listed(dags_json(stack)).get(DAG, {}).get("owners")    # noqa: E731
+    poll("the new owner in `airflow.dags --json`", lambda: owners() == ["dropship"], VISIBLE_WITHIN, every=0)
+    poll("tag v2 and task_5 in the REST API", lambda: dag_attrs(stack) == ({"example", "v2"},
+                                                                          {f"task_{n}" for n in range(1, 6)}),
+         TASKS_VISIBLE_WITHIN)
+    stack.timings["deploy of a DAG change -> visible"] = round(time.monotonic() - started, 1)
+
+    started = time.monotonic()
+    proc = stack.invoke("rollback", "--env", stack.env, "--json")
+    assert proc.returncode == 0 and last_json(proc)["ok"], proc.stdout + proc.stderr
+    assert current_release(stack) == before
+    poll("the old owner back in `airflow.dags --json`", lambda: owners() == ["airflow"], VISIBLE_WITHIN, every=0)
+    poll("tag v2 gone from the REST API", lambda: dag_attrs(stack)[0] == {"example"}, VISIBLE_WITHIN)
+    stack.timings["rollback -> change gone (tags, owner)"] = round(time.monotonic() - started, 1)
+    poll("task_5 gone from the REST API", lambda: dag_attrs(stack)[1] == {f"task_{n}" for n in range(1, 5)},
+         TASKS_VISIBLE_WITHIN)
+    stack.timings["rollback -> task_5 gone"] = round(time.monotonic() - started, 1)
+    found = dags_json(stack)
+    assert found["import_errors"] == [], found
+
+
+# --- 9. known bug: an edit that keeps the file's size is never seen --------------------------------------
+
+@pytest.mark.xfail(reason="DAG releases hard-link the previous release's __pycache__ and every shipped file has "
+                          "mtime 0 (release.tarball), so a .pyc compiled from the old source still matches a "
+                          "same-size edit: the import check and the dag-processor both run the old code",
+                   strict=False)
+def test_dag_edit_of_the_same_size_is_seen(stack):
+    assert dag_attrs(stack)[0] == {"example"}
+    stack.repo.edit("helloworld.py", 'tags=["example"]', 'tags=["samples"]', "rename the tag (same length)")
+    deploy_dags(stack)
+    poll("tag 'samples' (a same-size edit) in the REST API", lambda: dag_attrs(stack)[0] == {"samples"},
+         VISIBLE_WITHIN, every=2)
+
+
+def test_module_timings(stack):
+    """Not a check: prints where the module's time went (see with -s)."""
+    print("\n" + "\n".join(f"  {k:<48} {v:>6.1f} s" for k, v in stack.timings.items()))
