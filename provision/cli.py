@@ -100,9 +100,7 @@ def list_(c, env, json=False):
 
     droplets = list_droplets(environment(c, env))
     if json:
-        import json as _json
-
-        print(_json.dumps([d.to_dict() for d in droplets]))
+        _print_json([d.to_dict() for d in droplets])
     else:
         _print_droplets(droplets)
 
@@ -154,6 +152,12 @@ def forget_key(c, env, host):
 
     forget(environment(c, env), host)
     print(f"{host}: pinned host key removed")
+
+
+def _print_json(data) -> None:
+    import json as _json
+
+    print(_json.dumps(data))
 
 
 def _print_droplets(droplets) -> None:
@@ -237,10 +241,7 @@ def releases_task(c, env, json=False):
 
     found = releases(environment(c, env), None)
     if json:
-        import json as _json
-
-        print(_json.dumps(found))
-        return
+        return _print_json(found)
     for host, rows in found.items():
         print(f"{host}:")
         for r in rows:
@@ -278,10 +279,7 @@ def backups(c, env, json=False):
 
     rows = list_backups(environment(c, env))
     if json:
-        import json as _json
-
-        print(_json.dumps(rows))
-        return
+        return _print_json(rows)
     for r in rows:
         print(f"{r['name']:<48} {r['bytes']:>10} bytes  {r['at']}")
     if not rows:
@@ -312,12 +310,10 @@ def airflow_status(c, env, json=False):
 
     rows = status(environment(c, env))
     if json:
-        import json as _json
-
-        print(_json.dumps(rows))
-        return
-    for r in rows:
-        print(f"{r['service']:<24} {r['state']:<10} {r['health'] or '-':<10} {r['status']}")
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['service']:<24} {r['state']:<10} {r['health'] or '-':<10} {r['status']}")
     if any(r["state"] != "running" or r["health"] not in ("", "healthy") for r in rows):
         raise Exit(code=1)
 
@@ -330,10 +326,7 @@ def airflow_dags(c, env, json=False):
 
     found = dags(environment(c, env))
     if json:
-        import json as _json
-
-        print(_json.dumps(found))
-        return
+        return _print_json(found)
     for d in found["dags"]:
         print(f"{d.get('dag_id', ''):<32} {'paused' if str(d.get('is_paused')).lower() == 'true' else 'active':<7} "
               f"{d.get('fileloc', '')}")

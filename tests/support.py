@@ -290,3 +290,25 @@ class AirflowAPI:
 
     def post(self, path: str, body) -> tuple[int, object]:
         return self.call("POST", path, body, token=self.token())
+
+
+def one_error_line(proc) -> str:
+    """The run failed with exactly one `error:` line and no traceback; returns that line."""
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text
+    assert "Traceback" not in text, text
+    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, text
+    return errors[0]
+
+
+def random_host_key():
+    """A host key nobody has: pinning it makes the real host's key look changed."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from provision.transport.hostkeys import parse_key_line
+
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return parse_key_line(public.decode())

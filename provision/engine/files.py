@@ -107,7 +107,7 @@ class File(Resource):
         p = q(self.path)
         lines = [
             f'tmp=$(mktemp "$(dirname {p})/.dropship.XXXXXX")',
-            f"base64 -d > \"$tmp\" <<'DROPSHIP_EOF'",
+            "base64 -d > \"$tmp\" <<'DROPSHIP_EOF'",
             base64.encodebytes(self.content).decode().rstrip("\n"),
             "DROPSHIP_EOF",
             f'chown {q(self.owner)}:{q(self.group)} "$tmp" && chmod {_mode(self.mode)} "$tmp" '

@@ -336,7 +336,7 @@ class DigitalOceanProvider:
         status = self._poll(what, lambda: self._action_status(what, action_id))
         if status == "errored" and check:
             raise ProviderError(f"{what}: the {body['type']} action failed on DigitalOcean",
-                                fix=f"see the droplet's history in the control panel, then rerun")
+                                fix="see the droplet's history in the control panel, then rerun")
         return status
 
     def _action_status(self, what: str, action_id: int) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import release as rel
 from ..engine.model import q
-from ..engine.runner import HostOutcome, Progress
+from ..engine.runner import Progress
 from ..errors import DropshipError, RemoteError
 from ..inventory import Environment
 from ..redact import Redactor

@@ -24,7 +24,7 @@ import pytest
 
 from tests.loadgen import LoadGenerator
 from tests.support import (DEFAULTS, INVOKE, AppRepo, Sandbox, app_settings, droplet_spec, heading, http_base,
-                           last_json, run_name)
+                           last_json, one_error_line, run_name)
 
 pytestmark = pytest.mark.integration
 
@@ -108,12 +108,6 @@ def switched(site: Site, label: str, what: str, within: float = 5.0) -> None:
     site.late.append(f"{what}: answers right after it returned: {answers}")
 
 
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "Traceback" not in text, text
-    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, text
-    return errors[0]
 
 
 def invoke_without_tty(box: Sandbox, *args: str) -> subprocess.CompletedProcess:

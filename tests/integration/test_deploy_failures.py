@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import DEFAULTS, INVOKE, PROJECT, Sandbox, docker_exec, droplet_spec, run_name
+from tests.support import DEFAULTS, INVOKE, PROJECT, Sandbox, docker_exec, droplet_spec, one_error_line, run_name
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,6 @@ def git(repo: Path, *args: str) -> str:
     return proc.stdout
 
 
-def one_error_line(proc) -> str:
-    """The run failed (exit 1) with exactly one `error:` line and no traceback."""
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 1, text
-    assert "Traceback" not in text, text
-    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, text
-    return errors[0]
 
 
 @dataclass

@@ -16,16 +16,15 @@ import subprocess
 from dataclasses import dataclass, field
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision.keys import public_key
 from provision.providers.docker_engine import docker
 from provision.state import first_contact, load_droplets
-from provision.transport.hostkeys import KnownHosts, parse_key_line
+from provision.transport.hostkeys import KnownHosts
 from tests.fakes.do_api import fake_do_api
 from tests.fakes.local_backend import LocalDropletBackend
 from tests.support import DEFAULTS, INVOKE, Sandbox, run_name
+from tests.support import one_error_line, random_host_key
 
 pytestmark = pytest.mark.integration
 
@@ -70,19 +69,8 @@ class Staging:
         return load_droplets(self.box.environment())[HOST]
 
 
-def one_error_line(proc) -> str:
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, text
-    assert "Traceback" not in text, text
-    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, text
-    return errors[0]
 
 
-def random_host_key():
-    public = Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return parse_key_line(public.decode())
 
 
 def inspect(container: str) -> dict | None:

@@ -13,14 +13,13 @@ import urllib.request
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision.errors import RemoteError
 from provision.redact import Redactor
-from provision.transport.hostkeys import KnownHosts, parse_key_line
+from provision.transport.hostkeys import KnownHosts
 from provision.transport.ssh import Target, connect
 from tests.support import INVOKE, Sandbox, docker_exec
+from tests.support import one_error_line, random_host_key
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +38,8 @@ def session_as(box: Sandbox, droplet, user: str):
     return connect(target, KnownHosts(env.workspace.known_hosts_path), Redactor())
 
 
-def one_error_line(proc) -> str:
-    """The run failed with exactly one `error:` line and no traceback."""
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "Traceback" not in text
-    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, text
-    return errors[0]
 
 
-def random_host_key():
-    public = Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return parse_key_line(public.decode())
 
 
 def test_fresh_provision_converges_every_role(web):
