@@ -89,7 +89,7 @@ def tarball(source: Path, paths: list[str]) -> bytes:
             info = tar.gettarinfo(str(source / rel), arcname=rel)
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
-            info.mtime = 0
+            info.mtime = int(time.time())     # newer than any bytecode cached from the previous release
             with open(source / rel, "rb") as fh:
                 tar.addfile(info, fh)
     return buf.getvalue()
@@ -161,6 +161,8 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
     if previous:
         lines.append(f"cp -al {q(releases + '/' + previous)} {q(target)}.partial")
         lines.append(f"rm -f {q(target)}.partial/.env")
+        # Bytecode cached by the previous release must not stand in for changed sources.
+        lines.append(f"find {q(target)}.partial -name __pycache__ -type d -prune -exec rm -rf {{}} +")
     else:
         lines.append(f"mkdir -p {q(target)}.partial")
     for rel in upload.removed:

@@ -80,6 +80,7 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "True"),
         ("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "5"),
         ("AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "5"),
+        ("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "5"),     # deployed DAG changes show in seconds
         ("AIRFLOW__CORE__PARALLELISM", "8"),
         *af.env,
     ]

@@ -5,6 +5,7 @@ and the day-to-day tasks (status, dags, trigger, test, backfill, logs) run on th
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 
@@ -273,8 +274,11 @@ def backfill(env: Environment, dag: str, start: str, end: str, wait: bool, on_li
     return wait_for_runs(env, dag, None, on_line, count=days, wanted=in_range)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def logs(env: Environment, service: str | None, follow: bool, on_line) -> int:
     svc = f" {q(service if service.startswith('airflow-') else 'airflow-' + service)}" if service else ""
     rc, _ = run(env, f"{LAYOUT.compose} logs --no-color --tail 200{' -f' if follow else ''}{svc}",
-                on_line=on_line, timeout=24 * 3600 if follow else 120)
+                on_line=lambda line: on_line(_ANSI.sub("", line)), timeout=24 * 3600 if follow else 120)
     return rc

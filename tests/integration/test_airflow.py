@@ -325,12 +325,8 @@ def test_dag_change_is_deployed_and_rolled_back(stack):
     assert found["import_errors"] == [], found
 
 
-# --- 9. known bug: an edit that keeps the file's size is never seen --------------------------------------
+# --- 9. an edit that keeps the file's size is seen (no stale bytecode from the previous release) ----------
 
-@pytest.mark.xfail(reason="DAG releases hard-link the previous release's __pycache__ and every shipped file has "
-                          "mtime 0 (release.tarball), so a .pyc compiled from the old source still matches a "
-                          "same-size edit: the import check and the dag-processor both run the old code",
-                   raises=pytest.fail.Exception, strict=False)
 def test_dag_edit_of_the_same_size_is_seen(stack):
     assert dag_attrs(stack)[0] == {"example"}
     # The live release (rolled back above) has the original helloworld.py: rename its tag.
