@@ -18,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
 from tests.support import (AIRFLOW_SOURCE, DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec,
                            droplet_spec, last_json, run_name)
@@ -337,6 +338,40 @@ def test_dag_edit_of_the_same_size_is_seen(stack):
     deploy_dags(stack)
     poll("tag 'samples' (a same-size edit) in the REST API", lambda: dag_attrs(stack)[0] == {"samples"},
          VISIBLE_WITHIN, every=2)
+
+
+# --- 10. a settings change migrates and recreates the services; an unchanged deploy restarts nothing --------
+
+def service_containers(stack: Stack) -> set[str]:
+    return set(docker_exec(stack.container, "cd /srv/airflow && docker compose -p airflow ps -q").split())
+
+
+def test_settings_change_recreates_services_and_unchanged_deploy_restarts_nothing(stack):
+    before = service_containers(stack)
+    assert len(before) == 4
+    proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "compose airflow up" not in proc.stdout
+    assert service_containers(stack) == before                    # nothing restarted
+
+    original = stack.box.inventory.read_text()
+    inventory = yaml.safe_load(original)
+    inventory["defaults"]["airflow"]["env"] = {"AIRFLOW__CORE__PARALLELISM": "16"}
+    stack.box.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    try:
+        proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "compose airflow up (configuration changed)" in proc.stdout   # after `airflow db migrate`
+        after = service_containers(stack)
+        assert len(after) == 4 and not after & before
+        env = docker_exec(stack.container, f"docker inspect --format '{{{{json .Config.Env}}}}' {sorted(after)[0]}")
+        assert "AIRFLOW__CORE__PARALLELISM=16" in env
+        status = stack.invoke("airflow.status", "--env", stack.env, "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+    finally:
+        stack.box.inventory.write_text(original)
+        restored = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
 
 
 def test_module_timings(stack):
