@@ -32,6 +32,7 @@ from .errors import DropshipError, ProviderError, RemoteError
 from .inventory import LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
 from .providers.local_image import (MIRROR, SOURCES_LIST, SUITE, _build_lock, _remove_rootfs, debootstrap,
+                                    require_debootstrap,
                                     import_rootfs, recipe_hash)
 
 log = logging.getLogger(__name__)
@@ -170,12 +171,8 @@ def ensure_python_base_image() -> str:
 
 
 def _build_python_base(tag: str) -> None:
-    if not shutil.which("debootstrap"):
-        raise DropshipError("building the Airflow base image needs debootstrap (no registry here)",
-                            "apt-get install debootstrap, or set airflow.build.base_image to an image you have")
-    if os.geteuid() != 0:
-        raise DropshipError("building the Airflow base image runs debootstrap, which needs root",
-                            "run dropship as root once to build the image")
+    require_debootstrap("the Airflow base image",
+                        "apt-get install debootstrap, or set airflow.build.base_image to an image you have")
     target = Path(tempfile.mkdtemp(prefix="dropship-python-rootfs-", dir="/var/tmp"))
     try:
         debootstrap(target, PYTHON_BASE_ARGS, "dropship-python-base-debootstrap.log")

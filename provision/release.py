@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine.files import File
 from .engine.model import q
 
 MANIFEST = ".dropship-manifest.json"
@@ -214,9 +215,8 @@ true
 
 
 def write_file_command(path: str, content: bytes, owner: str, mode: int) -> str:
-    return (f'tmp=$(mktemp "$(dirname {q(path)})/.dropship.XXXXXX")\n'
-            f"base64 -d > \"$tmp\" <<'DROPSHIP_EOF'\n{base64.encodebytes(content).decode().rstrip()}\nDROPSHIP_EOF\n"
-            f'chown {q(owner)}:{q(owner)} "$tmp" && chmod {mode:04o} "$tmp" && mv -f "$tmp" {q(path)}')
+    """The engine's atomic write (temp file beside the target, owner and mode, rename)."""
+    return "\n".join(File(path, content, owner, owner, mode).write_commands())
 
 
 def release_command(release_dir: str, user: str, command: str) -> str:

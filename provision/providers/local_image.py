@@ -186,18 +186,22 @@ def _build_from_debootstrap() -> str:
 
 def _import_rootfs(rootfs_tag: str) -> None:
     """debootstrap a rootfs into a temp folder and ``docker import`` it as ``rootfs_tag``."""
-    if not shutil.which("debootstrap"):
-        raise DropshipError("building the local droplet image needs debootstrap (no registry here)",
-                            "apt-get install debootstrap")
-    if os.geteuid() != 0:
-        raise DropshipError("building the local droplet image runs debootstrap, which needs root",
-                            "run dropship as root once to build the image")
+    require_debootstrap("the local droplet image", "apt-get install debootstrap")
     target = Path(tempfile.mkdtemp(prefix="dropship-rootfs-", dir="/var/tmp"))
     try:
         debootstrap(target, DEBOOTSTRAP_ARGS)
         import_rootfs(target, rootfs_tag)
     finally:
         _remove_rootfs(target)
+
+
+def require_debootstrap(what: str, fix: str) -> None:
+    """Building ``what`` without a registry runs debootstrap, as root: say so before starting."""
+    if not shutil.which("debootstrap"):
+        raise DropshipError(f"building {what} needs debootstrap (no registry here)", fix)
+    if os.geteuid() != 0:
+        raise DropshipError(f"building {what} runs debootstrap, which needs root",
+                            "run dropship as root once to build the image")
 
 
 def import_rootfs(target: Path, tag: str, changes: tuple[str, ...] = ()) -> None:

@@ -25,6 +25,7 @@ from provision.providers.local import (
     LocalProvider, container_name, network_name, reap, volume_name,
 )
 from provision.workspace import Workspace
+from tests.support import _alive
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +56,6 @@ for line in open('/proc/self/cgroup').read().splitlines():
         break
 print(min(limits))
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reap_dead_runs():
