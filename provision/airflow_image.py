@@ -1,34 +1,34 @@
-"""The Airflow image: built here from a Dockerfile folder, shipped to hosts without a registry.
+"""The Airflow image's recipe and its build here: tag, build context, base image, ``docker build``.
 
 ``build_image`` builds ``dropship/airflow:<version>-<hash>`` from ``airflow.build.context`` (the
 Dockerfile folder, minus ``dags/``: DAGs ship as releases of their own) on ``airflow.build.base_image``.
 The hash covers everything that goes into the image (the folder's files, the base image's name and
 id, the Airflow version, the CA certificates), so an unchanged recipe is never rebuilt and a tag on a
-host always means the same image. ``ship_image`` streams ``docker save`` into ``docker load`` on a
-host over the SSH session (no registry, no temporary file), and only when the host lacks the tag.
+host always means the same image. ``plan_host_build`` is the same recipe for ``build.where: host``.
+Getting the image onto hosts (ship, pull, build there) is ``image_on_host``'s.
 
 Without a registry the base is ``dropship/python-base:trixie``: a Debian 13 minbase rootfs with
 python3 made with debootstrap and ``docker import``-ed here (as the local droplet image is).
-With ``airflow.image`` (a registry image) the host pulls it instead: ``pull_on_host``.
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import logging
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from .engine.model import q
-from .errors import DropshipError, ProviderError, RemoteError
+from .errors import DropshipError, ProviderError
 from .inventory import LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
 from .providers.local_image import (MIRROR, SOURCES_LIST, SUITE, _build_lock, _remove_rootfs, debootstrap,
@@ -135,15 +135,10 @@ def assemble_context(folder: Path, ca_files: Sequence[Path], dest: Path) -> list
     return sorted(written)
 
 
-def build_args(base_image: str, version: str, tag: str, context: Path) -> list[str]:
-    """The ``docker build`` arguments (legacy builder; the base must already be here)."""
+def build_args(base_image: str, version: str, tag: str, context: Path | str) -> list[str]:
+    """The ``docker build`` arguments (any builder; the base must already be there)."""
     return ["build", "--force-rm", "--build-arg", f"BASE_IMAGE={base_image}",
             "--build-arg", f"AIRFLOW_VERSION={version}", "--label", "dropship.airflow=1", "-t", tag, str(context)]
-
-
-def sudo(session, command: str) -> str:
-    """``command`` as root on the host: ``sudo -n`` unless the session is root already."""
-    return command if session.user == "root" else f"sudo -n {command}"
 
 
 # ---- the local base image (no registry) ------------------------------------------------------------
@@ -243,12 +238,7 @@ def build_image(env: Environment, ca_files: Sequence[Path] | None = None) -> str
 def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
     """``build_image`` that also says whether it built and how long it took."""
     started = time.monotonic()
-    settings = env.settings.airflow
-    if settings is None or settings.build is None:
-        raise DropshipError(f"environment {env.name} builds no Airflow image",
-                            "add 'airflow: {build: {context: app_src/airflow}}' to the inventory "
-                            "(or airflow.image for a registry image)")
-    spec = settings.build
+    settings, spec = _build_settings(env)
     if spec.where != "local":
         raise DropshipError(f"environment {env.name} builds its Airflow image on the host (build.where: "
                             f"{spec.where}), not here", "set airflow.build.where: local to build it here")
@@ -268,6 +258,70 @@ def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
             assemble_context(spec.context, ca, Path(tmp))
             _docker_build(build_args(base, settings.version, tag, Path(tmp)), tag)
     return Built(tag, True, time.monotonic() - started)
+
+
+def _build_settings(env: Environment):
+    settings = env.settings.airflow
+    if settings is None or settings.build is None:
+        raise DropshipError(f"environment {env.name} builds no Airflow image",
+                            "add 'airflow: {build: {context: app_src/airflow}}' to the inventory "
+                            "(or airflow.image for a registry image)")
+    return settings, settings.build
+
+
+# ---- building on the host (build.where: host) ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class HostBuild:
+    """What a host needs to build the image itself."""
+
+    tag: str
+    version: str
+    base: str            # the image the host builds FROM
+    ship_base: bool      # True: the base is made here (no registry) and shipped; False: the host pulls it
+    context: bytes       # the build context as a gzipped tarball
+
+    def build_args(self, context_dir: str) -> list[str]:
+        return build_args(self.base, self.version, self.tag, context_dir)
+
+
+def plan_host_build(env: Environment, ca_files: Sequence[Path] | None = None) -> HostBuild:
+    """The recipe of a ``build.where: host`` image: its tag, base and context (nothing is built here).
+
+    The local python base is made here (debootstrap, once) and shipped, named by its recipe-hash tag
+    so a host never builds on a stale copy; any other base is pulled by the host, and only its name
+    goes into the tag.
+    """
+    settings, spec = _build_settings(env)
+    ca = tuple(env.ca_certificates if ca_files is None else ca_files)
+    if spec.base_image == LOCAL_PYTHON_BASE:
+        ensure_python_base_image()
+    base, base_id, ship = _host_base(spec.base_image)
+    return HostBuild(image_tag(settings, ca, base_id), settings.version, base, ship, context_tarball(spec.context, ca))
+
+
+def _host_base(base_image: str) -> tuple[str, str, bool]:
+    """(the base a host builds on, the id that goes into the tag, whether it is shipped from here)."""
+    if base_image == LOCAL_PYTHON_BASE:
+        return python_base_tag(), image_id(python_base_tag()) or "", True
+    return base_image, "", False
+
+
+def planned_tag(env: Environment) -> str:
+    """The tag a build would have, for dry runs: nothing is built or pulled."""
+    settings, spec = _build_settings(env)
+    base_id = _host_base(spec.base_image)[1] if spec.where == "host" else None
+    return image_tag(settings, tuple(env.ca_certificates), base_id)
+
+
+def context_tarball(folder: Path, ca_files: Sequence[Path]) -> bytes:
+    """``assemble_context`` as a gzipped tarball (what is streamed to a host that builds)."""
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="dropship-airflow-context-") as tmp:
+        assemble_context(folder, ca_files, Path(tmp))
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(tmp, arcname=".")
+    return buf.getvalue()
 
 
 def _docker_build(args: list[str], tag: str) -> None:
@@ -297,87 +351,3 @@ def failure_summary(build_log: str, lines: int = 6, limit: int = 900) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
-# ---- shipping ---------------------------------------------------------------------------------------
-
-def host_has_image(session, tag: str) -> bool:
-    result = session.run(sudo(session, f"docker image inspect --format '{{{{.Id}}}}' {q(tag)}"), timeout=60)
-    return result.rc == 0
-
-
-def is_loopback(address: str) -> bool:
-    """A host on this machine (a local droplet): shipping there is not worth compressing (pure)."""
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
-def save_commands(tag: str, compress: bool) -> list[list[str]]:
-    """The local pipeline whose output ``docker load`` reads: ``docker save`` [| ``gzip -1``] (pure)."""
-    return [["docker", "save", tag]] + ([["gzip", "-1", "-c"]] if compress else [])
-
-
-def ship_image(session, tag: str, progress=None, timeout: float = SHIP_TIMEOUT, compress: bool | None = None) -> bool:
-    """Copy ``tag`` to the session's host (``docker save | docker load``); False when it is there already.
-
-    ``compress`` (default: unless the host is on this machine) sends the stream through ``gzip -1``,
-    about 40 % of the bytes, which ``docker load`` reads as it is.
-    """
-    if host_has_image(session, tag):
-        return False
-    if compress is None:
-        compress = not is_loopback(session.target.address) and shutil.which("gzip") is not None
-    started = time.monotonic()
-    sent = 0
-    procs: list[subprocess.Popen] = []
-    try:
-        for argv in save_commands(tag, compress):
-            procs.append(subprocess.Popen(argv, stdin=procs[-1].stdout if procs else subprocess.DEVNULL,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-            if len(procs) > 1:
-                procs[-2].stdout.close()     # only the next process reads it now
-
-        def chunks() -> Iterator[bytes]:
-            nonlocal sent
-            while True:
-                data = procs[-1].stdout.read(CHUNK)
-                if not data:
-                    return
-                sent += len(data)
-                yield data
-
-        result = session.send_stream("docker load", chunks(), timeout=timeout)
-    finally:
-        if procs:
-            procs[-1].stdout.close()         # a load that ended early stops the pipeline (EPIPE)
-        local = [(p.args, p.stderr.read().decode(errors="replace"), p.wait()) for p in procs]
-        for p in procs:
-            p.stderr.close()
-    for argv, err, rc in local:
-        if rc != 0 and result.rc == 0:
-            raise DropshipError(f"`{' '.join(argv[:2])}` of {tag} failed: {last_line(err) or f'exit status {rc}'}",
-                                f"check `docker image inspect {tag}` here")
-    if result.rc != 0:
-        raise RemoteError(session.name, "docker load",
-                          last_line(result.stderr) or last_line(result.stdout) or f"exit status {result.rc}",
-                          "check the host's disk space (`df -h /var/lib/docker`) and that Docker runs")
-    if not host_has_image(session, tag):
-        raise RemoteError(session.name, "docker load", f"finished, but {tag} is not on the host: "
-                          f"{last_line(result.stdout) or 'no output'}", "re-run the deploy")
-    seconds = time.monotonic() - started
-    if progress is not None:
-        progress.step(session.name, "ok", f"shipped image {tag} ({sent / 1e6:.0f} MB in {seconds:.1f} s)")
-    log.info("shipped %s to %s: %d bytes%s in %.1fs", tag, session.name, sent, " (gzip)" if compress else "",
-             seconds)
-    return True
-
-
-def pull_on_host(session, image: str, timeout: float = PULL_TIMEOUT) -> None:
-    """``docker pull`` a registry image on the host (quick when it is up to date)."""
-    result = session.run(sudo(session, f"docker pull -q {q(image)}"), timeout=timeout)
-    if result.rc != 0:
-        raise RemoteError(session.name, f"docker pull {image}",
-                          last_line(result.stderr) or last_line(result.stdout) or f"exit status {result.rc}",
-                          "check the image name and that the host reaches its registry")

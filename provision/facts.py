@@ -36,8 +36,12 @@ else
     [ -n "$cp" ] && [ -d "/sys/fs/cgroup/$d" ] && limits "/sys/fs/cgroup/$d" "$cp" cpu.cfs_quota_us cpu.cfs_period_us && break
   done
 fi
+while read -r k v; do [ "$k" = CapBnd: ] && echo "capbnd=$v" && break; done < /proc/self/status
 pg=; for d in /etc/postgresql/*/; do [ -d "$d" ] && d=${d%/} && pg=${d##*/}; done; echo "pg=$pg"
 """
+
+
+CAP_SYS_PTRACE = 19
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,20 @@ class SystemFacts:
     memory_mb: int
     cpus: int
     pg_version: str = ""
+    cap_bounding: str = ""       # CapBnd of /proc/self/status (hex); "" when unknown
 
     @property
     def in_container(self) -> bool:
         return self.virt not in ("none", "")
+
+    @property
+    def can_exec_into_containers(self) -> bool:
+        """Docker here can ``exec`` into containers running as another user: that needs CAP_SYS_PTRACE,
+        which a container host (a local droplet) may lack."""
+        try:
+            return bool(int(self.cap_bounding, 16) >> CAP_SYS_PTRACE & 1) if self.cap_bounding else True
+        except ValueError:
+            return True
 
 
 def parse_system(output: str) -> SystemFacts:
@@ -73,4 +87,4 @@ def parse_system(output: str) -> SystemFacts:
         if len(quota) == 2 and quota[0].isdigit() and quota[1].isdigit() and int(quota[0]) > 0 < int(quota[1]):
             cpus = min(cpus, max(1, -(-int(quota[0]) // int(quota[1]))))
     return SystemFacts(one("os", "unknown"), one("os_version"), one("codename"), one("virt", "none"),
-                       mem, cpus, one("pg"))
+                       mem, cpus, one("pg"), one("capbnd"))

@@ -106,7 +106,7 @@ def docker_exec(container: str, script: str, check: bool = True) -> str:
     proc = subprocess.run(["docker", "exec", "-i", container, "sh", "-s"], input=script, text=True,
                           capture_output=True, timeout=300)
     if check and proc.returncode != 0:
-        raise AssertionError(f"docker exec {container} failed: {proc.stderr}")
+        raise AssertionError(f"docker exec {container} failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr}")
     return proc.stdout
 
 

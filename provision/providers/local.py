@@ -98,7 +98,9 @@ def run_args(env: str, spec: DropletSpec, image: str, ports: dict[int, int], bin
             "--network", network_name(env), "--network-alias", spec.name]
     for key, value in labels.items():
         args += ["--label", f"{key}={value}"]
-    args += ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+    # SYS_PTRACE: the droplet's own Docker can `exec` into its containers (health checks, compose exec),
+    # which means opening /proc/<pid>/ns/* of processes running as another user.
+    args += ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "SYS_PTRACE",
              "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
              "--tmpfs", "/run", "--tmpfs", "/run/lock"]
     if cgroup_version == "2":  # systemd needs a writable cgroup2 tree (untested here: v1 host)

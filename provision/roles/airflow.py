@@ -109,14 +109,18 @@ def resources(ctx: RoleContext) -> list[Resource]:
     af = ctx.settings.airflow
     if af is None:
         return []
+    if not ctx.facts.can_exec_into_containers:
+        raise DropshipError("this host is a container without CAP_SYS_PTRACE: its Docker cannot run the "
+                            "Airflow services' health checks or `docker compose exec`",
+                            "recreate it (invoke droplet.destroy, then droplet.create: local droplets get "
+                            "--cap-add SYS_PTRACE)")
     lay, v = LAYOUT, ctx.secrets
     server = ctx.settings.nginx.server_name if ctx.settings.nginx.server_name != "_" else "localhost"
     env = airflow_env(ctx, server)
     passwords = (json.dumps({af.admin_user: v[af.admin_password.name]}) + "\n").encode()
     image = image_ref(ctx)
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
-                     root=lay.root, port=lay.port, url_path=af.url_path,
-                     healthchecks=not ctx.facts.in_container)
+                     root=lay.root, port=lay.port, url_path=af.url_path)
     nginx = reload("nginx", check="nginx -t -q")
     return [
         Directory("/etc/systemd/system/postgresql@.service.d", role=NAME),

@@ -1,6 +1,6 @@
 """Airflow: the image on hosts, DAG releases (import-checked, switched atomically, rolled back),
 and the day-to-day tasks (status, dags, trigger, test, backfill, logs) run on the host through
-``docker compose exec``.
+``docker compose exec`` into the running services.
 """
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import time
 from dataclasses import dataclass
 
 from .. import release as rel
+from ..airflow_image import HostBuild, build_image, plan_host_build, planned_tag
 from ..engine.model import q
 from ..engine.runner import Progress
 from ..errors import DropshipError, RemoteError
+from ..image_on_host import build_on_host, pull_on_host, ship_image
 from ..inventory import Environment
 from ..redact import Redactor
 from ..roles.airflow import LAYOUT, SERVICES
@@ -38,39 +40,53 @@ def airflow_hosts(env: Environment, names=None):
     return chosen
 
 
-def prepare_image(env: Environment) -> str | None:
-    """Build the image here when the inventory says so; the tag hosts must have (None: registry)."""
+@dataclass(frozen=True)
+class ImagePlan:
+    """How hosts get the Airflow image; ``tag`` is what the services run."""
+
+    tag: str
+    how: str                              # "pull" (airflow.image), "ship" (built here) or "build" (on the host)
+    host_build: HostBuild | None = None
+
+
+def prepare_image(env: Environment) -> ImagePlan | None:
+    """Build the image here, or plan its build on hosts, as the inventory says (None: no Airflow)."""
     af = env.settings.airflow
-    if af is None or af.image or af.build.where != "local":
+    if af is None:
         return None
-    from ..airflow_image import build_image
+    if af.image:
+        return ImagePlan(af.image, "pull")
+    if af.build.where == "host":
+        plan = plan_host_build(env)
+        return ImagePlan(plan.tag, "build", plan)
+    return ImagePlan(build_image(env), "ship")
 
-    return build_image(env)
 
-
-def planned_image(env: Environment) -> str | None:
-    """The tag a build would produce (for dry runs: nothing is built)."""
+def planned_image(env: Environment) -> ImagePlan | None:
+    """The image a real run would use, for dry runs: nothing is built, pulled or shipped."""
     af = env.settings.airflow
-    if af is None or af.image or af.build.where != "local":
+    if af is None:
         return None
-    from ..airflow_image import image_tag
+    if af.image:
+        return ImagePlan(af.image, "pull")
+    return ImagePlan(planned_tag(env), "build" if af.build.where == "host" else "ship")
 
-    return image_tag(af, list(env.ca_certificates))
 
-
-def ensure_image(env: Environment, session: Session, tag: str | None, progress: Progress) -> None:
-    if tag:
-        from ..airflow_image import ship_image
-
-        ship_image(session, tag, progress)
+def ensure_image(session: Session, plan: ImagePlan | None, progress: Progress) -> None:
+    """Make the host have ``plan.tag``: pull it, ship it, or build it there."""
+    if plan is None:
+        return
+    if plan.how == "pull":
+        pull_on_host(session, plan.tag, progress)
+    elif plan.how == "build":
+        build_on_host(session, plan.host_build, progress)
+    else:
+        ship_image(session, plan.tag, progress)
 
 
 def compose_exec(command: str, service: str = "airflow-scheduler") -> str:
-    """Run an Airflow command in a one-off container of ``service`` (same image, env and volumes).
-
-    Not `compose exec`: nested Docker in a local droplet cannot exec into a running container.
-    """
-    return f"{LAYOUT.compose} run --rm --no-deps -T -e PYTHONWARNINGS=ignore {q(service)} {command}"
+    """Run an Airflow command inside the running ``service`` (its image, env and volumes)."""
+    return f"{LAYOUT.compose} exec -T -e PYTHONWARNINGS=ignore {q(service)} {command}"
 
 
 # --- DAG releases ------------------------------------------------------------------------------------

@@ -393,9 +393,9 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
 
             def body() -> str:
                 if "airflow" in roles:
-                    ensure_image(env, session, image, progress)
+                    ensure_image(session, image, progress)
                 laid_out = Converge(session=session, progress=progress, build=lambda facts: host_resources(
-                    RoleContext(env, host, facts, pub, values, image or ""), roles)).run()
+                    RoleContext(env, host, facts, pub, values, image.tag if image else ""), roles)).run()
                 hd.outcome.changed += laid_out.changed
                 if laid_out.failed:
                     raise RemoteError(host.name, "lay out", laid_out.error, "fix it and re-run")

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from .. import hosts as host_selection
-from ..engine.model import PHASE_CONFIG
+from ..engine.model import PHASE_SERVICES
 from ..engine.runner import Converge, HostOutcome, Progress
 from ..errors import DropshipError, RemoteError
 from ..inventory import ROLES, Environment, HostSpec
@@ -19,6 +19,7 @@ from ..state import contacted
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, Target, connect
+from .airflow import ImagePlan, ensure_image, planned_image, prepare_image
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
 
     image = None
     if any("airflow" in h.roles for h in chosen) and (not options.roles or "airflow" in options.roles):
-        from .airflow import planned_image, prepare_image
-
         image = planned_image(env) if options.dry_run else prepare_image(env)
 
     report = Report("provision", env.name, dry_run=options.dry_run)
@@ -83,26 +82,25 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
 
 def converge_host(env: Environment, host: HostSpec, target: Target, known: KnownHosts, redactor: Redactor,
                   options: ProvisionOptions, progress: Progress, values: dict[str, str], pub: str,
-                  image: str | None = None) -> HostOutcome:
+                  image: ImagePlan | None = None) -> HostOutcome:
     session = connect(target, known, redactor)
     only = tuple(r for r in (options.roles or host.roles) if r in PROVISIONED)
     shipped = []
 
-    def ship_image(phase: int) -> None:
-        """Before configuration (compose up), once Docker is there, the host needs the built image."""
-        if image and "airflow" in only and phase == PHASE_CONFIG and not shipped and _has_docker(session):
-            from .airflow import ensure_image
-
-            ensure_image(env, session, image, progress)
+    def get_image(phase: int) -> None:
+        """Before the services (compose up), once Docker runs as configured, the host needs the image."""
+        if image and "airflow" in only and phase == PHASE_SERVICES and not shipped and _has_docker(session):
+            ensure_image(session, image, progress)
             shipped.append(image)
 
+    tag = image.tag if image else ""
     try:
         return Converge(
             session=session,
-            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, image or ""), only),
+            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag), only),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),
-            before_phase=ship_image,
+            before_phase=get_image,
         ).run()
     finally:
         session.close()

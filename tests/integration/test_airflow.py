@@ -156,7 +156,8 @@ def test_services_are_running_and_healthy(stack):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = last_json(proc)
     assert {r["service"] for r in rows} == SERVICES, rows
-    assert all(r["state"] == "running" and r["health"] in ("", "healthy") for r in rows), rows
+    # Every service has its own health check (Docker runs it with `exec` in the container).
+    assert all(r["state"] == "running" and r["health"] == "healthy" for r in rows), rows
 
     def healthy():
         status, body = stack.api.call("GET", "/api/v2/monitor/health")
@@ -372,6 +373,109 @@ def test_settings_change_recreates_services_and_unchanged_deploy_restarts_nothin
         stack.box.inventory.write_text(original)
         restored = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
         assert restored.returncode == 0, restored.stdout + restored.stderr
+
+
+# --- 11. a version change, the image built on the host ------------------------------------------------------
+
+OTHER_VERSION = "3.3.1"      # same migration head as 3.3.2: `db migrate` works both ways
+
+
+def edit_airflow(stack: Stack, **changes) -> None:
+    """Change ``defaults.airflow`` of the test inventory (None removes a key)."""
+    inventory = yaml.safe_load(stack.box.inventory.read_text())
+    af = inventory["defaults"]["airflow"]
+    for key, value in changes.items():
+        if value is None:
+            af.pop(key, None)
+        else:
+            af[key] = value
+    stack.box.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+
+
+def running_images(stack: Stack) -> set[str]:
+    ids = " ".join(sorted(service_containers(stack)))
+    return set(docker_exec(stack.container, f"docker inspect --format '{{{{.Config.Image}}}}' {ids}").split())
+
+
+def assert_stack_healthy_at(stack: Stack, version: str) -> None:
+    proc = stack.invoke("airflow.status", "--env", stack.env, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = last_json(proc)
+    assert {r["service"] for r in rows} == SERVICES and all(r["health"] == "healthy" for r in rows), rows
+    assert stack.api.get("/api/v2/version")["version"] == version
+    found = poll("Helloworld in `airflow.dags`", lambda: (lambda f: f if DAG in listed(f) else None)(dags_json(stack)),
+                 60, every=2)
+    assert found["import_errors"] == [], found
+
+
+def test_version_change_built_on_the_host_migrates_and_recreates(stack):
+    before = service_containers(stack)
+    edit_airflow(stack, version=OTHER_VERSION,
+                 build={**yaml.safe_load(stack.box.inventory.read_text())["defaults"]["airflow"]["build"],
+                        "where": "host"})
+    proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow", timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    built = [ln for ln in proc.stdout.splitlines() if "built image dropship/airflow:" in ln]
+    assert len(built) == 1 and "on the host" in built[0], proc.stdout
+    tag = built[0].split("built image ", 1)[1].split()[0]
+    assert tag.startswith(f"dropship/airflow:{OTHER_VERSION}-")
+    assert subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode != 0   # not here
+    assert "compose airflow up (configuration changed)" in proc.stdout        # after `airflow db migrate`
+    assert running_images(stack) == {tag} and not service_containers(stack) & before
+    assert_stack_healthy_at(stack, OTHER_VERSION)
+    leftovers = docker_exec(stack.container, "ls /var/tmp | grep 'dropship-airflow-build-' || true")
+    assert leftovers.split() == []                                            # context and log cleaned up
+    again = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
+    assert again.returncode == 0 and "built image" not in again.stdout and "compose airflow up" not in again.stdout
+
+
+# --- 12. a registry image, pulled on the host ---------------------------------------------------------------
+
+REGISTRY = "127.0.0.1:5000"    # a real Docker registry (Debian's docker-registry) on the droplet itself
+
+
+def start_registry(stack: Stack) -> None:
+    docker_exec(stack.container, """
+set -e
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null 2>&1 || \
+  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null; }
+cat > /etc/docker/registry/config.yml <<'YAML'
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+http:
+  addr: 127.0.0.1:5000
+YAML
+systemctl restart docker-registry
+for i in $(seq 60); do curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && exit 0; sleep 1; done
+echo "no registry"; exit 1
+""")
+
+
+def test_registry_image_is_pulled_and_a_missing_one_refused(stack):
+    start_registry(stack)
+    local = docker_exec(stack.container, "docker images --format '{{.Repository}}:{{.Tag}}' dropship/airflow"
+                                         " | grep ':3.3.2-'").split()[0]
+    image = f"{REGISTRY}/dropship/airflow:3.3.2"
+    # Pushed, then removed from the host's images: the deploy must really pull it.
+    docker_exec(stack.container, f"docker tag {local} {image} && docker push -q {image} >/dev/null && "
+                                 f"docker rmi {image} {local} >/dev/null")
+    edit_airflow(stack, version="3.3.2", build=None, image=image)
+    proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow", timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"pulled image {image}" in proc.stdout, proc.stdout
+    assert "compose airflow up (configuration changed)" in proc.stdout
+    assert running_images(stack) == {image}
+    assert_stack_healthy_at(stack, "3.3.2")
+
+    running = service_containers(stack)
+    missing = f"{REGISTRY}/dropship/airflow:9.9.9"
+    edit_airflow(stack, image=missing)
+    error = one_error_line(stack.invoke("deploy", "--env", stack.env, "--only", "airflow"))
+    assert "web-1" in error and f"docker pull {missing}" in error and "manifest unknown" in error, error
+    assert service_containers(stack) == running and running_images(stack) == {image}   # nothing touched
+    assert stack.api.get("/api/v2/version")["version"] == "3.3.2"
 
 
 def test_module_timings(stack):

@@ -107,3 +107,10 @@ def test_system_probe_on_this_machine():
     assert 1 <= got.cpus <= os.cpu_count()
     assert got.virt
     assert got.pg_version == "" or got.pg_version[0].isdigit()
+
+
+def test_exec_into_containers_needs_sys_ptrace_in_the_bounding_set():
+    assert facts("capbnd=000001ffffffffff\n").can_exec_into_containers           # a VM's root
+    assert facts("capbnd=00000000a82c35fb\n").can_exec_into_containers            # a local droplet (read off one)
+    assert not facts("capbnd=00000000a82435fb\n").can_exec_into_containers        # the same without SYS_PTRACE
+    assert facts().can_exec_into_containers and facts("capbnd=zz\n").can_exec_into_containers   # unknown: assume yes

@@ -82,7 +82,7 @@ def test_run_args_identity_network_and_labels():
 def test_run_args_container_flags():
     args = _args()
     assert "--privileged" not in args and "--restart" not in args
-    assert _flag_values(args, "--cap-add") == ["SYS_ADMIN", "NET_ADMIN"]
+    assert _flag_values(args, "--cap-add") == ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"]
     assert _flag_values(args, "--security-opt") == ["seccomp=unconfined", "apparmor=unconfined"]
     assert _flag_values(args, "--tmpfs") == ["/run", "/run/lock"]
     assert _flag_values(args, "-v") == ["/sys/fs/cgroup:/sys/fs/cgroup:ro",

@@ -285,3 +285,34 @@ def test_app_role_lays_out_slots_and_takes_over_the_default_site():
     unit = file_at(resources, "/etc/systemd/system/names@.service").content.decode()
     assert "User=names" in unit and "EnvironmentFile=/srv/names/slots/%i/.env" in unit and "wsgi:app" in unit
     assert file_at(resources, "/srv/names/slots/green.env").content == b"# Managed by Dropship (app role): the green slot's port.\nPORT=8002\nSLOT=green\n"
+
+
+def test_airflow_compose_checks_every_service_and_publishes_on_loopback_only():
+    import yaml
+
+    from provision.roles import airflow
+
+    ctx = context()
+    compose = yaml.safe_load(file_at(airflow.resources(ctx), "/srv/airflow/compose.yaml").content)
+    services = compose["services"]
+    assert set(services) == {"airflow-init", *airflow.SERVICES}
+    for name in airflow.SERVICES:
+        check = services[name]["healthcheck"]
+        assert check["test"][0] in ("CMD", "CMD-SHELL") and check["start_interval"] and check["retries"] >= 3
+        assert services[name]["image"] == "dropship/airflow:3.3.2-test"
+    assert "healthcheck" not in services["airflow-init"] and services["airflow-init"]["profiles"] == ["init"]
+    assert services["airflow-apiserver"]["ports"] == ["127.0.0.1:8080:8080"]
+    assert [s for s in services if services[s].get("ports")] == ["airflow-apiserver"]
+    registry = with_airflow(ctx)
+    compose = yaml.safe_load(file_at(airflow.resources(registry), "/srv/airflow/compose.yaml").content)
+    assert compose["services"]["airflow-scheduler"]["image"] == "apache/airflow:3.3.2"
+
+
+def test_airflow_refuses_a_container_host_whose_docker_cannot_exec():
+    from provision.errors import DropshipError
+    from provision.roles import airflow
+
+    no_ptrace = replace(DEBIAN, virt="docker", cap_bounding="00000000a82435fb")
+    with pytest.raises(DropshipError, match="CAP_SYS_PTRACE.*droplet.destroy"):
+        airflow.resources(context(no_ptrace))
+    assert airflow.resources(context(replace(no_ptrace, cap_bounding="00000000a82c35fb")))
