@@ -414,7 +414,9 @@ def up(c, env="local"):
         print(f"{d.name}: open {http}")
         af = e.settings.airflow
         if af and "airflow" in e.host(d.name).roles:
-            print(f"  Airflow UI: {http}{af.url_path.lstrip('/')}/ (user {af.admin_user}; password: "
+            ui = f"http://{af.server_name}{af.url_path}/ (with {af.server_name} resolving to {d.address})" \
+                if af.server_name else f"{http}{af.url_path.lstrip('/')}/"
+            print(f"  Airflow UI: {ui} (user {af.admin_user}; password: "
                   f"'{af.admin_password.name}' in {e.workspace.secrets_path(e.name)})")
         print(f"  ssh -i {e.ssh.key or e.workspace.key_path(e.name)} -p {d.ssh_port} "
               f"-o UserKnownHostsFile={e.workspace.known_hosts_path} {e.ssh.user}@{d.address}")

@@ -22,6 +22,7 @@ PROVIDERS = ("local", "digitalocean")
 DOCKER_SOURCES = ("distro", "docker-ce")
 DEFAULT_LOCAL_CA_GLOB = "/usr/local/share/ca-certificates/**/*.crt"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SIZE_MB = re.compile(r"^(\d+)\s*([MG])$", re.I)
 
@@ -113,7 +114,8 @@ class AirflowSettings:
     image: str | None                # a registry image (apache/airflow:<version>) pulled on the host...
     build: AirflowBuild | None       # ...or one built from a Dockerfile
     dags: Path | None                # folder deployed as DAG releases
-    url_path: str = "/airflow"       # where nginx publishes the UI (never a public port)
+    url_path: str = "/airflow"       # where nginx publishes the UI (never a public port); "" = the root...
+    server_name: str | None = None   # ...of a server of its own (nginx server_name), e.g. airflow.example.com
     admin_user: str = "admin"
     admin_password: SecretRef = SecretRef("secret", "airflow_admin_password", "")
     fernet_key: SecretRef = SecretRef("secret", "airflow_fernet_key", "", "fernet")
@@ -412,11 +414,14 @@ def _ca_certificates(c: _Cursor | None, provider: str, workspace: Workspace) -> 
 def _settings(c: _Cursor, workspace: Workspace) -> Settings:
     tz = c.child("timezone")
     timezone = tz.str(re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"), "'Europe/Berlin'") if tz else "UTC"
+    nginx, airflow = _nginx(c.child("nginx")), _airflow(c.child("airflow"), workspace)
+    if airflow and airflow.server_name and airflow.server_name == nginx.server_name:
+        c.child("airflow").child("server_name").fail(
+            "is also nginx.server_name (the app's server)", "give Airflow a name of its own, e.g. airflow.<domain>")
     return Settings(
         timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
-        nginx=_nginx(c.child("nginx")), app=_app(c.child("app"), workspace),
-        airflow=_airflow(c.child("airflow"), workspace),
+        nginx=nginx, app=_app(c.child("app"), workspace), airflow=airflow,
     )
 
 
@@ -536,7 +541,7 @@ def _app(c: _Cursor | None, workspace: Workspace) -> AppSettings | None:
 def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
     if c is None:
         return None
-    c.mapping(("version", "image", "build", "dags", "url_path", "admin_user", "admin_password", "fernet_key",
+    c.mapping(("version", "image", "build", "dags", "url_path", "server_name", "admin_user", "admin_password", "fernet_key",
                "jwt_secret", "database", "executor", "env"))
     version = c.child("version", required=True).str(re.compile(r"^\d+\.\d+\.\d+$"), "'3.3.2'")
     image, build = c.child("image"), c.child("build")
@@ -577,10 +582,19 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
             env.append((str(key), str(envc.node[key])))
     opt = {k: c.child(k) for k in ("url_path", "admin_user", "admin_password", "fernet_key", "jwt_secret",
                                    "executor")}
+    server = c.child("server_name")
+    server_name = server.str(_HOSTNAME, "'airflow.example.com'") if server else None
+    path = opt["url_path"]
+    url_path = path.str(re.compile(r"^/([a-z0-9_-]+)?$"), "'/airflow'") if path else ("" if server_name else "/airflow")
+    if url_path == "/":
+        if not server_name:
+            path.fail("'/' is the app's: the UI needs a path of its own, or a server of its own",
+                      "use a path like '/airflow', or set airflow.server_name")
+        url_path = ""
     d = AirflowSettings
     return AirflowSettings(
         version=version, image=image.str() if image else None, build=built, dags=dags_path,
-        url_path=opt["url_path"].str(re.compile(r"^/[a-z0-9_-]+$"), "'/airflow'") if opt["url_path"] else d.url_path,
+        url_path=url_path, server_name=server_name,
         admin_user=opt["admin_user"].str(_IDENT, "'admin'") if opt["admin_user"] else d.admin_user,
         admin_password=opt["admin_password"].secret() if opt["admin_password"] else d.admin_password,
         fernet_key=replace(opt["fernet_key"].secret(), generate="fernet") if opt["fernet_key"] else d.fernet_key,

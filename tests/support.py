@@ -239,8 +239,9 @@ class AirflowAPI:
     """Airflow's REST API (v2) as a browser or script reaches it: through the droplet's nginx, with a
     JWT from ``POST <url_path>/auth/token``."""
 
-    def __init__(self, base: str, username: str, password: str):
+    def __init__(self, base: str, username: str, password: str, host_header: str | None = None):
         self.base, self.username, self.password = base.rstrip("/"), username, password
+        self.host_header = host_header          # a server name of its own, reached at the droplet's address
         self._token: str | None = None
 
     @classmethod
@@ -255,7 +256,7 @@ class AirflowAPI:
         import urllib.error
         import urllib.request
 
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **({"Host": self.host_header} if self.host_header else {})}
         data = None
         if body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"

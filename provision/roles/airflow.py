@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from ..engine.compose import ComposeProject
-from ..engine.files import Directory, File, Symlink
+from ..engine.files import Absent, Directory, File, Symlink
 from ..engine.model import Handler, Resource, reload
 from ..engine.postgres import PgDatabase, PgRole
 from ..errors import DropshipError
@@ -115,7 +115,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
                             "recreate it (invoke droplet.destroy, then droplet.create: local droplets get "
                             "--cap-add SYS_PTRACE)")
     lay, v = LAYOUT, ctx.secrets
-    server = ctx.settings.nginx.server_name if ctx.settings.nginx.server_name != "_" else "localhost"
+    server = af.server_name or (ctx.settings.nginx.server_name if ctx.settings.nginx.server_name != "_" else "localhost")
     env = airflow_env(ctx, server)
     passwords = (json.dumps({af.admin_user: v[af.admin_password.name]}) + "\n").encode()
     image = image_ref(ctx)
@@ -141,10 +141,22 @@ def resources(ctx: RoleContext) -> list[Resource]:
         ComposeProject(lay.root, "airflow", (compose, env, passwords, image.encode()), SERVICES,
                        before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
                        health_check=stack_health_command(lay.port, af.url_path), role=NAME),
-        File("/etc/nginx/dropship/locations/airflow.conf",
-             render("airflow/nginx-location.conf.j2", url_path=af.url_path, port=lay.port), role=NAME,
-             notify=(nginx,)),
+        *nginx_files(af, lay.port, nginx),
     ]
+
+
+NGINX_LOCATION = "/etc/nginx/dropship/locations/airflow.conf"    # in the app's (default) server
+NGINX_SERVER = "/etc/nginx/conf.d/dropship-airflow.conf"         # a server of its own (airflow.server_name)
+
+
+def nginx_files(af, port: int, reload_nginx: Handler) -> list[Resource]:
+    """The UI behind nginx: a location of the default server, or a server of its own; the other removed."""
+    values = dict(url_path=af.url_path, port=port, server_name=af.server_name)
+    if af.server_name:
+        return [File(NGINX_SERVER, render("airflow/nginx-server.conf.j2", **values), role=NAME, notify=(reload_nginx,)),
+                Absent(NGINX_LOCATION, role=NAME, notify=(reload_nginx,))]
+    return [File(NGINX_LOCATION, render("airflow/nginx-location.conf.j2", **values), role=NAME, notify=(reload_nginx,)),
+            Absent(NGINX_SERVER, role=NAME, notify=(reload_nginx,))]
 
 
 ROLE = Role(NAME, packages, resources)

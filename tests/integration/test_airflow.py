@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.support import (AIRFLOW_SOURCE, DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec,
-                           droplet_spec, last_json, run_name)
+                           droplet_spec, http_base, last_json, run_name)
 
 pytestmark = pytest.mark.integration
 
@@ -476,6 +476,26 @@ def test_registry_image_is_pulled_and_a_missing_one_refused(stack):
     assert "web-1" in error and f"docker pull {missing}" in error and "manifest unknown" in error, error
     assert service_containers(stack) == running and running_images(stack) == {image}   # nothing touched
     assert stack.api.get("/api/v2/version")["version"] == "3.3.2"
+    edit_airflow(stack, image=image)
+
+
+# --- 13. the UI on a server name of its own ---------------------------------------------------------------
+
+def test_ui_on_a_server_name_of_its_own(stack):
+    name = "airflow.dropship.test"
+    edit_airflow(stack, server_name=name)
+    proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "compose airflow up (configuration changed)" in proc.stdout        # the base URL changed
+    af = stack.box.environment().settings.airflow
+    own = AirflowAPI(http_base(stack.box), af.admin_user, stack.api.password, host_header=name)
+    status, page = own.call("GET", "/")
+    assert status == 200 and "<html" in str(page).lower(), (status, str(page)[:300])
+    assert own.call("GET", "/api/v2/dags")[0] == 401                         # Airflow's login still guards it
+    assert own.get("/api/v2/version")["version"]
+    assert DAG in {d["dag_id"] for d in own.get("/api/v2/dags")["dags"]}
+    assert stack.api.call("GET", "/api/v2/version")[0] == 404                 # gone from the app's server
+    assert docker_exec(stack.container, "ls /etc/nginx/dropship/locations/").split() == []
 
 
 def test_module_timings(stack):

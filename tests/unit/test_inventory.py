@@ -347,3 +347,41 @@ def test_docker_source_choice(tmp_path):
 def test_mapping_expected(tmp_path):
     err = error(tmp_path, LOCAL + "    ssh: deploy\n")
     assert_located(err, tmp_path, 8, "environments.local.ssh", "expected a mapping")
+
+
+# --- airflow.url_path / airflow.server_name ----------------------------------------------------------
+
+AIRFLOW = LOCAL + "    airflow:\n      version: 3.3.2\n      image: apache/airflow:3.3.2\n"    # lines 8-10
+
+
+def test_airflow_ui_at_a_path_of_the_app_server_by_default(tmp_path):
+    af = load(tmp_path, AIRFLOW)["local"].settings.airflow
+    assert (af.url_path, af.server_name) == ("/airflow", None)
+    af = load(tmp_path, AIRFLOW + "      url_path: /flows\n")["local"].settings.airflow
+    assert af.url_path == "/flows"
+
+
+def test_airflow_ui_on_a_server_of_its_own_is_at_its_root(tmp_path):
+    af = load(tmp_path, AIRFLOW + "      server_name: airflow.example.com\n")["local"].settings.airflow
+    assert (af.url_path, af.server_name) == ("", "airflow.example.com")
+    af = load(tmp_path, AIRFLOW + "      server_name: airflow.example.com\n      url_path: /\n")["local"].settings.airflow
+    assert af.url_path == ""
+    af = load(tmp_path, AIRFLOW + "      server_name: ops.example.com\n      url_path: /airflow\n")["local"]
+    assert af.settings.airflow.url_path == "/airflow"
+
+
+def test_airflow_ui_at_the_app_servers_root_is_refused(tmp_path):
+    err = error(tmp_path, AIRFLOW + "      url_path: /\n")
+    assert_located(err, tmp_path, 11, "environments.local.airflow.url_path", "server_name")
+
+
+@pytest.mark.parametrize("name", ["localhost", "Airflow.example.com", "air flow.example.com", "-a.example.com"])
+def test_airflow_server_name_must_be_a_dns_name(tmp_path, name):
+    err = error(tmp_path, AIRFLOW + f"      server_name: {name}\n")
+    assert_located(err, tmp_path, 11, "environments.local.airflow.server_name", "airflow.example.com")
+
+
+def test_airflow_server_name_differs_from_the_apps(tmp_path):
+    text = AIRFLOW + "      server_name: example.com\n    nginx:\n      server_name: example.com\n"
+    err = error(tmp_path, text)
+    assert_located(err, tmp_path, 11, "environments.local.airflow.server_name", "nginx.server_name")

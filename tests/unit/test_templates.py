@@ -43,9 +43,10 @@ AIRFLOW_SECRETS = {"airflow_admin_password": "admin-pw-123456", "airflow_fernet_
 REGISTRY_AIRFLOW = AirflowSettings(version="3.3.2", image="apache/airflow:3.3.2", build=None, dags=None)
 
 
-def with_airflow(ctx: RoleContext) -> RoleContext:
+def with_airflow(ctx: RoleContext, **changes) -> RoleContext:
     """The context of a host that also runs Airflow from a registry image."""
-    return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=REGISTRY_AIRFLOW)),
+    af = replace(REGISTRY_AIRFLOW, **changes)
+    return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=af)),
                    host=replace(ctx.host, roles=ctx.host.roles + ("airflow",)))
 
 
@@ -77,7 +78,8 @@ def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     bridge = replace(context().settings.postgres, listen_docker_bridge=True)
     plain = context(facts, env_name)
     without_app = replace(plain, host=replace(plain.host, roles=tuple(r for r in plain.host.roles if r != "app")))
-    for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain)):
+    own_server = with_airflow(plain, server_name="airflow.example.com", url_path="")
+    for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain), own_server):
         for role in registry().values():
             assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker: no packages
             for resource in role.resources(ctx):
@@ -316,3 +318,29 @@ def test_airflow_refuses_a_container_host_whose_docker_cannot_exec():
     with pytest.raises(DropshipError, match="CAP_SYS_PTRACE.*droplet.destroy"):
         airflow.resources(context(no_ptrace))
     assert airflow.resources(context(replace(no_ptrace, cap_bounding="00000000a82c35fb")))
+
+
+def test_airflow_ui_on_a_path_or_a_server_of_its_own():
+    from provision.roles import airflow
+    from provision.engine.files import Absent
+
+    ctx = context()
+    on_path = airflow.resources(ctx)
+    location = file_at(on_path, airflow.NGINX_LOCATION).content.decode()
+    assert "location /airflow/ {" in location and "proxy_pass http://127.0.0.1:8080;" in location
+    assert any(isinstance(r, Absent) and r.path == airflow.NGINX_SERVER for r in on_path)
+    env_file = file_at(on_path, "/srv/airflow/airflow.env").content.decode()
+    assert "AIRFLOW__API__BASE_URL=http://localhost/airflow\n" in env_file
+
+    af = replace(ctx.env.settings.airflow, server_name="airflow.example.com", url_path="")
+    own = replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=af)))
+    resources = airflow.resources(own)
+    server = file_at(resources, airflow.NGINX_SERVER).content.decode()
+    assert "server_name airflow.example.com;" in server and "    location / {" in server
+    assert "default_server" not in server
+    assert any(isinstance(r, Absent) and r.path == airflow.NGINX_LOCATION for r in resources)
+    env_file = file_at(resources, "/srv/airflow/airflow.env").content.decode()
+    assert "AIRFLOW__API__BASE_URL=http://airflow.example.com\n" in env_file
+    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://airflow-apiserver:8080/execution/\n" in env_file
+    compose = file_at(resources, "/srv/airflow/compose.yaml").content.decode()
+    assert "http://localhost:8080/api/v2/version" in compose
