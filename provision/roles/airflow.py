@@ -1,7 +1,7 @@
 """Airflow on Docker Compose: its database on the host's PostgreSQL (reachable from containers over
 the Docker bridge only), folders, a secret env file, the compose project, and the UI behind nginx.
 
-DAGs are not part of this role: deploys ship them as releases (workflows/airflow_dags.py) and
+DAGs are not part of this role: deploys ship them as releases (workflows/airflow.py) and
 switch ``/srv/airflow/dags/current``, which every service reads.
 """
 from __future__ import annotations

@@ -148,6 +148,13 @@ def test_airflow_version_and_conventions(built):
     assert "airflow db migrate" in run_in_image(tag, ["airflow", "db", "migrate", "--help"])
 
 
+def test_every_package_is_the_pinned_one(built):
+    pins = AIRFLOW_SRC / "constraints" / f"airflow-{VERSION}-py3.13.txt"
+    wanted = {ln.lower() for ln in pins.read_text().splitlines() if ln and not ln.startswith("#")}
+    frozen = {ln.lower() for ln in run_in_image(built[0], ["pip", "freeze"]).split()}
+    assert frozen == wanted, (sorted(frozen - wanted), sorted(wanted - frozen))
+
+
 def test_helloworld_dag_imports(built):
     out = run_in_image(built[0], ["python", "-c", DAGBAG_PY], [*NO_EXAMPLES, "-v", f"{DAGS}:/opt/airflow/dags:ro"])
     bag = json.loads(out.strip().splitlines()[-1])

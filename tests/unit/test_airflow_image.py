@@ -14,6 +14,7 @@ from provision.inventory import LOCAL_PYTHON_BASE, AirflowBuild, AirflowSettings
 PROJECT = Path(__file__).resolve().parents[2]
 AIRFLOW_SRC = PROJECT / "app_src" / "airflow"
 BASE_ID = "sha256:" + "ab" * 32
+PINS = "constraints/airflow-3.3.2-py3.13.txt"
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_context_files_exclude_dags_but_keep_nested_folders(folder):
     (folder / "config" / "dags" / "keep.txt").write_text("")
     files = ai.context_files(folder)
     assert {"Dockerfile", "requirements.txt", ".dockerignore", "config/webserver_config.py",
-            "config/dags/keep.txt"} == set(files)
+            "config/dags/keep.txt", PINS} == set(files)
     assert not any(rel.startswith("dags/") for rel in files)
 
 
@@ -95,7 +96,7 @@ def test_assemble_context_has_ca_folder_and_no_dags(folder, cas, tmp_path):
     dest = tmp_path / "ctx"
     dest.mkdir()
     written = ai.assemble_context(folder, cas, dest)
-    assert written == sorted([".dockerignore", "Dockerfile", "requirements.txt",
+    assert written == sorted([".dockerignore", "Dockerfile", "requirements.txt", PINS,
                               "ca/00-corp-root.crt", "ca/01-corp-root.crt"])
     assert not (dest / "dags").exists()
     assert (dest / "ca" / "00-corp-root.crt").read_text() == cas[0].read_text()
@@ -106,7 +107,8 @@ def test_assemble_context_has_ca_folder_and_no_dags(folder, cas, tmp_path):
 def test_assemble_context_without_cas_keeps_an_empty_ca_folder(folder, tmp_path):
     dest = tmp_path / "ctx"
     dest.mkdir()
-    assert ai.assemble_context(folder, [], dest) == [".dockerignore", "Dockerfile", "ca/.keep", "requirements.txt"]
+    assert ai.assemble_context(folder, [], dest) == [".dockerignore", "Dockerfile", "ca/.keep", PINS,
+                                                     "requirements.txt"]
     assert [p.name for p in (dest / "ca").iterdir()] == [".keep"]
 
 
@@ -178,3 +180,17 @@ def test_dockerfile_conventions():
     assert "COPY ca/ " in text and "update-ca-certificates" in text and "PIP_CERT=" in text
     assert '"apache-airflow[postgres]==${AIRFLOW_VERSION}"' in text
     assert "dags/" in (AIRFLOW_SRC / ".dockerignore").read_text().split()
+
+
+def test_every_package_of_the_default_image_is_pinned():
+    """constraints/airflow-<version>-py3.13.txt (Debian 13's Python) pins all of the image's packages."""
+    from provision.inventory import load_inventory
+
+    version = load_inventory(PROJECT / "inventory.yaml")["local"].settings.airflow.version
+    pins = [ln for ln in (AIRFLOW_SRC / "constraints" / f"airflow-{version}-py3.13.txt").read_text().splitlines()
+            if ln and not ln.startswith("#")]
+    assert all(re.match(r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+$", ln) for ln in pins), pins
+    assert f"apache-airflow=={version}" in pins and f"apache-airflow-core=={version}" in pins
+    assert len(pins) > 100 and not any(ln.lower().startswith("pip==") for ln in pins)
+    text = (AIRFLOW_SRC / "Dockerfile").read_text()
+    assert "COPY constraints/ " in text and text.count("-c /opt/airflow-constraints.txt") == 2
