@@ -80,10 +80,7 @@ def main() -> None:
         box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, SIZE)]}}, defaults)
         try:
             t0 = time.perf_counter()
-            box.invoke("droplet.create", "--env", box.env, check=True)
-            report, proc = box.provision_json()
-            if not report["ok"]:
-                raise SystemExit(f"provision failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            box.create_and_provision()
             t1 = time.perf_counter()
             deploy(box)
             api = AirflowAPI.of(box)

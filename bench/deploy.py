@@ -63,10 +63,7 @@ def main() -> None:
                   defaults={**DEFAULTS, "app": app_settings(repo.root)})
         try:
             t0 = time.perf_counter()
-            box.invoke("droplet.create", "--env", box.env, check=True)
-            report, proc = box.provision_json()
-            if not report["ok"]:
-                raise SystemExit(f"provision failed:\n{proc.stdout}\n{proc.stderr}")
+            box.create_and_provision()
             first = time.perf_counter()
             deploy_json(box)
             print(f"setup: droplet + provision {first - t0:.1f} s, first deploy (virtualenv build) "

@@ -12,7 +12,6 @@ python3 made with debootstrap and ``docker import``-ed here (as the local drople
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import logging
@@ -23,7 +22,6 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +29,7 @@ from typing import Sequence
 from .errors import DropshipError, ProviderError
 from .inventory import LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
-from .providers.local_image import (MIRROR, SOURCES_LIST, SUITE, _build_lock, _remove_rootfs, debootstrap,
+from .providers.local_image import (MIRROR, SOURCES_LIST, SUITE, _remove_rootfs, build_lock, debootstrap,
                                     require_debootstrap,
                                     import_rootfs, recipe_hash)
 
@@ -155,7 +153,7 @@ def ensure_python_base_image() -> str:
     ensure_engine()
     hashed = python_base_tag()
     if not image_exists(hashed):
-        with _build_lock():
+        with build_lock():
             if not image_exists(hashed):
                 started = time.monotonic()
                 _build_python_base(hashed)
@@ -184,21 +182,6 @@ def image_id(ref: str) -> str | None:
     """The local image id of ``ref`` (``sha256:…``), or None when it is not here."""
     out = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False)
     return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-@contextmanager
-def _locked(path: Path):
-    """An exclusive file lock: concurrent processes (parallel test runs) build once."""
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process building the Airflow image")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def ensure_base(base_image: str) -> str:
@@ -250,7 +233,7 @@ def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
     tag = image_tag(settings, ca, base_id)
     if image_exists(tag):
         return Built(tag, False, time.monotonic() - started)
-    with _locked(BUILD_LOCK_PATH):
+    with build_lock(BUILD_LOCK_PATH, "the Airflow image"):
         if image_exists(tag):
             return Built(tag, False, time.monotonic() - started)
         log.info("building %s on %s", tag, base)

@@ -93,6 +93,13 @@ class Sandbox:
         assert lines, f"no JSON on stdout:\n{proc.stdout}\n{proc.stderr}"
         return json.loads(lines[-1]), proc
 
+    def create_and_provision(self) -> dict:
+        """``droplet.create`` then ``provision --json``, which must succeed; the provision report."""
+        self.invoke("droplet.create", "--env", self.env, check=True)
+        report, proc = self.provision_json()
+        assert report["ok"], f"provision failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        return report
+
 
 def droplet_spec(name: str, roles: list[str], size: str = "s-2vcpu-4gb", image: str | None = None) -> dict:
     spec = {"name": name, "size": size, "roles": roles}

@@ -123,7 +123,7 @@ def ensure_base_image() -> str:
     existing = _existing_image()
     if existing:
         return existing
-    with _build_lock():
+    with build_lock():
         existing = _existing_image()
         if existing:
             return existing
@@ -141,12 +141,13 @@ def _existing_image() -> str | None:
 
 
 @contextmanager
-def _build_lock():
-    with open(LOCK_PATH, "a+") as f:
+def build_lock(path: Path = LOCK_PATH, what: str = "the local base image"):
+    """An exclusive file lock: concurrent processes (parallel test runs) build ``what`` once."""
+    with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info("waiting for another process building the local base image")
+            log.info("waiting for another process building %s", what)
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

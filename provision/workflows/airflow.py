@@ -49,27 +49,23 @@ class ImagePlan:
     host_build: HostBuild | None = None
 
 
-def prepare_image(env: Environment) -> ImagePlan | None:
-    """Build the image here, or plan its build on hosts, as the inventory says (None: no Airflow)."""
+def prepare_image(env: Environment, dry_run: bool = False) -> ImagePlan | None:
+    """Build the image here, or plan its build on hosts, as the inventory says (None: no Airflow).
+
+    A dry run only names the tag a real run would use: nothing is built, pulled or shipped.
+    """
     af = env.settings.airflow
     if af is None:
         return None
     if af.image:
         return ImagePlan(af.image, "pull")
-    if af.build.where == "host":
+    how = "build" if af.build.where == "host" else "ship"
+    if dry_run:
+        return ImagePlan(planned_tag(env), how)
+    if how == "build":
         plan = plan_host_build(env)
-        return ImagePlan(plan.tag, "build", plan)
-    return ImagePlan(build_image(env), "ship")
-
-
-def planned_image(env: Environment) -> ImagePlan | None:
-    """The image a real run would use, for dry runs: nothing is built, pulled or shipped."""
-    af = env.settings.airflow
-    if af is None:
-        return None
-    if af.image:
-        return ImagePlan(af.image, "pull")
-    return ImagePlan(planned_tag(env), "build" if af.build.where == "host" else "ship")
+        return ImagePlan(plan.tag, how, plan)
+    return ImagePlan(build_image(env), how)
 
 
 def ensure_image(session: Session, plan: ImagePlan | None, progress: Progress) -> None:

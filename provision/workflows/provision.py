@@ -19,7 +19,7 @@ from ..state import contacted
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, Target, connect
-from .airflow import ImagePlan, ensure_image, planned_image, prepare_image
+from .airflow import ImagePlan, ensure_image, prepare_image
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
 
     image = None
     if any("airflow" in h.roles for h in chosen) and (not options.roles or "airflow" in options.roles):
-        image = planned_image(env) if options.dry_run else prepare_image(env)
+        image = prepare_image(env, options.dry_run)
 
     report = Report("provision", env.name, dry_run=options.dry_run)
     for target, outcome, exc in fan_out(targets, work, options.parallel):

@@ -100,9 +100,7 @@ def built(box):
 def droplet(box):
     """A droplet with Docker, made and provisioned (roles base, docker) as a user would."""
     try:
-        box.invoke("droplet.create", "--env", box.env, check=True)
-        report, proc = box.provision_json()
-        assert report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
+        box.create_and_provision()
         from provision.state import load_droplets
 
         yield load_droplets(box.environment())["af-1"]

@@ -58,9 +58,7 @@ def site(tmp_path_factory):
     box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
               defaults={**DEFAULTS, "app": app_settings(repo.root)})
     try:
-        box.invoke("droplet.create", "--env", box.env, check=True)
-        report, proc = box.provision_json()
-        assert report["ok"], proc.stdout + proc.stderr
+        box.create_and_provision()
         yield Site(box, repo, http_base(box))
     finally:
         box.invoke("droplet.destroy", "--env", box.env, "--yes")

@@ -164,9 +164,7 @@ def site(tmp_path_factory):
     box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
               defaults={**DEFAULTS, "app": app})
     try:
-        box.invoke("droplet.create", "--env", box.env, check=True)
-        report, proc = box.provision_json()
-        assert report["ok"], proc.stdout + proc.stderr
+        box.create_and_provision()
         from provision.state import load_droplets
 
         site = Site(box, load_droplets(box.environment())["web-1"], src)
