@@ -183,9 +183,11 @@ def _confirm(prompt: str, expected: str) -> None:
     "env": "environment", "dry_run": "show the plan and diffs; change nothing",
     "json": "print one JSON object (progress goes to stderr)", "roles": "comma-separated roles to run",
     "hosts": "comma-separated host names", "accept_new_host_keys": "pin unknown host keys on first contact",
+    "purge": "also delete the data (databases, releases, users) of apps and Airflow no longer in the inventory",
 })
 @user_errors
-def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, accept_new_host_keys=False):
+def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, accept_new_host_keys=False,
+                   purge=False):
     """Bring hosts to the state of their roles (base, postgres, docker, nginx); idempotent."""
     from .report import emit
     from .workflows.provision import ProvisionOptions, provision
@@ -193,7 +195,7 @@ def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, ac
     progress = _progress(json)
     report = provision(environment(c, env), ProvisionOptions(
         dry_run=dry_run, roles=_names(roles), hosts=_names(hosts),
-        accept_new_host_keys=accept_new_host_keys, parallel=parallel(c)), progress)
+        accept_new_host_keys=accept_new_host_keys, parallel=parallel(c), purge=purge), progress)
     emit(report, json, progress)
     if not report.ok:
         raise Exit(code=1)
@@ -201,61 +203,75 @@ def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, ac
 
 # --- releases ----------------------------------------------------------------------------------
 
-@task(name="deploy", help={"env": "environment", "ref": "git ref of app.source to ship (default: the work tree)",
+@task(name="deploy", help={"env": "environment", "ref": "git ref of the apps' source to ship (default: the work tree)",
                            "json": "print one JSON object (progress goes to stderr)",
-                           "hosts": "comma-separated host names", "only": "app or airflow (the DAGs)"})
+                           "hosts": "comma-separated host names",
+                           "only": "app (every app), an app's name, or airflow (the DAGs)",
+                           "lock_wait": "seconds to wait for another deploy's lock (default: refuse at once)"})
 @user_errors
-def deploy_task(c, env, ref=None, json=False, hosts=None, only=None):
-    """Ship the app (zero downtime, health-gated) and the Airflow DAGs (import-checked) as a release."""
+def deploy_task(c, env, ref=None, json=False, hosts=None, only=None, lock_wait=0):
+    """Ship the apps (zero downtime, health-gated) and the Airflow DAGs (import-checked) as releases."""
     from .report import emit
     from .workflows.deploy import DeployOptions, deploy
 
     progress = _progress(json)
     report = deploy(environment(c, env), DeployOptions(ref=ref, hosts=_names(hosts), parallel=parallel(c),
-                                                       only=only), progress)
+                                                       only=only, lock_wait=_seconds(lock_wait)), progress)
     emit(report, json, progress)
     if not report.ok:
         raise Exit(code=1)
 
 
+def _seconds(value) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise DropshipError(f"--lock-wait {value!r} is not a number of seconds", "pass e.g. --lock-wait 120") from None
+    if not 0 <= seconds <= 86400:
+        raise DropshipError(f"--lock-wait {value} is out of range", "pass 0 to 86400 seconds")
+    return seconds
+
+
 @task(name="rollback", help={"env": "environment", "to": "release id (default: the previous, still warm)",
-                             "json": "print one JSON object", "hosts": "comma-separated host names"})
+                             "json": "print one JSON object", "hosts": "comma-separated host names",
+                             "app": "only this app (or airflow: only the DAGs)"})
 @user_errors
-def rollback_task(c, env, to=None, json=False, hosts=None):
+def rollback_task(c, env, to=None, json=False, hosts=None, app=None):
     """Switch back to the previous release (instant), or to any retained one with --to."""
     from .report import emit
     from .workflows.deploy import rollback
 
     progress = _progress(json)
-    report = rollback(environment(c, env), to, _names(hosts), progress, parallel(c))
+    report = rollback(environment(c, env), to, _names(hosts), progress, parallel(c), app_name=app)
     emit(report, json, progress)
     if not report.ok:
         raise Exit(code=1)
 
 
-@task(name="releases", help={"env": "environment", "json": "print JSON"})
+@task(name="releases", help={"env": "environment", "json": "print JSON", "app": "only this app"})
 @user_errors
-def releases_task(c, env, json=False):
-    """Retained releases per host: which is live, which is warm, who deployed them and when."""
+def releases_task(c, env, json=False, app=None):
+    """Retained releases per host and app: which is live, which is warm, who deployed them and when."""
     from .workflows.deploy import releases
 
-    found = releases(environment(c, env), None)
+    found = releases(environment(c, env), None, app_name=app)
     if json:
         return _print_json(found)
     for host, rows in found.items():
         print(f"{host}:")
         for r in rows:
             mark = "live" if r["live"] else ("warm" if r["warm"] else "")
-            print(f"  {r['id']:<32} {mark:<5} {r['at']:<21} {r['by']}")
+            print(f"  {r['app']:<16} {r['id']:<32} {mark:<5} {r['at']:<21} {r['by']}")
 
 
-@task(name="unlock", help={"env": "environment", "force": "even while its holder still runs a step"})
+@task(name="unlock", help={"env": "environment", "force": "even while its holder still runs a step",
+                           "app": "only this app's lock (or airflow)"})
 @user_errors
-def unlock_task(c, env, force=False):
+def unlock_task(c, env, force=False, app=None):
     """Release a stale deploy lock (left by a deploy that was killed)."""
     from .workflows.deploy import unlock
 
-    report = unlock(environment(c, env), None, force)
+    report = unlock(environment(c, env), None, force, app_name=app)
     for host, outcome in report.hosts.items():
         print(f"error: {outcome.error}" if outcome.failed else f"{host}: deploy lock released")
     if not report.ok:
@@ -388,38 +404,18 @@ def airflow_logs(c, env, service=None, follow=False):
 @task(help={"env": "environment (default: local)"})
 @user_errors
 def up(c, env="local"):
-    """Create the droplets, provision them and print where to open what runs there."""
-    from .hosts import select
+    """Create the droplets, provision them, deploy, and print where to open what runs there."""
     from .report import emit
-    from .workflows.droplets import create as create_droplets
-    from .workflows.provision import ProvisionOptions, provision
+    from .workflows.up import up as bring_up, where_to_open
 
     e = environment(c, env)
     progress = _progress()
-    droplets = create_droplets(e, select(e, None), progress, parallel(c))
-    report = provision(e, ProvisionOptions(parallel=parallel(c)), progress)
-    emit(report, False, progress)
-    if not report.ok:
+    result = bring_up(e, progress, parallel(c), on_report=lambda report: emit(report, False, progress))
+    if not result.ok:
         raise Exit(code=1)
-    from .workflows.deploy import DeployOptions, deploy, deployed_roles
-
-    if any(deployed_roles(e, h) for h in e.hosts):
-        report = deploy(e, DeployOptions(parallel=parallel(c)), progress)
-        emit(report, False, progress)
-        if not report.ok:
-            raise Exit(code=1)
     print()
-    for d in droplets:
-        http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
-        print(f"{d.name}: open {http}")
-        af = e.settings.airflow
-        if af and "airflow" in e.host(d.name).roles:
-            ui = f"http://{af.server_name}{af.url_path}/ (with {af.server_name} resolving to {d.address})" \
-                if af.server_name else f"{http}{af.url_path.lstrip('/')}/"
-            print(f"  Airflow UI: {ui} (user {af.admin_user}; password: "
-                  f"'{af.admin_password.name}' in {e.workspace.secrets_path(e.name)})")
-        print(f"  ssh -i {e.ssh.key or e.workspace.key_path(e.name)} -p {d.ssh_port} "
-              f"-o UserKnownHostsFile={e.workspace.known_hosts_path} {e.ssh.user}@{d.address}")
+    for line in where_to_open(e, result.droplets):
+        print(line)
 
 
 def namespace() -> Collection:

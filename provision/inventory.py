@@ -54,6 +54,21 @@ class DatabaseSettings:
     name: str
     user: str
     password: SecretRef
+    url_env: tuple[str, ...] = ()     # more names than DATABASE_URL for the app's database URL
+    driver: str = ""                  # SQLAlchemy driver in the URL scheme: postgresql+<driver>://
+
+
+DRIVERS = ("psycopg", "psycopg2", "pg8000", "asyncpg")
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """The deploy's health gate: the new slot must answer ``path`` on its own port."""
+
+    path: str = "/healthz"
+    expect_status: tuple[int, ...] = ()   # () = any 2xx or 3xx
+    expect_text: str = ""                 # "" = any body
+    timeout: int = 30                     # seconds
 
 
 @dataclass(frozen=True)
@@ -77,21 +92,32 @@ class NginxSettings:
 
 @dataclass(frozen=True)
 class AppSettings:
-    """The Flask (WSGI) app a deploy ships: where its code is and how it runs."""
+    """A WSGI (Flask) app a deploy ships: where its code is, how it runs and where nginx serves it."""
 
     name: str
-    database: DatabaseSettings | None
+    database: DatabaseSettings | None = None
     source: Path | None = None                 # folder shipped as a release
-    wsgi: str = "wsgi:app"
+    wsgi: str = "wsgi:app"                     # module:variable or module:factory()
     requirements: str = "requirements.txt"     # relative to source
     release_command: str = ""                  # e.g. flask --app wsgi db upgrade
     keep_releases: int = 5
-    health_path: str = "/healthz"
+    health: HealthSettings = HealthSettings()
     port: int = 8000                           # slots listen on port+1 (blue) and port+2 (green)
     workers: int = 2
     env: tuple[tuple[str, str | SecretRef], ...] = ()
     secret_key: SecretRef | None = None        # SECRET_KEY, generated once
     exclude: tuple[str, ...] = (".git", "__pycache__", "*.pyc", ".venv", "tests", ".pytest_cache")
+    server_name: str | None = None             # a server of its own (nginx server_name)...
+    path: str = ""                             # ...or a path of the default server ("" = its root)
+
+    @property
+    def health_path(self) -> str:
+        return self.health.path
+
+    @property
+    def is_root(self) -> bool:
+        """Served at the root of the default server (the one app without a server name or path)."""
+        return self.server_name is None and not self.path
 
 
 @dataclass(frozen=True)
@@ -134,8 +160,19 @@ class Settings:
     docker: DockerSettings = field(default_factory=DockerSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     nginx: NginxSettings = field(default_factory=NginxSettings)
-    app: AppSettings | None = None
+    apps: tuple[AppSettings, ...] = ()
     airflow: AirflowSettings | None = None
+
+    @property
+    def app(self) -> AppSettings | None:
+        """The first app (most environments have one)."""
+        return self.apps[0] if self.apps else None
+
+    def find_app(self, name: str) -> AppSettings:
+        for app in self.apps:
+            if app.name == name:
+                return app
+        raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -169,8 +206,7 @@ class Environment:
 
     def secret_refs(self) -> list[SecretRef]:
         refs = [self.token] if self.token else []
-        app = self.settings.app
-        if app:
+        for app in self.settings.apps:
             refs += [app.database.password] if app.database else []
             refs += [app.secret_key] if app.secret_key else []
             refs += [v for _, v in app.env if isinstance(v, SecretRef)]
@@ -306,7 +342,7 @@ def load_environment(path: str | os.PathLike, env: str) -> Environment:
 
 
 _ENV_KEYS = ("provider", "token", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
-             "firewall", "docker", "postgres", "nginx", "app", "airflow")
+             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow")
 
 
 def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Environment:
@@ -421,7 +457,7 @@ def _settings(c: _Cursor, workspace: Workspace) -> Settings:
     return Settings(
         timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
-        nginx=nginx, app=_app(c.child("app"), workspace), airflow=airflow,
+        nginx=nginx, apps=_apps(c, workspace, airflow), airflow=airflow,
     )
 
 
@@ -487,55 +523,187 @@ def _nginx(c: _Cursor | None) -> NginxSettings:
     return NginxSettings(server_name=name.str() if name else "_")
 
 
-def _app(c: _Cursor | None, workspace: Workspace) -> AppSettings | None:
-    if c is None:
-        return None
-    c.mapping(("name", "database", "source", "wsgi", "requirements", "env", "release_command",
-               "keep_releases", "health_path", "port", "workers", "secret_key", "exclude"))
+_WSGI = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\(\))?$")
+_REL_PATH = re.compile(r"^(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%?=&+,:@-]*$")
+_PREFIX = re.compile(r"^(/[a-z0-9_-]+)+$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SERVER_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+RESERVED_USERS = ("root", "daemon", "bin", "sys", "nobody", "postgres", "www-data", "airflow", "docker", "nginx",
+                  "sshd", "systemd-network", "messagebus")
+_APP_KEYS = ("name", "database", "source", "wsgi", "requirements", "env", "release_command", "keep_releases",
+             "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name", "path")
+
+
+def _apps(c: _Cursor, workspace: Workspace, airflow: AirflowSettings | None) -> tuple[AppSettings, ...]:
+    """``apps:`` (a list) or ``app:`` (the one-app shorthand), each validated, then checked together."""
+    one, many = c.child("app"), c.child("apps")
+    if one is not None and many is not None:
+        many.fail("set either 'app:' (one app) or 'apps:' (a list), not both (keys under defaults count too)",
+                  "move the app of 'app:' into the 'apps:' list")
+    items = [one] if one is not None else list(many.items()) if many is not None else []
+    apps: list[AppSettings] = []
+    for i, item in enumerate(items):
+        app = _app(item, workspace, default_port=AppSettings.port + 10 * i)
+        _check_against(item, app, apps, airflow)
+        apps.append(app)
+    return tuple(apps)
+
+
+def _check_against(c: _Cursor, app: AppSettings, earlier: list[AppSettings], airflow: AirflowSettings | None) -> None:
+    """Names, ports, databases and where nginx serves it: no clash with the apps before it or Airflow."""
+    ports = {app.port + 1, app.port + 2}
+    for other in earlier:
+        if other.name == app.name:
+            c.child("name").fail(f"app name '{app.name}' is used twice", "give every app its own name")
+        if ports & {other.port + 1, other.port + 2}:
+            (c.child("port") or c).fail(f"ports {app.port + 1}-{app.port + 2} clash with app '{other.name}'",
+                                        f"set a port at least 10 apart from {other.port}")
+        if app.is_root and other.is_root:
+            c.fail(f"apps '{other.name}' and '{app.name}' both want the root of the default server",
+                   "give one of them 'server_name:' (a server of its own) or 'path:' (e.g. /blog)")
+        if app.path and app.path == other.path:
+            c.child("path").fail(f"path {app.path} is also app '{other.name}'s", "give every app its own path")
+        if app.server_name and other.server_name and set(app.server_name.split()) & set(other.server_name.split()):
+            c.child("server_name").fail(f"a server name of app '{other.name}' is repeated",
+                                        "give every app its own server names")
+        if app.database and other.database and app.database.name == other.database.name \
+                and app.database.user != other.database.user:
+            c.child("database").fail(f"database {app.database.name} is app '{other.name}''s with another owner",
+                                     "use another database name, or the same user")
+    if airflow and 8080 in ports:
+        (c.child("port") or c).fail("port 8080 is the Airflow api-server's", "choose another port, e.g. 8100")
+    if airflow and not airflow.server_name and app.path and app.path == airflow.url_path:
+        c.child("path").fail(f"{app.path} is Airflow's url_path", "choose another path for the app")
+    if airflow and airflow.server_name and app.server_name and airflow.server_name in app.server_name.split():
+        c.child("server_name").fail(f"{airflow.server_name} is airflow.server_name", "give the app another name")
+
+
+def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port) -> AppSettings:
+    c.mapping(_APP_KEYS)
+    d = AppSettings
     name = c.child("name", required=True).str(_NAME, "'names'")
-    database = None
-    db = c.child("database")
-    if db:
-        db.mapping(("name", "user", "password"))
-        database = DatabaseSettings(
-            name=db.child("name", required=True).str(_IDENT, "'names'"),
-            user=db.child("user", required=True).str(_IDENT, "'names'"),
-            password=db.child("password", required=True).secret(),
-        )
+    if len(name) > 32 or name in RESERVED_USERS:
+        c.child("name").fail(f"'{name}' cannot be the app's system user name" + (" (too long)" if len(name) > 32 else
+                             " (a system user)"), "choose another name of at most 32 characters, e.g. 'shop'")
+    database = _database(c.child("database"))
     source = c.child("source")
     source_path = None
     if source:
         source_path = (workspace.root / source.str()).resolve()
         if not source_path.is_dir():
             source.fail(f"no such folder: {source_path}", "point app.source at the folder to ship")
-    env = []
-    if c.child("env"):
-        envc = c.child("env")
-        envc.mapping(tuple(envc.node.keys()) if isinstance(envc.node, dict) else ())
-        for key in envc.node:
-            item = envc.child(key)
-            if not re.match(r"^[A-Z_][A-Z0-9_]*$", str(key)):
-                item.fail("environment variable names are upper-case letters, digits and underscores",
-                          "rename it, e.g. FLASK_CONFIG")
-            value = item.secret() if isinstance(item.node, dict) else item.node
-            if not isinstance(value, (str, SecretRef)) and not isinstance(value, (int, float, bool)):
-                item.fail("expected a string or a secret reference")
-            env.append((str(key), value if isinstance(value, (str, SecretRef)) else str(value)))
-    opt = {k: c.child(k) for k in ("wsgi", "requirements", "release_command", "keep_releases", "health_path",
-                                   "port", "workers", "secret_key", "exclude")}
+    env = _app_env(c.child("env"), database)
+    health_path, health = c.child("health_path"), c.child("health")
+    if health_path and health:
+        health_path.fail("set either 'health_path' or 'health: {path: ...}', not both", "keep 'health:'")
+    server, path = c.child("server_name"), c.child("path")
+    server_name = _server_names(server) if server else None
+    prefix = path.str(_PREFIX, "'/blog'") if path else ""
+    if server_name and prefix:
+        path.fail("'path' places an app on the default server; this app has a server of its own",
+                  "remove 'path' or 'server_name'")
+
+    def opt(key: str, parse, default):
+        found = c.child(key)
+        return parse(found) if found else default
+
     return AppSettings(
         name=name, database=database, source=source_path,
-        wsgi=opt["wsgi"].str(re.compile(r"^[\w.]+:[\w.]+$"), "'wsgi:app'") if opt["wsgi"] else "wsgi:app",
-        requirements=opt["requirements"].str() if opt["requirements"] else "requirements.txt",
-        release_command=opt["release_command"].str() if opt["release_command"] else "",
-        keep_releases=opt["keep_releases"].int(1, 100) if opt["keep_releases"] else 5,
-        health_path=opt["health_path"].str(re.compile(r"^/\S*$"), "'/healthz'") if opt["health_path"] else "/healthz",
-        port=opt["port"].int(1024, 65000) if opt["port"] else 8000,
-        workers=opt["workers"].int(1, 64) if opt["workers"] else 2,
-        env=tuple(env),
-        secret_key=opt["secret_key"].secret() if opt["secret_key"] else SecretRef("secret", f"{name}_secret_key", ""),
-        exclude=tuple(x.str() for x in opt["exclude"].items()) if opt["exclude"] else AppSettings.exclude,
+        wsgi=opt("wsgi", lambda x: x.str(_WSGI, "'wsgi:app' or 'package:create_app()'"), d.wsgi),
+        requirements=opt("requirements", lambda x: x.str(_REL_PATH, "'requirements/prod.txt'"), d.requirements),
+        release_command=opt("release_command", _command, d.release_command),
+        keep_releases=opt("keep_releases", lambda x: x.int(1, 100), d.keep_releases),
+        health=_health(health) if health else HealthSettings(path=_health_path(health_path) if health_path
+                                                             else HealthSettings.path),
+        port=opt("port", lambda x: x.int(1024, 65000), default_port),
+        workers=opt("workers", lambda x: x.int(1, 64), d.workers),
+        env=env,
+        secret_key=opt("secret_key", lambda x: x.secret(),
+                       SecretRef("secret", f"{name.replace('-', '_')}_secret_key", "")),
+        exclude=opt("exclude", lambda x: tuple(i.str() for i in x.items()), d.exclude),
+        server_name=server_name, path=prefix,
     )
+
+
+def _database(c: _Cursor | None) -> DatabaseSettings | None:
+    if c is None:
+        return None
+    c.mapping(("name", "user", "password", "url_env", "driver"))
+    url_env, driver = c.child("url_env"), c.child("driver")
+    names = tuple(i.str(_ENV_NAME, "'SQLALCHEMY_DATABASE_URI'") for i in url_env.items()) if url_env else ()
+    return DatabaseSettings(
+        name=c.child("name", required=True).str(_IDENT, "'names'"),
+        user=c.child("user", required=True).str(_IDENT, "'names'"),
+        password=c.child("password", required=True).secret(),
+        url_env=tuple(n for n in names if n != "DATABASE_URL"),
+        driver=driver.choice(DRIVERS) if driver else "",
+    )
+
+
+def _app_env(c: _Cursor | None, database: DatabaseSettings | None) -> tuple[tuple[str, str | SecretRef], ...]:
+    if c is None:
+        return ()
+    if not isinstance(c.node, dict):
+        c.fail(f"expected a mapping of NAME: value, got {_kind(c.node)}", "write e.g. 'FLASK_CONFIG: production'")
+    taken = {"DROPSHIP_RELEASE", "RELEASE_ID", "PORT", "SLOT", "SCRIPT_NAME"}
+    taken |= {"DATABASE_URL", *database.url_env} if database else set()
+    out = []
+    for key in c.node:
+        item = c.child(key)
+        if item is None:
+            c.fail(f"{key} has no value", "write a value, or a secret reference", key=f"{c.key}.{key}",
+                   line=c.node.line_of(key))
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            item.fail("environment variable names are upper-case letters, digits and underscores",
+                      "rename it, e.g. FLASK_CONFIG")
+        if key in taken:
+            item.fail(f"{key} is set by Dropship", "remove it, or name the variable differently")
+        if isinstance(item.node, dict):
+            value = item.secret()
+        elif isinstance(item.node, bool) or not isinstance(item.node, (str, int, float)):
+            item.fail(f"expected a string, a number or a secret reference, got {_kind(item.node)}",
+                      "quote the value, or write {secret: name}")
+        else:
+            value = str(item.node)
+            if "\0" in value:
+                item.fail("a value cannot hold a NUL character", "remove it")
+        out.append((key, value))
+    return tuple(out)
+
+
+def _command(c: _Cursor) -> str:
+    value = c.str()
+    if "\0" in value:
+        c.fail("a command cannot hold a NUL character", "remove it")
+    return value
+
+
+def _health_path(c: _Cursor) -> str:
+    return c.str(_URL_PATH, "'/healthz' (letters, digits and /._~%?=&+,:@- only)")
+
+
+def _health(c: _Cursor) -> HealthSettings:
+    c.mapping(("path", "expect_status", "expect_text", "timeout"))
+    path, status, text, timeout = (c.child(k) for k in ("path", "expect_status", "expect_text", "timeout"))
+    codes: tuple[int, ...] = ()
+    if status is not None:
+        items = list(status.items()) if isinstance(status.node, list) else [status]
+        codes = tuple(i.int(100, 599) for i in items)
+    expect = text.str() if text else ""
+    if "\n" in expect or "\0" in expect:
+        text.fail("expected text on one line", "use a short piece of the page, on one line")
+    return HealthSettings(path=_health_path(path) if path else HealthSettings.path, expect_status=codes,
+                          expect_text=expect, timeout=timeout.int(1, 600) if timeout else HealthSettings.timeout)
+
+
+def _server_names(c: _Cursor) -> str:
+    """Space-separated DNS names (a leading ``*.`` allowed), as nginx's ``server_name`` takes them."""
+    names = c.str().split() if isinstance(c.node, str) else []
+    if not names or any(not _SERVER_NAME.match(n) for n in names):
+        c.fail(f"expected DNS names like 'shop.example.com www.shop.example.com', got {c.node!r}",
+               "write lower-case DNS names separated by spaces")
+    return " ".join(names)
 
 
 def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:

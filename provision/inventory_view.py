@@ -31,9 +31,12 @@ def describe(env: Environment) -> str:
                  f"firewall allows {', '.join(s.firewall_allow)}")
     lines.append(f"  docker: {s.docker.source}, logs {s.docker.log_max_size} x {s.docker.log_max_file}")
     lines.append(f"  postgres: localhost{' + ' + s.postgres.docker_bridge_address if s.postgres.listen_docker_bridge else ''}")
-    if s.app:
-        db = s.app.database
-        lines.append(f"  app {s.app.name}: database {db.name} user {db.user} password {_secret_state(env, db.password)}")
+    for app in s.apps:
+        where = f"server {app.server_name}" if app.server_name else f"path {app.path or '/'} of the default server"
+        db = app.database
+        data = f"database {db.name} user {db.user} password {_secret_state(env, db.password)}" if db else "no database"
+        lines.append(f"  app {app.name}: {where}; slots on ports {app.port + 1}-{app.port + 2}; health "
+                     f"{app.health.path}; {data}")
     if env.ca_certificates:
         lines.append(f"  CA certificates: {', '.join(str(p) for p in env.ca_certificates)}")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import os
 import subprocess
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine.files import File
@@ -107,10 +107,13 @@ def env_file(values: list[tuple[str, str]]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def database_url(user: str, password: str, name: str, host: str = "127.0.0.1", port: int = 5432) -> str:
+def database_url(user: str, password: str, name: str, host: str = "127.0.0.1", port: int = 5432,
+                 driver: str = "") -> str:
+    """A SQLAlchemy/libpq URL; ``driver`` picks SQLAlchemy's (``postgresql+psycopg2://``)."""
     from urllib.parse import quote
 
-    return f"postgresql://{quote(user)}:{quote(password, safe='')}@{host}:{port}/{quote(name)}"
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return f"{scheme}://{quote(user)}:{quote(password, safe='')}@{host}:{port}/{quote(name)}"
 
 
 # --- commands of the deploy steps (run in the host's root shell) ----------------------------------
@@ -233,19 +236,92 @@ def start_slot_command(slots: str, slot: str, release: str, unit: str) -> str:
             f"systemctl restart {q(unit)}")
 
 
-def health_command(port: int, path: str, release: str, seconds: int = 30) -> str:
-    """Wait until the slot answers 200 with its own release id, or fail after ``seconds``."""
+def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: str = "", seconds: int = 30) -> str:
+    """Wait until ``url`` answers with an expected status (default any 2xx or 3xx) and, when given,
+    a body holding ``expect_text``; else say what was expected and what came back, and exit 1."""
+    codes = "|".join(str(c) for c in expect_status) or "2??|3??"
+    want = "HTTP " + ("/".join(str(c) for c in expect_status) or "2xx/3xx") + \
+        (f" with {expect_text!r} in the body" if expect_text else "")
+    ok = "echo HEALTHY; exit 0"
+    if expect_text:
+        ok = f"printf '%s' \"$body\" | grep -qF -e {q(expect_text)} && {{ {ok}; }}"
     return f"""
 i=0; code=""; body=""
 while [ $i -lt {seconds * 4} ]; do
-  out=$(curl -sS --max-time 2 -w '\\n%{{http_code}}' http://127.0.0.1:{port}{path} 2>&1)
-  code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d' | head -c 300)
-  [ "$code" = 200 ] && case "$body" in *{release}*) echo HEALTHY; exit 0;; esac
+  out=$(curl -sS --max-time 2 -w '\\n%{{http_code}}' {q(url)} 2>&1)
+  code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d')
+  case "$code" in {codes}) {ok} ;; esac
   i=$((i + 1)); sleep 0.25
 done
-echo "no healthy answer from 127.0.0.1:{port}{path} within {seconds} s: HTTP ${{code:-none}} ${{body:-no response}}"
+printf 'expected %s from %s within %s s; got HTTP %s: %s\\n' {q(want)} {q(url)} {seconds} "${{code:-none}}" \\
+  "$(printf '%s' "${{body:-no response}}" | head -c 200 | tr -s '\\r\\n\\t' '   ')"
 exit 1
 """
+
+
+def state_command(root: str, links: tuple[str, ...], live_file: str = "", python: bool = False) -> str:
+    """Print a release store's state (read-only): ``absent`` when ``root`` is missing; else
+    ``live=<slot>`` (with ``live_file``), ``link <link>=<release>`` and ``manifest <link> <json>`` for
+    each link, ``python=<version>`` (with ``python``), and ``release <id> <info json>`` for each
+    finished release. ``parse_state`` reads it."""
+    lines = [f"cd {q(root)} 2>/dev/null || {{ echo absent; exit 0; }}"]
+    if live_file:
+        lines.append(f"echo \"live=$(cat {q(live_file)} 2>/dev/null)\"")
+    lines.append(f"for l in {' '.join(q(link) for link in links)}; do")
+    lines.append('  t=$(readlink "$l" 2>/dev/null); echo "link $l=${t##*/}"')
+    lines.append(f'  [ -n "$t" ] && [ -f "$l/{MANIFEST}" ] && echo "manifest $l $(cat "$l/{MANIFEST}")"')
+    lines.append("done")
+    if python:
+        lines.append("echo \"python=$(python3 -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)\"")
+    lines.append("for r in releases/*; do")
+    lines.append('  [ -d "$r" ] || continue; case "$r" in *.partial) continue ;; esac')
+    lines.append(f'  echo "release ${{r#releases/}} $(cat "$r/{INFO}" 2>/dev/null)"')
+    lines.append("done")
+    lines.append("true")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class StoreState:
+    """What ``state_command`` printed: which release each link points at, and the releases kept."""
+
+    present: bool = True
+    live: str | None = None
+    links: dict[str, str | None] = field(default_factory=dict)
+    manifests: dict[str, dict] = field(default_factory=dict)
+    releases: list[str] = field(default_factory=list)
+    info: dict[str, dict] = field(default_factory=dict)
+    python: str = ""
+
+
+def parse_state(output: str) -> StoreState:
+    state = StoreState()
+    for line in output.splitlines():
+        if line == "absent":
+            state.present = False
+        elif line.startswith("live="):
+            state.live = line[5:] or None
+        elif line.startswith("link "):
+            link, _, target = line[5:].partition("=")
+            state.links[link] = target or None
+        elif line.startswith("manifest "):
+            link, _, data = line[9:].partition(" ")
+            state.manifests[link] = _json_or(data, None)
+        elif line.startswith("python="):
+            state.python = line[7:]
+        elif line.startswith("release "):
+            rid, _, data = line[8:].partition(" ")
+            state.releases.append(rid)
+            state.info[rid] = _json_or(data, {}) or {}
+    state.releases.sort()
+    return state
+
+
+def _json_or(text: str, default):
+    try:
+        return json.loads(text) if text.strip() else default
+    except ValueError:
+        return default
 
 
 def switch_command(upstream_file: str, upstream: bytes, live_file: str, slot: str) -> str:

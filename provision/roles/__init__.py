@@ -48,8 +48,16 @@ ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow")
 PROVISIONED = frozenset(ORDER)   # app/airflow lay out the host; `deploy` ships releases into them
 
 
-def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None) -> list[Resource]:
-    """Every resource of the host's roles (or of ``only``), with one package transaction first."""
+RECORDED = ("nginx", "app", "airflow")     # roles whose files, units and data the host's record lists
+
+
+def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None, record: bool = False,
+                   purge: bool = False) -> list[Resource]:
+    """Every resource of the host's roles (or of ``only``), with one package transaction first.
+
+    With ``record`` (a run of every role), the host's record of what Dropship manages comes
+    first in its phase: what it lists and these roles no longer want is removed (data only with
+    ``purge``)."""
     roles = registry()
     chosen = [roles[n] for n in ORDER if ctx.has(n) and (not only or n in only)]
     packages: list[str] = []
@@ -60,4 +68,9 @@ def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None) -> lis
     # Earlier phases' resources and phase-1 ones (apt sources) go before the one apt transaction.
     first = [r for r in resources if r.phase <= PHASE_PACKAGES]
     rest = [r for r in resources if r.phase > PHASE_PACKAGES]
+    if record:
+        from ..engine.managed import ManagedRecord, managed_items
+        from .handlers import DAEMON_RELOAD, RELOAD_NGINX
+
+        rest.insert(0, ManagedRecord(managed_items(resources, RECORDED), purge, RELOAD_NGINX, DAEMON_RELOAD))
     return first + ([Packages(tuple(packages), role="packages")] if packages else []) + rest

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 from ..engine.compose import ComposeProject
 from ..engine.files import Absent, Directory, File, Symlink
-from ..engine.model import Handler, Resource, reload
+from ..engine.model import Handler, Resource
 from ..engine.postgres import PgDatabase, PgRole
 from ..errors import DropshipError
 from ..release import database_url
 from ..templates import render
 from . import Role, RoleContext
+from .handlers import DAEMON_RELOAD, RELOAD_NGINX
 
 NAME = "airflow"
 UID = "50000"            # the Airflow image convention (user airflow, group root)
 SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
-DAEMON_RELOAD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
     image = image_ref(ctx)
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
                      root=lay.root, port=lay.port, url_path=af.url_path)
-    nginx = reload("nginx", check="nginx -t -q")
+    nginx = RELOAD_NGINX
     return [
         Directory("/etc/systemd/system/postgresql@.service.d", role=NAME),
         File("/etc/systemd/system/postgresql@.service.d/dropship-docker.conf",

@@ -1,21 +1,26 @@
-"""The app's home on a host: its user, release folders, slot units and the nginx site.
+"""The apps' homes on a host: per app its user, release folders, slot units and nginx site.
 
-Deploys (workflows/deploy.py) fill the releases and switch the slots; this role only lays out
-what they need, and never touches the upstream file a deploy has switched.
+Deploys (workflows/) fill the releases and switch the slots; this role only lays out what they
+need, and never touches the upstream file a deploy has switched. An app is served at the root
+of the default server, at a path of it (``app.path``), or on a server of its own
+(``app.server_name``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..engine.files import Absent, Directory, File, Symlink
-from ..engine.model import Handler, Resource, reload
+from ..engine.model import Resource
 from ..engine.system import User
+from ..inventory import AppSettings
 from ..templates import render
 from . import Role, RoleContext
+from .handlers import DAEMON_RELOAD, RELOAD_NGINX
 
 NAME = "app"
 SLOTS = ("blue", "green")
-DAEMON_RELOAD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
+NGINX_DEFAULT_SITE = "/etc/nginx/sites-enabled/dropship.conf"     # the nginx role's, when no app is at the root
+LOCATIONS = "/etc/nginx/dropship/locations"
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class AppLayout:
 
     app: str
     base_port: int = 8000
+    prefix: str = ""          # the URL path it is served at ("" = a root)
 
     @property
     def root(self) -> str:
@@ -46,8 +52,32 @@ class AppLayout:
         return f"{self.app}@{slot}.service"
 
     @property
+    def unit_file(self) -> str:
+        return f"/etc/systemd/system/{self.app}@.service"
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.app.replace('-', '_')}_app"
+
+    @property
     def upstream_file(self) -> str:
         return f"/etc/nginx/dropship/{self.app}-upstream.conf"
+
+    @property
+    def site(self) -> str:
+        return f"/etc/nginx/sites-available/{self.app}.conf"
+
+    @property
+    def site_enabled(self) -> str:
+        return f"/etc/nginx/sites-enabled/{self.app}.conf"
+
+    @property
+    def location_file(self) -> str:
+        return f"{LOCATIONS}/app-{self.app}.conf"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.root}/releases"
 
     @property
     def live_file(self) -> str:
@@ -66,45 +96,65 @@ class AppLayout:
         return f"{self.root}/shared/venvs"
 
 
-def layout(ctx_or_settings) -> AppLayout:
-    app = ctx_or_settings.settings.app if hasattr(ctx_or_settings, "settings") else ctx_or_settings
-    return AppLayout(app.name, app.port)
+def layout(app: AppSettings) -> AppLayout:
+    return AppLayout(app.name, app.port, app.path)
 
 
 def packages(ctx: RoleContext) -> list[str]:
     return ["python3-venv", "curl", "rsync"]
 
 
-def resources(ctx: RoleContext) -> list[Resource]:
-    app = ctx.settings.app
-    if app is None:
-        return []
-    lay = layout(ctx)
-    nginx = reload("nginx", check="nginx -t -q")
-    site = f"/etc/nginx/sites-available/{app.name}.conf"
+def site_config(ctx: RoleContext, app: AppSettings) -> bytes:
+    """The app's nginx site: its upstream, plus the default server (root app) or a server of its own."""
+    lay = layout(app)
+    mode = "root" if app.is_root else ("server" if app.server_name else "path")
+    return render("app/site.conf.j2", app=app.name, upstream=lay.upstream, upstream_file=lay.upstream_file,
+                  mode=mode, server_name=app.server_name or ctx.settings.nginx.server_name, locations=LOCATIONS)
+
+
+def app_resources(ctx: RoleContext, app: AppSettings) -> list[Resource]:
+    lay = layout(app)
     out: list[Resource] = [
         User(lay.user, shell="/usr/sbin/nologin", home=lay.root, system=True, role=NAME),
         Directory(lay.root, role=NAME),
-        Directory(f"{lay.root}/releases", role=NAME),
+        Directory(lay.releases, role=NAME),
         Directory(f"{lay.root}/slots", role=NAME),
         Directory(f"{lay.root}/shared", role=NAME),
         Directory(lay.venvs, role=NAME),
     ]
-    out += [File(f"{lay.slot(s)}.env", render("app/slot.env.j2", slot=s, port=lay.port(s)), role=NAME)
-            for s in SLOTS]
+    out += [File(f"{lay.slot(s)}.env", render("app/slot.env.j2", slot=s, port=lay.port(s), script_name=app.path),
+                 role=NAME) for s in SLOTS]
     out += [
-        File(f"/etc/systemd/system/{app.name}@.service",
-             render("app/unit.service.j2", app=app.name, user=lay.user, root=lay.root, workers=app.workers,
-                    wsgi=app.wsgi), role=NAME, notify=(DAEMON_RELOAD,)),
+        File(lay.unit_file, render("app/unit.service.j2", app=app.name, user=lay.user, root=lay.root,
+                                   workers=app.workers, wsgi=app.wsgi), role=NAME, notify=(DAEMON_RELOAD,)),
         File(lay.upstream_file, render("app/upstream.conf.j2", slot=SLOTS[0], port=lay.port(SLOTS[0])),
              role=NAME, replace=False),
-        File(site, render("app/site.conf.j2", app=app.name, upstream=f"{app.name.replace('-', '_')}_app",
-                          upstream_file=lay.upstream_file, server_name=ctx.settings.nginx.server_name),
-             role=NAME, notify=(nginx,)),
-        Absent("/etc/nginx/sites-enabled/dropship.conf", role=NAME, notify=(nginx,)),
-        Symlink(f"/etc/nginx/sites-enabled/{app.name}.conf", site, role=NAME, notify=(nginx,)),
+        File(lay.site, site_config(ctx, app), role=NAME, notify=(RELOAD_NGINX,)),
+        Symlink(lay.site_enabled, lay.site, role=NAME, notify=(RELOAD_NGINX,)),
     ]
+    if app.path:
+        out.append(File(lay.location_file, render("app/location.conf.j2", path=app.path, upstream=lay.upstream),
+                        role=NAME, notify=(RELOAD_NGINX,)))
+    else:
+        out.append(Absent(lay.location_file, role=NAME, notify=(RELOAD_NGINX,)))
     return out
+
+
+def resources(ctx: RoleContext) -> list[Resource]:
+    apps = ctx.settings.apps
+    if not apps:
+        return []
+    out: list[Resource] = []
+    if any(a.is_root for a in apps):
+        out.append(Absent(NGINX_DEFAULT_SITE, role=NAME, notify=(RELOAD_NGINX,)))   # an app's site is the default
+    for app in apps:
+        out += app_resources(ctx, app)
+    return out
+
+
+def serves_root(ctx: RoleContext) -> bool:
+    """An app of this host is the default server (so the nginx role's own site stays off)."""
+    return ctx.has(NAME) and any(a.is_root for a in ctx.settings.apps)
 
 
 ROLE = Role(NAME, packages, resources)

@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 
 from ..engine.files import Directory, File
-from ..engine.model import PHASE_PACKAGES, Handler, Resource, restart
+from ..engine.model import PHASE_PACKAGES, Resource, restart
 from ..engine.system import Download, GroupMember, Service
 from ..templates import render
 from . import Role, RoleContext
+from .handlers import DAEMON_RELOAD
 
 NAME = "docker"
 KEYRING = "/etc/apt/keyrings/docker.asc"
-DAEMON_RELOAD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
 
 
 def packages(ctx: RoleContext) -> list[str]:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from ..engine.files import Absent, Directory, File, Symlink
-from ..engine.model import Resource, reload
+from ..engine.model import Resource
 from ..engine.system import Service
 from ..templates import render
 from . import Role, RoleContext
+from .app import serves_root
+from .handlers import NGINX_TEST, RELOAD_NGINX
 
 NAME = "nginx"
-TEST = "nginx -t -q"
+TEST = NGINX_TEST
 WEB_ROOT = "/var/www/dropship"
 LOCATIONS = "/etc/nginx/dropship/locations"
 
@@ -18,7 +20,7 @@ def packages(ctx: RoleContext) -> list[str]:
 
 
 def resources(ctx: RoleContext) -> list[Resource]:
-    handler = reload("nginx", check=TEST)
+    handler = RELOAD_NGINX
     site = "/etc/nginx/sites-available/dropship.conf"
     common = [
         Absent("/etc/nginx/sites-enabled/default", role=NAME, notify=(handler,)),
@@ -28,8 +30,8 @@ def resources(ctx: RoleContext) -> list[Resource]:
              role=NAME, check=TEST, notify=(handler,)),
         Service("nginx", role=NAME),
     ]
-    if ctx.has("app") and ctx.settings.app:
-        return common         # the app role's site is the default server
+    if serves_root(ctx):
+        return common         # an app's site is the default server
     return common[:-1] + [
         Directory(WEB_ROOT, role=NAME),
         File(f"{WEB_ROOT}/index.html", render("nginx/index.html.j2", host=ctx.host.name, env=ctx.env.name),

@@ -59,11 +59,15 @@ def resources(ctx: RoleContext) -> list[Resource]:
              notify=(reload("postgresql"),)),
         Service("postgresql", role=NAME),
     ]
-    app = ctx.settings.app
-    if app:
-        db = app.database
-        out += [PgRole(db.user, ctx.secrets[db.password.name], role=NAME),
-                PgDatabase(db.name, db.user, role=NAME)]
+    users: set[str] = set()
+    names: set[str] = set()
+    for db in (a.database for a in ctx.settings.apps if a.database):    # an app without one gets none
+        if db.user not in users:
+            out.append(PgRole(db.user, ctx.secrets[db.password.name], role=NAME))
+        if db.name not in names:
+            out.append(PgDatabase(db.name, db.user, role=NAME))
+        users.add(db.user)
+        names.add(db.name)
     return out
 
 

@@ -94,6 +94,10 @@ class DagState:
     manifest: dict | None
 
 
+def dag_state_command() -> str:
+    return rel.state_command(LAYOUT.dags, ("current",))
+
+
 class HostDags:
     """DAG deploy/rollback steps on one host (shares the release machinery of app deploys)."""
 
@@ -101,24 +105,12 @@ class HostDags:
         self.env, self.session, self.progress, self.redact, self.step = env, session, progress, redactor, step
 
     def state(self) -> DagState:
-        out = self.step("read DAG state", f"""
-cd {q(LAYOUT.dags)} || exit 1
-echo "current=$(basename "$(readlink current)")"
-ls -1 releases | grep -v '\\.partial$' | sed 's/^/release /'
-echo "manifest $(cat current/{rel.MANIFEST} 2>/dev/null)"
-""", fix="provision the host with the airflow role first")
-        current, releases, manifest = None, [], None
-        for line in out.splitlines():
-            if line.startswith("current="):
-                current = line[8:] or None
-            elif line.startswith("release "):
-                releases.append(line[8:])
-            elif line.startswith("manifest "):
-                try:
-                    manifest = json.loads(line[9:]) if line[9:].strip() else None
-                except ValueError:
-                    manifest = None
-        return DagState(current, sorted(r for r in releases if r != "empty"), manifest)
+        store = rel.parse_state(self.step("read DAG state", dag_state_command()))
+        if not store.present:
+            raise RemoteError(self.session.name, "read DAG state", f"{LAYOUT.dags} does not exist",
+                              "provision the host with the airflow role first")
+        return DagState(store.links.get("current"), [r for r in store.releases if r != "empty"],
+                        store.manifests.get("current"))
 
     def deploy(self, ship) -> None:
         state = self.state()

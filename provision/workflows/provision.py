@@ -29,6 +29,7 @@ class ProvisionOptions:
     hosts: tuple[str, ...] | None = None
     accept_new_host_keys: bool = False
     parallel: int = 10
+    purge: bool = False           # also remove the data (databases, releases) of what is no longer wanted
 
 
 def check_roles(roles: tuple[str, ...] | None) -> None:
@@ -97,7 +98,8 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
     try:
         return Converge(
             session=session,
-            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag), only),
+            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag), only,
+                                               record=options.roles is None, purge=options.purge),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),
             before_phase=get_image,

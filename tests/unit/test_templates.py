@@ -50,6 +50,14 @@ def with_airflow(ctx: RoleContext, **changes) -> RoleContext:
                    host=replace(ctx.host, roles=ctx.host.roles + ("airflow",)))
 
 
+def several_apps(ctx: RoleContext) -> RoleContext:
+    """The repo's app at the root, one at a path (no database) and one on a server of its own."""
+    names = ctx.settings.app
+    blog = replace(names, name="blog", path="/blog", database=None, port=8010)
+    shop = replace(names, name="shop", server_name="shop.example.com www.shop.example.com", port=8020)
+    return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, apps=(names, blog, shop))))
+
+
 def file_at(resources, path) -> File:
     [f] = [r for r in resources if isinstance(r, File) and r.path == path]
     return f
@@ -79,14 +87,15 @@ def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     plain = context(facts, env_name)
     without_app = replace(plain, host=replace(plain.host, roles=tuple(r for r in plain.host.roles if r != "app")))
     own_server = with_airflow(plain, server_name="airflow.example.com", url_path="")
-    for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain), own_server):
+    for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain), own_server,
+                several_apps(plain)):
         for role in registry().values():
             assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker: no packages
             for resource in role.resources(ctx):
                 if isinstance(resource, File):
                     text = resource.content.decode()
                     assert "{{" not in text and "{%" not in text
-    assert set(rendered) == set(template_names())
+    assert set(rendered) == {n for n in template_names() if not Path(n).name.startswith("_")}   # _x: included
 
 
 def test_template_names_lists_every_file():

@@ -1,0 +1,225 @@
+"""Deploy and rollback of one app on one host: lock → upload what changed → virtualenv →
+.env → pg_dump → release command → start the idle slot → health gate → nginx switch → prune →
+audit → unlock. A failure before the switch leaves the old release serving."""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .. import release as rel
+from ..engine.runner import HostOutcome, Progress
+from ..errors import RemoteError
+from ..inventory import AppSettings
+from ..redact import Redactor
+from ..roles.app import SLOTS, AppLayout, layout
+from ..templates import render
+from ..transport.ssh import Session
+from .database import backup_command
+from .shipment import Shipment, app_environment, now, who
+
+
+class Steps:
+    """The steps of one deployable (an app, or the DAGs) on one host: each timed and reported,
+    a failure as one line naming host and step; run under that deployable's lock and audited."""
+
+    def __init__(self, session: Session, progress: Progress, redactor: Redactor, lock_dir: str, audit_log: str,
+                 prefix: str = "", lock_wait: float = 0):
+        self.session, self.progress, self.redact = session, progress, redactor
+        self.lock_dir, self.audit_log, self.prefix, self.lock_wait = lock_dir, audit_log, prefix, lock_wait
+        self.outcome = HostOutcome(session.name)
+        self._audit: list[str] = []
+
+    def step(self, name: str, script: str, timeout: float = 600, fix: str | None = None) -> str:
+        name = self.prefix + name
+        started = time.monotonic()
+        result = self.session.script(script, timeout=timeout)
+        seconds = time.monotonic() - started
+        if result.rc != 0:
+            lines = [ln.strip() for ln in self.redact(result.stdout).splitlines() if ln.strip()]
+            detail = " | ".join(lines[-6:])[-700:] or f"exit {result.rc}"
+            self.progress.step(self.session.name, "failed", f"{name}: {detail}", seconds)
+            raise RemoteError(self.session.name, name, detail, fix or "fix the cause and re-run; the old release "
+                              "is still serving")
+        self.progress.step(self.session.name, "ok", name, seconds)
+        self.outcome.ok += 1
+        return result.stdout
+
+    @contextmanager
+    def locked(self, action: str, what: str, env_name: str):
+        holder = {"by": who(), "since": now(), "action": action, "what": what}
+        result = self.session.script(rel.lock_command(self.lock_dir, holder), timeout=30)
+        lines = result.stdout.splitlines()
+        if result.rc == 3 or "LOCKED_BY_ME" not in lines:
+            held = next((ln[7:] for ln in reversed(lines) if ln.startswith("LOCKED ")), "unknown holder").strip()
+            try:
+                h = json.loads(held)
+                held = f"{h['by']} since {h['since']} ({h['action']} {h['what']})"
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise RemoteError(self.session.name, self.prefix + "lock", f"another deploy holds the lock: {held}",
+                              f"wait for it (or pass --lock-wait SECONDS); if its deploy was killed, "
+                              f"`invoke unlock --env {env_name}` frees it once its last step has ended")
+        if any(ln.startswith("STALE") for ln in lines):
+            self.progress.step(self.session.name, "ok", f"{self.prefix}took over a stale lock (its SSH session is gone)")
+        try:
+            yield
+        finally:
+            audit = "\n".join(rel.audit_command(self.audit_log, line) for line in self._audit)
+            self._audit.clear()
+            self.session.script(f"{audit}\n{rel.unlock_command(self.lock_dir)}", timeout=30)
+
+    def audit(self, action: str, release: str, result: str) -> None:
+        """An audit line, written with the unlock (one round trip less)."""
+        self._audit.append(f"{now()} {who()} {action} {release} {result}")
+
+    def attempt(self, action: str, what: str, env_name: str, body) -> HostOutcome:
+        """Run ``body`` under the lock and audit it; a failure ends as this host's one-line error."""
+        started = time.monotonic()
+        try:
+            with self.locked(action, what, env_name):
+                try:
+                    done = body()
+                    self.audit(action, done or what, "ok")
+                except RemoteError as exc:
+                    self.audit(action, what, f"failed at {exc.step}")
+                    raise
+        except RemoteError as exc:
+            self.outcome.failed += 1
+            self.outcome.error = self.redact(str(exc))
+        self.outcome.seconds = time.monotonic() - started
+        return self.outcome
+
+
+@dataclass
+class AppState:
+    """What a host has of an app now: the live slot and the release in each slot."""
+
+    live: str | None
+    slots: dict[str, str | None]
+    releases: list[str]
+    manifest: dict | None = None
+    python: str = ""
+
+    @classmethod
+    def of(cls, store: rel.StoreState) -> "AppState":
+        slots = {s: store.links.get(f"slots/{s}") for s in SLOTS}
+        live = store.live if store.live in SLOTS else None
+        return cls(live, slots, store.releases, store.manifests.get(f"slots/{live}") if live else None, store.python)
+
+    @property
+    def live_release(self) -> str | None:
+        return self.slots.get(self.live) if self.live else None
+
+    @property
+    def idle(self) -> str:
+        return SLOTS[1] if self.live == SLOTS[0] else SLOTS[0]
+
+
+def app_state_command(lay: AppLayout) -> str:
+    return rel.state_command(lay.root, tuple(f"slots/{s}" for s in SLOTS), "live", python=True)
+
+
+class AppDeploy:
+    """Deploy and rollback of ``app`` on the host of ``steps``."""
+
+    def __init__(self, app: AppSettings, steps: Steps):
+        self.app, self.steps, self.lay = app, steps, layout(app)
+        self.session, self.step = steps.session, steps.step
+
+    def state(self) -> AppState:
+        store = rel.parse_state(self.step("read state", app_state_command(self.lay)))
+        if not store.present:
+            raise RemoteError(self.session.name, self.steps.prefix + "read state", f"{self.lay.root} does not exist",
+                              "provision the host with the app role first: `invoke provision --env ENV`")
+        return AppState.of(store)
+
+    def deploy(self, ship: Shipment, values: dict[str, str]) -> str:
+        state = self.state()
+        in_slots = [r for r in state.slots.values() if r]
+        cleaned = self.step("clean up unfinished releases", rel.cleanup_command(self.lay.releases, in_slots))
+        if "removed" in cleaned:
+            state = self.state()
+        previous = state.live_release if state.live_release in state.releases else None
+        upload = rel.diff(state.manifest if previous else None, ship.manifest)
+        tar = rel.tarball(ship.source, upload.changed)
+        release_dir = self.lay.release(ship.id)
+        app = self.app
+        try:
+            self.step(f"upload {len(upload.changed)} changed, {len(upload.removed)} removed file(s)",
+                      rel.upload_command(self.lay.releases, ship.id, previous, upload, tar,
+                                         json.dumps(ship.manifest).encode(), json.dumps(ship.info).encode()))
+            digest = rel.requirements_hash(ship.requirements, state.python)
+            self.step(f"virtualenv {digest}", rel.venv_command(self.lay.venvs, digest, release_dir, app.requirements),
+                      timeout=1800)
+            self.step("write .env", rel.write_file_command(f"{release_dir}/.env", rel.env_file(
+                app_environment(app, values, ship.id)), self.lay.user, 0o600))
+            if app.release_command:
+                if app.database:
+                    self.step("pg_dump before migrations", backup_command(app.database.name, f"pre-{ship.id}"))
+                self.step(f"release command: {app.release_command}",
+                          rel.release_command(release_dir, self.lay.user, app.release_command),
+                          fix="fix the release command (the database was left as it was); the old release "
+                              "is still serving")
+        except RemoteError:
+            self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
+            raise
+        self.start_and_switch(state, ship.id, discard_on_failure=True)
+        self.step("prune old releases", rel.prune_command(self.lay.releases,
+                                                          [r for r in self.state().slots.values() if r],
+                                                          app.keep_releases))
+        return ship.id
+
+    def health(self, slot: str, seconds: int | None = None) -> str:
+        h = self.app.health
+        url = f"http://127.0.0.1:{self.lay.port(slot)}{self.app.path}{h.path}"
+        return rel.health_command(url, h.expect_status, h.expect_text, seconds or h.timeout)
+
+    def start_and_switch(self, state: AppState, release: str, discard_on_failure: bool = False) -> None:
+        idle = state.idle
+        unit = self.lay.unit(idle)
+        slots = f"{self.lay.root}/slots"
+        self.step(f"start {release} in slot {idle}", rel.start_slot_command(slots, idle, release, unit))
+        try:
+            self.step("health check", self.health(idle),
+                      fix=f"read the app's log: `journalctl -u {unit}` on the host; the old release is still serving")
+        except RemoteError:
+            # Put the idle slot back as it was: the release it held stays warm for rollbacks.
+            warm = state.slots.get(idle)
+            restore = (rel.start_slot_command(slots, idle, warm, unit) if warm
+                       else f"systemctl stop {rel.q(unit)}; rm -f {rel.q(slots + '/' + idle)}")
+            discard = f"\nrm -rf {rel.q(self.lay.release(release))}" if discard_on_failure else ""
+            self.session.script(f"systemctl stop {rel.q(unit)}\n{restore}{discard}", timeout=120)
+            raise
+        self.switch(idle, release)
+
+    def switch(self, slot: str, release: str, check_warm: bool = False) -> None:
+        """Point nginx at ``slot``; with ``check_warm``, first make sure it still answers (rollbacks)."""
+        upstream = render("app/upstream.conf.j2", slot=slot, port=self.lay.port(slot))
+        unit = rel.q(self.lay.unit(slot))
+        check = (f"systemctl is-active -q {unit} || systemctl start {unit}\n"
+                 f"( {self.health(slot, 10)} ) || "
+                 f"{{ echo 'slot {slot} ({release}) does not answer its health check'; exit 1; }}\n") if check_warm else ""
+        self.step(f"switch nginx to slot {slot} ({release})",
+                  check + rel.switch_command(self.lay.upstream_file, upstream, self.lay.live_file, slot))
+        self.steps.outcome.changed += 1
+
+    def rollback(self, to: str | None) -> str:
+        state = self.state()
+        warm = state.slots.get(state.idle)
+        target = to or warm
+        name, prefix = self.session.name, self.steps.prefix
+        if not target:
+            raise RemoteError(name, prefix + "rollback", "no previous release is kept warm",
+                              "pass --to with one of the releases listed by `invoke releases`")
+        if target not in state.releases:
+            raise RemoteError(name, prefix + "rollback", f"unknown release {target}",
+                              f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}")
+        if target == state.live_release:
+            raise RemoteError(name, prefix + "rollback", f"{target} is already live", "nothing to do")
+        if target == warm:
+            self.switch(state.idle, target, check_warm=True)
+        else:
+            self.start_and_switch(state, target)
+        return target

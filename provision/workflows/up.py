@@ -1,0 +1,65 @@
+"""``invoke up``: create the droplets, provision them, deploy, and say where to open what runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import hosts as host_selection
+from ..engine.runner import Progress
+from ..inventory import Environment
+from ..keys import key_path
+from ..report import Report
+from .deploy import DeployOptions, deploy, deployed_roles
+from .droplets import create as create_droplets
+from .provision import ProvisionOptions, provision
+
+
+@dataclass
+class Up:
+    droplets: list
+    reports: list[Report] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.reports)
+
+
+def up(env: Environment, progress: Progress, parallel: int = 10, on_report=None) -> Up:
+    """Create, provision and (where hosts have apps or DAGs) deploy; stops at the first failed stage.
+    ``on_report`` sees each stage's report as soon as it ends."""
+    result = Up(create_droplets(env, host_selection.select(env, None), progress, parallel))
+    stages = [lambda: provision(env, ProvisionOptions(parallel=parallel), progress)]
+    if any(deployed_roles(env, h) for h in env.hosts):
+        stages.append(lambda: deploy(env, DeployOptions(parallel=parallel), progress))
+    for stage in stages:
+        report = stage()
+        result.reports.append(report)
+        if on_report:
+            on_report(report)
+        if not report.ok:
+            break
+    return result
+
+
+def where_to_open(env: Environment, droplets) -> list[str]:
+    """Per droplet: its apps' URLs, the Airflow UI (and where its password is), the SSH command."""
+    lines = []
+    for d in droplets:
+        http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
+        roles = env.host(d.name).roles
+        apps = env.settings.apps if "app" in roles else ()
+        lines.append(f"{d.name}: open {http}")
+        for app in apps:
+            if app.server_name:
+                name = app.server_name.split()[0]
+                lines.append(f"  {app.name}: http://{name}/ (with {name} resolving to {d.address})")
+            elif app.path:
+                lines.append(f"  {app.name}: {http}{app.path.lstrip('/')}/")
+        af = env.settings.airflow
+        if af and "airflow" in roles:
+            ui = f"http://{af.server_name}{af.url_path}/ (with {af.server_name} resolving to {d.address})" \
+                if af.server_name else f"{http}{af.url_path.lstrip('/')}/"
+            lines.append(f"  Airflow UI: {ui} (user {af.admin_user}; password: "
+                         f"'{af.admin_password.name}' in {env.workspace.secrets_path(env.name)})")
+        lines.append(f"  ssh -i {key_path(env)} -p {d.ssh_port} "
+                     f"-o UserKnownHostsFile={env.workspace.known_hosts_path} {env.ssh.user}@{d.address}")
+    return lines

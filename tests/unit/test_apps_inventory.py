@@ -1,0 +1,129 @@
+"""Several apps per environment: ``apps:`` (a list) or ``app:`` (one), each validated and checked
+against the others; health gates, database wiring and where nginx serves each app."""
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from provision.errors import InventoryError
+from provision.inventory import HealthSettings, load_inventory
+
+HEAD = """\
+environments:
+  local:
+    provider: local
+    droplets:
+      - name: web-1
+        size: s-1vcpu-1gb
+        roles: [base, app]
+"""
+
+
+def load(tmp_path: Path, apps_yaml: str):
+    path = tmp_path / "inventory.yaml"
+    path.write_text(HEAD + textwrap.indent(textwrap.dedent(apps_yaml), "    "))
+    return load_inventory(path)["local"]
+
+
+def refused(tmp_path: Path, apps_yaml: str) -> str:
+    with pytest.raises(InventoryError) as info:
+        load(tmp_path, apps_yaml)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "inventory.yaml") in message and "(fix: " in message
+    return message
+
+
+def test_one_app_shorthand_keeps_its_defaults(tmp_path):
+    env = load(tmp_path, """
+        app:
+          name: names
+          health_path: /healthz
+    """)
+    [app] = env.settings.apps
+    assert env.settings.app is app
+    assert (app.port, app.health, app.database, app.is_root) == (8000, HealthSettings("/healthz"), None, True)
+    assert app.secret_key.name == "names_secret_key"
+
+
+def test_several_apps_with_ports_server_names_and_paths(tmp_path):
+    env = load(tmp_path, """
+        apps:
+          - name: names
+          - name: blog
+            path: /blog
+            health: {path: /about, expect_status: [200, 301], expect_text: "It's a blog", timeout: 5}
+          - name: shop-eu
+            server_name: shop.example.com  www.shop.example.com
+            wsgi: "shop:create_app()"
+            requirements: requirements/prod.txt
+            database:
+              name: shop
+              user: shop
+              password: {secret: shop_db}
+              url_env: [SQLALCHEMY_DATABASE_URI, DATABASE_URL]
+              driver: psycopg2
+    """)
+    names, blog, shop = env.settings.apps
+    assert [a.port for a in env.settings.apps] == [8000, 8010, 8020]
+    assert blog.path == "/blog" and not blog.is_root
+    assert blog.health == HealthSettings("/about", (200, 301), "It's a blog", 5)
+    assert shop.server_name == "shop.example.com www.shop.example.com"
+    assert shop.wsgi == "shop:create_app()" and shop.requirements == "requirements/prod.txt"
+    assert shop.database.url_env == ("SQLALCHEMY_DATABASE_URI",) and shop.database.driver == "psycopg2"
+    assert shop.secret_key.name == "shop_eu_secret_key"
+    assert [r.name for r in env.secret_refs()] == ["names_secret_key", "blog_secret_key", "shop_db",
+                                                    "shop_eu_secret_key"]
+
+
+@pytest.mark.parametrize("apps_yaml, words", [
+    ("app: {name: a}\napps: [{name: b}]\n", ["either 'app:'", "apps"]),
+    ("apps: [{name: a}, {name: a, path: /a}]\n", ["used twice"]),
+    ("apps: [{name: a}, {name: b}]\n", ["both want the root", "server_name"]),
+    ("apps: [{name: a, port: 8000}, {name: b, path: /b, port: 8001}]\n", ["clash with app 'a'"]),
+    ("apps: [{name: a, path: /x}, {name: b, path: /x}]\n", ["path /x"]),
+    ("apps: [{name: a, server_name: x.example.com}, {name: b, server_name: x.example.com}]\n", ["repeated"]),
+    ("app: {name: a, server_name: 'x.example.com; return 200'}\n", ["DNS names"]),
+    ("app: {name: a, server_name: x.example.com, path: /a}\n", ["server of its own"]),
+    ("app: {name: a, path: '/a;b'}\n", ["is not valid"]),
+    ("app: {name: a, health_path: '/x;$(touch /tmp/pwned)'}\n", ["is not valid", "health_path"]),
+    ("app: {name: a, health: {path: '/x`id`'}}\n", ["health.path"]),
+    ("app: {name: a, health_path: /a, health: {path: /b}}\n", ["not both"]),
+    ("app: {name: a, health: {expect_status: 99}}\n", ["100 to 599"]),
+    ("app: {name: a, health: {expect_text: \"a\\nb\"}}\n", ["one line"]),
+    ("app: {name: a, requirements: ../../etc/passwd}\n", ["requirements"]),
+    ("app: {name: a, requirements: '/etc/passwd'}\n", ["requirements"]),
+    ("app: {name: a, wsgi: 'x:y; rm -rf /'}\n", ["wsgi"]),
+    ("app: {name: postgres}\n", ["system user"]),
+    ("app: {name: a, env: {lower: x}}\n", ["upper-case"]),
+    ("app: {name: a, env: {DROPSHIP_RELEASE: x}}\n", ["set by Dropship"]),
+    ("app: {name: a, env: {A: [1, 2]}}\n", ["expected a string"]),
+    ("app: {name: a, env: {A: \"x\\0y\"}}\n", ["NUL"]),
+    ("app: {name: a, database: {name: a, user: a, password: {secret: p}, driver: mysql}}\n", ["psycopg2"]),
+    ("app: {name: a, database: {name: a, user: a, password: {secret: p}, url_env: [bad-name]}}\n", ["url_env"]),
+    ("apps: [{name: a, database: {name: d, user: a, password: {secret: p}}}, "
+     "{name: b, path: /b, database: {name: d, user: b, password: {secret: q}}}]\n", ["another owner"]),
+])
+def test_refused_with_one_located_line(tmp_path, apps_yaml, words):
+    message = refused(tmp_path, apps_yaml)
+    for word in words:
+        assert word in message, message
+
+
+def test_env_values_keep_quotes_newlines_and_unicode(tmp_path):
+    env = load(tmp_path, """
+        app:
+          name: a
+          env:
+            TITLE: "it's \\"$(quoted)\\" `x` ünï\\ncode"
+            COUNT: 3
+    """)
+    assert dict(env.settings.app.env) == {"TITLE": "it's \"$(quoted)\" `x` ünï\ncode", "COUNT": "3"}
+
+
+def test_an_app_port_on_airflows_is_refused(tmp_path):
+    (tmp_path / "dags").mkdir()
+    message = refused(tmp_path, f"""
+        app: {{name: a, port: 8079}}
+        airflow: {{version: 3.3.2, image: 'apache/airflow:3.3.2', dags: {tmp_path / 'dags'}}}
+    """)
+    assert "8080" in message and "Airflow" in message

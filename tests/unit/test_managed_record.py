@@ -1,0 +1,95 @@
+"""The host's record of what Dropship manages: items from resources, removal of what is no longer
+wanted (data only with purge), adoption of hosts without a record; exact commands."""
+from dataclasses import replace
+
+from provision.engine.compose import ComposeProject
+from provision.engine.files import Directory, File, Symlink
+from provision.engine.managed import ManagedRecord, managed_items, removal_commands
+from provision.engine.model import Handler
+from provision.engine.postgres import PgDatabase, PgRole
+from provision.engine.system import User
+
+NGINX = Handler("reload nginx", "nginx -t -q && systemctl reload nginx", "nginx")
+SYSTEMD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
+
+
+def app_resources(name: str):
+    return [User(name, home=f"/srv/{name}", system=True, role="app"), Directory(f"/srv/{name}", role="app"),
+            Directory(f"/srv/{name}/releases", role="app"),
+            File(f"/srv/{name}/slots/blue.env", b"PORT=8001\n", role="app"),
+            File(f"/etc/systemd/system/{name}@.service", b"[Service]\n", role="app"),
+            File(f"/etc/nginx/sites-available/{name}.conf", b"server {}\n", role="app"),
+            Symlink(f"/etc/nginx/sites-enabled/{name}.conf", f"/etc/nginx/sites-available/{name}.conf", role="app"),
+            PgRole(name, "pw", role="postgres"), PgDatabase(name, name, role="postgres"),
+            File("/etc/ssh/sshd_config.d/dropship.conf", b"", role="base")]
+
+
+def test_items_of_a_host():
+    items = managed_items(app_resources("names") + [ComposeProject("/srv/airflow", "airflow", (), (), role="airflow")],
+                          ("nginx", "app", "airflow"))
+    assert items == ("compose:/srv/airflow|airflow", "data:dir:/srv/names", "data:pgdb:names", "data:pgrole:names",
+                     "data:user:names", "file:/etc/nginx/sites-available/names.conf",
+                     "file:/etc/nginx/sites-enabled/names.conf", "file:/etc/systemd/system/names@.service",
+                     "unit:names@")
+
+
+def test_removal_commands_exact():
+    assert removal_commands("unit:names@") == [
+        "systemctl stop 'names@*.service' 2>/dev/null || true",
+        "rm -f /etc/systemd/system/*.wants/names@*.service"]
+    assert removal_commands("unit:worker") == ["systemctl disable --now worker.service 2>/dev/null || true"]
+    assert removal_commands("compose:/srv/airflow|airflow") == [
+        "if command -v docker >/dev/null && [ -f /srv/airflow/compose.yaml ]; then docker compose "
+        "--project-directory /srv/airflow -p airflow down --remove-orphans; fi"]
+    assert removal_commands("file:/etc/nginx/sites-enabled/it's.conf") == [
+        "rm -f '/etc/nginx/sites-enabled/it'\"'\"'s.conf'"]
+    assert removal_commands("data:pgdb:names") == ["runuser -u postgres -- dropdb --if-exists names"]
+    assert removal_commands("data:pgrole:names") == ["runuser -u postgres -- dropuser --if-exists names"]
+    assert removal_commands("data:user:names") == ["if getent passwd names >/dev/null; then userdel names; fi"]
+    assert removal_commands("data:dir:/srv/names") == ["rm -rf /srv/names"]
+
+
+def record(name: str, purge: bool = False) -> ManagedRecord:
+    return ManagedRecord(managed_items(app_resources(name), ("app",)), purge, NGINX, SYSTEMD)
+
+
+def test_a_host_without_record_is_adopted_and_nothing_removed():
+    r = record("names")
+    assert r.parse("@@dropship-no-record\n") is None and r.parse("{not json") is None
+    [change] = r.plan(None)
+    assert change.action == "create" and "nothing removed" in change.summary
+    assert not [c for c in change.commands if c.startswith(("rm ", "systemctl", "runuser"))]
+    assert change.notify == ()
+
+
+def test_unchanged_record_plans_nothing():
+    r = record("names")
+    assert r.plan(r.parse('{"items": %s}' % list(r.items).__repr__().replace("'", '"'))) == []
+
+
+def test_a_renamed_app_stops_and_loses_its_config_but_keeps_data():
+    old, new = record("names"), record("guestbook")
+    [change] = new.plan(old.items)
+    assert change.action == "remove"
+    commands = "\n".join(change.commands)
+    order = [commands.index(s) for s in ("systemctl stop 'names@*.service'",
+                                         "rm -f /etc/nginx/sites-available/names.conf",
+                                         "rm -f /etc/nginx/sites-enabled/names.conf")]
+    assert order == sorted(order)
+    assert "dropdb" not in commands and "userdel" not in commands and "rm -rf /srv/names" not in commands
+    assert change.notify == (NGINX, SYSTEMD)
+    kept = new.parse(_written(change.commands))
+    assert "data:dir:/srv/names" in kept and "data:pgdb:names" in kept and "unit:names@" not in kept
+    # A later run with purge removes the data it kept.
+    [purged] = replace(new, purge=True).plan(kept)
+    text = "\n".join(purged.commands)
+    assert text.index("dropdb --if-exists names") < text.index("dropuser --if-exists names") \
+        < text.index("userdel names") < text.index("rm -rf /srv/names")
+    assert new.parse(_written(purged.commands)) == new.items
+
+
+def _written(commands: list[str]) -> str:
+    import base64
+
+    start = commands.index("base64 -d > /var/lib/dropship/managed.json.new <<'DROPSHIP_EOF'")
+    return base64.b64decode("".join(commands[start + 1:commands.index("DROPSHIP_EOF", start)])).decode()

@@ -1,0 +1,122 @@
+"""Release command builders by their exact strings, and run for real: the shared state command and
+its parser (apps and DAGs), and the health gate against a local HTTP server."""
+import http.server
+import subprocess
+import threading
+
+import pytest
+
+from provision import release as rel
+from provision.workflows.host_deploy import AppState, app_state_command
+from provision.roles.app import AppLayout
+
+
+def test_state_command_exact():
+    assert rel.state_command("/srv/names", ("slots/blue", "slots/green"), "live", python=True) == (
+        "cd /srv/names 2>/dev/null || { echo absent; exit 0; }\n"
+        'echo "live=$(cat live 2>/dev/null)"\n'
+        "for l in slots/blue slots/green; do\n"
+        '  t=$(readlink "$l" 2>/dev/null); echo "link $l=${t##*/}"\n'
+        '  [ -n "$t" ] && [ -f "$l/.dropship-manifest.json" ] && echo "manifest $l $(cat "$l/.dropship-manifest.json")"\n'
+        "done\n"
+        "echo \"python=$(python3 -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)\"\n"
+        "for r in releases/*; do\n"
+        '  [ -d "$r" ] || continue; case "$r" in *.partial) continue ;; esac\n'
+        '  echo "release ${r#releases/} $(cat "$r/.dropship-release.json" 2>/dev/null)"\n'
+        "done\n"
+        "true\n")
+    assert rel.state_command("/srv/my app", ("current",)).startswith("cd '/srv/my app' 2>/dev/null")
+
+
+def test_state_of_a_real_folder(tmp_path):
+    root = tmp_path / "app"
+    for rid in ("r1", "r2", "r3.partial"):
+        (root / "releases" / rid).mkdir(parents=True)
+    (root / "releases" / "r1" / rel.INFO).write_text('{"by": "me@x", "at": "2026-12-01T00:00:00Z"}')
+    (root / "releases" / "r2" / rel.MANIFEST).write_text('{"a.py": ["abc", 420]}')
+    (root / "slots").mkdir()
+    (root / "slots" / "blue").symlink_to("../releases/r2")
+    (root / "live").write_text("blue\n")
+    out = subprocess.run(["sh", "-c", rel.state_command(str(root), ("slots/blue", "slots/green"), "live")],
+                         capture_output=True, text=True, check=True).stdout
+    state = rel.parse_state(out)
+    assert state.present and state.live == "blue" and state.releases == ["r1", "r2"]
+    assert state.links == {"slots/blue": "r2", "slots/green": None}
+    assert state.manifests == {"slots/blue": {"a.py": ["abc", 420]}}
+    assert state.info["r1"]["by"] == "me@x" and state.info["r2"] == {}
+    app = AppState.of(state)
+    assert (app.live, app.live_release, app.idle, app.manifest) == ("blue", "r2", "green", {"a.py": ["abc", 420]})
+    missing = subprocess.run(["sh", "-c", rel.state_command(str(tmp_path / "nope"), ("current",))],
+                             capture_output=True, text=True, check=True).stdout
+    assert not rel.parse_state(missing).present
+
+
+def test_app_state_command_is_the_shared_one():
+    assert app_state_command(AppLayout("shop")) == rel.state_command(
+        "/srv/shop", ("slots/blue", "slots/green"), "live", python=True)
+
+
+def test_health_command_exact():
+    assert rel.health_command("http://127.0.0.1:8001/healthz") == """
+i=0; code=""; body=""
+while [ $i -lt 120 ]; do
+  out=$(curl -sS --max-time 2 -w '\\n%{http_code}' http://127.0.0.1:8001/healthz 2>&1)
+  code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d')
+  case "$code" in 2??|3??) echo HEALTHY; exit 0 ;; esac
+  i=$((i + 1)); sleep 0.25
+done
+printf 'expected %s from %s within %s s; got HTTP %s: %s\\n' 'HTTP 2xx/3xx' http://127.0.0.1:8001/healthz 30 "${code:-none}" \\
+  "$(printf '%s' "${body:-no response}" | head -c 200 | tr -s '\\r\\n\\t' '   ')"
+exit 1
+"""
+    text = rel.health_command("http://127.0.0.1:8001/x?a=1&b=2", (200, 204), "it's $(ok)", 5)
+    assert "case \"$code\" in 200|204) printf '%s' \"$body\" | grep -qF -e 'it'\"'\"'s $(ok)' && " in text
+    assert "while [ $i -lt 20 ]" in text and "'http://127.0.0.1:8001/x?a=1&b=2'" in text
+
+
+@pytest.fixture(scope="module")
+def server():
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status = {"/ok": 200, "/moved": 302, "/missing": 404, "/broken": 500}.get(self.path.split("?")[0], 200)
+            self.send_response(status)
+            self.send_header("Location", "/ok")
+            self.end_headers()
+            self.wfile.write(f"page {self.path}: it's $(ok) `x`\n line two".encode())
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def gate(url: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", rel.health_command(url, *args)], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("path, status, text, healthy", [
+    ("/ok", (), "", True),
+    ("/moved", (), "", True),                  # a redirect (e.g. to a login page) is an answer
+    ("/missing", (), "", False),
+    ("/missing", (404,), "", True),
+    ("/ok", (), "it's $(ok) `x`", True),
+    ("/ok", (), "not there", False),
+])
+def test_health_gate_for_real(server, path, status, text, healthy):
+    proc = gate(server + path, status, text, 1)
+    assert (proc.returncode == 0) == healthy, proc.stdout
+    assert ("HEALTHY" in proc.stdout) == healthy
+
+
+def test_health_failure_says_what_was_expected_and_what_came_back(server, tmp_path):
+    proc = gate(server + "/broken", (200,), "welcome", 1)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith(f"expected HTTP 200 with 'welcome' in the body from {server}/broken within 1 s; "
+                               "got HTTP 500: page /broken: it's $(ok) `x` line two"), lines[0]
+    assert not list(tmp_path.iterdir())
+    nothing = gate("http://127.0.0.1:9/", (), "", 1)
+    assert "got HTTP 000: curl: (7)" in nothing.stdout
