@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
 import secrets
 import subprocess
 import sys
@@ -168,6 +172,48 @@ class AppRepo:
         assert n == 1, f"no heading in {path}"
         path.write_text(text)
         return self.commit(label)
+
+
+class Browser:
+    """A user at the names page: cookies kept, redirects not followed (to see the 302). ``headers``
+    go with every request (e.g. a Host header for an app on a server of its own)."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base: str, headers: dict | None = None):
+        self.base, self.headers = base, headers or {}
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect())
+
+    def open(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        try:
+            request = urllib.request.Request(self.base + path, data=body, headers=self.headers)
+            with self.opener.open(request, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def page(self) -> tuple[str, list[str]]:
+        """The index page's heading and listed names."""
+        status, _, html = self.open("/")
+        assert status == 200, html
+        return re.search(r"<h1>([^<]*)</h1>", html).group(1), re.findall(r"<li>([^<]*)</li>", html)
+
+    def add_name(self, name: str) -> None:
+        status, _, html = self.open("/")
+        assert status == 200, html
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+        assert token, f"no csrf_token in the form:\n{html}"
+        status, headers, body = self.open("/", {"csrf_token": token.group(1), "name": name, "submit": "Submit"})
+        assert status == 302, f"POST / answered {status}:\n{body}"
+        assert urllib.parse.urlsplit(headers["Location"]).path == "/"
+
+    def health(self) -> dict:
+        status, _, body = self.open("/healthz")
+        assert status == 200, body
+        return json.loads(body)
 
 
 def heading(label: str | None) -> str:

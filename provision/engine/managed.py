@@ -1,11 +1,12 @@
 """What Dropship manages on a host, recorded there, so what it no longer wants is removed.
 
-The record (``/var/lib/dropship/managed.json``) lists items derived from a full run's
+The record (``/var/lib/dropship/managed.json``) lists, by role, items derived from the
 resources: configuration files under /etc (``file:``), the systemd units those files define
 (``unit:``), Compose projects (``compose:``) and data (``data:``: folders under /srv, users,
 databases and roles). On each full provision, items of the record that are no longer wanted are
 removed (units stopped, projects brought down, files deleted, then nginx reloaded after
-``nginx -t`` by the handler); data only with ``purge``. A host without a record (provisioned
+``nginx -t`` by the handler); data only with ``purge``. A run of some roles (a deploy lays out
+the apps) prunes only theirs. A host without a record (provisioned
 before records existed) is adopted: the record is written and nothing is removed.
 """
 from __future__ import annotations
@@ -26,28 +27,32 @@ ABSENT = "@@dropship-no-record"
 _UNIT_FILE = re.compile(r"^/etc/systemd/system/([A-Za-z0-9_.:-]+@?)\.service$")
 
 
-def managed_items(resources: list[Resource], roles: tuple[str, ...]) -> tuple[str, ...]:
-    """The record's items for the resources of ``roles`` (sorted, unique)."""
-    items: set[str] = set()
+def managed_items(resources: list[Resource], roles: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The record's items of the resources of ``roles``, by role (sorted, unique). Databases and
+    their roles count whichever role makes them (the postgres role makes the apps')."""
+    items: dict[str, set[str]] = {}
     for r in resources:
-        if isinstance(r, PgDatabase):          # the apps' and Airflow's, whichever role makes them
-            items.add(f"data:pgdb:{r.name}")
+        if isinstance(r, PgDatabase):
+            item = f"data:pgdb:{r.name}"
         elif isinstance(r, PgRole):
-            items.add(f"data:pgrole:{r.name}")
+            item = f"data:pgrole:{r.name}"
         elif r.role not in roles:
             continue
         elif isinstance(r, (File, Symlink)) and r.path.startswith("/etc/"):
-            items.add(f"file:{r.path}")
+            item = f"file:{r.path}"
             unit = _UNIT_FILE.match(r.path)
             if unit:
-                items.add(f"unit:{unit.group(1)}")
+                items.setdefault(r.role, set()).add(f"unit:{unit.group(1)}")
         elif isinstance(r, ComposeProject):
-            items.add(f"compose:{r.directory}|{r.project}")
+            item = f"compose:{r.directory}|{r.project}"
         elif isinstance(r, Directory) and re.match(r"^/srv/[^/]+$", r.path):
-            items.add(f"data:dir:{r.path}")
+            item = f"data:dir:{r.path}"
         elif isinstance(r, User) and r.system and r.home.startswith("/srv/"):
-            items.add(f"data:user:{r.name}")
-    return tuple(sorted(items))
+            item = f"data:user:{r.name}"
+        else:
+            continue
+        items.setdefault(r.role, set()).add(item)
+    return {role: tuple(sorted(found)) for role, found in sorted(items.items())}
 
 
 _ORDER = ("unit:", "compose:", "file:", "data:pgdb:", "data:pgrole:", "data:user:", "data:dir:")
@@ -78,9 +83,11 @@ def removal_commands(item: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ManagedRecord(Resource):
-    """Remove what the host's record lists and ``items`` no longer has, then record ``items``."""
+    """Remove what the host's record lists for the roles in ``scope`` and ``items`` no longer has,
+    then record ``items`` (the record's other roles are kept as they are)."""
 
-    items: tuple[str, ...]
+    items: dict[str, tuple[str, ...]]      # by role
+    scope: tuple[str, ...]                 # the roles this run converges (a full provision: all of them)
     purge: bool = False                    # also remove data no longer wanted
     nginx: Handler | None = None           # notified when an nginx file goes
     systemd: Handler | None = None         # notified when a unit file goes
@@ -95,36 +102,44 @@ class ManagedRecord(Resource):
     def probe(self, want_content: bool = False) -> str:
         return f"cat {q(self.path)} 2>/dev/null || echo {ABSENT}"
 
-    def parse(self, output: str) -> tuple[str, ...] | None:
-        """The recorded items, or None when there is no (readable) record."""
+    def parse(self, output: str) -> dict[str, tuple[str, ...]] | None:
+        """The recorded items by role, or None when there is no (readable) record."""
         try:
-            data = json.loads(output)
-            return tuple(str(i) for i in data["items"])
-        except (ValueError, KeyError, TypeError):
+            data = json.loads(output)["roles"]
+            return {str(role): tuple(str(i) for i in items) for role, items in data.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def plan(self, recorded: tuple[str, ...] | None) -> list[Change]:
+    def plan(self, recorded: dict[str, tuple[str, ...]] | None) -> list[Change]:
+        wanted = {role: items for role, items in self.items.items() if items}
         if recorded is None:
-            return [self.change("create", f"record what Dropship manages here ({len(self.items)} items; "
-                                "nothing removed)", self.write_commands(self.items))]
-        stale = [i for i in recorded if i not in self.items]
-        gone = [i for i in stale if self.purge or not i.startswith("data:")]
-        keep = tuple(sorted(set(self.items) | {i for i in stale if i not in gone}))
-        if not gone and keep == tuple(sorted(recorded)):
+            return [self.change("create", f"record what Dropship manages here "
+                                f"({sum(len(i) for i in wanted.values())} items; nothing removed)",
+                                self.write_commands(wanted))]
+        keep: dict[str, tuple[str, ...]] = {r: i for r, i in recorded.items() if r not in self.scope}
+        still = {i for items in wanted.values() for i in items}     # e.g. a database that moved to another role
+        gone: list[str] = []
+        for role in self.scope:
+            stale = [i for i in recorded.get(role, ()) if i not in still]
+            removed = [i for i in stale if self.purge or not i.startswith("data:")]
+            gone += removed
+            keep[role] = tuple(sorted(set(wanted.get(role, ())) | (set(stale) - set(removed))))
+        keep = {r: i for r, i in sorted(keep.items()) if i}
+        if not gone and keep == {r: tuple(sorted(i)) for r, i in sorted(recorded.items()) if i}:
             return []
         commands: list[str] = []
         for prefix in _ORDER:
-            for item in sorted(i for i in gone if i.startswith(prefix)):
+            for item in sorted(i for i in set(gone) if i.startswith(prefix)):
                 commands += removal_commands(item)
         notify = tuple(h for h, hit in ((self.nginx, any(i.startswith("file:/etc/nginx/") for i in gone)),
                                         (self.systemd, any(i.startswith("file:/etc/systemd/") for i in gone)))
                        if h is not None and hit)
-        summary = f"remove what is no longer wanted: {', '.join(gone)}" if gone else "update the record"
+        summary = f"remove what is no longer wanted: {', '.join(sorted(set(gone)))}" if gone else "update the record"
         return [self.change("remove" if gone else "update", summary, commands + self.write_commands(keep),
                             notify=notify)]
 
-    def write_commands(self, items: tuple[str, ...]) -> list[str]:
-        data = (json.dumps({"items": list(items)}, indent=1) + "\n").encode()
+    def write_commands(self, roles: dict[str, tuple[str, ...]]) -> list[str]:
+        data = (json.dumps({"roles": {r: list(i) for r, i in sorted(roles.items())}}, indent=1) + "\n").encode()
         return [f"install -d -m 0755 {q(self.path.rsplit('/', 1)[0])}",
                 f"base64 -d > {q(self.path + '.new')} <<'DROPSHIP_EOF'",
                 base64.encodebytes(data).decode().rstrip("\n"), "DROPSHIP_EOF",

@@ -49,15 +49,16 @@ PROVISIONED = frozenset(ORDER)   # app/airflow lay out the host; `deploy` ships 
 
 
 RECORDED = ("nginx", "app", "airflow")     # roles whose files, units and data the host's record lists
+RECORD_ALL = ("postgres",) + RECORDED      # ...and the databases the postgres role makes for the apps
 
 
-def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None, record: bool = False,
+def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None, record: tuple[str, ...] = (),
                    purge: bool = False) -> list[Resource]:
     """Every resource of the host's roles (or of ``only``), with one package transaction first.
 
-    With ``record`` (a run of every role), the host's record of what Dropship manages comes
-    first in its phase: what it lists and these roles no longer want is removed (data only with
-    ``purge``)."""
+    With ``record`` (roles), the host's record of what Dropship manages comes first in its phase:
+    what it lists for those roles and they no longer want is removed (data only with ``purge``);
+    a role the host lost is still in a full run's ``record`` (``RECORD_ALL``)."""
     roles = registry()
     chosen = [roles[n] for n in ORDER if ctx.has(n) and (not only or n in only)]
     packages: list[str] = []
@@ -72,5 +73,5 @@ def host_resources(ctx: RoleContext, only: tuple[str, ...] | None = None, record
         from ..engine.managed import ManagedRecord, managed_items
         from .handlers import DAEMON_RELOAD, RELOAD_NGINX
 
-        rest.insert(0, ManagedRecord(managed_items(resources, RECORDED), purge, RELOAD_NGINX, DAEMON_RELOAD))
+        rest.insert(0, ManagedRecord(managed_items(resources, RECORDED), record, purge, RELOAD_NGINX, DAEMON_RELOAD))
     return first + ([Packages(tuple(packages), role="packages")] if packages else []) + rest

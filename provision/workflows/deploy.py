@@ -75,8 +75,10 @@ def app_hosts(env: Environment, names: tuple[str, ...] | None, only: str | None 
 
 
 def preflight(env: Environment, hosts: list[HostSpec], redactor: Redactor):
-    """Checks that cost no build and no connection: droplets known, host keys pinned, token set.
-    Returns the hosts' targets."""
+    """Checks that cost no build and no connection: token set, droplets known, host keys pinned,
+    the SSH key there. Returns the hosts' targets."""
+    if env.token is not None:
+        SecretStore(env, redactor).resolve(env.token)
     targets = host_selection.targets(env, hosts)
     known = KnownHosts(env.workspace.known_hosts_path)
     for t in targets:
@@ -84,8 +86,6 @@ def preflight(env: Environment, hosts: list[HostSpec], redactor: Redactor):
             raise DropshipError(f"{t.name}: no pinned host key for {t.address}:{t.port}",
                                 f"run `invoke provision --env {env.name}` first (it pins keys of hosts the provider "
                                 "created), or pass --accept-new-host-keys to provision once you trust the host")
-    if env.token is not None:
-        SecretStore(env, redactor).resolve(env.token)
     if not key_path(env).exists():
         raise DropshipError(f"no SSH key for {env.name} at {key_path(env)}",
                             f"run `invoke droplet.create --env {env.name}`, or set ssh.key in the inventory")
@@ -164,7 +164,8 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                 if "airflow" in roles:
                     ensure_image(session, image, progress)
                 laid_out = Converge(session=session, progress=progress, build=lambda facts: host_resources(
-                    RoleContext(env, host, facts, pub, values, image.tag if image else ""), roles)).run()
+                    RoleContext(env, host, facts, pub, values, image.tag if image else ""), roles,
+                    record=roles)).run()
             except RemoteError as exc:
                 return HostOutcome(host.name, failed=1, error=redactor(str(exc)), seconds=time.monotonic() - started)
             outcome.changed += laid_out.changed
@@ -203,7 +204,6 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     if to and len(apps) > 1:
         raise DropshipError("--to names one app's release, and this environment has several apps",
                             f"add --app with one of: {', '.join(a.name for a in apps)}")
-    dags_too = ships_dags(env, app_name)
     redactor = Redactor()
     chosen = app_hosts(env, hosts, app_name)
     targets = preflight(env, chosen, redactor)

@@ -13,7 +13,7 @@ from ..inventory import ROLES, Environment, HostSpec
 from ..keys import public_key
 from ..redact import Redactor
 from ..report import Report
-from ..roles import PROVISIONED, RoleContext, host_resources
+from ..roles import PROVISIONED, RECORD_ALL, RoleContext, host_resources
 from ..secrets import SecretStore
 from ..state import contacted
 from ..transport.hostkeys import KnownHosts
@@ -99,13 +99,18 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
         return Converge(
             session=session,
             build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag), only,
-                                               record=options.roles is None, purge=options.purge),
+                                               record=record_scope(options.roles), purge=options.purge),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),
             before_phase=get_image,
         ).run()
     finally:
         session.close()
+
+
+def record_scope(roles: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Whose leftovers a provision removes: every role's (also of roles a host lost), or those of --roles."""
+    return RECORD_ALL if roles is None else tuple(r for r in RECORD_ALL if r in roles)
 
 
 def _has_docker(session: Session) -> bool:

@@ -14,17 +14,13 @@ import os
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
-from http.cookiejar import CookieJar
 
 import pytest
 
 from tests.loadgen import LoadGenerator
-from tests.support import (DEFAULTS, INVOKE, AppRepo, Sandbox, app_settings, droplet_spec, heading, http_base,
-                           last_json, one_error_line, run_name)
+from tests.support import (DEFAULTS, INVOKE, AppRepo, Browser, Sandbox, app_settings, droplet_spec, heading,
+                           http_base, last_json, one_error_line, run_name)
 
 pytestmark = pytest.mark.integration
 
@@ -113,46 +109,6 @@ def invoke_without_tty(box: Sandbox, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory))
     return subprocess.run(INVOKE + list(args), cwd=box.root, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=120)
-
-
-class Browser:
-    """A user at the names page: cookies kept, redirects not followed (to see the 302)."""
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    def __init__(self, base: str):
-        self.base = base
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect())
-
-    def open(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        try:
-            with self.opener.open(self.base + path, data=body, timeout=10) as resp:
-                return resp.status, dict(resp.headers), resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read().decode()
-
-    def page(self) -> tuple[str, list[str]]:
-        """The index page's heading and listed names."""
-        status, _, html = self.open("/")
-        assert status == 200, html
-        return re.search(r"<h1>([^<]*)</h1>", html).group(1), re.findall(r"<li>([^<]*)</li>", html)
-
-    def add_name(self, name: str) -> None:
-        status, _, html = self.open("/")
-        assert status == 200, html
-        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-        assert token, f"no csrf_token in the form:\n{html}"
-        status, headers, body = self.open("/", {"csrf_token": token.group(1), "name": name, "submit": "Submit"})
-        assert status == 302, f"POST / answered {status}:\n{body}"
-        assert urllib.parse.urlsplit(headers["Location"]).path == "/"
-
-    def health(self) -> dict:
-        status, _, body = self.open("/healthz")
-        assert status == 200, body
-        return json.loads(body)
 
 
 def serving(site: Site) -> str:

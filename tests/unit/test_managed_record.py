@@ -27,10 +27,13 @@ def app_resources(name: str):
 def test_items_of_a_host():
     items = managed_items(app_resources("names") + [ComposeProject("/srv/airflow", "airflow", (), (), role="airflow")],
                           ("nginx", "app", "airflow"))
-    assert items == ("compose:/srv/airflow|airflow", "data:dir:/srv/names", "data:pgdb:names", "data:pgrole:names",
-                     "data:user:names", "file:/etc/nginx/sites-available/names.conf",
-                     "file:/etc/nginx/sites-enabled/names.conf", "file:/etc/systemd/system/names@.service",
-                     "unit:names@")
+    assert items == {
+        "airflow": ("compose:/srv/airflow|airflow",),
+        "app": ("data:dir:/srv/names", "data:user:names", "file:/etc/nginx/sites-available/names.conf",
+                "file:/etc/nginx/sites-enabled/names.conf", "file:/etc/systemd/system/names@.service",
+                "unit:names@"),
+        "postgres": ("data:pgdb:names", "data:pgrole:names"),
+    }
 
 
 def test_removal_commands_exact():
@@ -49,22 +52,27 @@ def test_removal_commands_exact():
     assert removal_commands("data:dir:/srv/names") == ["rm -rf /srv/names"]
 
 
-def record(name: str, purge: bool = False) -> ManagedRecord:
-    return ManagedRecord(managed_items(app_resources(name), ("app",)), purge, NGINX, SYSTEMD)
+SCOPE = ("postgres", "nginx", "app", "airflow")
+
+
+def record(name: str, purge: bool = False, scope=SCOPE) -> ManagedRecord:
+    return ManagedRecord(managed_items(app_resources(name), ("app",)), scope, purge, NGINX, SYSTEMD)
 
 
 def test_a_host_without_record_is_adopted_and_nothing_removed():
     r = record("names")
     assert r.parse("@@dropship-no-record\n") is None and r.parse("{not json") is None
+    assert r.parse('{"items": ["file:/etc/x"]}') is None
     [change] = r.plan(None)
     assert change.action == "create" and "nothing removed" in change.summary
     assert not [c for c in change.commands if c.startswith(("rm ", "systemctl", "runuser"))]
     assert change.notify == ()
+    assert r.parse(_written(change.commands)) == r.items
 
 
 def test_unchanged_record_plans_nothing():
     r = record("names")
-    assert r.plan(r.parse('{"items": %s}' % list(r.items).__repr__().replace("'", '"'))) == []
+    assert r.plan(dict(r.items)) == []
 
 
 def test_a_renamed_app_stops_and_loses_its_config_but_keeps_data():
@@ -79,13 +87,28 @@ def test_a_renamed_app_stops_and_loses_its_config_but_keeps_data():
     assert "dropdb" not in commands and "userdel" not in commands and "rm -rf /srv/names" not in commands
     assert change.notify == (NGINX, SYSTEMD)
     kept = new.parse(_written(change.commands))
-    assert "data:dir:/srv/names" in kept and "data:pgdb:names" in kept and "unit:names@" not in kept
+    assert "data:dir:/srv/names" in kept["app"] and "data:pgdb:names" in kept["postgres"]
+    assert "unit:names@" not in kept["app"] and "unit:guestbook@" in kept["app"]
     # A later run with purge removes the data it kept.
     [purged] = replace(new, purge=True).plan(kept)
     text = "\n".join(purged.commands)
     assert text.index("dropdb --if-exists names") < text.index("dropuser --if-exists names") \
         < text.index("userdel names") < text.index("rm -rf /srv/names")
     assert new.parse(_written(purged.commands)) == new.items
+
+
+def test_a_run_of_some_roles_prunes_only_theirs():
+    recorded = {"airflow": ("compose:/srv/airflow|airflow",), **record("names").items}
+    deploy = record("guestbook", scope=("app",))        # a deploy lays out the apps only
+    [change] = deploy.plan(recorded)
+    text = "\n".join(change.commands)
+    assert "names@" in text and "docker compose" not in text and "dropdb" not in text
+    kept = deploy.parse(_written(change.commands))
+    assert kept["airflow"] == recorded["airflow"] and kept["postgres"] == recorded["postgres"]
+    # A full run drops what the host lost: Airflow turned off.
+    [full] = record("names").plan(recorded)
+    assert "docker compose --project-directory /srv/airflow -p airflow down" in "\n".join(full.commands)
+    assert full.notify == ()
 
 
 def _written(commands: list[str]) -> str:
