@@ -1,19 +1,9 @@
 """Fixtures for the names app's tests, against a real, throwaway PostgreSQL cluster.
 
-`postgres_url` starts one cluster per test session (initdb + pg_ctl from the Debian
-`postgresql` package) on a free 127.0.0.1 port, with its socket and data in a fresh temp
-dir; a watchdog process stops and deletes it even if the test run is killed.
+`postgres_url` starts one cluster per test session with the project's tests/pg_server.py
+(this folder is not shipped with the app, so it may import from the project's tests).
 """
-import glob
-import json
-import os
-import pwd
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,81 +11,23 @@ import pytest
 APP_SRC = Path(__file__).resolve().parents[1]
 if str(APP_SRC) not in sys.path:  # so `import names` works without PYTHONPATH
     sys.path.insert(0, str(APP_SRC))
+if str(APP_SRC.parent) not in sys.path:  # the project, for `tests.pg_server`
+    sys.path.insert(1, str(APP_SRC.parent))
 
 from sqlalchemy import text  # noqa: E402
 
 from names import create_app  # noqa: E402
 from names.models import db  # noqa: E402
+from tests.pg_server import postgres_server, unused_port  # noqa: E402
 
 APP_ENV = ("FLASK_CONFIG", "DATABASE_URL", "SECRET_KEY", "RELEASE_ID")
-
-# Runs detached; waits for EOF on stdin (the test run ending, however it ends), then
-# stops the server if it is still up and deletes the temp dir.
-WATCHDOG = textwrap.dedent("""
-    import json, os, shutil, subprocess, sys
-    stop, tmp = json.loads(sys.argv[1]), sys.argv[2]
-    sys.stdin.read()
-    if os.path.exists(os.path.join(tmp, "data", "postmaster.pid")):
-        subprocess.run(stop, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    shutil.rmtree(tmp, ignore_errors=True)
-""")
-
-
-def unused_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_bindir():
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return Path(found[-1]).parent
-    if shutil.which("pg_ctl"):
-        return Path(shutil.which("pg_ctl")).parent
-    pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql (scripts/setup.sh does)")
 
 
 @pytest.fixture(scope="session")
 def postgres_url():
     """Start a throwaway PostgreSQL cluster; yield the DATABASE_URL of an empty database."""
-    bindir = pg_bindir()
-    tmp = Path(tempfile.mkdtemp(prefix="names-pg-"))
-    data, log = tmp / "data", tmp / "postgres.log"
-    as_user = []
-    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-        as_user = ["runuser", "-u", "postgres", "--"]
-        pw = pwd.getpwnam("postgres")
-        os.chown(tmp, pw.pw_uid, pw.pw_gid)
-
-    def pg(*args):
-        done = subprocess.run(as_user + [str(bindir / args[0]), *args[1:]], cwd=tmp,
-                              capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"{args[0]} failed: {done.stderr or done.stdout}")
-
-    stop = as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, json.dumps(stop), str(tmp)],
-                                stdin=subprocess.PIPE, start_new_session=True)
-    try:
-        pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale",
-           "--no-sync", "--no-instructions")
-        for attempt in range(3):  # a free port can be taken before the server binds it
-            port = unused_port()
-            opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-            try:
-                pg("pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
-                break
-            except RuntimeError as exc:
-                if attempt == 2:
-                    pytest.fail(f"PostgreSQL did not start: {exc}\n{log.read_text() if log.exists() else ''}")
-        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "names_test")
-        yield f"postgresql://postgres@127.0.0.1:{port}/names_test"
-    finally:
-        subprocess.run(stop, cwd=tmp, capture_output=True)
-        watchdog.stdin.close()  # EOF: the watchdog deletes the temp dir and exits
-        watchdog.wait(timeout=30)
+    with postgres_server("names_test", prefix="names-pg-") as url:
+        yield url
 
 
 @pytest.fixture
