@@ -278,13 +278,24 @@ def unlock_task(c, env, force=False, app=None):
         raise Exit(code=1)
 
 
+def _say(e):
+    """``print`` through the environment's redactor (remote output may echo a secret); JSON for non-strings."""
+    import json as _json
+
+    from .secrets import redactor_for
+
+    redact = redactor_for(e)
+    return lambda value="": print(redact(value if isinstance(value, str) else _json.dumps(value)))
+
+
 @task(help={"env": "environment"})
 @user_errors
 def backup(c, env):
     """pg_dump the app database now."""
     from .workflows.database import backup as run_backup
 
-    print(run_backup(environment(c, env)))
+    e = environment(c, env)
+    _say(e)(run_backup(e))
 
 
 @task(help={"env": "environment", "json": "print JSON"})
@@ -293,13 +304,14 @@ def backups(c, env, json=False):
     """List the app database's backups."""
     from .workflows.database import backups as list_backups
 
-    rows = list_backups(environment(c, env))
+    e = environment(c, env)
+    say, rows = _say(e), list_backups(e)
     if json:
-        return _print_json(rows)
+        return say(rows)
     for r in rows:
-        print(f"{r['name']:<48} {r['bytes']:>10} bytes  {r['at']}")
+        say(f"{r['name']:<48} {r['bytes']:>10} bytes  {r['at']}")
     if not rows:
-        print("no backups")
+        say("no backups")
 
 
 @task(help={"env": "environment", "file": "backup name (see db.backups) or a local dump file",
@@ -310,10 +322,9 @@ def restore(c, env, file, yes=False):
     from .workflows.database import restore as run_restore
 
     e = environment(c, env)
-    if not yes:
-        _confirm(f"Replace database {e.settings.app.database.name} of {env} with {file}? "
-                 "Type the environment name: ", env)
-    print(f"restored from {run_restore(e, file)}")
+    confirm = None if yes else lambda: _confirm(f"Replace database {e.settings.app.database.name} of {env} "
+                                                f"with {file}? Type the environment name: ", env)
+    _say(e)(f"restored from {run_restore(e, file, confirm)}")
 
 
 # --- airflow ---------------------------------------------------------------------------------------
@@ -324,12 +335,13 @@ def airflow_status(c, env, json=False):
     """Airflow services: state and health."""
     from .workflows.airflow import status
 
-    rows = status(environment(c, env))
+    e = environment(c, env)
+    say, rows = _say(e), status(e)
     if json:
-        _print_json(rows)
+        say(rows)
     else:
         for r in rows:
-            print(f"{r['service']:<24} {r['state']:<10} {r['health'] or '-':<10} {r['status']}")
+            say(f"{r['service']:<24} {r['state']:<10} {r['health'] or '-':<10} {r['status']}")
     if any(r["state"] != "running" or r["health"] not in ("", "healthy") for r in rows):
         raise Exit(code=1)
 
@@ -340,14 +352,15 @@ def airflow_dags(c, env, json=False):
     """DAGs with their paused state, and import errors."""
     from .workflows.airflow import dags
 
-    found = dags(environment(c, env))
+    e = environment(c, env)
+    say, found = _say(e), dags(e)
     if json:
-        return _print_json(found)
+        return say(found)
     for d in found["dags"]:
-        print(f"{d.get('dag_id', ''):<32} {'paused' if str(d.get('is_paused')).lower() == 'true' else 'active':<7} "
-              f"{d.get('fileloc', '')}")
-    for e in found["import_errors"]:
-        print(f"IMPORT ERROR {e.get('filepath', '')}: {str(e.get('error', '')).strip().splitlines()[-1:]}")
+        say(f"{d.get('dag_id', ''):<32} {'paused' if str(d.get('is_paused')).lower() == 'true' else 'active':<7} "
+            f"{d.get('fileloc', '')}")
+    for err in found["import_errors"]:
+        say(f"IMPORT ERROR {err.get('filepath', '')}: {str(err.get('error', '')).strip().splitlines()[-1:]}")
 
 
 @task(name="trigger", help={"env": "environment", "dag": "DAG id", "date": "logical date (YYYY-MM-DD)",
@@ -357,8 +370,10 @@ def airflow_trigger(c, env, dag, date=None, wait=False):
     """Trigger a DAG run (optionally at a logical date) and optionally wait for it."""
     from .workflows.airflow import trigger
 
-    result = trigger(environment(c, env), dag, date, wait, on_line=print)
-    print(result)
+    e = environment(c, env)
+    say = _say(e)
+    result = trigger(e, dag, date, wait, on_line=say)
+    say(result)
     if wait and result != "success":
         raise Exit(code=1)
 
@@ -369,7 +384,8 @@ def airflow_test(c, env, dag, task, date):
     """Run one task in isolation (airflow tasks test) and print its log output."""
     from .workflows.airflow import test_task
 
-    rc, _ = test_task(environment(c, env), dag, task, date, on_line=print)
+    e = environment(c, env)
+    rc, _ = test_task(e, dag, task, date, on_line=_say(e))
     if rc != 0:
         raise Exit(code=rc)
 
@@ -381,10 +397,12 @@ def airflow_backfill(c, env, dag, start, end, wait=False):
     """Backfill a DAG over a date range (one run per schedule interval)."""
     from .workflows.airflow import backfill
 
-    states = backfill(environment(c, env), dag, start, end, wait, on_line=print)
+    e = environment(c, env)
+    say = _say(e)
+    states = backfill(e, dag, start, end, wait, on_line=say)
     if wait:
         ok = sum(1 for s in states.values() if s == "success")
-        print(f"{ok} of {len(states)} runs succeeded")
+        say(f"{ok} of {len(states)} runs succeeded")
         if ok != len(states):
             raise Exit(code=1)
 
@@ -396,7 +414,8 @@ def airflow_logs(c, env, service=None, follow=False):
     """Logs of the Airflow services."""
     from .workflows.airflow import logs
 
-    logs(environment(c, env), service, follow, on_line=print)
+    e = environment(c, env)
+    logs(e, service, follow, on_line=_say(e))
 
 
 # --- the whole thing on one laptop ----------------------------------------------------------------

@@ -102,8 +102,15 @@ def requirements_hash(requirements: bytes, python_version: str) -> str:
 
 
 def env_file(values: list[tuple[str, str]]) -> bytes:
-    """KEY='value' lines, readable by systemd's EnvironmentFile and by ``. ./.env`` in sh."""
-    lines = [f"{k}='" + v.replace("'", "'\\''") + "'" for k, v in values]
+    """``KEY="value"`` lines that systemd's EnvironmentFile= and ``. ./.env`` in sh read the same:
+    inside double quotes both take ``\\`` before ``"``, ``\\``, `` ` `` and ``$`` as escapes and keep
+    newlines. A NUL cannot be passed (ValueError)."""
+    lines = []
+    for key, value in values:
+        if "\0" in value:
+            raise ValueError(f"{key}: a value cannot hold a NUL character")
+        escaped = "".join("\\" + ch if ch in '"\\`$' else ch for ch in value)
+        lines.append(f'{key}="{escaped}"')
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -118,27 +125,51 @@ def database_url(user: str, password: str, name: str, host: str = "127.0.0.1", p
 
 # --- commands of the deploy steps (run in the host's root shell) ----------------------------------
 
-def lock_command(lock_dir: str, holder: dict) -> str:
-    """Take the lock atomically: a complete lock folder is renamed into place (only one rename
-    wins). A lock whose root shell is gone (its SSH session died and its step ended) is stale: it
-    is renamed away (again only one run wins) and taken."""
-    info = json.dumps(holder)
+def lock_command(lock_dir: str, holder: dict, wait: int = 0, ending: int = 20) -> str:
+    """Take the lock atomically: a complete lock folder (``holder`` JSON, ``shell``: the root
+    shell's pid and start time, ``session``: the same of its SSH session process) is renamed into
+    place; only one rename wins. A lock whose root shell is gone is stale: it is renamed away (again
+    only one run wins) and taken. A holder whose shell runs but whose SSH session is gone is a lost
+    client's last step, being stopped on the host: it is waited for up to ``ending`` seconds (or
+    ``wait`` if longer), a live holder up to ``wait`` seconds.
+
+    Output, one line each: ``WAIT <seconds left> <holder json>`` about every second while a live
+    holder is waited for, ``ENDING <seconds left> <holder json>`` while a lost client's step ends,
+    ``STALE <holder json>`` when a stale lock is taken over; last ``LOCKED_BY_ME`` (exit 0), or
+    ``LOCKED <holder json>`` (exit 3) when the holder outlasted the wait."""
+    info, wait = json.dumps(holder), int(-(-wait // 1))
     return f"""
 lock={q(lock_dir)}
 mine="$lock.new.$$"
+field() {{ sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f"$2"; }}
+alive() {{ s=$(field "$1" 1,20); [ -n "$1" ] && [ -n "$2" ] && [ "${{s#? }}" = "$2" ] && [ "${{s%% *}}" != Z ]; }}
 rm -rf "$mine"; mkdir -p "$mine"
 printf '%s\\n' {q(info)} > "$mine/holder"
-echo "$$ $(cut -d' ' -f22 /proc/$$/stat)" > "$mine/shell"
-for attempt in 1 2 3; do
+echo "$$ $(field $$ 20)" > "$mine/shell"
+p=$(field $$ 2)
+while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+  case $(cat "/proc/$p/comm" 2>/dev/null) in sshd*) echo "$p $(field "$p" 20)" > "$mine/session"; break;; esac
+  p=$(field "$p" 2)
+done
+t0=$(date +%s); tries=0
+while [ "$tries" -lt 5 ]; do
   if mv -T "$mine" "$lock" 2>/dev/null; then echo LOCKED_BY_ME; exit 0; fi
-  pid=""; start=""
+  pid=""; start=""; spid=""; sstart=""
   {{ read -r pid start < "$lock/shell"; }} 2>/dev/null
-  if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && [ "$(cut -d' ' -f22 /proc/$pid/stat 2>/dev/null)" = "$start" ]; then
-    rm -rf "$mine"; echo "LOCKED $(cat "$lock/holder" 2>/dev/null)"; exit 3
+  {{ read -r spid sstart < "$lock/session"; }} 2>/dev/null
+  word=""
+  if alive "$pid" "$start"; then
+    word=WAIT; limit={wait}
+    if [ -n "$spid" ] && ! alive "$spid" "$sstart"; then word=ENDING; [ "$limit" -ge {int(ending)} ] || limit={int(ending)}; fi
+  elif [ -z "$pid" ] && [ -d "$lock" ] && [ -z "$(find "$lock" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then
+    word=WAIT; limit={wait}     # no shell: made by hand just now
   fi
-  if [ -z "$pid" ] && [ -d "$lock" ] && [ -z "$(find "$lock" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then
-    rm -rf "$mine"; echo "LOCKED $(cat "$lock/holder" 2>/dev/null)"; exit 3     # being written right now
+  if [ -n "$word" ]; then
+    left=$((t0 + limit - $(date +%s)))
+    [ "$left" -gt 0 ] || break
+    echo "$word $left $(cat "$lock/holder" 2>/dev/null)"; sleep 1; continue
   fi
+  tries=$((tries + 1))
   if mv -T "$lock" "$lock.stale.$$" 2>/dev/null; then
     echo "STALE $(cat "$lock.stale.$$/holder" 2>/dev/null)"; rm -rf "$lock.stale.$$"
   fi

@@ -23,6 +23,20 @@ def fernet_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
+def redactor_for(env: Environment) -> Redactor:
+    """A redactor for everything a command on ``env`` prints: every secret the environment references
+    that exists already (``{env: VAR}`` ones too) and every value of its secrets file, with their
+    URL-quoted forms (see ``Redactor.add``). Never generates a secret.
+    """
+    redactor = Redactor()
+    store = SecretStore(env, redactor)
+    for ref in env.secret_refs():
+        store.peek(ref)
+    for value in store.stored():
+        redactor.add(value)
+    return redactor
+
+
 class SecretStore:
     def __init__(self, env: Environment, redactor: Redactor):
         self.env = env
@@ -43,6 +57,10 @@ class SecretStore:
                 raise DropshipError(f"{self.path}: expected 'name: value' lines", "fix the file by hand")
             self._file = {str(k): str(v) for k, v in data.items()}
         return self._file
+
+    def stored(self) -> list[str]:
+        """Every value in the secrets file (also those of apps since removed from the inventory)."""
+        return list(self._load().values())
 
     def peek(self, ref: SecretRef) -> str | None:
         """The value if it exists already; never generates."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import select
+import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -58,6 +59,31 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
         if not self.target.accept_new_key:
             raise _HostKeyUnknown(key)
         self.known.pin(self.target.address, self.target.port, [key])
+
+
+# Started in the background by every root shell (in a session of its own, off the channel): when
+# the SSH session process above the shell (nearest `sshd*` ancestor, else the parent) is gone while
+# the shell runs a step, the client is lost. It then ends the shell's process group (the shell, the
+# step and its children: pip, pg_dump, curl…; systemd units are not in it): TERM, 3 s later KILL.
+WATCHDOG = """shell=$1
+field() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f$2; }
+mine=$(field $shell 20); p=$(field $shell 2); watch=$p
+while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+  case $(cat /proc/$p/comm 2>/dev/null) in sshd*) watch=$p; break;; esac
+  p=$(field $p 2)
+done
+theirs=$(field $watch 20)
+while [ -n "$mine" ] && [ "$(field $shell 20)" = "$mine" ]; do
+  if [ "$(field $watch 20)" != "$theirs" ]; then
+    group=$(field $shell 3)
+    if [ -n "$group" ] && [ "$group" -gt 1 ] && [ "$group" != "$(field $$ 3)" ]; then
+      kill -TERM -$group 2>/dev/null; sleep 3; kill -KILL -$group 2>/dev/null
+    fi
+    exit 0
+  fi
+  sleep 1
+done"""
+WATCHDOG_COMMAND = f"setsid /bin/sh -c {shlex.quote(WATCHDOG)} dropship-watchdog $$ </dev/null >/dev/null 2>&1 &\n"
 
 
 class Session:
@@ -214,7 +240,7 @@ class Session:
                                   "check the host is up and re-run: every step is idempotent")
             chan = transport.open_session(timeout=self.target.connect_timeout)
             chan.exec_command("/bin/sh -s" if self.user == "root" else "sudo -n /bin/sh -s")
-            chan.sendall(b"export LC_ALL=C\n")
+            chan.sendall(b"export LC_ALL=C\n" + WATCHDOG_COMMAND.encode())
             self._shell, self._pending, self._shell_err = chan, b"", b""
         return self._shell
 

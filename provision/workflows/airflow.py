@@ -18,6 +18,7 @@ from ..image_on_host import build_on_host, pull_on_host, ship_image
 from ..inventory import Environment
 from ..redact import Redactor
 from ..roles.airflow import LAYOUT, SERVICES
+from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, connect
 from .. import hosts as host_selection
@@ -168,18 +169,24 @@ class HostDags:
 
 # --- the day-to-day tasks ------------------------------------------------------------------------------
 
-def _session(env: Environment):
+def _session(env: Environment) -> Session:
+    """A session to the (first) Airflow host; it masks the environment's secrets."""
     host = airflow_hosts(env)[0]
     target = host_selection.targets(env, [host])[0]
-    return connect(target, KnownHosts(env.workspace.known_hosts_path), Redactor())
+    return connect(target, KnownHosts(env.workspace.known_hosts_path), redactor_for(env))
 
 
 def run(env: Environment, command: str, on_line=None, timeout: float = 3600) -> tuple[int, str]:
-    """Run a shell command on the Airflow host (as root); returns (rc, output)."""
+    """Run a shell command on the Airflow host (as root); returns (rc, output).
+
+    Secrets are masked in the output and in every line passed to ``on_line`` (task logs may print them).
+    """
     session = _session(env)
+    redact = session.redact
     try:
-        result = session.script(command, on_line=on_line, timeout=timeout)
-        return result.rc, result.stdout
+        result = session.script(command, on_line=(lambda line: on_line(redact(line))) if on_line else None,
+                                timeout=timeout)
+        return result.rc, redact(result.stdout)
     finally:
         session.close()
 
@@ -218,13 +225,18 @@ def _json_rows(text: str) -> list[dict]:
     return []
 
 
+def _failed(env: Environment, what: str, rc: int, out: str, fix: str) -> DropshipError:
+    """``<what> failed: <last output line>``, secrets masked (the arguments too: output may echo them)."""
+    last = out.strip().splitlines()[-1] if out.strip() else f"exit status {rc}"
+    return DropshipError(redactor_for(env)(f"{what} failed: {last}"), fix)
+
+
 def trigger(env: Environment, dag: str, date: str | None, wait: bool, on_line=None) -> str:
     logical = f" --logical-date {q(date)}" if date else ""
     rc, out = run(env, compose_exec(f"airflow dags trigger {q(dag)}{logical} -o json"), timeout=300)
     rows = _json_rows(out)
     if rc != 0 or not rows:
-        raise DropshipError(f"trigger of {dag} failed: {out.strip().splitlines()[-1] if out.strip() else rc}",
-                            "check the DAG id with `invoke airflow.dags`")
+        raise _failed(env, f"trigger of {dag}", rc, out, "check the DAG id with `invoke airflow.dags`")
     run_id = rows[0].get("dag_run_id") or rows[0].get("run_id", "")
     if wait:
         return wait_for_runs(env, dag, {run_id}, on_line)[run_id]
@@ -264,8 +276,7 @@ def backfill(env: Environment, dag: str, start: str, end: str, wait: bool, on_li
     rc, out = run(env, compose_exec(f"airflow backfill create --dag-id {q(dag)} --from-date {q(start)} "
                                     f"--to-date {q(end)}"), timeout=600)
     if rc != 0:
-        raise DropshipError(f"backfill of {dag} failed: {out.strip().splitlines()[-1] if out.strip() else rc}",
-                            "check the dates (YYYY-MM-DD) and the DAG id")
+        raise _failed(env, f"backfill of {dag}", rc, out, "check the dates (YYYY-MM-DD) and the DAG id")
     if not wait:
         return {}
     from datetime import date as _date

@@ -49,7 +49,16 @@ class Steps:
     @contextmanager
     def locked(self, action: str, what: str, env_name: str):
         holder = {"by": who(), "since": now(), "action": action, "what": what}
-        result = self.session.script(rel.lock_command(self.lock_dir, holder), timeout=30)
+        def waiting(line: str) -> None:       # WAIT / ENDING <seconds left> <holder>: a visible countdown
+            kind, _, rest = line.partition(" ")
+            if kind in ("WAIT", "ENDING"):
+                left = rest.split(" ", 1)[0]
+                what = "waiting for the lock's holder" if kind == "WAIT" else \
+                    "waiting for a lost client's last step to end"
+                self.progress.step(self.session.name, "ok", f"{self.prefix}{what}: {left}s left")
+
+        result = self.session.script(rel.lock_command(self.lock_dir, holder, int(self.lock_wait)), on_line=waiting,
+                                     timeout=max(self.lock_wait, 20) + 30)
         lines = result.stdout.splitlines()
         if result.rc == 3 or "LOCKED_BY_ME" not in lines:
             held = next((ln[7:] for ln in reversed(lines) if ln.startswith("LOCKED ")), "unknown holder").strip()

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.support import (AIRFLOW_SOURCE, DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec,
-                           droplet_spec, http_base, last_json, run_name)
+                           droplet_spec, http_base, last_json, run_name, sandbox_secret)
 
 pytestmark = pytest.mark.integration
 
@@ -496,6 +496,25 @@ def test_ui_on_a_server_name_of_its_own(stack):
     assert DAG in {d["dag_id"] for d in own.get("/api/v2/dags")["dags"]}
     assert stack.api.call("GET", "/api/v2/version")[0] == 404                 # gone from the app's server
     assert docker_exec(stack.container, "ls /etc/nginx/dropship/locations/").split() == []
+
+
+# --- 14. no secret in any output -------------------------------------------------------------------------
+
+def test_no_secret_appears_in_any_output(stack):
+    """Day-to-day commands print remote output (service status, scheduler logs, errors): secrets masked."""
+    path = stack.box.environment().workspace.secrets_path(stack.env)
+    names = sorted(yaml.safe_load(path.read_text()))
+    assert {"airflow_admin_password", "airflow_fernet_key", "airflow_db_password"} <= set(names), names
+    forms = {name: {v, urllib.parse.quote(v, safe="")} for name in names for v in [sandbox_secret(stack.box, name)]}
+    commands = [("airflow.status",), ("airflow.dags",), ("airflow.logs", "--service", "scheduler"), ("db.backups",),
+                ("releases",),
+                # Remote output that echoes a secret: the DAG id comes back in Airflow's error line.
+                ("airflow.trigger", "--dag", sandbox_secret(stack.box, "airflow_admin_password"))]
+    for args in commands:
+        proc = stack.invoke(args[0], "--env", stack.env, *args[1:], timeout=600)
+        leaked = sorted(name for name, values in forms.items() if any(v in proc.stdout + proc.stderr for v in values))
+        assert not leaked, f"invoke {args[0]} printed the value of {', '.join(leaked)} (exit {proc.returncode})"
+        assert "Traceback" not in proc.stderr, f"invoke {args[0]}: {proc.stderr[-300:]}"
 
 
 def test_module_timings(stack):

@@ -1,0 +1,211 @@
+"""Two Flask apps of different shapes on one real local droplet, by inventory alone.
+
+Beside the repo's names app (at the root: `wsgi:app`, DATABASE_URL, Flask-Migrate migrations, a
+/healthz endpoint), the guestbook app of tests/apps/guestbook is written the way apps written
+elsewhere are: a package factory (`guestbook:create_app()`), its database URL in
+GUESTBOOK_DB_URI through psycopg2, requirements in requirements/prod.txt, tables made by a
+script, no health endpoint (the gate asks /about). It is served at /guestbook of the default
+server (SCRIPT_NAME), with a hostile string as its page title. The tests run in order on one
+droplet: both deploy and serve their forms (CSRF included); deploys and rollbacks of each app
+under load fail no request; a rename leaves nginx valid and serving; removing the app disables
+it and keeps its data, `--purge` drops that.
+"""
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.loadgen import LoadGenerator
+from tests.support import (DEFAULTS, PROJECT, AppRepo, Browser, Sandbox, app_settings, docker_exec, droplet_spec,
+                           heading, http_base, last_json, run_name)
+
+pytestmark = pytest.mark.integration
+
+ROLES = ["base", "postgres", "nginx", "app"]
+GUESTBOOK_SOURCE = PROJECT / "tests" / "apps" / "guestbook"
+TITLE = "It's \"$(touch /tmp/pwned)\" `touch /tmp/pwned2`; $HOME \\ \\n —\n ünïcødé ✓ 'quoted'"
+
+
+def guestbook(source: Path, name: str = "guestbook") -> dict:
+    return {"name": name, "source": str(source), "path": "/guestbook", "wsgi": "guestbook:create_app()",
+            "requirements": "requirements/prod.txt", "release_command": "python bin/create_tables.py",
+            "health": {"path": "/about", "expect_status": [200], "expect_text": "About"},
+            "env": {"GUESTBOOK_ENV": "production", "SITE_TITLE": TITLE,
+                    "GUESTBOOK_SECRET": {"secret": "guestbook_secret"}},
+            "database": {"name": "guestbook", "user": "guestbook", "password": {"secret": "guestbook_db_password"},
+                         "url_env": ["GUESTBOOK_DB_URI"], "driver": "psycopg2"}}
+
+
+class GuestbookRepo(AppRepo):
+    """A copy of the guestbook app in a git repository; versions change guestbook/version.py."""
+
+    @classmethod
+    def create(cls, dest: Path) -> "GuestbookRepo":
+        shutil.copytree(GUESTBOOK_SOURCE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        repo = cls(dest)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit("guestbook v1")
+        return repo
+
+    def version(self, label: str) -> str:
+        path = self.root / "guestbook" / "version.py"
+        text, n = re.subn(r'LABEL = "[^"]*"', f'LABEL = "{label}"', path.read_text())
+        assert n == 1, path
+        path.write_text(text)
+        return self.commit(label)
+
+
+@dataclass
+class Host:
+    box: Sandbox
+    names: AppRepo
+    guestbook: GuestbookRepo
+    url: str
+
+    @property
+    def container(self) -> str:
+        from provision.state import load_droplets
+
+        return load_droplets(self.box.environment())["web-1"].id
+
+    def write(self, *apps: dict) -> None:
+        defaults = {k: v for k, v in DEFAULTS.items() if k != "app"}
+        self.box.write({self.box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)],
+                                       "apps": list(apps)}}, defaults=defaults)
+
+    def on_host(self, script: str, check: bool = True) -> str:
+        return docker_exec(self.container, script, check)
+
+    def invoke(self, *args: str) -> subprocess.CompletedProcess:
+        proc = self.box.invoke(*args, "--env", self.box.env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    root = tmp_path_factory.mktemp("apps")
+    (root / "env").mkdir()
+    h = Host(Sandbox(root / "env", run_name()), AppRepo.create(root / "names"),
+             GuestbookRepo.create(root / "guestbook"), "")
+    h.write(app_settings(h.names.root), guestbook(h.guestbook.root))
+    try:
+        h.box.create_and_provision()
+        h.url = http_base(h.box)
+        yield h
+    finally:
+        h.box.invoke("droplet.destroy", "--env", h.box.env, "--yes")
+
+
+def guestbook_page(browser: Browser) -> tuple[str, str, list[str]]:
+    """(title, version label, entries) of the guestbook's index page."""
+    status, _, page = browser.open("/guestbook/")
+    assert status == 200, page
+    title = html.unescape(re.search(r"<title>(.*?)</title>", page, re.S).group(1)).strip()
+    label = re.search(r'data-version="([^"]*)"', page)
+    entries = [html.unescape(e).strip() for e in re.findall(r'<li class="entry">(.*?)</li>', page, re.S)]
+    return title, label.group(1) if label else "", entries
+
+
+def sign(browser: Browser, author: str, message: str, with_token: bool = True) -> int:
+    status, _, page = browser.open("/guestbook/")
+    assert status == 200, page
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+    assert token, page
+    form = {"author": author, "message": message, **({"csrf_token": token.group(1)} if with_token else {})}
+    status, headers, _ = browser.open("/guestbook/", form)
+    if status in (302, 303):
+        assert headers["Location"].endswith("/guestbook/"), headers
+    return status
+
+
+def under_load(host: Host, *commands: tuple[str, ...]) -> list:
+    """Run each `invoke` command while both apps are asked 30 times a second; the load's stats."""
+    loads = [LoadGenerator(host.url + "/healthz", rate=30).start(),
+             LoadGenerator(host.url + "/guestbook/about", rate=30).start()]
+    try:
+        for command in commands:
+            host.invoke(*command)
+    finally:
+        stats = [load.stop() for load in loads]
+    return stats
+
+
+# --- the tests, in order -----------------------------------------------------------------------------
+
+def test_both_apps_deploy_and_serve_their_forms(host):
+    report = last_json(host.invoke("deploy", "--json"))
+    assert report["ok"] and set(report["releases"]) == {"names", "guestbook"}, report
+    names = Browser(host.url)
+    names.add_name("Ada Lovelace")
+    assert names.page() == (heading("v1"), ["Ada Lovelace"])
+
+    visitor = Browser(host.url)
+    assert sign(visitor, "Grace", "Hello from the guestbook") in (302, 303)
+    title, label, entries = guestbook_page(visitor)
+    assert title == TITLE                                  # the hostile string arrived byte-exact, as data
+    assert label == "v1" and any("Hello from the guestbook" in e for e in entries), entries
+    assert sign(Browser(host.url), "Mallory", "no token", with_token=False) == 400
+    assert host.on_host("ls /tmp/pwned /tmp/pwned2 2>&1 || true").count("No such file") == 2
+
+    env = host.on_host("cat /srv/guestbook/slots/blue/.env")
+    assert "GUESTBOOK_DB_URI=\"postgresql+psycopg2://guestbook:" in env and "DATABASE_URL=" in env
+    rows = last_json(host.invoke("releases", "--json"))["web-1"]
+    assert {(r["app"], r["live"]) for r in rows} == {("names", True), ("guestbook", True)}
+    assert "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok" in host.on_host("nginx -t 2>&1")
+
+
+def test_deploy_and_rollback_of_each_app_under_load(host):
+    host.names.version("v2")
+    host.guestbook.version("v2")
+    stats = under_load(host, ("deploy", "--only", "guestbook"), ("deploy", "--only", "names"),
+                       ("rollback", "--app", "guestbook"), ("rollback", "--app", "names"))
+    for app, s in zip(("names", "guestbook"), stats):
+        assert s.failed == 0 and s.total > 50, f"{app}: {s.summary()}"
+    assert Browser(host.url).page()[0] == heading("v1")
+    assert guestbook_page(Browser(host.url))[1] == "v1"
+    under_load(host, ("rollback", "--app", "guestbook"))      # forward again: v2, warm
+    assert guestbook_page(Browser(host.url))[1] == "v2"
+
+
+def test_a_rename_leaves_nginx_valid_and_serving(host):
+    """A renamed app is a new app: the old one stops at the provision, the new one serves from its
+    deploy on; the other app serves throughout."""
+    host.write(app_settings(host.names.root), guestbook(host.guestbook.root, name="visitors"))
+    names, _ = under_load(host, ("provision",), ("deploy",))
+    assert names.failed == 0, names.summary()
+    assert "syntax is ok" in host.on_host("nginx -t 2>&1")
+    gone = host.on_host("ls /etc/nginx/sites-enabled/; systemctl is-active guestbook@blue guestbook@green || true")
+    assert "guestbook.conf" not in gone and "visitors.conf" in gone and "names.conf" in gone
+    assert gone.count("inactive") == 2, gone
+    title, label, entries = guestbook_page(Browser(host.url))
+    assert (title, label) == (TITLE, "v2") and any("Hello from the guestbook" in e for e in entries)
+    assert host.on_host("test -d /srv/guestbook && echo kept").strip() == "kept"      # data stays
+
+
+def test_removing_an_app_disables_it_and_purge_drops_its_data(host):
+    host.write(app_settings(host.names.root))
+    host.invoke("provision")
+    assert "syntax is ok" in host.on_host("nginx -t 2>&1")
+    status, _, _ = Browser(host.url).open("/guestbook/about")
+    assert status == 404                                     # the root app answers now
+    state = host.on_host("ls /etc/nginx/sites-enabled/ /etc/nginx/dropship/locations/; "
+                         "systemctl is-active visitors@blue visitors@green || true; ls -d /srv/*")
+    assert "visitors" not in state.split("inactive")[0].replace("/srv/visitors", ""), state
+    assert "/srv/visitors" in state and "/srv/guestbook" in state
+    assert Browser(host.url).page()[1] == ["Ada Lovelace"]
+
+    host.invoke("provision", "--purge")
+    left = host.on_host("ls -d /srv/*; runuser -u postgres -- psql -Atc 'select datname from pg_database'; "
+                        "getent passwd visitors guestbook || true")
+    assert "/srv/visitors" not in left and "/srv/guestbook" not in left and "/srv/names" in left
+    assert "guestbook" not in left.split()[2:] and "names" in left
+    assert Browser(host.url).page()[1] == ["Ada Lovelace"]
+    again = last_json(host.invoke("provision", "--json"))
+    assert again["ok"] and again["hosts"]["web-1"]["changed"] == 0, again
