@@ -21,7 +21,7 @@ from ..report import Report
 from ..roles import RoleContext, host_resources
 from ..roles.airflow import LAYOUT as AIRFLOW
 from ..roles.app import SLOTS, layout
-from ..secrets import SecretStore
+from ..secrets import SecretStore, redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, connect
@@ -142,7 +142,7 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
 
     apps, dags_too = chosen_apps(env, options.only), ships_dags(env, options.only)
     chosen = app_hosts(env, options.hosts, options.only)
-    redactor = Redactor()
+    redactor = redactor_for(env)
     targets = preflight(env, chosen, redactor)
     values = resolve_secrets(env, SecretStore(env, redactor), dry_run=False)
     pub = public_key(env)
@@ -204,7 +204,7 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     if to and len(apps) > 1:
         raise DropshipError("--to names one app's release, and this environment has several apps",
                             f"add --app with one of: {', '.join(a.name for a in apps)}")
-    redactor = Redactor()
+    redactor = redactor_for(env)
     chosen = app_hosts(env, hosts, app_name)
     targets = preflight(env, chosen, redactor)
 
@@ -234,7 +234,7 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:
     """Per host: each app's retained releases (newest first) with live/warm flags, who and when."""
     apps = chosen_apps(env, app_name)
-    redactor = Redactor()
+    redactor = redactor_for(env)
     chosen = [h for h in host_selection.select(env, hosts) if "app" in h.roles]
     found: dict[str, list[dict]] = {}
 
@@ -261,7 +261,7 @@ def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, 
 
 def unlock(env: Environment, hosts, force: bool = False, app_name: str | None = None) -> Report:
     """Remove stale deploy locks (every app's and the DAGs'); refuse while a holder still runs a step."""
-    redactor = Redactor()
+    redactor = redactor_for(env)
     locks = [layout(a).lock_dir for a in chosen_apps(env, app_name)]
     locks += [DAG_LOCK] if ships_dags(env, app_name) else []
     chosen = app_hosts(env, hosts, app_name)
