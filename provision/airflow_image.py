@@ -7,16 +7,19 @@ id, the Airflow version, the CA certificates), so an unchanged recipe is never r
 host always means the same image. ``plan_host_build`` is the same recipe for ``build.where: host``.
 Getting the image onto hosts (ship, pull, build there) is ``image_on_host``'s.
 
+A build here goes through this machine's network: it gets this machine's extra CA certificates
+(``DEFAULT_LOCAL_CA_GLOB``) besides the environment's, whatever the provider.
+
 Without a registry the base is ``dropship/python-base:trixie``: a Debian 13 minbase rootfs with
 python3 made with debootstrap and ``docker import``-ed here (as the local droplet image is).
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tarfile
@@ -26,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .build_failures import CERTIFICATE, DEPENDENCIES, NETWORK, failure_message, files_note
 from .errors import DropshipError, ProviderError
-from .inventory import LOCAL_PYTHON_BASE, AirflowSettings, Environment
+from .inventory import DEFAULT_LOCAL_CA_GLOB, LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
 from .providers.local_image import (MIRROR, SOURCES_LIST, SUITE, _remove_rootfs, build_lock, debootstrap,
                                     require_debootstrap,
                                     import_rootfs, recipe_hash)
+from .report import ticker
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ PYTHON_BASE_CLEANUP = ("rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin 
                        "var/log/*.log var/log/apt/* tmp/* && rm -f etc/apt/sources.list.d/*.sources")
 
 BUILD_LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-airflow-build.lock"
+PYTHON_BASE_LOG = Path(tempfile.gettempdir()) / "dropship-python-base-debootstrap.log"
 BUILD_TIMEOUT = 1800
 PULL_TIMEOUT = 900
 SHIP_TIMEOUT = 3600
@@ -111,6 +117,34 @@ def image_tag(settings: AirflowSettings, ca_files: Sequence[Path], base_id: str 
     return f"{IMAGE_REPO}:{settings.version}-{digest}"
 
 
+def controller_ca_files() -> tuple[Path, ...]:
+    """This machine's extra CA certificates (what the local provider trusts by default)."""
+    return tuple(sorted(Path(p) for p in glob.glob(DEFAULT_LOCAL_CA_GLOB, recursive=True)))
+
+
+def with_controller_cas(env_cas: Sequence[Path], controller_cas: Sequence[Path]) -> tuple[Path, ...]:
+    """The environment's CA files, then this machine's that are not among them (same path or content).
+
+    A local environment (whose default list is this machine's) keeps its list, hence its tag.
+    """
+    seen = {Path(p).resolve() for p in env_cas} | {_digest(p) for p in env_cas}
+    extra = [Path(p) for p in controller_cas if Path(p).resolve() not in seen and _digest(p) not in seen]
+    return (*env_cas, *extra)
+
+
+def build_ca_files(env: Environment) -> tuple[Path, ...]:
+    """The CA files a build here gets: the environment's and this machine's."""
+    return with_controller_cas(tuple(env.ca_certificates), controller_ca_files())
+
+
+def build_fixes(context: Path, machine: str, ca_fix: str, again: str) -> dict[str, str]:
+    """The fix of each known build failure cause (``build_failures``) of a build on ``machine`` (pure)."""
+    return {CERTIFICATE: f"{ca_fix}, then {again}",
+            NETWORK: f"check that {machine} reaches the package servers (DNS, proxy, firewall), then {again}",
+            DEPENDENCIES: f"fix the versions in {context}/requirements.txt or airflow.version "
+                          f"(its constraints/ file pins the rest), then {again}"}
+
+
 def assemble_context(folder: Path, ca_files: Sequence[Path], dest: Path) -> list[str]:
     """Copy the build context into ``dest`` (an empty folder); the relative paths written.
 
@@ -156,7 +190,8 @@ def ensure_python_base_image() -> str:
         with build_lock():
             if not image_exists(hashed):
                 started = time.monotonic()
-                _build_python_base(hashed)
+                with ticker(hashed, PYTHON_BASE_LOG):
+                    _build_python_base(hashed)
                 log.info("built %s in %.0fs", hashed, time.monotonic() - started)
     if image_id(LOCAL_PYTHON_BASE) != image_id(hashed):
         docker("tag", hashed, LOCAL_PYTHON_BASE)
@@ -168,7 +203,7 @@ def _build_python_base(tag: str) -> None:
                         "apt-get install debootstrap, or set airflow.build.base_image to an image you have")
     target = Path(tempfile.mkdtemp(prefix="dropship-python-rootfs-", dir="/var/tmp"))
     try:
-        debootstrap(target, PYTHON_BASE_ARGS, "dropship-python-base-debootstrap.log")
+        debootstrap(target, PYTHON_BASE_ARGS, PYTHON_BASE_LOG)
         (target / "etc/apt/sources.list").write_text(SOURCES_LIST)
         subprocess.run(["sh", "-c", PYTHON_BASE_CLEANUP], cwd=target, check=True)
         import_rootfs(target, tag, tuple(PYTHON_BASE_CHANGES))
@@ -213,7 +248,8 @@ class Built:
 def build_image(env: Environment, ca_files: Sequence[Path] | None = None) -> str:
     """Build the environment's Airflow image here (``airflow.build``, where: local); its tag.
 
-    Nothing is built when the tag exists. ``ca_files`` defaults to the environment's CA certificates.
+    Nothing is built when the tag exists. ``ca_files`` defaults to the environment's CA certificates
+    and this machine's (``build_ca_files``).
     """
     return build(env, ca_files).tag
 
@@ -229,7 +265,7 @@ def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
     base_id = image_id(base)
     if base_id is None:
         raise DropshipError(f"the Airflow base image {base} vanished while building", "re-run")
-    ca = tuple(env.ca_certificates if ca_files is None else ca_files)
+    ca = build_ca_files(env) if ca_files is None else tuple(ca_files)
     tag = image_tag(settings, ca, base_id)
     if image_exists(tag):
         return Built(tag, False, time.monotonic() - started)
@@ -239,7 +275,7 @@ def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
         log.info("building %s on %s", tag, base)
         with tempfile.TemporaryDirectory(prefix="dropship-airflow-context-") as tmp:
             assemble_context(spec.context, ca, Path(tmp))
-            _docker_build(build_args(base, settings.version, tag, Path(tmp)), tag)
+            _docker_build(build_args(base, settings.version, tag, Path(tmp)), tag, spec.context, len(ca))
     return Built(tag, True, time.monotonic() - started)
 
 
@@ -263,6 +299,8 @@ class HostBuild:
     base: str            # the image the host builds FROM
     ship_base: bool      # True: the base is made here (no registry) and shipped; False: the host pulls it
     context: bytes       # the build context as a gzipped tarball
+    ca_count: int = 0    # how many CA files the context holds (said when a build fails on certificates)
+    source: Path | None = None   # the Dockerfile folder here (named in the fix of a failed build)
 
     def build_args(self, context_dir: str) -> list[str]:
         return build_args(self.base, self.version, self.tag, context_dir)
@@ -280,7 +318,8 @@ def plan_host_build(env: Environment, ca_files: Sequence[Path] | None = None) ->
     if spec.base_image == LOCAL_PYTHON_BASE:
         ensure_python_base_image()
     base, base_id, ship = _host_base(spec.base_image)
-    return HostBuild(image_tag(settings, ca, base_id), settings.version, base, ship, context_tarball(spec.context, ca))
+    return HostBuild(image_tag(settings, ca, base_id), settings.version, base, ship, context_tarball(spec.context, ca),
+                     len(ca), spec.context)
 
 
 def _host_base(base_image: str) -> tuple[str, str, bool]:
@@ -293,8 +332,9 @@ def _host_base(base_image: str) -> tuple[str, str, bool]:
 def planned_tag(env: Environment) -> str:
     """The tag a build would have, for dry runs: nothing is built or pulled."""
     settings, spec = _build_settings(env)
-    base_id = _host_base(spec.base_image)[1] if spec.where == "host" else None
-    return image_tag(settings, tuple(env.ca_certificates), base_id)
+    if spec.where == "host":
+        return image_tag(settings, tuple(env.ca_certificates), _host_base(spec.base_image)[1])
+    return image_tag(settings, build_ca_files(env))
 
 
 def context_tarball(folder: Path, ca_files: Sequence[Path]) -> bytes:
@@ -307,9 +347,9 @@ def context_tarball(folder: Path, ca_files: Sequence[Path]) -> bytes:
     return buf.getvalue()
 
 
-def _docker_build(args: list[str], tag: str) -> None:
+def _docker_build(args: list[str], tag: str, source: Path, ca_count: int) -> None:
     log_path = Path(tempfile.gettempdir()) / f"dropship-airflow-build-{tag.rsplit('-', 1)[-1]}.log"
-    with open(log_path, "wb") as out:
+    with open(log_path, "wb") as out, ticker(tag, log_path):
         try:
             rc = subprocess.run(["docker", *args], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, timeout=BUILD_TIMEOUT).returncode
@@ -317,20 +357,12 @@ def _docker_build(args: list[str], tag: str) -> None:
             rc = f"no end within {BUILD_TIMEOUT} s"
         except FileNotFoundError:
             raise DropshipError("the docker CLI is not installed", "apt-get install docker.io") from None
-    if rc != 0:
-        raise DropshipError(f"building the Airflow image {tag} failed ({rc}): "
-                            f"{failure_summary(log_path.read_text(errors='replace'))}", f"see {log_path}")
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def failure_summary(build_log: str, lines: int = 6, limit: int = 900) -> str:
-    """The last meaningful lines of a failed ``docker build``, joined into one line (pure)."""
-    noise = ("Removing intermediate container", "---> ", "Sending build context")
-    plain = (_ANSI.sub("", ln).strip() for ln in build_log.splitlines())
-    kept = [ln for ln in plain if ln and not ln.startswith(noise)]
-    text = " | ".join(kept[-lines:])
-    return text if len(text) <= limit else "…" + text[-limit:]
+        if rc != 0:
+            ca_dir = DEFAULT_LOCAL_CA_GLOB.split("*", 1)[0]
+            fixes = build_fixes(source, "this machine", f"put the proxy's root CA (PEM, .crt) in {ca_dir} here "
+                                "(or list it under ca_certificates in the inventory)", "build again")
+            raise DropshipError(*failure_message(f"building the Airflow image {tag}",
+                                                 log_path.read_text(errors="replace"), str(log_path),
+                                                 files_note(ca_count, "the controller's"), fixes, rc))
 
 

@@ -14,7 +14,8 @@ import subprocess
 import time
 from typing import Iterator
 
-from .airflow_image import BUILD_TIMEOUT, CHUNK, PULL_TIMEOUT, SHIP_TIMEOUT, HostBuild, failure_summary
+from .airflow_image import BUILD_TIMEOUT, CHUNK, PULL_TIMEOUT, SHIP_TIMEOUT, HostBuild, build_fixes
+from .build_failures import failure_message, files_note
 from .engine.model import q
 from .errors import DropshipError, RemoteError
 from .providers.docker_engine import last_line
@@ -137,9 +138,7 @@ def build_on_host(session, plan: HostBuild, progress=None, timeout: float = BUIL
                           last_line(sent.stderr) or f"exit status {sent.rc}", "check the host's disk space")
     result = session.script(host_build_script(plan, context, build_log), timeout=timeout)
     if result.rc != 0:
-        raise RemoteError(session.name, f"docker build {plan.tag}",
-                          failure_summary(result.stdout) or f"exit status {result.rc}",
-                          f"see {build_log} on the host; fix app_src/airflow and deploy again")
+        raise RemoteError(session.name, f"docker build {plan.tag}", *host_build_failure(plan, result.stdout, build_log))
     seconds = time.monotonic() - started
     if progress is not None:
         progress.step(session.name, "ok", f"built image {plan.tag} on the host ({seconds:.0f} s)")
@@ -147,16 +146,25 @@ def build_on_host(session, plan: HostBuild, progress=None, timeout: float = BUIL
     return True
 
 
+def host_build_failure(plan: HostBuild, output: str, build_log: str) -> tuple[str, str]:
+    """(detail, fix) of a failed host build from the log's tail the host printed (pure)."""
+    source = plan.source or "app_src/airflow"
+    fixes = build_fixes(source, "the host", "list the proxy's root CA under the environment's ca_certificates "
+                        "in the inventory", "deploy again")
+    return failure_message("", output, f"{build_log} on the host", files_note(plan.ca_count, "the environment's"),
+                           fixes, unknown_fix=f"see {build_log} on the host; fix {source} and deploy again")
+
+
 def unpack_command(context: str) -> str:
     """Unpack the context tarball read from stdin into a fresh ``context`` folder (pure)."""
     return f"rm -rf {q(context)} && mkdir -p {q(context)} && tar -xzf - -C {q(context)}"
 
 
-def host_build_script(plan: HostBuild, context: str, build_log: str, tail: int = 40) -> str:
+def host_build_script(plan: HostBuild, context: str, build_log: str, tail: int = 200) -> str:
     """The host's side of a build: ``docker build`` under a lock, output to ``build_log`` (pure).
 
-    On failure the log's last lines are printed (the caller makes one line of them); on success the
-    context and the log are removed.
+    On failure the log's last lines are printed (the caller finds the cause in them, often well above
+    the end, and makes one line of it); on success the context and the log are removed.
     """
     build = " ".join(q(a) for a in ["docker", *plan.build_args(context)])
     return f"""

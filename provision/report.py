@@ -4,7 +4,12 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .build_failures import meaningful_lines, shorten_around
 
 from .engine.runner import HostOutcome, Progress
 
@@ -83,3 +88,47 @@ def emit(report: Report, as_json: bool, progress: ConsoleProgress) -> None:
         print(json.dumps(report.to_json()), flush=True)
     else:
         recap(report, progress)
+
+
+TICK_SECONDS = 10.0
+
+
+def last_log_line(path: Path, width: int = 100, tail: int = 8192) -> str:
+    """The last meaningful line of the log at ``path``, shortened to ``width`` ('' when none yet)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - tail))
+            lines = meaningful_lines(f.read().decode(errors="replace"))
+    except OSError:
+        return ""
+    return shorten_around(lines[-1], 0, width) if lines else ""
+
+
+@contextmanager
+def ticker(label: str, log_path: Path, stream=None, interval: float = TICK_SECONDS, clock=time.monotonic):
+    """Say what a long silent build does, on stderr (``--json`` output stays clean).
+
+    ``building <label> (log: <path>)`` first, then every ``interval`` s ``  … 40s: <the log's last
+    line>``, and ``built <label> in 63s`` when the block ends without an error (the error says the rest).
+    """
+    out = stream or sys.stderr
+    started, stop = clock(), threading.Event()
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    def tick() -> None:
+        while not stop.wait(interval):
+            last = last_log_line(log_path)
+            say(f"  … {clock() - started:.0f}s{': ' + last if last else ''}")
+
+    say(f"building {label} (log: {log_path})")
+    thread = threading.Thread(target=tick, name="ticker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    say(f"built {label} in {clock() - started:.0f}s")

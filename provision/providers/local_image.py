@@ -21,8 +21,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from provision.build_failures import CERTIFICATE, DEPENDENCIES, NETWORK, failure_message
 from provision.errors import DropshipError, ProviderError
 from provision.providers.docker_engine import docker, ensure_engine, image_exists, last_line
+from provision.report import ticker
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,16 @@ DEBOOTSTRAP_ARGS = ("--variant=minbase", f"--include={PACKAGES}", SUITE)
 REGISTRY_BASE = "ubuntu:24.04"
 REGISTRY_PROBE_TIMEOUT = 20
 LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-image-build.lock"
+BUILD_LOG = Path(tempfile.gettempdir()) / "dropship-droplet-image-build.log"    # debootstrap, then docker build
+DEBOOTSTRAP_LOG = Path(tempfile.gettempdir()) / "dropship-debootstrap.log"
+# Neither debootstrap nor apt here use HTTPS (plain-HTTP mirrors): the build needs no CA certificates.
+NO_CAS = "the build gets no CA certificates: its mirrors are plain HTTP, yet something verified one"
+FIXES = {
+    CERTIFICATE: "let this machine (and its Docker engine) trust the proxy's root CA (update-ca-certificates, "
+                 "restart dockerd), then run again",
+    NETWORK: f"check that this machine reaches {MIRROR} (DNS, proxy, firewall), then run again",
+    DEPENDENCIES: "the image's package list does not install from this mirror (mid-sync?); run again later",
+}
 
 SOURCES_LIST = f"""\
 deb {MIRROR} {SUITE} main
@@ -155,8 +167,21 @@ def build_lock(path: Path = LOCK_PATH, what: str = "the local base image"):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _build(tag: str, dockerfile: str, files: dict[str, str], timeout: float) -> None:
-    docker("build", "-q", "-t", tag, "-", input=build_context(dockerfile, files), timeout=timeout)
+def _build(tag: str, dockerfile: str, files: dict[str, str], timeout: float, log_path: Path = BUILD_LOG) -> None:
+    """``docker build`` of ``tag``, its output appended to ``log_path``; one-line error naming the cause."""
+    with open(log_path, "ab") as out:
+        start = out.tell()
+        try:
+            rc = subprocess.run(["docker", "build", "-t", tag, "-"], input=build_context(dockerfile, files),
+                                stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:                   # (ensure_engine found the CLI)
+            rc = f"no end within {timeout:.0f} s"
+    if rc != 0:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        raise ProviderError(*failure_message(f"building the local droplet image {tag}", text, str(log_path),
+                                             NO_CAS, FIXES, rc))
 
 
 def _build_from_registry() -> str | None:
@@ -171,17 +196,21 @@ def _build_from_registry() -> str | None:
             return None
     tag = ubuntu_tag()
     log.info("building %s from %s", tag, REGISTRY_BASE)
-    _build(tag, UBUNTU_DOCKERFILE, {"dropship-hostkeys.service": HOSTKEYS_UNIT}, timeout=900)
+    BUILD_LOG.write_bytes(b"")
+    with ticker(tag, BUILD_LOG):
+        _build(tag, UBUNTU_DOCKERFILE, {"dropship-hostkeys.service": HOSTKEYS_UNIT}, timeout=900)
     return tag
 
 
 def _build_from_debootstrap() -> str:
     rootfs_tag, tag = debian_tags()
-    if not image_exists(rootfs_tag):
-        _import_rootfs(rootfs_tag)
-    log.info("building %s from %s", tag, rootfs_tag)
-    _build(tag, DEBIAN_DOCKERFILE.replace("{base}", rootfs_tag),
-           {"sources.list": SOURCES_LIST, "dropship-hostkeys.service": HOSTKEYS_UNIT}, timeout=600)
+    BUILD_LOG.write_bytes(b"")
+    with ticker(tag, BUILD_LOG):
+        if not image_exists(rootfs_tag):
+            _import_rootfs(rootfs_tag)
+        log.info("building %s from %s", tag, rootfs_tag)
+        _build(tag, DEBIAN_DOCKERFILE.replace("{base}", rootfs_tag),
+               {"sources.list": SOURCES_LIST, "dropship-hostkeys.service": HOSTKEYS_UNIT}, timeout=600)
     return tag
 
 
@@ -190,7 +219,7 @@ def _import_rootfs(rootfs_tag: str) -> None:
     require_debootstrap("the local droplet image", "apt-get install debootstrap")
     target = Path(tempfile.mkdtemp(prefix="dropship-rootfs-", dir="/var/tmp"))
     try:
-        debootstrap(target, DEBOOTSTRAP_ARGS)
+        debootstrap(target, DEBOOTSTRAP_ARGS, BUILD_LOG)
         import_rootfs(target, rootfs_tag)
     finally:
         _remove_rootfs(target)
@@ -211,10 +240,10 @@ def import_rootfs(target: Path, tag: str, changes: tuple[str, ...] = ()) -> None
         docker("import", *[a for c in changes for a in ("--change", c)], "-", tag, input=tar.stdout, timeout=600)
 
 
-def debootstrap(target: Path, args, log_name: str = "dropship-debootstrap.log") -> None:
-    """debootstrap of Debian ``SUITE`` into ``target`` with ``args``; one-line error on failure."""
+def debootstrap(target: Path, args, log_path: Path = DEBOOTSTRAP_LOG) -> None:
+    """debootstrap of Debian ``SUITE`` into ``target`` with ``args`` (output to ``log_path``); one-line
+    error naming the cause on failure."""
     log.info("debootstrap %s into %s (about 70 s)", SUITE, target)
-    log_path = Path(tempfile.gettempdir()) / log_name
     with open(log_path, "wb") as out:
         try:
             rc = subprocess.run(["debootstrap", *args, str(target), MIRROR],
@@ -222,8 +251,8 @@ def debootstrap(target: Path, args, log_name: str = "dropship-debootstrap.log") 
         except subprocess.TimeoutExpired:
             rc = "timeout"
     if rc != 0:
-        tail = last_line(log_path.read_text(errors="replace")[-2000:])
-        raise ProviderError(f"debootstrap {SUITE} failed ({rc}): {tail}", f"see {log_path}")
+        raise ProviderError(*failure_message(f"debootstrap {SUITE}", log_path.read_text(errors="replace"),
+                                             str(log_path), NO_CAS, FIXES, rc))
 
 
 def _remove_rootfs(target: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from provision import airflow_image as ai
+from provision.build_failures import failure_summary
 from provision.errors import DropshipError
 from provision.inventory import LOCAL_PYTHON_BASE, AirflowBuild, AirflowSettings
 
@@ -161,12 +162,12 @@ def test_failure_summary_is_one_line_of_the_last_meaningful_lines():
         "\x1b[0mRemoving intermediate container abc",
         "The command '/bin/sh -c pip install x' returned a non-zero code: 1",
     ])
-    summary = ai.failure_summary(log, lines=3)
+    summary = failure_summary(log, lines=3)
     assert "\n" not in summary
     assert summary == ("ERROR: Could not find a version that satisfies the requirement apache-airflow==9.9.9 | "
                        "ERROR: No matching distribution found for apache-airflow==9.9.9 | "
                        "The command '/bin/sh -c pip install x' returned a non-zero code: 1")
-    assert len(ai.failure_summary("x" * 5000, limit=100)) == 101
+    assert len(failure_summary("x" * 5000, limit=100)) == 101
 
 
 def test_dockerfile_conventions():
