@@ -13,12 +13,18 @@ class DropshipError(Exception):
         return f"{self.message} (fix: {self.fix})" if self.fix else self.message
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that would break or hide its line escaped (``\\n``, ``\\u2028``,
+    ``\\x1b``…), so a user's value quoted in an error keeps the error on one visible line (pure)."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode() for ch in text)
+
+
 class InventoryError(DropshipError):
-    """Invalid inventory: names the file, line and key."""
+    """Invalid inventory: names the file, line and key (values quoted in it are kept on one line)."""
 
     def __init__(self, path, line: int | None, key: str, problem: str, fix: str | None = None):
         where = f"{path}:{line}" if line else f"{path}"
-        super().__init__(f"{where}: {key}: {problem}", fix)
+        super().__init__(f"{where}: {one_line(str(key))}: {one_line(str(problem))}", fix and one_line(fix))
         self.path, self.line, self.key, self.problem = path, line, key, problem
 
 

@@ -263,6 +263,20 @@ class _Cursor:
             self.fail(f"{self.node!r} is not valid{hint and '; expected something like ' + hint}", fix)
         return self.node
 
+    def local_path(self, root: Path, kind: str, fix: str, expand_user: bool = False) -> Path:
+        """The string here as a path on this machine (relative to ``root``) that is an existing
+        ``kind`` ("folder" or "file"); a path the OS cannot even look up is refused the same way."""
+        text = self.str()
+        try:
+            path = root / (Path(text).expanduser() if expand_user else Path(text))
+            path = path.resolve() if kind == "folder" else path
+            found = path.is_dir() if kind == "folder" else path.is_file()
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.fail(f"cannot look up {text[:80]!r}: {getattr(exc, 'strerror', None) or exc}", fix)
+        if not found:
+            self.fail(f"no such {kind}: {path}", fix)
+        return path
+
     def int(self, lo: int, hi: int) -> int:
         if isinstance(self.node, bool) or not isinstance(self.node, int) or not lo <= self.node <= hi:
             self.fail(f"expected an integer from {lo} to {hi}, got {self.node!r}",
@@ -309,10 +323,14 @@ def load_inventory(path: str | os.PathLike) -> dict[str, Environment]:
     """Read and validate every environment of the inventory at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InventoryError(path, None, "(file)", f"cannot read: {exc.strerror}",
                              "run from the project folder or pass --inventory PATH") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise InventoryError(path, line, "(file)", f"not UTF-8 text (byte {exc.object[exc.start]:#04x})",
+                             "save the file as UTF-8") from None
     root = _Cursor(path, yamlsource.load(text, path), "", 1)
     root.mapping(("defaults", "environments"))
     defaults = root.child("defaults", default=yamlsource.LDict(line=1))
@@ -440,10 +458,7 @@ def _ca_certificates(c: _Cursor | None, provider: str, workspace: Workspace) -> 
         return tuple(sorted(Path(p) for p in glob.glob(DEFAULT_LOCAL_CA_GLOB, recursive=True)))
     out = []
     for item in c.items():
-        p = workspace.root / Path(item.str()).expanduser()
-        if not p.is_file():
-            item.fail(f"no such file: {p}", "list PEM certificate files that exist")
-        out.append(p)
+        out.append(item.local_path(workspace.root, "file", "list PEM certificate files that exist", expand_user=True))
     return tuple(out)
 
 
@@ -590,9 +605,7 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
     source = c.child("source")
     source_path = None
     if source:
-        source_path = (workspace.root / source.str()).resolve()
-        if not source_path.is_dir():
-            source.fail(f"no such folder: {source_path}", "point app.source at the folder to ship")
+        source_path = source.local_path(workspace.root, "folder", "point app.source at the folder to ship")
     env = _app_env(c.child("env"), database)
     health_path, health = c.child("health_path"), c.child("health")
     if health_path and health:
@@ -720,7 +733,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
     if build:
         build.mapping(("context", "base_image", "where"))
         ctx = build.child("context", required=True)
-        path = (workspace.root / ctx.str()).resolve()
+        path = ctx.local_path(workspace.root, "folder", "point build.context at the folder holding the Dockerfile")
         if not (path / "Dockerfile").is_file():
             ctx.fail(f"no Dockerfile in {path}", "point build.context at the folder holding the Dockerfile")
         base, where = build.child("base_image"), build.child("where")
@@ -729,9 +742,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
     dags = c.child("dags")
     dags_path = None
     if dags:
-        dags_path = (workspace.root / dags.str()).resolve()
-        if not dags_path.is_dir():
-            dags.fail(f"no such folder: {dags_path}", "point airflow.dags at the DAGs folder")
+        dags_path = dags.local_path(workspace.root, "folder", "point airflow.dags at the DAGs folder")
     db = c.child("database")
     database = AirflowSettings.database
     if db:

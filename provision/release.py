@@ -20,6 +20,7 @@ from .engine.model import q
 
 MANIFEST = ".dropship-manifest.json"
 INFO = ".dropship-release.json"
+UNFINISHED = ".dropship-unfinished"     # in a release being prepared (its release command may not have run)
 
 
 def git_sha(path: Path) -> str:
@@ -209,6 +210,9 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
         lines += [f"rm -f {q(target)}.partial/{name}",
                   f"base64 -d > {q(target)}.partial/{name} <<'DROPSHIP_EOF'",
                   base64.encodebytes(data).decode().rstrip("\n"), "DROPSHIP_EOF"]
+    # A release of the same id that never went live (a killed deploy of this commit in the same
+    # second) is replaced; the workflow refuses an id that is in a slot before it gets here.
+    lines.append(f"rm -rf {q(target)}")
     lines.append(f"mv -T {q(target)}.partial {q(target)}")
     return "\n".join(lines)
 
@@ -234,7 +238,8 @@ ln -sfn {q(venv)} {q(release_dir)}/.venv
 
 
 def cleanup_command(releases: str, keep: list[str]) -> str:
-    """Remove releases a killed or failed deploy left half made (no .env), except those in slots."""
+    """Remove releases a killed or failed deploy left half made (no .env, or still marked
+    ``UNFINISHED``), except those in slots."""
     keep_pattern = "|".join(k for k in keep if k) or "-"
     return f"""
 cd {q(releases)} 2>/dev/null || exit 0
@@ -242,10 +247,15 @@ for r in *; do
   [ -d "$r" ] || continue
   case "$r" in {keep_pattern}) continue ;; esac
   case "$r" in *.partial) rm -rf "$r"; continue ;; esac
-  [ -e "$r/.env" ] || {{ rm -rf "$r"; echo "removed unfinished $r"; }}
+  [ -e "$r/.env" ] && [ ! -e "$r/{UNFINISHED}" ] || {{ rm -rf "$r"; echo "removed unfinished $r"; }}
 done
 true
 """
+
+
+def unfinished_command(release_dir: str, done: bool = False) -> str:
+    """Mark a release as being prepared, or (``done``) as ready to start: its release command ran."""
+    return f"{'rm -f' if done else 'touch'} {q(release_dir + '/' + UNFINISHED)}"
 
 
 def write_file_command(path: str, content: bytes, owner: str, mode: int) -> str:
@@ -306,6 +316,7 @@ def state_command(root: str, links: tuple[str, ...], live_file: str = "", python
         lines.append("echo \"python=$(python3 -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)\"")
     lines.append("for r in releases/*; do")
     lines.append('  [ -d "$r" ] || continue; case "$r" in *.partial) continue ;; esac')
+    lines.append(f'  [ -e "$r/{UNFINISHED}" ] && continue')
     lines.append(f'  echo "release ${{r#releases/}} $(cat "$r/{INFO}" 2>/dev/null)"')
     lines.append("done")
     lines.append("true")

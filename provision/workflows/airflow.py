@@ -115,6 +115,9 @@ class HostDags:
 
     def deploy(self, ship) -> None:
         state = self.state()
+        if ship.id == state.current:
+            raise RemoteError(self.session.name, "DAG release id", f"DAG release {ship.id} is already current "
+                              "(this commit was deployed within the same second)", "re-run in a second")
         previous = state.current if state.current in state.releases else None
         upload = rel.diff(state.manifest if previous else None, ship.manifest)
         target = LAYOUT.release(ship.id)

@@ -147,6 +147,10 @@ class AppDeploy:
     def deploy(self, ship: Shipment, values: dict[str, str]) -> str:
         state = self.state()
         in_slots = [r for r in state.slots.values() if r]
+        if ship.id in in_slots:
+            raise RemoteError(self.session.name, self.steps.prefix + "release id",
+                              f"release {ship.id} is already in a slot (this commit was deployed within the same "
+                              "second)", "re-run in a second")
         cleaned = self.step("clean up unfinished releases", rel.cleanup_command(self.lay.releases, in_slots))
         if "removed" in cleaned:
             state = self.state()
@@ -162,8 +166,8 @@ class AppDeploy:
             digest = rel.requirements_hash(ship.requirements, state.python)
             self.step(f"virtualenv {digest}", rel.venv_command(self.lay.venvs, digest, release_dir, app.requirements),
                       timeout=1800)
-            self.step("write .env", rel.write_file_command(f"{release_dir}/.env", rel.env_file(
-                app_environment(app, values, ship.id)), self.lay.user, 0o600))
+            self.step("write .env", rel.unfinished_command(release_dir) + "\n" + rel.write_file_command(
+                f"{release_dir}/.env", rel.env_file(app_environment(app, values, ship.id)), self.lay.user, 0o600))
             if app.release_command:
                 if app.database:
                     self.step("pg_dump before migrations", backup_command(app.database.name, f"pre-{ship.id}"))
@@ -171,6 +175,7 @@ class AppDeploy:
                           rel.release_command(release_dir, self.lay.user, app.release_command),
                           fix="fix the release command (the database was left as it was); the old release "
                               "is still serving")
+            self.step("release ready", rel.unfinished_command(release_dir, done=True))
         except RemoteError:
             self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
             raise

@@ -140,7 +140,11 @@ def test_create_registers_the_key_and_tags_the_droplet(staging):
 def test_first_provision_pins_the_host_key_and_converges(staging):
     first, second = staging.first, staging.second
     assert first["hosts"][HOST]["failed"] == 0 and first["hosts"][HOST]["changed"] > 0
-    assert "base" in {c["role"] for c in first["changes"]} <= {"base", "packages"}
+    assert "base" in {c["role"] for c in first["changes"]} <= {"base", "packages", "cleanup"}
+    # a new host gets the record of what Dropship manages there, and nothing is removed
+    records = [c["summary"] for c in first["changes"] if c["role"] == "cleanup"]
+    assert len(records) == 1 and re.fullmatch(r"record what Dropship manages here \(\d+ items; nothing removed\)",
+                                              records[0]), records
     assert second["hosts"][HOST]["changed"] == 0 and second["changes"] == []
     env = staging.box.environment()
     assert first_contact(env) == set()

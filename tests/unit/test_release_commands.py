@@ -22,6 +22,7 @@ def test_state_command_exact():
         "echo \"python=$(python3 -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)\"\n"
         "for r in releases/*; do\n"
         '  [ -d "$r" ] || continue; case "$r" in *.partial) continue ;; esac\n'
+        '  [ -e "$r/.dropship-unfinished" ] && continue\n'
         '  echo "release ${r#releases/} $(cat "$r/.dropship-release.json" 2>/dev/null)"\n'
         "done\n"
         "true\n")
@@ -120,3 +121,44 @@ def test_health_failure_says_what_was_expected_and_what_came_back(server, tmp_pa
     assert not list(tmp_path.iterdir())
     nothing = gate("http://127.0.0.1:9/", (), "", 1)
     assert "got HTTP 000: curl: (7)" in nothing.stdout
+
+
+def test_cleanup_and_unfinished_commands_exact():
+    assert rel.unfinished_command("/srv/my app/releases/r1") == "touch '/srv/my app/releases/r1/.dropship-unfinished'"
+    assert rel.unfinished_command("/srv/a/releases/r1", done=True) == "rm -f /srv/a/releases/r1/.dropship-unfinished"
+    assert rel.cleanup_command("/srv/a/releases", ["r1", "r2"]) == """
+cd /srv/a/releases 2>/dev/null || exit 0
+for r in *; do
+  [ -d "$r" ] || continue
+  case "$r" in r1|r2) continue ;; esac
+  case "$r" in *.partial) rm -rf "$r"; continue ;; esac
+  [ -e "$r/.env" ] && [ ! -e "$r/.dropship-unfinished" ] || { rm -rf "$r"; echo "removed unfinished $r"; }
+done
+true
+"""
+
+
+def test_a_killed_deploys_leftovers_are_cleaned_and_its_id_reused(tmp_path):
+    """What a deploy killed at any step leaves (a .partial, a release without .env, one whose
+    release command never ran) is removed; finished and slotted releases stay; an upload of the
+    same id (same commit, same second) replaces a leftover."""
+    releases = tmp_path / "releases"
+    for rid, files in {"old": [".env"], "live": [".env"], "warm-unmarked": [], "r.partial": [],
+                       "noenv": ["a.py"], "prepared": [".env", rel.UNFINISHED]}.items():
+        (releases / rid).mkdir(parents=True)
+        for f in files:
+            (releases / rid / f).write_text("x")
+    out = subprocess.run(["sh", "-c", rel.cleanup_command(str(releases), ["live", "warm-unmarked"])],
+                         capture_output=True, text=True, check=True).stdout
+    assert sorted(p.name for p in releases.iterdir()) == ["live", "old", "warm-unmarked"]
+    assert "removed unfinished noenv" in out and "removed unfinished prepared" in out
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "app.py").write_text("v2")
+    (releases / "same").mkdir()
+    (releases / "same" / "stale.txt").write_text("left by the killed deploy")
+    upload = rel.Upload(["app.py"], [])
+    script = rel.upload_command(str(releases), "same", "live", upload, rel.tarball(source, ["app.py"]), b"{}", b"{}")
+    subprocess.run(["sh", "-ec", script], check=True)
+    assert sorted(p.name for p in (releases / "same").iterdir()) == [".dropship-manifest.json",
+                                                                     ".dropship-release.json", "app.py"]

@@ -3,7 +3,6 @@ holders, a stale holder, a lost client's step still ending, waiting then taking 
 root shell's watchdog ending a step whose session process is gone."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
