@@ -98,11 +98,13 @@ def list_(c, env, json=False):
     """List the environment's droplets as the provider sees them."""
     from .workflows.droplets import list_droplets
 
-    droplets = list_droplets(environment(c, env))
+    e = environment(c, env)
+    droplets = list_droplets(e)
+    sizes = {h.name: h.droplet.size for h in e.hosts if h.droplet is not None}
     if json:
-        _print_json([d.to_dict() for d in droplets])
+        _print_json([{**d.to_dict(), "inventory_size": sizes.get(d.name)} for d in droplets])
     else:
-        _print_droplets(droplets)
+        _print_droplets(droplets, sizes)
 
 
 @task(help={"env": "environment", "hosts": "comma-separated host names (default: all)",
@@ -120,15 +122,35 @@ def destroy(c, env, hosts=None, yes=False):
     destroy_droplets(e, chosen, _progress())
 
 
-@task(help={"env": "environment", "size": "size slug, e.g. s-2vcpu-4gb", "hosts": "comma-separated host names"})
+@task(help={"env": "environment", "size": "a size not in the inventory, e.g. s-2vcpu-4gb (say which line to update)",
+            "hosts": "comma-separated host names (default: every droplet whose size differs from the inventory)",
+            "no_snapshot": "skip the snapshot taken first", "disk": "also grow the disk (permanent: it can never "
+            "shrink back)", "yes": "do not ask for confirmation", "dry_run": "print the plan; change nothing",
+            "json": "print one JSON object (progress goes to stderr)"})
 @user_errors
-def resize(c, env, size, hosts=None):
-    """Resize droplets (DigitalOcean: power off, resize, power on; local: new cgroup limits)."""
-    from .hosts import select
-    from .workflows.droplets import resize as resize_droplets
+def resize(c, env, size=None, hosts=None, no_snapshot=False, disk=False, yes=False, dry_run=False, json=False):
+    """Resize droplets to their inventory size: snapshot, stop, resize, boot, retune, health gates, downtime."""
+    from .report import emit
+    from .workflows.resize import ResizeOptions, resize as resize_droplets
 
     e = environment(c, env)
-    _print_droplets(resize_droplets(e, select(e, _names(hosts)), size, _progress()))
+    if disk and not dry_run and not yes:
+        if e.name == "production" or not sys.stdin.isatty():
+            raise DropshipError("--disk is permanent (a disk never shrinks, so no smaller size fits afterwards)",
+                                "pass --yes once you are sure")
+        _confirm(f"--disk grows the disk of {env}'s droplets for good. Type the environment name: ", env)
+    options = ResizeOptions(size=size, hosts=_names(hosts), snapshot=not no_snapshot, disk=disk, dry_run=dry_run)
+    progress = _progress(json)
+    report = resize_droplets(e, options, progress)
+    emit(report, json, progress)
+    if size and report.ok and not dry_run:
+        from .inventory_view import size_line
+
+        for name in report.extra.get("plan", {}):
+            print(f"{name} is now {size}: update {size_line(e, name)} to keep the inventory the source of truth",
+                  file=sys.stderr if json else sys.stdout)
+    if not report.ok:
+        raise Exit(code=1)
 
 
 @task(help={"env": "environment", "host": "droplet to snapshot", "name": "snapshot name"})
@@ -160,7 +182,7 @@ def _print_json(data) -> None:
     print(_json.dumps(data))
 
 
-def _print_droplets(droplets) -> None:
+def _print_droplets(droplets, inventory_sizes: dict[str, str] | None = None) -> None:
     if not droplets:
         print("no droplets")
         return
@@ -168,6 +190,11 @@ def _print_droplets(droplets) -> None:
     for d in droplets:
         http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
         print(f"{d.name:<20} {d.status:<8} {d.address + ':' + str(d.ssh_port):<22} {d.size:<14} {d.region:<8} {http}")
+    for d in droplets:
+        want = inventory_sizes.get(d.name) if inventory_sizes else None
+        if want and want != d.size:
+            print(f"{d.name}: the inventory says {want}, the droplet is {d.size} "
+                  f"(run `invoke droplet.resize --hosts {d.name}`, or update the inventory)")
 
 
 def _confirm(prompt: str, expected: str) -> None:

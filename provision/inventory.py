@@ -103,7 +103,7 @@ class AppSettings:
     keep_releases: int = 5
     health: HealthSettings = HealthSettings()
     port: int = 8000                           # slots listen on port+1 (blue) and port+2 (green)
-    workers: int = 2
+    workers: int | None = None                 # gunicorn workers; None: derived from the host's size
     env: tuple[tuple[str, str | SecretRef], ...] = ()
     secret_key: SecretRef | None = None        # SECRET_KEY, generated once
     exclude: tuple[str, ...] = (".git", "__pycache__", "*.pyc", ".venv", "tests", ".pytest_cache")

@@ -40,3 +40,21 @@ def describe(env: Environment) -> str:
     if env.ca_certificates:
         lines.append(f"  CA certificates: {', '.join(str(p) for p in env.ca_certificates)}")
     return "\n".join(lines)
+
+
+def size_line(env: Environment, host: str) -> str:
+    """``inventory.yaml:12: environments.production.droplets[0].size``: where a droplet's size is set."""
+    from . import yamlsource
+    from .errors import InventoryError
+
+    path = env.inventory_path
+    where = f"environments.{env.name}.droplets[].size of {host}"
+    try:
+        envs = yamlsource.load(path.read_text(encoding="utf-8"), path)["environments"]
+        for i, d in enumerate(envs[env.name]["droplets"]):
+            if isinstance(d, dict) and d.get("name") == host:
+                line = d.line_of("size") if "size" in d else d.line
+                return f"{path}:{line}: environments.{env.name}.droplets[{i}].size"
+    except (OSError, InventoryError, KeyError, TypeError, AttributeError):
+        pass
+    return f"{path}: {where}"

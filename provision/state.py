@@ -50,3 +50,20 @@ def contacted(env: Environment, names: set[str]) -> None:
     if set(data.get("first_contact", [])) & names:
         data["first_contact"] = sorted(set(data["first_contact"]) - names)
         _write(env, data)
+
+
+def resizing(env: Environment) -> dict[str, str]:
+    """Droplets whose resize began and did not end: name -> the size it goes to."""
+    return dict(_read(env).get("resizing", {}))
+
+
+def mark_resizing(env: Environment, name: str, size: str | None) -> None:
+    """Record that ``name`` is being resized to ``size`` (None: it is done)."""
+    data = _read(env)
+    marks = data.get("resizing", {})
+    if size is None:
+        marks.pop(name, None)
+    else:
+        marks[name] = size
+    data["resizing"] = marks
+    _write(env, data)

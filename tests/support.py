@@ -2,6 +2,7 @@
 droplets with unique names, the CLI run as a user runs it, and cleanup of killed runs."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 import secrets
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -47,13 +49,17 @@ def _alive(pid: int) -> bool:
 
 
 def reap_dead_runs() -> int:
-    """Remove droplets (containers, volumes, networks) of earlier runs whose process is gone."""
+    """Remove droplets (containers, volumes, networks, snapshots) of earlier runs whose process is gone."""
     from provision.providers.docker_engine import docker, ensure_engine
     from provision.providers.local import reap
 
     ensure_engine()
     envs = set(docker("ps", "-a", "--filter", "label=dropship.env", "--format",
                       '{{.Label "dropship.env"}}').stdout.split())
+    snapshots = docker("images", "-q", "--filter", "label=dropship.env").stdout.split()   # of gone droplets too
+    if snapshots:
+        envs |= set(docker("image", "inspect", "--format", '{{index .Config.Labels "dropship.env"}}',
+                           *sorted(set(snapshots))).stdout.split())
     removed = 0
     for env in envs:
         m = _RUN_NAME.match(env)
@@ -214,6 +220,64 @@ class Browser:
         status, _, body = self.open("/healthz")
         assert status == 200, body
         return json.loads(body)
+
+
+# --- a second app, of another shape (tests/apps/guestbook) ----------------------------------------
+
+GUESTBOOK_SOURCE = PROJECT / "tests" / "apps" / "guestbook"
+TITLE = "It's \"$(touch /tmp/pwned)\" `touch /tmp/pwned2`; $HOME \\ \\n —\n ünïcødé ✓ 'quoted'"
+
+
+def guestbook(source: Path, name: str = "guestbook") -> dict:
+    return {"name": name, "source": str(source), "path": "/guestbook", "wsgi": "guestbook:create_app()",
+            "requirements": "requirements/prod.txt", "release_command": "python bin/create_tables.py",
+            "health": {"path": "/about", "expect_status": [200], "expect_text": "About"},
+            "env": {"GUESTBOOK_ENV": "production", "SITE_TITLE": TITLE,
+                    "GUESTBOOK_SECRET": {"secret": "guestbook_secret"}},
+            "database": {"name": "guestbook", "user": "guestbook", "password": {"secret": "guestbook_db_password"},
+                         "url_env": ["GUESTBOOK_DB_URI"], "driver": "psycopg2"}}
+
+
+class GuestbookRepo(AppRepo):
+    """A copy of the guestbook app in a git repository; versions change guestbook/version.py."""
+
+    @classmethod
+    def create(cls, dest: Path) -> "GuestbookRepo":
+        shutil.copytree(GUESTBOOK_SOURCE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        repo = cls(dest)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit("guestbook v1")
+        return repo
+
+    def version(self, label: str) -> str:
+        path = self.root / "guestbook" / "version.py"
+        text, n = re.subn(r'LABEL = "[^"]*"', f'LABEL = "{label}"', path.read_text())
+        assert n == 1, path
+        path.write_text(text)
+        return self.commit(label)
+
+
+def guestbook_page(browser: Browser) -> tuple[str, str, list[str]]:
+    """(title, version label, entries) of the guestbook's index page."""
+    status, _, page = browser.open("/guestbook/")
+    assert status == 200, page
+    title = html.unescape(re.search(r"<title>(.*?)</title>", page, re.S).group(1)).strip()
+    label = re.search(r'data-version="([^"]*)"', page)
+    entries = [html.unescape(e).strip() for e in re.findall(r'<li class="entry">(.*?)</li>', page, re.S)]
+    return title, label.group(1) if label else "", entries
+
+
+def sign(browser: Browser, author: str, message: str, with_token: bool = True) -> int:
+    status, _, page = browser.open("/guestbook/")
+    assert status == 200, page
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+    assert token, page
+    form = {"author": author, "message": message, **({"csrf_token": token.group(1)} if with_token else {})}
+    status, headers, _ = browser.open("/guestbook/", form)
+    if status in (302, 303):
+        assert headers["Location"].endswith("/guestbook/"), headers
+    return status
+
 
 
 def heading(label: str | None) -> str:

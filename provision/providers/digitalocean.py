@@ -11,16 +11,18 @@ import binascii
 import contextlib
 import hashlib
 import time
+from http import HTTPStatus
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from provision.errors import DropshipError, ProviderError
-from provision.providers.base import Droplet, DropletSpec
+from provision.providers.base import Droplet, DropletSpec, SizeInfo
 
 BASE_TAG = "dropship"
 ENV_TAG_PREFIX = "dropship-env-"
 PER_PAGE = 200                  # the API's maximum page size
 RATE_LIMIT_RETRIES = 4
+SUGGESTED_SIZES = 4             # sizes named in the fix of a refused resize
 MAX_RATE_LIMIT_WAIT = 60.0
 TOKEN_URL = "cloud.digitalocean.com/account/api/tokens"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -97,18 +99,79 @@ def action_body(kind: str, **attrs: Any) -> dict:
     return {"type": kind, **attrs}
 
 
+def size_slug(d: Mapping[str, Any]) -> str:
+    """The slug of an API droplet object's size."""
+    return d.get("size_slug") or (d.get("size") or {}).get("slug", "")
+
+
+def _gb(obj: Mapping[str, Any] | None, key: str = "disk") -> int:
+    return int((obj or {}).get(key) or 0)
+
+
 def to_droplet(d: Mapping[str, Any]) -> Droplet:
     """A DigitalOcean droplet object as a Droplet (address: its public IPv4, or "")."""
     image = d.get("image") or {}
     return Droplet(
         name=d["name"], id=str(d["id"]), status=d.get("status", ""),
         address=public_ipv4(d) or "", ssh_port=22,
-        size=d.get("size_slug") or (d.get("size") or {}).get("slug", ""),
-        region=(d.get("region") or {}).get("slug", ""),
+        size=size_slug(d), region=(d.get("region") or {}).get("slug", ""),
         image=image.get("slug") or str(image.get("id", "")),
         tags=tuple(d.get("tags") or ()), vcpus=int(d.get("vcpus") or 0),
-        memory_mb=int(d.get("memory") or 0), host_keys=[],
+        memory_mb=int(d.get("memory") or 0), disk_gb=_gb(d), host_keys=[],
     )
+
+
+def size_info(s: Mapping[str, Any]) -> SizeInfo:
+    """A DigitalOcean size object as a SizeInfo."""
+    return SizeInfo(slug=s["slug"], vcpus=int(s.get("vcpus") or 0), memory_mb=int(s.get("memory") or 0),
+                    disk_gb=_gb(s))
+
+
+def fitting_sizes(sizes: list[Mapping[str, Any]], region: str, min_disk: int,
+                  exclude: tuple[str, ...] = (), limit: int = SUGGESTED_SIZES) -> list[str]:
+    """Slugs of up to ``limit`` sizes available in ``region`` with a disk of ``min_disk`` GB or
+    more, cheapest first, leaving out ``exclude``."""
+    fit = [s for s in sizes if s.get("available") and region in (s.get("regions") or ())
+           and _gb(s) >= min_disk and s["slug"] not in exclude]
+    fit.sort(key=lambda s: (float(s.get("price_monthly") or 0), _gb(s), s["slug"]))
+    return [s["slug"] for s in fit[:limit]]
+
+
+def resize_refusal(droplet: Mapping[str, Any], size: str, sizes: list[Mapping[str, Any]],
+                   actions: list[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """Why DigitalOcean would refuse to resize ``droplet`` (an API droplet object) to ``size``,
+    given all sizes and the droplet's actions: ``(problem, fix)``, or None when it would not.
+    The disk rule holds with ``disk`` false too: a size's disk below the droplet's is refused."""
+    region = (droplet.get("region") or {}).get("slug", "")
+    disk, image = _gb(droplet), droplet.get("image") or {}
+    image_min = _gb(image, "min_disk_size")
+    target = next((s for s in sizes if s.get("slug") == size), None)
+    problem = None
+    if target is None:
+        problem = f"DigitalOcean has no size {size}"
+    elif not target.get("available"):
+        problem = f"size {size} is not available at DigitalOcean now"
+    elif region not in (target.get("regions") or ()):
+        problem = f"size {size} is not offered in region {region}"
+    elif _gb(target) < image_min:
+        problem = (f"size {size} has a {_gb(target)} GB disk, smaller than the {image_min} GB "
+                   f"its image {image.get('slug') or image.get('id')} needs")
+    elif _gb(target) < disk:
+        problem = (f"size {size} has a {_gb(target)} GB disk, smaller than the droplet's {disk} GB "
+                   f"disk (a disk never shrinks, even in a CPU/RAM-only resize)")
+    if problem:
+        min_disk = max(disk, image_min)
+        fits = fitting_sizes(sizes, region, min_disk, exclude=(size, size_slug(droplet)))
+        fix = (f"pick a size available in {region} with at least {min_disk} GB of disk, e.g. "
+               f"{', '.join(fits)} (doctl compute size list)" if fits else
+               f"no other size available in {region} has {min_disk} GB of disk or more; "
+               f"see doctl compute size list")
+        return problem, fix
+    busy = [a for a in actions if a.get("status") == "in-progress"]
+    if busy:
+        return (f"its {busy[0].get('type')} action (id {busy[0].get('id')}) is still in progress",
+                f"wait until it completes (doctl compute action get {busy[0].get('id')}), then rerun")
+    return None
 
 
 def rate_limit_wait(headers: Mapping[str, str], attempt: int, now: float) -> float:
@@ -138,33 +201,55 @@ def one_line(text: Any, secret: str = "", limit: int = 200) -> str:
     return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
-def api_error(what: str, status: int, body: Any, env: str) -> ProviderError:
-    """The ProviderError for an HTTP error answer to ``what`` (e.g. "creating droplet web-1")."""
-    detail = body.get("message") if isinstance(body, dict) else None
-    detail = f": {detail}" if detail else ""
+def error_detail(status: int, body: Any, request_id: str = "", secret: str = "") -> str:
+    """``422 unprocessable_entity: <message>; request_id <id>`` from a DigitalOcean error body
+    ``{"id", "message", "request_id"}``, with what it has (id: from the status if absent;
+    request id: ``request_id``, e.g. the x-request-id header, if absent), ``secret`` masked."""
+    body = body if isinstance(body, dict) else {}
+    error_id = body.get("id") or _status_id(status)
+    text = f"{status} {one_line(error_id, secret, 60)}" if error_id else str(status)
+    if body.get("message"):
+        text += f": {one_line(body['message'], secret, 160)}"
+    rid = body.get("request_id") or request_id
+    return f"{text}; request_id {one_line(rid, secret, 60)}" if rid else text
+
+
+def _status_id(status: int) -> str:
+    """``unprocessable_entity`` for 422: DigitalOcean's style of error id."""
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_")
+    except ValueError:
+        return ""
+
+
+def api_error(what: str, status: int, body: Any, env: str, *, request_id: str = "",
+              secret: str = "") -> ProviderError:
+    """The one-line ProviderError for an HTTP error answer to ``what`` (e.g. "creating droplet
+    web-1"): DigitalOcean's error id, message and request id (see error_detail), and the fix."""
+    detail = error_detail(status, body, request_id, secret)
     if status == 401:
         return ProviderError(
-            f"{what}: DigitalOcean rejected the API token (401 unauthorized)",
+            f"{what}: DigitalOcean rejected the API token ({detail})",
             fix=f"create a read/write token at {TOKEN_URL} and export DIGITALOCEAN_TOKEN=... "
                 f"or set it in .secrets/{env}.yaml")
     if status == 403:
-        return ProviderError(f"{what}: the API token lacks permission (403){detail}",
-                             fix="use a token with droplet, ssh_key, tag and image scopes")
+        return ProviderError(f"{what}: the API token lacks permission ({detail})",
+                             fix="use a token with droplet, ssh_key, tag, image and size scopes")
     if status == 404:
-        return ProviderError(f"{what}: not found on DigitalOcean (404){detail}",
+        return ProviderError(f"{what}: not found on DigitalOcean ({detail})",
                              fix="run `list` to see the environment's droplets")
     if status == 422:
-        return ProviderError(f"{what}: DigitalOcean refused the request (422){detail}",
+        return ProviderError(f"{what}: DigitalOcean refused the request ({detail})",
                              fix="check the size, region and image slugs in the inventory "
                                  "(doctl compute size list / region list)")
     if status == 429:
-        return ProviderError(f"{what}: DigitalOcean API rate limit exceeded (429), retried "
+        return ProviderError(f"{what}: DigitalOcean API rate limit exceeded ({detail}), retried "
                              f"{RATE_LIMIT_RETRIES} times",
                              fix="wait a minute and rerun; the limit is 250 requests/minute")
     if status >= 500:
-        return ProviderError(f"{what}: DigitalOcean API error (HTTP {status}){detail}",
+        return ProviderError(f"{what}: DigitalOcean API error ({detail})",
                              fix="rerun later (it resumes); see status.digitalocean.com")
-    return ProviderError(f"{what}: unexpected DigitalOcean answer (HTTP {status}){detail}",
+    return ProviderError(f"{what}: unexpected DigitalOcean answer ({detail})",
                          fix="rerun; if it persists, check the droplet in the control panel")
 
 
@@ -230,16 +315,33 @@ class DigitalOceanProvider:
                 self._power_off(d)
         return self._wait_status(d, want)
 
-    def resize(self, name: str, size: str) -> Droplet:
-        """Resize CPU/RAM only (``disk: false``, so it can be reverted); powers off and back on."""
+    def check_resize(self, name: str, size: str, disk: bool = False) -> SizeInfo:
+        """The size ``size``, or a one-line ProviderError naming why DigitalOcean would refuse to
+        resize ``name`` to it and the fix; changes nothing. (``disk`` changes no rule: even a
+        CPU/RAM-only resize needs a size whose disk is at least the droplet's.)"""
+        what = f"checking the resize of droplet {name} to {size}"
         d = self._require(name)
-        if d.get("size_slug") == size:
+        sizes = self._paged(what, self._client.sizes.list, "sizes")
+        actions = self._paged(what, self._client.droplet_actions.list, "actions", droplet_id=d["id"])
+        refusal = resize_refusal(d, size, sizes, actions)
+        if refusal:
+            problem, fix = refusal
+            raise ProviderError(f"cannot resize droplet {name} from {size_slug(d)} to {size}: {problem}",
+                                fix=fix)
+        return size_info(next(s for s in sizes if s["slug"] == size))
+
+    def resize(self, name: str, size: str, disk: bool = False) -> Droplet:
+        """Resize CPU/RAM, and with ``disk`` the disk too (permanent: it can never shrink back);
+        a droplet that is on is powered off first and back on after, even when the resize fails."""
+        d = self._require(name)
+        grow_disk = disk and _gb(d) < _gb(d.get("size"))    # a CPU/RAM-only resize left it behind
+        if size_slug(d) == size and not grow_disk:
             return to_droplet(d)
         was_on = d["status"] == "active"
         if was_on:
             self._power_off(d)
         try:
-            self._run_action(d, action_body("resize", size=size, disk=False),
+            self._run_action(d, action_body("resize", size=size, disk=bool(disk)),
                              f"resizing droplet {name} to {size}")
         except ProviderError:
             if was_on:                          # best effort: leave it running as we found it
@@ -295,7 +397,7 @@ class DigitalOceanProvider:
         for page in range(1, 1000):
             body = self._call(what, fn, per_page=PER_PAGE, page=page, **params)
             if _error_body(body):
-                raise api_error(what, 404, body, self.env)
+                raise self._api_error(what, 404, body)
             items.extend(body.get(key) or [])
             if not ((body.get("links") or {}).get("pages") or {}).get("next"):
                 break
@@ -331,7 +433,7 @@ class DigitalOceanProvider:
         """Start a droplet action, wait for it; returns its final status (raises if errored and check)."""
         answer = self._call(what, self._client.droplet_actions.post, droplet_id=d["id"], body=body)
         if _error_body(answer):
-            raise api_error(what, 404, answer, self.env)
+            raise self._api_error(what, 404, answer)
         action_id = answer["action"]["id"]
         status = self._poll(what, lambda: self._action_status(what, action_id))
         if status == "errored" and check:
@@ -342,7 +444,7 @@ class DigitalOceanProvider:
     def _action_status(self, what: str, action_id: int) -> str | None:
         body = self._call(what, self._client.actions.get, action_id=action_id)
         if _error_body(body):
-            raise api_error(what, 404, body, self.env)
+            raise self._api_error(what, 404, body)
         status = body["action"]["status"]
         return status if status in ("completed", "errored") else None
 
@@ -394,7 +496,8 @@ class DigitalOceanProvider:
                 if status == 429 and attempt < RATE_LIMIT_RETRIES:
                     self._sleep(rate_limit_wait(headers, attempt, time.time()))
                     continue
-                raise self._scrub(api_error(what, status, _json(e.response), self.env)) from e
+                raise self._api_error(what, status, _json(e.response),
+                                      _header(headers, "x-request-id") or "") from e
             except AzureError as e:
                 host = urlsplit(self.endpoint or "https://api.digitalocean.com").netloc
                 raise ProviderError(f"{what}: cannot reach the DigitalOcean API at {host}: "
@@ -402,10 +505,8 @@ class DigitalOceanProvider:
                                     fix="check the network connection and rerun") from e
         raise AssertionError("unreachable")
 
-    def _scrub(self, err: ProviderError) -> ProviderError:
-        err.message = one_line(err.message, self._token, 300)
-        err.args = (err.message,)
-        return err
+    def _api_error(self, what: str, status: int, body: Any, request_id: str = "") -> ProviderError:
+        return api_error(what, status, body, self.env, request_id=request_id, secret=self._token)
 
 
 def _json(response: Any) -> Any:

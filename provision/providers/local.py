@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from provision.errors import ProviderError
-from provision.providers.base import Droplet, DropletSpec
+from provision.providers.base import Droplet, DropletSpec, SizeInfo
 from provision.providers.docker_engine import docker, engine_facts, ensure_engine, image_exists, last_line
 from provision.providers.local_image import ensure_base_image
-from provision.providers.sizes import parse_size
+from provision.providers.sizes import BASIC_SIZES, parse_size, table_size
 
 BASE_IMAGE_NAME = "debian-13"   # the inventory's default local image: the built base image
 from provision.workspace import Workspace
@@ -65,6 +65,15 @@ def connect_address(bind_address: str) -> str:
 def cpu_limit(vcpus: int, host_cpus: int) -> str:
     """``--cpus`` value: the slug's vCPUs, capped at what the engine has (docker refuses more)."""
     return str(max(1, min(vcpus, max(1, host_cpus))))
+
+
+def _host_memory_mb() -> int:
+    """This machine's memory (local droplets share it), 0 when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next((int(ln.split()[1]) // 1024 for ln in f if ln.startswith("MemTotal:")), 0)
+    except OSError:
+        return 0
 
 
 def status_of(state: str) -> str:
@@ -135,8 +144,9 @@ def current_size(label_size: str, recorded: str | None, memory_bytes: int, nano_
     return f"s-{max(1, round(nano_cpus / 1e9))}vcpu-{mem}"
 
 
-def droplet_from_inspect(info: dict, recorded_size: str | None = None) -> Droplet:
-    """A Droplet from one ``docker inspect`` object of a dropship container (pure)."""
+def droplet_from_inspect(info: dict, recorded_size: str | None = None, recorded_disk: str | None = None) -> Droplet:
+    """A Droplet from one ``docker inspect`` object of a dropship container (pure). Its disk is
+    emulated: the one recorded by a ``disk`` resize, else its first size's in the table."""
     labels = info.get("Config", {}).get("Labels") or {}
     host = info.get("HostConfig", {}) or {}
     ports = dict(sorted((int(k.rsplit(".", 1)[1]), int(v)) for k, v in labels.items()
@@ -156,6 +166,8 @@ def droplet_from_inspect(info: dict, recorded_size: str | None = None) -> Drople
         ssh_port=ports.get(22, 22), size=size, region=labels.get(f"{LABEL}.region", ""),
         image=labels.get(f"{LABEL}.image", ""), tags=parse_tags(labels.get(f"{LABEL}.tags", "")),
         vcpus=vcpus, memory_mb=memory_mb, ports=ports,
+        disk_gb=int(recorded_disk) if (recorded_disk or "").isdigit() else
+        BASIC_SIZES.get(labels.get(f"{LABEL}.size", ""), (0, 0, 0))[2],
     )
 
 
@@ -203,6 +215,9 @@ def _inspect(*refs: str) -> list[dict]:
         return []
 
 
+SNAPSHOT_REPO = "dropship/snapshot"
+
+
 def reap(label_filter: dict[str, str]) -> int:
     """Force-remove containers matching all labels, with their volumes and networks.
 
@@ -224,6 +239,9 @@ def reap(label_filter: dict[str, str]) -> int:
     networks |= set(docker("network", "ls", "-q", *filters).stdout.split())
     for net in sorted(networks):
         docker("network", "rm", net, check=False)  # refused while other containers use it
+    snapshots = docker("images", "-q", "--filter", f"reference={SNAPSHOT_REPO}", *filters).stdout.split()
+    if snapshots:          # commits of the droplets carry their labels
+        docker("rmi", "-f", *sorted(set(snapshots)), check=False, timeout=180)
     return len(ids)
 
 
@@ -271,15 +289,18 @@ class LocalProvider:
     def get(self, name: str) -> Droplet | None:
         ensure_engine()
         info = self._inspect_one(name)
-        return droplet_from_inspect(info, self._recorded_sizes().get(name)) if info else None
+        recorded = self._recorded_sizes()
+        return droplet_from_inspect(info, recorded.get(name), recorded.get(f"{name}#disk")) if info else None
 
     def list(self) -> list[Droplet]:
         ensure_engine()
         ids = docker("ps", "-a", "-q", "--no-trunc", *label_filters({f"{LABEL}.env": self.env})
                      ).stdout.split()
         recorded = self._recorded_sizes()
-        droplets = [droplet_from_inspect(info, recorded.get(info["Config"]["Labels"].get(
-            f"{LABEL}.name"))) for info in _inspect(*ids)]
+        droplets = []
+        for info in _inspect(*ids):
+            name = info["Config"]["Labels"].get(f"{LABEL}.name")
+            droplets.append(droplet_from_inspect(info, recorded.get(name), recorded.get(f"{name}#disk")))
         return sorted(droplets, key=lambda d: d.name)
 
     def power(self, name: str, on: bool) -> Droplet:
@@ -296,24 +317,55 @@ class LocalProvider:
         docker("stop", "-t", "30", cname, timeout=90)
         return self._require(name)
 
-    def resize(self, name: str, size: str) -> Droplet:
-        """Change CPU and memory limits in place (running or not)."""
-        self._require(name)
+    def check_resize(self, name: str, size: str, disk: bool = False) -> SizeInfo:
+        """The local table's rules (``sizes.BASIC_SIZES``): the size exists, fits this machine's
+        memory, and has at least the droplet's disk; the droplet is not between states."""
+        droplet = self._require(name)
+        try:
+            target = table_size(size)
+        except ValueError as e:
+            raise ProviderError(f"{name}: {e}", "use one of the sizes listed") from None
+        total = _host_memory_mb()
+        if total and target.memory_mb > total:
+            raise ProviderError(f"{name}: {size} needs {target.memory_mb} MB, this machine has {total} MB",
+                                "pick a smaller size")
+        have = droplet.disk_gb
+        if target.disk_gb < have:
+            bigger = [s for s, (_, _, d) in BASIC_SIZES.items() if d >= have]
+            raise ProviderError(f"{name}: {size} has a {target.disk_gb} GB disk, smaller than the droplet's "
+                                f"{have} GB (a disk never shrinks)",
+                                f"pick a size with at least {have} GB: {', '.join(bigger) or 'none'}")
+        info = _inspect(container_name(self.env, name))
+        state = info[0].get("State", {}).get("Status", "") if info else ""
+        if state not in ("running", "exited", "created"):
+            raise ProviderError(f"{name}: the droplet is {state or 'gone'} (an action is in progress)",
+                                "wait for it to settle, then re-run")
+        return target
+
+    def resize(self, name: str, size: str, disk: bool = False) -> Droplet:
+        """A real power cycle: stop the container (if running), change its CPU and memory limits,
+        start it again and wait for boot and sshd. ``disk`` records the size's disk as the droplet's."""
+        droplet = self._require(name)
         try:
             figures = parse_size(size)
         except ValueError as e:
             raise ProviderError(str(e), "use a size slug like 's-2vcpu-4gb'") from None
+        cname = container_name(self.env, name)
+        was_on = droplet.status == "active"
+        if was_on:
+            docker("stop", "-t", "30", cname, timeout=90)
         docker("update", "--cpus", cpu_limit(figures.vcpus, int(engine_facts()["ncpu"])),
-               "--memory", f"{figures.memory_mb}m", "--memory-swap", f"{figures.memory_mb}m",
-               container_name(self.env, name))
+               "--memory", f"{figures.memory_mb}m", "--memory-swap", f"{figures.memory_mb}m", cname)
         self._record_size(name, size)
-        return self._require(name)
+        if disk and size in BASIC_SIZES:
+            self._record_size(f"{name}#disk", str(BASIC_SIZES[size][2]))
+        return self.power(name, True) if was_on else self._require(name)
 
     def snapshot(self, name: str, snapshot_name: str) -> str:
         """``docker commit`` the droplet's filesystem; returns the image id."""
         self._require(name)
         tag = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{self.env}-{name}-{snapshot_name}")[:128]
-        out = docker("commit", container_name(self.env, name), f"dropship/snapshot:{tag}",
+        out = docker("commit", container_name(self.env, name), f"{SNAPSHOT_REPO}:{tag}",
                      timeout=600)
         return out.stdout.strip()
 
@@ -323,6 +375,7 @@ class LocalProvider:
         docker("rm", "-f", container_name(self.env, name), check=False, timeout=120)
         docker("volume", "rm", "-f", volume_name(self.env, name), check=False)
         self._record_size(name, None)
+        self._record_size(f"{name}#disk", None)
         if not docker("ps", "-a", "-q", *label_filters({f"{LABEL}.env": self.env})).stdout.split():
             docker("network", "rm", network_name(self.env), check=False)
 
@@ -332,6 +385,7 @@ class LocalProvider:
         """``docker run`` the container, retrying when a chosen port was taken meanwhile."""
         facts = engine_facts()
         self._record_size(spec.name, None)
+        self._record_size(f"{spec.name}#disk", None)
         for attempt in range(3):
             self._ensure_network()
             self._ensure_volume(spec.name)

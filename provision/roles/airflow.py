@@ -15,6 +15,7 @@ from ..engine.model import Handler, Resource
 from ..engine.postgres import PgDatabase, PgRole
 from ..errors import DropshipError
 from ..release import database_url
+from ..sizing import airflow_parallelism
 from ..templates import render
 from . import Role, RoleContext
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
@@ -81,7 +82,7 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "5"),
         ("AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "5"),
         ("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "5"),     # deployed DAG changes show in seconds
-        ("AIRFLOW__CORE__PARALLELISM", "8"),
+        ("AIRFLOW__CORE__PARALLELISM", str(airflow_parallelism(ctx.facts.cpus, ctx.facts.memory_mb))),
         *af.env,
     ]
     return ("# Managed by Dropship (airflow role). Secrets inside: keep it 0600.\n"

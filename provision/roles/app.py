@@ -13,6 +13,7 @@ from ..engine.files import Absent, Directory, File, Symlink
 from ..engine.model import Resource
 from ..engine.system import User
 from ..inventory import AppSettings
+from ..sizing import gunicorn_workers
 from ..templates import render
 from . import Role, RoleContext
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
@@ -112,6 +113,11 @@ def site_config(ctx: RoleContext, app: AppSettings) -> bytes:
                   mode=mode, server_name=app.server_name or ctx.settings.nginx.server_name, locations=LOCATIONS)
 
 
+def workers(ctx: RoleContext, app: AppSettings) -> int:
+    """The app's gunicorn workers: ``workers`` of the inventory, else derived from the host's size."""
+    return app.workers or gunicorn_workers(ctx.facts.cpus, ctx.facts.memory_mb, len(ctx.settings.apps))
+
+
 def app_resources(ctx: RoleContext, app: AppSettings) -> list[Resource]:
     lay = layout(app)
     out: list[Resource] = [
@@ -126,7 +132,7 @@ def app_resources(ctx: RoleContext, app: AppSettings) -> list[Resource]:
                  role=NAME) for s in SLOTS]
     out += [
         File(lay.unit_file, render("app/unit.service.j2", app=app.name, user=lay.user, root=lay.root,
-                                   workers=app.workers, wsgi=app.wsgi), role=NAME, notify=(DAEMON_RELOAD,)),
+                                   workers=workers(ctx, app), wsgi=app.wsgi), role=NAME, notify=(DAEMON_RELOAD,)),
         File(lay.upstream_file, render("app/upstream.conf.j2", slot=SLOTS[0], port=lay.port(SLOTS[0])),
              role=NAME, replace=False),
         File(lay.site, site_config(ctx, app), role=NAME, notify=(RELOAD_NGINX,)),

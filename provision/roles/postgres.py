@@ -1,12 +1,11 @@
 """PostgreSQL: server on localhost (and the Docker bridge when asked), app role and database."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..engine.files import File
 from ..engine.model import Resource, reload, restart
 from ..engine.postgres import PgDatabase, PgRole
 from ..engine.system import Service
+from ..sizing import memory_settings
 from ..templates import render
 from . import Role, RoleContext
 
@@ -14,26 +13,6 @@ NAME = "postgres"
 # The version the distribution's `postgresql` package installs, until the host says otherwise.
 DISTRO_VERSIONS = {("debian", "12"): "15", ("debian", "13"): "17", ("ubuntu", "22.04"): "14",
                    ("ubuntu", "24.04"): "16"}
-
-
-@dataclass(frozen=True)
-class Memory:
-    max_connections: int
-    shared_buffers_mb: int
-    effective_cache_size_mb: int
-    maintenance_work_mem_mb: int
-    work_mem_mb: int
-
-
-def memory_settings(memory_mb: int, max_connections: int = 100) -> Memory:
-    """pgtune-style figures: 25 % shared buffers, 75 % cache, the rest per connection."""
-    return Memory(
-        max_connections=max_connections,
-        shared_buffers_mb=max(128, memory_mb // 4),
-        effective_cache_size_mb=max(256, memory_mb * 3 // 4),
-        maintenance_work_mem_mb=min(1024, max(64, memory_mb // 16)),
-        work_mem_mb=min(64, max(4, memory_mb // (4 * max_connections))),
-    )
 
 
 def version(ctx: RoleContext) -> str:

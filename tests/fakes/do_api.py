@@ -6,14 +6,25 @@ Served by a threaded HTTP server on 127.0.0.1 (random port)::
         provider = DigitalOceanProvider("test-token", "dev", endpoint=api.url, poll_interval=0.01)
         ...
         api.droplets      # {id: droplet object}, as GET /v2/droplets/{id} would show it
+        api.sizes         # {slug: size object}, as GET /v2/sizes shows them
         api.requests      # [Request(method, path, json)] in arrival order (path includes ?query)
         api.fail_next(429, headers={"ratelimit-reset": "..."})   # inject failures
+        api.set_size("s-2vcpu-4gb", available=False)             # or regions=["fra1"]
+        api.fail_action("resize")                # the next resize action ends "errored"
+        api.fail_action("resize", status=422)    # the next POST of a resize action is refused
 
 Modelled: Bearer-token check (401), request validation (422, strict: unknown keys are
 refused too), droplets going ``new`` -> ``active`` after ``boot_delay``, actions going
-``in-progress`` -> ``completed`` after ``action_delay`` (one pending action per droplet),
-resize only while off, pagination (``page``/``per_page``, ``links.pages``, ``meta.total``),
-rate-limit headers. Transitions are applied lazily at the next request, so no timers run.
+``in-progress`` -> ``completed`` after ``action_delay`` (one pending action per droplet: another
+is refused with 422), sizes (unknown, unavailable or not in the region: 422), resize only while
+off and never to a disk smaller than the droplet's or than its image's ``min_disk_size``,
+pagination (``page``/``per_page``, ``links.pages``, ``meta.total``), rate-limit headers, error
+bodies ``{"id", "message", "request_id"}`` (the same id in ``x-request-id``). Transitions are
+applied lazily at the next request, so no timers run.
+
+Every exchange is checked against DigitalOcean's OpenAPI spec (tests/fakes/do_openapi.py):
+an answer that does not fit it, or a request the fake accepted that does not, is recorded in
+``api.violations`` and fails the ``with`` block when it ends (``spec_check=False`` turns it off).
 
 Where droplets "run" is up to a Backend: the default MemoryBackend only hands out
 127.0.0.x addresses; a container backend can make them real SSH-able hosts.
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hashlib
 import itertools
 import json
@@ -34,7 +46,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-# slug -> (vcpus, memory MB, disk GB, transfer TB, price_monthly)
+from tests.fakes.do_openapi import OpenApi, load_operations
+
+# slug -> (vcpus, memory MB, disk GB, transfer TB, price_monthly): each fake starts with these
 SIZES: dict[str, tuple[int, int, int, float, float]] = {
     "s-1vcpu-512mb-10gb": (1, 512, 10, 0.5, 4.0),
     "s-1vcpu-1gb": (1, 1024, 25, 1.0, 6.0),
@@ -56,6 +70,17 @@ _TAG = re.compile(r"^[a-zA-Z0-9_\-:]{1,255}$")
 _CREATE_KEYS = {"name", "region", "size", "image", "ssh_keys", "backups", "backup_policy", "ipv6",
                 "monitoring", "tags", "user_data", "private_networking", "volumes", "vpc_uuid",
                 "with_droplet_agent", "public_networking"}
+_ERRORS: dict[int, tuple[str, str]] = {      # status -> DigitalOcean's error id, a default message
+    400: ("bad_request", "The request could not be understood."),
+    401: ("unauthorized", "Unable to authenticate you"),
+    403: ("forbidden", "You do not have access for the attempted action."),
+    404: ("not_found", "The resource you were accessing could not be found."),
+    409: ("conflict", "The request conflicts with the current state of the resource."),
+    422: ("unprocessable_entity", "The request could not be processed."),
+    429: ("too_many_requests", "API rate limit exceeded."),
+    500: ("server_error", "Unexpected server-side error"),
+    503: ("service_unavailable", "The service is temporarily unavailable."),
+}
 _ACTION_KEYS = {
     "enable_backups": {"backup_policy"}, "disable_backups": set(), "change_backup_policy": {"backup_policy"},
     "reboot": set(), "power_cycle": set(), "shutdown": set(), "power_off": set(), "power_on": set(),
@@ -125,18 +150,44 @@ class Fault:
         return (self.method in (None, method)) and (self.path is None or re.search(self.path, path) is not None)
 
 
+@dataclass
+class ActionFault:
+    """An injected failure of the next ``times`` actions of type ``kind`` (on droplet ``droplet``):
+    refused with ``status`` when posted, or (status None) accepted, then ending ``errored``."""
+
+    kind: str
+    status: int | None = None
+    droplet: str | None = None          # a droplet name; None: any
+    times: int = 1
+    message: str | None = None
+
+    def matches(self, kind: str, droplet: str, refused: bool) -> bool:
+        return (self.times > 0 and self.kind == kind and self.droplet in (None, droplet)
+                and (self.status is not None) == refused)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, error_id: str, message: str):
         super().__init__(message)
         self.status, self.error_id, self.message = status, error_id, message
 
+    @classmethod
+    def of(cls, status: int, message: str | None = None) -> "ApiError":
+        """The error DigitalOcean answers with ``status`` (its id; its usual message by default)."""
+        error_id, default = _ERRORS.get(status, ("server_error" if status >= 500 else "error", "Error"))
+        return cls(status, error_id, message or default)
+
+    def body(self) -> dict:
+        """DigitalOcean's error body, with a new request id."""
+        return {"id": self.error_id, "message": self.message, "request_id": str(uuid.uuid4())}
+
 
 def _unprocessable(message: str) -> ApiError:
-    return ApiError(422, "unprocessable_entity", message)
+    return ApiError.of(422, message)
 
 
 def _not_found() -> ApiError:
-    return ApiError(404, "not_found", "The resource you were accessing could not be found.")
+    return ApiError.of(404)
 
 
 def _now_iso() -> str:
@@ -157,11 +208,16 @@ def fingerprint(public_key: str) -> str | None:
 # --- JSON shapes --------------------------------------------------------------------------
 
 def size_json(slug: str) -> dict:
+    """The size object of one of SIZES, available in every region."""
     vcpus, memory, disk, transfer, price = SIZES[slug]
     return {"slug": slug, "memory": memory, "vcpus": vcpus, "disk": disk, "transfer": transfer,
             "price_monthly": price, "price_hourly": round(price / 672, 5),
             "regions": sorted(REGIONS), "available": True, "description": "Basic",
-            "disk_info": [{"type": "local", "size": {"amount": disk, "unit": "gib"}}]}
+            "disk_info": disk_info(disk)}
+
+
+def disk_info(disk: int) -> list[dict]:
+    return [{"type": "local", "size": {"amount": disk, "unit": "gib"}}]
 
 
 def region_json(slug: str) -> dict:
@@ -195,17 +251,22 @@ def network_v4(address: str, kind: str) -> dict:
 class FakeDigitalOcean:
     """State and request handling; the HTTP plumbing is in _Handler."""
 
-    def __init__(self, token: str, backend: Backend, boot_delay: float, action_delay: float):
+    def __init__(self, token: str, backend: Backend, boot_delay: float, action_delay: float,
+                 openapi: OpenApi | None = None):
         self.token, self.backend = token, backend
         self.boot_delay, self.action_delay = boot_delay, action_delay
+        self.openapi = openapi
         self.url = ""
         self.droplets: dict[int, dict] = {}
+        self.sizes: dict[str, dict] = {slug: size_json(slug) for slug in SIZES}
         self.ssh_keys: dict[int, dict] = {}
         self.actions: dict[int, dict] = {}
         self.snapshots: dict[int, dict] = {}
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
-        self.errored_actions: set[str] = set()  # action types that end "errored", e.g. {"shutdown"}
+        self.action_faults: list[ActionFault] = []
+        self.errored_actions: set[str] = set()  # action types that always end "errored", e.g. {"shutdown"}
+        self.violations: list[str] = []         # exchanges that break the OpenAPI spec
         self.lock = threading.RLock()
         self._due: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -227,9 +288,36 @@ class FakeDigitalOcean:
 
     def fail_next(self, status: int, *, method: str | None = None, path: str | None = None,
                   times: int = 1, headers: dict[str, str] | None = None, body: dict | None = None) -> None:
-        """Answer the next ``times`` matching requests with ``status`` instead."""
+        """Answer the next ``times`` matching requests with ``status`` instead (and ``body``, sent as
+        given; by default DigitalOcean's error body for ``status``)."""
         with self.lock:
             self.faults.append(Fault(status, method, path, times, dict(headers or {}), body))
+
+    def fail_action(self, kind: str, *, status: int | None = None, droplet: str | None = None,
+                    times: int = 1, message: str | None = None) -> None:
+        """Make the next ``times`` actions of type ``kind`` (on the droplet called ``droplet``, or any)
+        fail: without ``status`` they are accepted and end ``errored`` with no effect; with one,
+        their POST is answered with that status (and ``message``) and changes nothing."""
+        with self.lock:
+            self.action_faults.append(ActionFault(kind, status, droplet, times, message))
+
+    def set_size(self, slug: str, *, available: bool | None = None,
+                 regions: list[str] | None = None) -> dict:
+        """Mark the size ``slug`` (un)available, or offer it only in ``regions``; returns it."""
+        with self.lock:
+            size = self.sizes[slug]
+            if available is not None:
+                size["available"] = available
+            if regions is not None:
+                size["regions"] = sorted(regions)
+            return size
+
+    def assert_conforms(self) -> None:
+        """Raise AssertionError if any exchange so far broke the OpenAPI spec."""
+        with self.lock:
+            if self.violations:
+                raise AssertionError(f"the fake DigitalOcean API broke the OpenAPI spec "
+                                     f"({len(self.violations)}): " + "; ".join(self.violations[:5]))
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[Request]:
         """Logged requests filtered by method and a path regex."""
@@ -240,7 +328,7 @@ class FakeDigitalOcean:
     # -- request entry point
 
     def handle(self, method: str, target: str, auth: str | None, raw: bytes) -> tuple[int, dict, Any]:
-        """-> (status, extra headers, JSON payload or None)."""
+        """-> (status, headers, JSON payload or None); checks the exchange against the spec."""
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -248,39 +336,50 @@ class FakeDigitalOcean:
         with self.lock:
             self.requests.append(Request(method, target, body))
             self._tick()
-            fault = self._take_fault(method, target)
-            if fault:
-                return fault
-            if auth != f"Bearer {self.token}":
-                return 401, {}, {"id": "unauthorized", "message": "Unable to authenticate you"}
-            try:
-                return self._route(method, target, body)
-            except ApiError as e:
-                return e.status, {}, {"id": e.error_id, "message": e.message,
-                                      "request_id": str(uuid.uuid4())}
-            except Exception as e:  # a backend failure is the API's 500, not a dead request thread
-                return 500, {}, {"id": "server_error", "message": str(e), "request_id": str(uuid.uuid4())}
+            status, headers, payload = self._answer(method, target, auth, body)
+            request_id = payload.get("request_id") if status >= 400 and isinstance(payload, dict) else None
+            headers = {"content-type": "application/json; charset=utf-8", **self._rate_headers(),
+                       "x-request-id": request_id or str(uuid.uuid4()), **headers}  # 204s too, as DO does
+            if self.openapi is not None:
+                self.violations += self.openapi.exchange_problems(method, target, status, body, payload, headers)
+            return status, headers, payload
 
-    def rate_headers(self) -> dict[str, str]:
-        with self.lock:
-            self._remaining = max(self._remaining - 1, 0)
-            return {"ratelimit-limit": "5000", "ratelimit-remaining": str(self._remaining),
-                    "ratelimit-reset": str(int(time.time()) + 60)}
+    def _answer(self, method: str, target: str, auth: str | None, body: Any) -> tuple[int, dict, Any]:
+        fault = self._take_fault(method, target)
+        if fault:
+            return fault
+        try:
+            if auth != f"Bearer {self.token}":
+                raise ApiError.of(401)
+            return self._route(method, target, body)
+        except ApiError as e:
+            return e.status, {}, e.body()
+        except Exception as e:  # a backend failure is the API's 500, not a dead request thread
+            return 500, {}, ApiError.of(500, str(e)).body()
+
+    def _rate_headers(self) -> dict[str, str]:
+        self._remaining = max(self._remaining - 1, 0)
+        return {"ratelimit-limit": "5000", "ratelimit-remaining": str(self._remaining),
+                "ratelimit-reset": str(int(time.time()) + 60)}
 
     def _take_fault(self, method: str, path: str) -> tuple[int, dict, Any] | None:
         for fault in self.faults:
             if fault.times > 0 and fault.matches(method, path):
                 fault.times -= 1
-                default = {429: ("too_many_requests", "API rate limit exceeded."),
-                           401: ("unauthorized", "Unable to authenticate you")}
-                eid, msg = default.get(fault.status, ("server_error", "Unexpected server-side error"))
-                return fault.status, fault.headers, fault.body or {"id": eid, "message": msg}
+                body = dict(fault.body) if fault.body else ApiError.of(fault.status).body()
+                return fault.status, dict(fault.headers), body
         return None
+
+    def _take_action_fault(self, kind: str, droplet: dict, refused: bool) -> ActionFault | None:
+        fault = next((f for f in self.action_faults if f.matches(kind, droplet["name"], refused)), None)
+        if fault:
+            fault.times -= 1
+        return fault
 
     def _route(self, method: str, target: str, body: Any) -> tuple[int, dict, Any]:
         parts = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        for verb, pattern, fn in _ROUTES:
+        for verb, pattern, fn, _ in _ROUTES:
             m = re.fullmatch(pattern, parts.path.rstrip("/"))
             if m and verb == method:
                 status, payload = fn(self, query=query, body=body, **m.groupdict())
@@ -373,11 +472,12 @@ class FakeDigitalOcean:
         name, size, region = body["name"], body["size"], body.get("region") or "nyc3"
         if not isinstance(name, str) or len(name) > 255 or not _DROPLET_NAME.match(name):
             raise _unprocessable("Name Only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)")
-        if size not in SIZES:
-            raise _unprocessable("You specified an invalid size for Droplet creation.")
         if region not in REGIONS:
             raise _unprocessable("You specified an invalid region for Droplet creation.")
+        self._size(size, region, "creation")
         image = self._image(body["image"])
+        if self.sizes[size]["disk"] < image["min_disk_size"]:
+            raise _unprocessable("This image requires a larger disk than the size offers.")
         tags = _tags(body.get("tags"))
         keys = [self._key(ref) for ref in body.get("ssh_keys") or []]
         if None in keys:
@@ -400,25 +500,41 @@ class FakeDigitalOcean:
             if snap is None:
                 raise _unprocessable("You specified an invalid image for Droplet creation.")
             return {**image_json(snap["name"]), "id": snap["id"], "name": snap["name"], "slug": None,
-                    "type": "snapshot", "public": False}
+                    "type": "snapshot", "public": False, "min_disk_size": snap["min_disk_size"]}
         if not isinstance(ref, str) or not _IMAGE_SLUG.match(ref):
             raise _unprocessable("You specified an invalid image for Droplet creation.")
         return image_json(ref)
 
+    def _size(self, slug: Any, region: str, event: str) -> dict:
+        """The size ``slug`` if a droplet in ``region`` may get it, else the API's 422."""
+        size = self.sizes.get(slug) if isinstance(slug, str) else None
+        if size is None:
+            raise _unprocessable(f"You specified an invalid size for Droplet {event}.")
+        if not size["available"]:
+            raise _unprocessable("This size is not available at this time.")
+        if region not in size["regions"]:
+            raise _unprocessable(f"This size is not available in the region {region}.")
+        return size
+
     def _new_droplet(self, name: str, size: str, region: str, image: dict, tags: list, monitoring: bool) -> dict:
-        vcpus, memory, disk, _, _ = SIZES[size]
         droplet = {
-            "id": next(self._droplet_ids), "name": name, "memory": memory, "vcpus": vcpus,
-            "disk": disk, "disk_info": [{"type": "local", "size": {"amount": disk, "unit": "gib"}}],
-            "locked": False, "status": "new", "kernel": None, "created_at": _now_iso(),
+            "id": next(self._droplet_ids), "name": name, "locked": False, "status": "new",
+            "kernel": None, "created_at": _now_iso(),
             "features": ["private_networking"] + (["monitoring"] if monitoring else []),
             "backup_ids": [], "next_backup_window": None, "snapshot_ids": [], "image": image,
-            "volume_ids": [], "size": size_json(size), "size_slug": size,
-            "networks": {"v4": [], "v6": []}, "region": region_json(region), "tags": tags,
+            "volume_ids": [], "networks": {"v4": [], "v6": []}, "region": region_json(region), "tags": tags,
             "vpc_uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vpc-{region}")),
         }
+        self._set_size(droplet, size, disk=True)
         self.droplets[droplet["id"]] = droplet
         return droplet
+
+    def _set_size(self, droplet: dict, slug: str, disk: bool) -> None:
+        """Give ``droplet`` the CPUs and memory of the size ``slug``, and its disk if ``disk``."""
+        size = copy.deepcopy(self.sizes[slug])
+        droplet.update(size_slug=slug, size=size, vcpus=size["vcpus"], memory=size["memory"])
+        if disk:
+            droplet.update(disk=size["disk"], disk_info=disk_info(size["disk"]))
 
     def _boot(self, droplet: dict, address: str) -> None:
         private = f"10.110.0.{droplet['id'] % 250 + 2}"
@@ -450,16 +566,25 @@ class FakeDigitalOcean:
 
     # -- actions
 
+    def list_actions(self, query: dict, body: Any, droplet_id: str) -> tuple[int, dict]:
+        droplet = self._droplet(droplet_id)
+        mine = [a for a in self.actions.values() if a["resource_id"] == droplet["id"]]
+        return 200, self._page(f"/v2/droplets/{droplet['id']}/actions", "actions", mine, query)
+
     def post_action(self, query: dict, body: Any, droplet_id: str) -> tuple[int, dict]:
         droplet = self._droplet(droplet_id)
         kind = body.get("type") if isinstance(body, dict) else None
         if kind not in _ACTION_KEYS:
             raise _unprocessable(f"type: {kind!r} is not a droplet action")
         _require_object(body, {"type"}, _ACTION_KEYS[kind] | {"type"})
+        refusal = self._take_action_fault(kind, droplet, refused=True)
+        if refusal:
+            raise ApiError.of(refusal.status, refusal.message)
         if droplet["id"] in self._busy or droplet["status"] == "new":
             raise _unprocessable("Droplet already has a pending event.")
         effect = self._effect(droplet, kind, body)
-        action = self._start_action(droplet, kind, effect, delay=self.action_delay)
+        errored = self._take_action_fault(kind, droplet, refused=False) is not None
+        action = self._start_action(droplet, kind, effect, delay=self.action_delay, errored=errored)
         return 201, {"action": action}
 
     def _effect(self, droplet: dict, kind: str, body: dict) -> Callable[[], str]:
@@ -470,16 +595,18 @@ class FakeDigitalOcean:
         if kind in ("power_off", "shutdown"):
             return lambda: self._set_power(droplet, False)
         if kind == "resize":
-            size = body.get("size")
-            if size not in SIZES:
-                raise _unprocessable("You specified an invalid size for Droplet resize.")
+            slug = body.get("size")
+            size = self._size(slug, droplet["region"]["slug"], "resize")
             if droplet["status"] != "off":
                 raise _unprocessable("Droplet is currently on. Please power it off to run this event.")
             if not isinstance(body.get("disk", False), bool):
                 raise _unprocessable("disk must be a boolean")
-            if SIZES[size][2] < droplet["disk"]:
+            if size["disk"] < droplet["disk"]:
                 raise _unprocessable("This size is not available because it has a smaller disk.")
-            return lambda: self._resize(droplet, size, bool(body.get("disk")))
+            if size["disk"] < (droplet["image"].get("min_disk_size") or 0):
+                raise _unprocessable("This size is not available because its disk is smaller than "
+                                     "the image's minimum disk size.")
+            return lambda: self._resize(droplet, slug, bool(body.get("disk")))
         if kind == "snapshot":
             snap_name = body.get("name") or f"{name}-{int(time.time() * 1000)}"
             return lambda: self._snapshot(droplet, snap_name)
@@ -487,14 +614,15 @@ class FakeDigitalOcean:
             return lambda: droplet.update(name=body["name"])
         return lambda: None
 
-    def _start_action(self, droplet: dict, kind: str, effect: Callable[[], Any], delay: float) -> dict:
+    def _start_action(self, droplet: dict, kind: str, effect: Callable[[], Any], delay: float,
+                      errored: bool = False) -> dict:
         action = action_json(next(self._action_ids), kind, droplet["id"], droplet["region"]["slug"])
         self.actions[action["id"]] = action
         self._busy[droplet["id"]] = action["id"]
         droplet["locked"] = kind != "create"
 
         def complete() -> None:
-            if droplet["id"] not in self.droplets or kind in self.errored_actions:
+            if droplet["id"] not in self.droplets or errored or kind in self.errored_actions:
                 action["status"] = "errored"
             else:
                 effect()
@@ -511,10 +639,7 @@ class FakeDigitalOcean:
 
     def _resize(self, droplet: dict, size: str, disk: bool) -> None:
         self.backend.resize(droplet["name"], size)
-        vcpus, memory, new_disk, _, _ = SIZES[size]
-        droplet.update(size_slug=size, size=size_json(size), vcpus=vcpus, memory=memory)
-        if disk:
-            droplet.update(disk=new_disk, disk_info=[{"type": "local", "size": {"amount": new_disk, "unit": "gib"}}])
+        self._set_size(droplet, size, disk)
 
     def _snapshot(self, droplet: dict, name: str) -> None:
         snap = {"id": next(self._snapshot_ids), "name": name, "created_at": _now_iso(),
@@ -523,6 +648,11 @@ class FakeDigitalOcean:
                 "resource_type": "droplet", "tags": []}
         self.snapshots[snap["id"]] = snap
         droplet["snapshot_ids"].append(snap["id"])
+
+    # -- sizes
+
+    def list_sizes(self, query: dict, body: Any) -> tuple[int, dict]:
+        return 200, self._page("/v2/sizes", "sizes", list(self.sizes.values()), query)
 
     def get_action(self, query: dict, body: Any, action_id: str) -> tuple[int, dict]:
         action = self.actions.get(int(action_id))
@@ -556,20 +686,25 @@ def _tags(tags: Any) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-_ROUTES: list[tuple[str, str, Callable]] = [
-    ("GET", r"/v2/account/keys", FakeDigitalOcean.list_keys),
-    ("POST", r"/v2/account/keys", FakeDigitalOcean.create_key),
-    ("GET", r"/v2/account/keys/(?P<key>[^/]+)", FakeDigitalOcean.get_key),
-    ("DELETE", r"/v2/account/keys/(?P<key>[^/]+)", FakeDigitalOcean.delete_key),
-    ("GET", r"/v2/droplets", FakeDigitalOcean.list_droplets),
-    ("POST", r"/v2/droplets", FakeDigitalOcean.create_droplet),
-    ("GET", r"/v2/droplets/(?P<droplet_id>\d+)", FakeDigitalOcean.get_droplet),
-    ("DELETE", r"/v2/droplets/(?P<droplet_id>\d+)", FakeDigitalOcean.delete_droplet),
-    ("POST", r"/v2/droplets/(?P<droplet_id>\d+)/actions", FakeDigitalOcean.post_action),
-    ("GET", r"/v2/droplets/(?P<droplet_id>\d+)/actions/(?P<action_id>\d+)", FakeDigitalOcean.get_droplet_action),
-    ("GET", r"/v2/droplets/(?P<droplet_id>\d+)/snapshots", FakeDigitalOcean.list_snapshots),
-    ("GET", r"/v2/actions/(?P<action_id>\d+)", FakeDigitalOcean.get_action),
+_ROUTES: list[tuple[str, str, Callable, str]] = [      # (method, path regex, handler, spec operationId)
+    ("GET", r"/v2/account/keys", FakeDigitalOcean.list_keys, "sshKeys_list"),
+    ("POST", r"/v2/account/keys", FakeDigitalOcean.create_key, "sshKeys_create"),
+    ("GET", r"/v2/account/keys/(?P<key>[^/]+)", FakeDigitalOcean.get_key, "sshKeys_get"),
+    ("DELETE", r"/v2/account/keys/(?P<key>[^/]+)", FakeDigitalOcean.delete_key, "sshKeys_delete"),
+    ("GET", r"/v2/droplets", FakeDigitalOcean.list_droplets, "droplets_list"),
+    ("POST", r"/v2/droplets", FakeDigitalOcean.create_droplet, "droplets_create"),
+    ("GET", r"/v2/droplets/(?P<droplet_id>\d+)", FakeDigitalOcean.get_droplet, "droplets_get"),
+    ("DELETE", r"/v2/droplets/(?P<droplet_id>\d+)", FakeDigitalOcean.delete_droplet, "droplets_destroy"),
+    ("GET", r"/v2/droplets/(?P<droplet_id>\d+)/actions", FakeDigitalOcean.list_actions, "dropletActions_list"),
+    ("POST", r"/v2/droplets/(?P<droplet_id>\d+)/actions", FakeDigitalOcean.post_action, "dropletActions_post"),
+    ("GET", r"/v2/droplets/(?P<droplet_id>\d+)/actions/(?P<action_id>\d+)", FakeDigitalOcean.get_droplet_action,
+     "dropletActions_get"),
+    ("GET", r"/v2/droplets/(?P<droplet_id>\d+)/snapshots", FakeDigitalOcean.list_snapshots,
+     "droplets_list_snapshots"),
+    ("GET", r"/v2/actions/(?P<action_id>\d+)", FakeDigitalOcean.get_action, "actions_get"),
+    ("GET", r"/v2/sizes", FakeDigitalOcean.list_sizes, "sizes_list"),
 ]
+OPERATIONS = tuple(route[3] for route in _ROUTES)     # the spec operations the fake serves
 
 
 # --- HTTP plumbing ------------------------------------------------------------------------
@@ -585,11 +720,8 @@ class _Handler(BaseHTTPRequestHandler):
                                                    self.headers.get("Authorization"), raw)
         data = b"" if payload is None or status == 204 else json.dumps(payload).encode()
         self.send_response(status)
-        for key, value in {**self.api.rate_headers(), **headers}.items():
+        for key, value in headers.items():
             self.send_header(key, value)
-        self.send_header("x-request-id", str(uuid.uuid4()))
-        if data:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -602,9 +734,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def fake_do_api(token: str = "test-token", backend: Backend | None = None, *,
-                boot_delay: float = 0.05, action_delay: float = 0.05) -> Iterator[FakeDigitalOcean]:
-    """Serve a fake DigitalOcean API on 127.0.0.1 for the duration of the block."""
-    api = FakeDigitalOcean(token, backend or MemoryBackend(), boot_delay, action_delay)
+                boot_delay: float = 0.05, action_delay: float = 0.05,
+                spec_check: bool = True) -> Iterator[FakeDigitalOcean]:
+    """Serve a fake DigitalOcean API on 127.0.0.1 for the duration of the block; with
+    ``spec_check`` (it needs the spec, see do_openapi.spec_path) the block fails at its end if
+    an exchange broke DigitalOcean's OpenAPI spec."""
+    openapi = OpenApi(load_operations(OPERATIONS)) if spec_check else None
+    api = FakeDigitalOcean(token, backend or MemoryBackend(), boot_delay, action_delay, openapi)
     handler = type("Handler", (_Handler,), {"api": api})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -617,3 +753,4 @@ def fake_do_api(token: str = "test-token", backend: Backend | None = None, *,
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+    api.assert_conforms()                   # not reached when the block raised

@@ -9,13 +9,17 @@ next to the clone), or wherever ``$DO_OPENAPI_SPEC`` points.
 
     {"method": "GET", "path": "/v2/droplets", "summary": ..., "parameters": [{name, in, required}],
      "request_body": {"required": bool, "schema": {...}} or None,
-     "response": {"status": 200, "schema": {...} or None}}
+     "response": {"status": 200, "schema": {...} or None, "headers": {name: schema}},
+     "errors": {"401": {"schema": ..., "headers": ...}, ..., "default": {...}}}
 
 Every ``$ref`` is resolved inline (only those the requested operations reach: files are parsed
 on demand and cached), ``allOf`` parts are merged, and examples, descriptions and code samples
 are left out. A ``discriminator`` mapping points, as a JSON pointer into
 ``{"operations": <the result>}`` (``#/operations/<id>/.../anyOf/<n>``), at the choice it selects.
-Only the success response (200/201/202/204) of each operation is kept.
+Each operation has one success response (200/201/202/204); the others are its ``errors``.
+
+``OpenApi(load_operations(names))`` checks values against those schemas: ``problems`` for one
+value, ``exchange_problems`` for a whole request/answer (the fake API checks each of its own).
 """
 from __future__ import annotations
 
@@ -59,10 +63,20 @@ def spec_path() -> Path:
             / "DigitalOcean-public.v2.yaml")
 
 
+def require_spec() -> Path:
+    """``spec_path()``, or FileNotFoundError saying where to put the specification."""
+    path = spec_path()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"DigitalOcean's OpenAPI spec is not at {path}: put shared/do-openapi beside the "
+            f"repository or set {ENV_VAR} to its specification/DigitalOcean-public.v2.yaml")
+    return path
+
+
 def load_operations(names: Iterable[str]) -> dict[str, dict]:
     """The operations ``names`` (spec ``operationId``s) of the spec at ``spec_path()``, resolved
     (see the module docstring). Parsed once per process; each call returns a fresh copy."""
-    return copy.deepcopy(_load_operations(tuple(names), spec_path().resolve()))
+    return copy.deepcopy(_load_operations(tuple(names), require_spec().resolve()))
 
 
 @functools.lru_cache(maxsize=None)
@@ -195,18 +209,26 @@ class _Spec:
                 }
             else:
                 entry["request_body"] = None
-            codes = [c for c in op["responses"] if str(c) in _SUCCESS]
+            codes = [str(c) for c in op["responses"] if str(c) in _SUCCESS]
             if len(codes) != 1:
                 raise ValueError(f"{op_id}: expected one success response, found {codes}")
-            resp, resp_file = self.deref(op["responses"][codes[0]], op_file)
-            content = (resp.get("content") or {}).get("application/json")
-            entry["response"] = {
-                "status": int(codes[0]),
-                "schema": self.schema(content["schema"], resp_file, f"{prefix}/response/schema")
-                if content and "schema" in content else None,
-            }
+            responses = {str(c): r for c, r in op["responses"].items()}
+            entry["response"] = {"status": int(codes[0]),
+                                 **self.response(responses.pop(codes[0]), op_file, f"{prefix}/response")}
+            entry["errors"] = {code: self.response(r, op_file, f"{prefix}/errors/{code}")
+                               for code, r in responses.items()}
             result[op_id] = entry
         return result
+
+    def response(self, node, base: Path, prefix: str) -> dict:
+        """``{"schema": <JSON body schema> or None, "headers": {name: schema}}`` of a response."""
+        resp, resp_file = self.deref(node, base)
+        content = (resp.get("content") or {}).get("application/json")
+        headers = {name.lower(): self.resolve(h, resp_file).get("schema", {})
+                   for name, h in (resp.get("headers") or {}).items()}
+        schema = (self.schema(content["schema"], resp_file, f"{prefix}/schema")
+                  if content and "schema" in content else None)
+        return {"schema": schema, "headers": headers}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -222,3 +244,111 @@ def _merge(a: dict, b: dict) -> dict:
         elif k not in out:
             out[k] = copy.deepcopy(v)
     return out
+
+
+# --- checking values against the loaded schemas --------------------------------------------
+
+_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+          "array": (list,), "object": (dict,)}
+
+
+class OpenApi:
+    """Operations from ``load_operations`` and just enough of a schema checker for them."""
+
+    def __init__(self, operations: dict[str, dict]):
+        self.doc = {"operations": operations}      # discriminator mappings point into this
+        self.operations: dict[str, dict] = operations
+
+    def find(self, method: str, path: str) -> dict | None:
+        """The operation that serves ``method path`` (a template or a concrete path with ?query)."""
+        for op in self.operations.values():
+            pattern = re.sub(r"\{[^}]+\}", r"[^/]+", op["path"])
+            if op["method"] == method and re.fullmatch(pattern, path.split("?")[0]):
+                return op
+        return None
+
+    def operation(self, method: str, path: str) -> dict:
+        op = self.find(method, path)
+        if op is None:
+            raise AssertionError(f"no operation in the spec for {method} {path}")
+        return op
+
+    def request_schema(self, method: str, path: str) -> dict:
+        return self.operation(method, path)["request_body"]["schema"]
+
+    def pointer(self, ref: str):
+        node = self.doc
+        for part in filter(None, ref.partition("#")[2].split("/")):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node
+
+    def problems(self, schema: dict, value, where: str = "", request: bool = False) -> list[str]:
+        """What is wrong with ``value``: missing required keys, wrong types (``nullable`` honoured),
+        values outside an enum, and for request bodies keys the schema does not accept."""
+        choices = schema.get("oneOf") or schema.get("anyOf")
+        if choices:
+            disc = schema.get("discriminator")
+            if disc and isinstance(value, dict) and value.get(disc["propertyName"]) in disc["mapping"]:
+                chosen = self.pointer(disc["mapping"][value[disc["propertyName"]]])
+                return self.problems(chosen, value, where, request)
+            found = [self.problems(c, value, where, request) for c in choices]
+            if not all(found):
+                return []
+            return [p for f in found for p in f]
+        name = where or "body"
+        if value is None:
+            return [] if schema.get("nullable") else [f"{name} is null"]
+        declared = schema.get("type") or ("object" if "properties" in schema else None)
+        if declared in _TYPES and (not isinstance(value, _TYPES[declared])
+                                   or (declared != "boolean" and isinstance(value, bool))):
+            return [f"{name} is not {declared}"]
+        if "enum" in schema and value not in schema["enum"]:
+            return [f"{name} is not one of {schema['enum']}"]
+        out: list[str] = []
+        if isinstance(value, list) and "items" in schema:
+            for i, item in enumerate(value):
+                out += self.problems(schema["items"], item, f"{name}[{i}]", request)
+        if isinstance(value, dict) and ("properties" in schema or "required" in schema):
+            props = schema.get("properties") or {}
+            prefix = f"{where}." if where else ""
+            out += [f"missing {prefix}{k}" for k in schema.get("required") or [] if k not in value]
+            if request:
+                writable = {k for k, v in props.items() if not v.get("readOnly")}
+                out += [f"unknown {prefix}{k}" for k in value if k not in writable]
+            for key, item in value.items():
+                if key in props:
+                    out += self.problems(props[key], item, f"{prefix}{key}", request)
+        return out
+
+    def exchange_problems(self, method: str, path: str, status: int, request, answer,
+                          headers: dict[str, str]) -> list[str]:
+        """What in one exchange breaks the spec: an operation it lacks, an undocumented status, an
+        accepted (2xx) request body that does not fit, an answer body or a documented header
+        (present, integers as integers) that does not fit. Each problem names the exchange."""
+        where = f"{method} {path.split('?')[0]} -> {status}"
+        op = self.find(method, path)
+        if op is None:
+            return [f"{where}: no such operation in the spec"]
+        out: list[str] = []
+        if 200 <= status < 300:
+            response = op["response"]
+            if status != response["status"]:
+                out.append(f"the spec answers {response['status']}")
+            spec_body = op["request_body"]
+            if spec_body and (request is not None or spec_body["required"]):
+                out += [f"request {p}" for p in self.problems(spec_body["schema"], request, request=True)]
+        else:
+            response = op["errors"].get(str(status)) or op["errors"].get("default")
+            if response is None:
+                return [f"{where}: status not documented"]
+        if response["schema"] is None:
+            out += [] if answer is None else ["a body where the spec has none"]
+        else:
+            out += self.problems(response["schema"], answer)
+        sent = {k.lower(): v for k, v in headers.items()}
+        for name, schema in response["headers"].items():
+            if name not in sent:
+                out.append(f"missing header {name}")
+            elif schema.get("type") == "integer" and not re.fullmatch(r"-?\d+", str(sent[name])):
+                out.append(f"header {name} is not integer")
+        return [f"{where}: {p}" for p in out]

@@ -12,53 +12,19 @@ it and keeps its data, `--purge` drops that.
 """
 from __future__ import annotations
 
-import html
-import re
-import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.loadgen import LoadGenerator
-from tests.support import (DEFAULTS, PROJECT, AppRepo, Browser, Sandbox, app_settings, docker_exec, droplet_spec,
-                           heading, http_base, last_json, run_name)
+from tests.support import (DEFAULTS, TITLE, AppRepo, Browser, GuestbookRepo, Sandbox, app_settings,
+                           docker_exec, droplet_spec, guestbook, guestbook_page, heading, http_base, last_json,
+                           run_name, sign)
 
 pytestmark = pytest.mark.integration
 
 ROLES = ["base", "postgres", "nginx", "app"]
-GUESTBOOK_SOURCE = PROJECT / "tests" / "apps" / "guestbook"
-TITLE = "It's \"$(touch /tmp/pwned)\" `touch /tmp/pwned2`; $HOME \\ \\n —\n ünïcødé ✓ 'quoted'"
-
-
-def guestbook(source: Path, name: str = "guestbook") -> dict:
-    return {"name": name, "source": str(source), "path": "/guestbook", "wsgi": "guestbook:create_app()",
-            "requirements": "requirements/prod.txt", "release_command": "python bin/create_tables.py",
-            "health": {"path": "/about", "expect_status": [200], "expect_text": "About"},
-            "env": {"GUESTBOOK_ENV": "production", "SITE_TITLE": TITLE,
-                    "GUESTBOOK_SECRET": {"secret": "guestbook_secret"}},
-            "database": {"name": "guestbook", "user": "guestbook", "password": {"secret": "guestbook_db_password"},
-                         "url_env": ["GUESTBOOK_DB_URI"], "driver": "psycopg2"}}
-
-
-class GuestbookRepo(AppRepo):
-    """A copy of the guestbook app in a git repository; versions change guestbook/version.py."""
-
-    @classmethod
-    def create(cls, dest: Path) -> "GuestbookRepo":
-        shutil.copytree(GUESTBOOK_SOURCE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        repo = cls(dest)
-        repo.git("init", "-q", "-b", "main")
-        repo.commit("guestbook v1")
-        return repo
-
-    def version(self, label: str) -> str:
-        path = self.root / "guestbook" / "version.py"
-        text, n = re.subn(r'LABEL = "[^"]*"', f'LABEL = "{label}"', path.read_text())
-        assert n == 1, path
-        path.write_text(text)
-        return self.commit(label)
 
 
 @dataclass
@@ -101,28 +67,6 @@ def host(tmp_path_factory):
         yield h
     finally:
         h.box.invoke("droplet.destroy", "--env", h.box.env, "--yes")
-
-
-def guestbook_page(browser: Browser) -> tuple[str, str, list[str]]:
-    """(title, version label, entries) of the guestbook's index page."""
-    status, _, page = browser.open("/guestbook/")
-    assert status == 200, page
-    title = html.unescape(re.search(r"<title>(.*?)</title>", page, re.S).group(1)).strip()
-    label = re.search(r'data-version="([^"]*)"', page)
-    entries = [html.unescape(e).strip() for e in re.findall(r'<li class="entry">(.*?)</li>', page, re.S)]
-    return title, label.group(1) if label else "", entries
-
-
-def sign(browser: Browser, author: str, message: str, with_token: bool = True) -> int:
-    status, _, page = browser.open("/guestbook/")
-    assert status == 200, page
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
-    assert token, page
-    form = {"author": author, "message": message, **({"csrf_token": token.group(1)} if with_token else {})}
-    status, headers, _ = browser.open("/guestbook/", form)
-    if status in (302, 303):
-        assert headers["Location"].endswith("/guestbook/"), headers
-    return status
 
 
 def under_load(host: Host, *commands: tuple[str, ...]) -> list:

@@ -1,64 +1,27 @@
 """DigitalOceanProvider against the local fake API (tests/fakes/do_api.py), plus its pure helpers.
 
-The OpenAPI conformance tests check request bodies and the fake's answers against the operations
-Dropship uses, read at test time from DigitalOcean's public spec beside the repository
-(../shared/do-openapi, or $DO_OPENAPI_SPEC; see tests/fakes/do_openapi.py). Without it they are
-skipped, except under CI (``$CI`` set), where they fail.
+The fake checks every exchange against DigitalOcean's public OpenAPI spec, read at test time from
+beside the repository (../shared/do-openapi, or $DO_OPENAPI_SPEC; see tests/fakes/do_openapi.py):
+a test whose exchanges break it fails, and without the spec these tests fail (none is skipped).
+The resize rules (check_resize, the fake's 422s, fault injection) are in
+test_digitalocean_resize_rules.py.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import time
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from provision.errors import DropshipError, ProviderError
 from provision.providers import digitalocean as do
 from provision.providers.base import DropletSpec
 from provision.providers.digitalocean import DigitalOceanProvider
-from tests.fakes.do_api import fake_do_api, fingerprint as fake_fingerprint
-from tests.fakes.do_openapi import ENV_VAR as OPENAPI_ENV_VAR, load_operations, spec_path
-
-TOKEN = "dop_v1_test-token-0123456789abcdef"
-
-
-def new_public_key(comment: str = "dropship@test") -> str:
-    key = ed25519.Ed25519PrivateKey.generate().public_key()
-    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    return f"{line} {comment}"
-
-
-PUBLIC_KEY = new_public_key()
-
-
-@pytest.fixture
-def api():
-    with fake_do_api(token=TOKEN, boot_delay=0.02, action_delay=0.02) as fake:
-        yield fake
-
-
-def provider(api, env: str = "dev", token: str = TOKEN, **kw) -> DigitalOceanProvider:
-    kw = {"poll_interval": 0.005, "timeout": 5, **kw}
-    return DigitalOceanProvider(token, env, endpoint=api.url, **kw)
-
-
-def spec(name: str = "web-1", size: str = "s-1vcpu-1gb", tags: tuple[str, ...] = ("web",)) -> DropletSpec:
-    return DropletSpec(name=name, size=size, region="nyc3", image="ubuntu-24-04-x64", tags=tags)
-
-
-def action_types(api) -> list[dict]:
-    return [r.json for r in api.calls("POST", r"/actions$")]
-
-
-def assert_one_line(err: Exception) -> None:
-    text = str(err)
-    assert "\n" not in text and TOKEN not in text and "Traceback" not in text
-
+from tests.fakes.do_api import OPERATIONS as FAKE_OPERATIONS, fake_do_api, fingerprint as fake_fingerprint
+from tests.fakes.do_openapi import OpenApi, load_operations
+from tests.unit.do_support import PUBLIC_KEY, TOKEN, action_types, assert_one_line, provider, spec
 
 # --- create / list / get -----------------------------------------------------------------
 
@@ -228,9 +191,37 @@ def test_invalid_size_is_a_clear_error(api):
     with pytest.raises(ProviderError) as e:
         provider(api).create(spec(size="s-99vcpu-1tb"), PUBLIC_KEY)
     text = str(e.value)
-    assert text.startswith("creating droplet web-1: DigitalOcean refused the request (422)")
-    assert "invalid size" in text and "fix:" in text
+    assert text.startswith("creating droplet web-1: DigitalOcean refused the request "
+                           "(422 unprocessable_entity: You specified an invalid size for Droplet creation.; "
+                           "request_id ")
+    assert "fix:" in text
     assert_one_line(e.value)
+
+
+def test_an_error_line_has_the_id_message_and_request_id_of_the_error_body(api):
+    api.fail_next(422, method="POST", body={"id": "unprocessable_entity", "request_id": "4d9d8375-3c56",
+                                            "message": "This size is not available because it has a smaller disk."})
+    with pytest.raises(ProviderError) as e:
+        provider(api).create(spec(), PUBLIC_KEY)
+    assert str(e.value).startswith(
+        "creating droplet web-1: registering SSH key: DigitalOcean refused the request (422 unprocessable_entity: "
+        "This size is not available because it has a smaller disk.; request_id 4d9d8375-3c56) (fix: ")
+    assert_one_line(e.value)
+
+
+def test_an_error_line_takes_the_request_id_from_the_header_when_the_body_has_none(api):
+    api.fail_next(500, headers={"x-request-id": "515850a0-a812"}, body={"id": "server_error", "message": "oops"})
+    with pytest.raises(ProviderError, match=r"\(500 server_error: oops; request_id 515850a0-a812\)"):
+        provider(api).list()
+
+
+def test_error_detail():
+    body = {"id": "not_found", "message": "gone\nfor good", "request_id": "r-1"}
+    assert do.error_detail(404, body) == "404 not_found: gone for good; request_id r-1"
+    assert do.error_detail(422, None, "r-2") == "422 unprocessable_entity; request_id r-2"
+    assert do.error_detail(503, "not json") == "503 service_unavailable"
+    assert do.error_detail(599, {}) == "599"
+    assert do.error_detail(500, {"message": "token s3cr3t"}, secret="s3cr3t") == "500 internal_server_error: token ***"
 
 
 def test_rate_limit_is_retried_honouring_ratelimit_reset(api):
@@ -258,7 +249,8 @@ def test_server_errors_are_mapped(api):
     api.fail_next(503, body={"id": "service_unavailable", "message": "try later"})
     with pytest.raises(ProviderError) as e:
         provider(api).get("web-1")
-    assert "looking up droplet web-1: DigitalOcean API error (HTTP 503): try later" in str(e.value)
+    assert re.match(r"looking up droplet web-1: DigitalOcean API error \(503 service_unavailable: try later; "
+                    r"request_id [0-9a-f-]{36}\) \(fix: rerun later", str(e.value))
     assert_one_line(e.value)
 
 
@@ -301,7 +293,9 @@ def test_bad_public_key_is_a_dropship_error(api):
 def test_fake_rejects_requests_without_the_token(api):
     import requests
     r = requests.get(f"{api.url}/v2/droplets", timeout=5)
-    assert r.status_code == 401 and r.json() == {"id": "unauthorized", "message": "Unable to authenticate you"}
+    assert r.status_code == 401 and r.json() == {"id": "unauthorized", "message": "Unable to authenticate you",
+                                                 "request_id": r.headers["x-request-id"]}
+    assert r.headers["content-type"].startswith("application/json") and "ratelimit-reset" in r.headers
     r = requests.get(f"{api.url}/v2/droplets?tag_name=a&name=b",
                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert r.status_code == 400                                   # the spec forbids combining them
@@ -370,95 +364,28 @@ def test_rate_limit_wait():
 
 OPENAPI_OPERATIONS = (  # spec operationIds of the calls the provider makes
     "droplets_list", "droplets_create", "droplets_get", "droplets_destroy", "dropletActions_post",
-    "actions_get", "sshKeys_list", "sshKeys_create", "droplets_list_snapshots")
-
-_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-          "array": (list,), "object": (dict,)}
-
-
-class OpenApi:
-    """The DigitalOcean operations Dropship uses (from tests/fakes/do_openapi.py: all $refs
-    resolved, allOf merged) and just enough of a schema checker for them."""
-
-    def __init__(self, operations: dict[str, dict]):
-        self.doc = {"operations": operations}      # discriminator mappings point into this
-        self.operations: dict[str, dict] = operations
-
-    def operation(self, method: str, path: str) -> dict:
-        """The operation that serves ``method path`` (a template or a concrete path with ?query)."""
-        for op in self.operations.values():
-            pattern = re.sub(r"\{[^}]+\}", r"[^/]+", op["path"])
-            if op["method"] == method and re.fullmatch(pattern, path.split("?")[0]):
-                return op
-        raise AssertionError(f"no operation in the spec for {method} {path}")
-
-    def request_schema(self, method: str, path: str) -> dict:
-        return self.operation(method, path)["request_body"]["schema"]
-
-    def pointer(self, ref: str):
-        node = self.doc
-        for part in filter(None, ref.partition("#")[2].split("/")):
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        return node
-
-    def problems(self, schema: dict, value, where: str = "", request: bool = False) -> list[str]:
-        """What is wrong with ``value``: missing required keys, wrong types (``nullable`` honoured),
-        values outside an enum, and for request bodies keys the schema does not accept."""
-        choices = schema.get("oneOf") or schema.get("anyOf")
-        if choices:
-            disc = schema.get("discriminator")
-            if disc and isinstance(value, dict) and value.get(disc["propertyName"]) in disc["mapping"]:
-                chosen = self.pointer(disc["mapping"][value[disc["propertyName"]]])
-                return self.problems(chosen, value, where, request)
-            found = [self.problems(c, value, where, request) for c in choices]
-            if not all(found):
-                return []
-            return [p for f in found for p in f]
-        name = where or "body"
-        if value is None:
-            return [] if schema.get("nullable") else [f"{name} is null"]
-        declared = schema.get("type") or ("object" if "properties" in schema else None)
-        if declared in _TYPES and (not isinstance(value, _TYPES[declared])
-                                   or (declared != "boolean" and isinstance(value, bool))):
-            return [f"{name} is not {declared}"]
-        if "enum" in schema and value not in schema["enum"]:
-            return [f"{name} is not one of {schema['enum']}"]
-        out: list[str] = []
-        if isinstance(value, list) and "items" in schema:
-            for i, item in enumerate(value):
-                out += self.problems(schema["items"], item, f"{name}[{i}]", request)
-        if isinstance(value, dict) and ("properties" in schema or "required" in schema):
-            props = schema.get("properties") or {}
-            prefix = f"{where}." if where else ""
-            out += [f"missing {prefix}{k}" for k in schema.get("required") or [] if k not in value]
-            if request:
-                writable = {k for k, v in props.items() if not v.get("readOnly")}
-                out += [f"unknown {prefix}{k}" for k in value if k not in writable]
-            for key, item in value.items():
-                if key in props:
-                    out += self.problems(props[key], item, f"{prefix}{key}", request)
-        return out
-
+    "dropletActions_list", "actions_get", "sshKeys_list", "sshKeys_create", "droplets_list_snapshots",
+    "sizes_list")
 
 @pytest.fixture(scope="module")
 def openapi():
-    path = spec_path()
-    if not path.is_file():
-        message = (f"DigitalOcean's OpenAPI spec is not at {path}: put shared/do-openapi beside the "
-                   f"repository or set {OPENAPI_ENV_VAR} to its specification/DigitalOcean-public.v2.yaml")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return OpenApi(load_operations(OPENAPI_OPERATIONS))
+    return OpenApi(load_operations(FAKE_OPERATIONS))      # FileNotFoundError (says where) without the spec
 
 
 def test_the_spec_has_the_operations_the_provider_uses(openapi):
-    assert {(op["method"], op["path"], op["response"]["status"]) for op in openapi.operations.values()} == {
+    assert set(OPENAPI_OPERATIONS) <= set(FAKE_OPERATIONS)
+    assert {(op["method"], op["path"], op["response"]["status"])
+            for op_id, op in openapi.operations.items() if op_id in OPENAPI_OPERATIONS} == {
         ("GET", "/v2/droplets", 200), ("POST", "/v2/droplets", 202),
         ("GET", "/v2/droplets/{droplet_id}", 200), ("DELETE", "/v2/droplets/{droplet_id}", 204),
         ("POST", "/v2/droplets/{droplet_id}/actions", 201), ("GET", "/v2/actions/{action_id}", 200),
+        ("GET", "/v2/droplets/{droplet_id}/actions", 200), ("GET", "/v2/sizes", 200),
         ("GET", "/v2/account/keys", 200), ("POST", "/v2/account/keys", 201),
         ("GET", "/v2/droplets/{droplet_id}/snapshots", 200)}
+    errors = openapi.operations["dropletActions_post"]["errors"]
+    assert {"401", "404", "429", "500", "default"} <= errors.keys()
+    assert errors["default"]["schema"]["required"] == ["id", "message"]
+    assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"} <= errors["429"]["headers"].keys()
     def refs(node) -> int:
         if isinstance(node, dict):
             return ("$ref" in node) + sum(refs(v) for v in node.values())
@@ -493,24 +420,36 @@ def test_openapi_checker_is_not_vacuous(openapi):
         ["missing meta", "missing ssh_keys[0].public_key", "missing ssh_keys[0].name"]
 
 
-def _exercise(api) -> list[tuple[str, str, int, object]]:
-    """Run the provider through every call it makes; returns (method, path, status, answer) of each."""
-    exchanges = []
-    handle = api.handle
+def test_exchange_problems(openapi):
+    headers = {"ratelimit-limit": "5000", "ratelimit-remaining": "4999", "ratelimit-reset": "1444931833"}
+    ok = {"action": {"id": 1, "status": "in-progress", "type": "power_on"}}
+    assert openapi.exchange_problems("POST", "/v2/droplets/1/actions", 201, {"type": "power_on"}, ok, headers) == []
+    assert openapi.exchange_problems("POST", "/v2/droplets/1/actions", 200, {"type": "power_on"}, ok, headers) == \
+        ["POST /v2/droplets/1/actions -> 200: the spec answers 201"]
+    assert openapi.exchange_problems("POST", "/v2/droplets/1/actions", 201, {"type": "resize", "disk": "no"},
+                                     ok, headers) == ["POST /v2/droplets/1/actions -> 201: request disk is not boolean"]
+    assert openapi.exchange_problems("GET", "/v2/sizes", 422, None, {"message": "m"}, {"ratelimit-reset": "x"}) == [
+        "GET /v2/sizes -> 422: missing id", "GET /v2/sizes -> 422: missing header ratelimit-limit",
+        "GET /v2/sizes -> 422: missing header ratelimit-remaining",
+        "GET /v2/sizes -> 422: header ratelimit-reset is not integer"]
+    assert openapi.exchange_problems("GET", "/v2/nothing", 200, None, {}, {}) == \
+        ["GET /v2/nothing -> 200: no such operation in the spec"]
+    assert openapi.exchange_problems("DELETE", "/v2/droplets/1", 204, None, {"x": 1},
+                                     {**headers, "content-type": "application/json"}) == \
+        ["DELETE /v2/droplets/1 -> 204: a body where the spec has none"]
 
-    def recording(method, target, auth, raw):
-        status, headers, payload = handle(method, target, auth, raw)
-        exchanges.append((method, target, status, payload))
-        return status, headers, payload
-    api.handle = recording                       # the HTTP handler calls api.handle per request
+
+def _exercise(api) -> None:
+    """Run the provider through every call it makes."""
     p = provider(api)
     p.create(spec(), PUBLIC_KEY)
     p.power("web-1", on=False)
     p.power("web-1", on=True)
+    p.check_resize("web-1", "s-2vcpu-4gb")
     p.resize("web-1", "s-2vcpu-4gb")
+    p.resize("web-1", "s-4vcpu-8gb", disk=True)
     p.snapshot("web-1", "snap")
     p.destroy("web-1")
-    return exchanges
 
 
 def test_every_request_body_conforms_to_the_openapi_spec(api, openapi):
@@ -524,15 +463,16 @@ def test_every_request_body_conforms_to_the_openapi_spec(api, openapi):
 
 
 def test_every_fake_answer_conforms_to_the_openapi_spec(api, openapi):
-    exchanges = _exercise(api)
-    used = set()
-    for method, path, status, payload in exchanges:
-        op = openapi.operation(method, path)
-        used.add((op["method"], op["path"]))
-        assert status == op["response"]["status"], (method, path, status)
-        schema = op["response"]["schema"]
-        if schema is None:
-            assert payload is None, (method, path)
-        else:
-            assert openapi.problems(schema, payload) == [], (method, path, payload)
-    assert used == {(op["method"], op["path"]) for op in openapi.operations.values()}
+    _exercise(api)
+    assert api.violations == []                 # each exchange was checked by the fake itself
+    used = {op_id for op_id, op in openapi.operations.items()
+            if any(openapi.find(r.method, r.path) is op for r in api.requests)}
+    assert used == set(OPENAPI_OPERATIONS)
+
+
+def test_a_fake_answer_that_breaks_the_spec_fails_the_test():
+    with pytest.raises(AssertionError, match=r"broke the OpenAPI spec \(1\): GET /v2/sizes -> 200: "
+                                             r"sizes\[1\]\.memory is not integer"):
+        with fake_do_api(token=TOKEN) as api:
+            api.sizes["s-1vcpu-1gb"]["memory"] = "1 GB"
+            provider(api)._paged("listing sizes", provider(api)._client.sizes.list, "sizes")

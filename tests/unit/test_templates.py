@@ -7,7 +7,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from provision import templates
+from provision import sizing, templates
 from provision.inventory import AirflowSettings
 from provision.engine.files import Directory, File
 from provision.engine.model import PHASE_LOCKDOWN, PHASE_PACKAGES
@@ -188,13 +188,13 @@ def test_docker_ce_source(facts):
 # --- postgres -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("memory_mb, expected", [
-    (1024, postgres.Memory(100, 256, 768, 64, 4)),
-    (4096, postgres.Memory(100, 1024, 3072, 256, 10)),
-    (16384, postgres.Memory(100, 4096, 12288, 1024, 40)),
-    (512, postgres.Memory(100, 128, 384, 64, 4)),
+    (1024, sizing.Memory(100, 256, 768, 64, 4)),
+    (4096, sizing.Memory(100, 1024, 3072, 256, 10)),
+    (16384, sizing.Memory(100, 4096, 12288, 1024, 40)),
+    (512, sizing.Memory(100, 128, 384, 64, 4)),
 ])
 def test_postgres_memory_settings(memory_mb, expected):
-    assert postgres.memory_settings(memory_mb) == expected
+    assert sizing.memory_settings(memory_mb) == expected
 
 
 @pytest.mark.parametrize("facts, version", [
