@@ -312,6 +312,11 @@ class FakeDigitalOcean:
                 size["regions"] = sorted(regions)
             return size
 
+    def finish_actions(self) -> None:
+        """Let every action in progress end now (its effect applied at the next request)."""
+        with self.lock:
+            self._due = [(0.0, seq, fn) for _, seq, fn in self._due]
+
     def assert_conforms(self) -> None:
         """Raise AssertionError if any exchange so far broke the OpenAPI spec."""
         with self.lock:

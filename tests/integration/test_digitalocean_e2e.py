@@ -188,8 +188,8 @@ def test_resize_powers_off_resizes_and_powers_on(staging):
     proc = staging.box.invoke("droplet.resize", "--env", ENV, "--size", NEW_SIZE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     actions = [r.json for r in api.calls("POST", r"^/v2/droplets/\d+/actions$")][before:]
-    assert [a["type"] for a in actions] == ["shutdown", "resize", "power_on"]
-    assert actions[1] == {"type": "resize", "size": NEW_SIZE, "disk": False}
+    assert [a["type"] for a in actions] == ["snapshot", "shutdown", "resize", "power_on"]
+    assert actions[2] == {"type": "resize", "size": NEW_SIZE, "disk": False}
     info = inspect(backend.container(HOST))
     assert info["State"]["Running"]
     assert info["HostConfig"]["Memory"] == 4 * GIB

@@ -190,10 +190,17 @@ def test_create_is_idempotent(provider, web, keypair):
     assert _ssh(web, keypair[0], "grep -c dropship-test /root/.ssh/authorized_keys").strip() == "1"
 
 
+def _started(provider, name: str) -> str:
+    return docker("inspect", "-f", "{{.State.StartedAt}}", container_name(provider.env, name)).stdout.strip()
+
+
 def test_memory_limit_and_resize(provider, web, keypair):
     assert _memory_limit(web, keypair[0]) == 1024 << 20
+    started = _started(provider, "web")
     resized = provider.resize("web", "s-1vcpu-2gb")
     assert (resized.size, resized.memory_mb, resized.status) == ("s-1vcpu-2gb", 2048, "active")
+    assert _started(provider, "web") != started                 # a real power cycle, not a live update
+    assert _ssh(resized, keypair[0], "systemctl is-system-running").strip() == "running"
     assert _memory_limit(web, keypair[0]) == 2048 << 20
     assert provider.get("web").size == "s-1vcpu-2gb"
 

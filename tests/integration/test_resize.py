@@ -147,6 +147,8 @@ def test_preflight_refuses_a_plan_before_anything_stops(droplet):
     assert "has a 25 GB disk, smaller than the droplet's 80 GB" in lines[0] and "s-2vcpu-4gb" in lines[0]
     proc = droplet.box.invoke("droplet.resize", "--env", droplet.box.env, "--size", "s-3vcpu-5gb")
     assert proc.returncode == 1 and "is not offered" in proc.stderr, proc.stderr
+    proc = droplet.box.invoke("droplet.resize", "--env", droplet.box.env, "--size", BIG, "--disk")
+    assert proc.returncode == 1 and "--disk is permanent" in proc.stderr and "pass --yes" in proc.stderr
     dry = droplet.box.invoke("droplet.resize", "--env", droplet.box.env, "--size", BIG, "--dry-run", "--json")
     plan = last_json(dry)["plan"]["web-1"]
     assert (plan["from"], plan["to"]) == (SMALL, BIG)
