@@ -88,7 +88,8 @@ def main() -> None:
                 downs.append(down.seconds)
                 after = docker_exec(container, f"runuser -u postgres -- psql -d names -Atc {ROWS!r}")
                 lost += after != rows
-                print(f"resize {i} to {size}: downtime {down.describe()}; the workflow's own prober: "
+                print(f"resize {i} to {size}: downtime {down.describe()} at {prober.rate():.0f} req/s; "
+                      "the workflow's own prober: "
                       f"{report['downtime']['web-1']['seconds']} s; rows {'unchanged' if after == rows else 'CHANGED'}",
                       flush=True)
         finally:

@@ -26,6 +26,9 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except DropshipError as exc:
             raise Exit(f"error: {exc}", code=1) from None
+        except BrokenPipeError:          # `invoke logs ... | head`: the reader left; no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=0) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
 
@@ -135,7 +138,7 @@ def resize(c, env, size=None, hosts=None, no_snapshot=False, disk=False, yes=Fal
 
     e = environment(c, env)
     if disk and not dry_run and not yes:
-        if e.name == "production" or not sys.stdin.isatty():
+        if e.name == "production" or not (sys.stdin.isatty() or in_ci()):
             raise DropshipError("--disk is permanent (a disk never shrinks, so no smaller size fits afterwards)",
                                 "pass --yes once you are sure")
         _confirm(f"--disk grows the disk of {env}'s droplets for good. Type the environment name: ", env)
@@ -197,7 +200,14 @@ def _print_droplets(droplets, inventory_sizes: dict[str, str] | None = None) -> 
                   f"(run `invoke droplet.resize --hosts {d.name}`, or update the inventory)")
 
 
+def in_ci() -> bool:
+    """CI=true (as CI services set it): tasks run without prompts, as with --yes."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
 def _confirm(prompt: str, expected: str) -> None:
+    if in_ci():
+        return
     if not sys.stdin.isatty():
         raise DropshipError("refusing without confirmation (no terminal to ask on)", "pass --yes")
     if input(prompt).strip() != expected:
@@ -477,5 +487,12 @@ def namespace() -> Collection:
     ns.add_collection(Collection("airflow", airflow_status, airflow_dags, airflow_trigger, airflow_test,
                                  airflow_backfill, airflow_logs))
     ns.add_task(up)
+    from . import cli_ops
+
+    ns.add_task(cli_ops.status)
+    ns.add_task(cli_ops.logs)
+    ns.add_task(cli_ops.ssh)
+    ns.add_task(cli_ops.audit)
+    ns.add_collection(Collection("app", cli_ops.app_exec))
     ns.configure({"dropship": {"inventory": "inventory.yaml", "parallel": 10}})
     return ns

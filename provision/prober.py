@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -37,49 +38,67 @@ def downtime(samples: list[tuple[float, bool]]) -> Downtime:
 
 @dataclass
 class Prober:
-    """GET ``url`` (with ``host`` as the Host header) every ``interval`` seconds in a thread; a
-    2xx/3xx answer within ``timeout`` is good."""
+    """GET ``url`` (with ``host`` as the Host header) every ``interval`` seconds from a pool of
+    threads, so the rate holds while requests hang; a 2xx/3xx answer within ``timeout`` is good.
+    Each sample is stamped with the time its request was sent."""
 
     url: str
     host: str | None = None
-    interval: float = 0.04        # ≥ 20 requests a second
-    timeout: float = 1.0
+    interval: float = 0.04        # 25 requests a second
+    timeout: float = 0.5
+    workers: int = 16             # ≥ rate × timeout: requests that hang do not slow the others
     samples: list[tuple[float, bool]] = field(default_factory=list)
 
     def __post_init__(self):
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="prober", daemon=True)
 
     def __enter__(self) -> "Prober":
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self._ended = time.monotonic()
 
     def result(self) -> Downtime:
-        return downtime(list(self.samples))
+        return downtime(self._sorted())
+
+    def rate(self) -> float:
+        """Requests sent per second while it ran."""
+        span = getattr(self, "_ended", time.monotonic()) - getattr(self, "_started", time.monotonic())
+        return len(self.samples) / span if span > 0 else 0.0
 
     def good_since(self, seconds: float) -> bool:
-        """Every sample of the last ``seconds`` was good (and there was one)."""
+        """Every sample of the last ``seconds`` (of those answered) was good, and there was one."""
         now = time.monotonic()
-        recent = [ok for t, ok in list(self.samples) if t >= now - seconds]
+        recent = [ok for t, ok in self._sorted() if now - seconds <= t <= now - self.timeout]
         return bool(recent) and all(recent)
 
-    def _ask(self) -> bool:
+    def _sorted(self) -> list[tuple[float, bool]]:
+        with self._lock:
+            return sorted(self.samples)
+
+    def _ask(self, sent: float) -> None:
         parts = urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
         try:
             conn.request("GET", parts.path or "/", headers={"Host": self.host} if self.host else {})
-            return 200 <= conn.getresponse().status < 400
+            ok = 200 <= conn.getresponse().status < 400
         except (OSError, http.client.HTTPException):
-            return False
+            ok = False
         finally:
             conn.close()
+        with self._lock:
+            self.samples.append((sent, ok))
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            self.samples.append((started, self._ask()))
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="probe") as pool:
+            due = time.monotonic()
+            while not self._stop.is_set():
+                pool.submit(self._ask, time.monotonic())
+                due += self.interval
+                self._stop.wait(max(0.0, due - time.monotonic()))

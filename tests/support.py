@@ -88,9 +88,10 @@ class Sandbox:
 
         return load_environment(self.inventory, name or self.env)
 
-    def invoke(self, *args: str, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
-        """Run `invoke ARGS` against this sandbox's inventory, as a user would."""
-        env = dict(os.environ, DROPSHIP_INVENTORY=str(self.inventory))
+    def invoke(self, *args: str, check: bool = False, timeout: float = 900,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run `invoke ARGS` against this sandbox's inventory, as a user would (``env``: more variables)."""
+        env = dict(os.environ, DROPSHIP_INVENTORY=str(self.inventory), **(env or {}))
         proc = subprocess.run(INVOKE + list(args), cwd=self.root, env=env, capture_output=True, text=True,
                               timeout=timeout)
         if check and proc.returncode != 0:

@@ -23,9 +23,9 @@ from ..roles.airflow import LAYOUT as AIRFLOW
 from ..roles.app import SLOTS, layout
 from ..secrets import SecretStore, redactor_for
 from ..transport.hostkeys import KnownHosts
-from ..transport.pool import fan_out
-from ..transport.ssh import Session, connect
+from ..transport.ssh import Session
 from .host_deploy import AppDeploy, Steps, app_state_command
+from .on_hosts import run_on_hosts
 from .provision import resolve_secrets
 from .shipment import app_shipment, checked_out, dag_shipment
 
@@ -111,30 +111,6 @@ def _app_steps(env, session, progress, redactor, app: AppSettings, lock_wait: fl
     return Steps(session, progress, redactor, lay.lock_dir, lay.audit_log, _prefix(env, app), lock_wait)
 
 
-def _run_hosts(env: Environment, hosts: list[HostSpec], targets, redactor: Redactor, parallel: int, work,
-               command: str, extra: dict | None = None) -> Report:
-    started = time.monotonic()
-    known = KnownHosts(env.workspace.known_hosts_path)
-    specs = {h.name: h for h in hosts}
-    report = Report(command, env.name, extra=extra or {})
-
-    def one(target):
-        session = connect(target, known, redactor)
-        try:
-            return work(specs[target.name], session)
-        finally:
-            session.close()
-
-    for target, outcome, exc in fan_out(targets, one, parallel):
-        if exc is not None and not isinstance(exc, DropshipError):
-            raise exc
-        if exc is not None:
-            outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
-        report.hosts[target.name] = outcome
-    report.seconds = time.monotonic() - started
-    return report
-
-
 # --- the workflows ------------------------------------------------------------------------------------
 
 def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Report:
@@ -190,7 +166,7 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
             return outcome
 
         releases = {name: s.id for name, s in ships.items()} | ({"airflow": dags.id} if dags else {})
-        return _run_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy",
+        return run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy",
                           {"release": release_id, "releases": releases})
 
 
@@ -228,7 +204,7 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
         outcome.seconds = time.monotonic() - started
         return outcome
 
-    return _run_hosts(env, chosen, targets, redactor, parallel, work, "rollback", {"release": to})
+    return run_on_hosts(env, chosen, targets, redactor, parallel, work, "rollback", {"release": to})
 
 
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:
@@ -252,7 +228,7 @@ def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, 
         found[host.name] = rows
         return HostOutcome(host.name)
 
-    report = _run_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "releases")
+    report = run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "releases")
     failed = [h.error for h in report.hosts.values() if h.failed]
     if failed:
         raise DropshipError(failed[0])
@@ -279,4 +255,4 @@ def unlock(env: Environment, hosts, force: bool = False, app_name: str | None = 
             freed += 1
         return HostOutcome(host.name, changed=freed)
 
-    return _run_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "unlock")
+    return run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "unlock")

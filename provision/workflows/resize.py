@@ -204,7 +204,8 @@ class HostResize:
                 self.step("first good answer from outside", lambda: _wait_good(prober))
                 prober.__exit__(None, None, None)
                 down = prober.result()
-                self.progress.step(self.name, "ok", f"downtime: {down.describe()}")
+                self.progress.step(self.name, "ok", f"downtime: {down.describe()}, probed at "
+                                   f"{prober.rate():.0f} requests/s from here")
             mark_resizing(self.env, self.name, None)
             self.outcome.changed += 1
             return self._done(started), down

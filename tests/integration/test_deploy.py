@@ -105,8 +105,8 @@ def switched(site: Site, label: str, what: str, within: float = 5.0) -> None:
 
 
 def invoke_without_tty(box: Sandbox, *args: str) -> subprocess.CompletedProcess:
-    """`invoke ARGS` with no terminal to ask on (stdin is /dev/null)."""
-    env = dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory))
+    """`invoke ARGS` with no terminal to ask on (stdin is /dev/null), outside CI (which answers yes)."""
+    env = dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory), CI="")
     return subprocess.run(INVOKE + list(args), cwd=box.root, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=120)
 

@@ -73,6 +73,13 @@ class Staging:
 
 
 
+def do_environment(size: str, roles: list[str]) -> dict:
+    """The inventory's ``environments:`` of one DigitalOcean droplet, HOST in fra1, token from the environment."""
+    return {ENV: {"provider": "digitalocean", "token": {"env": "DIGITALOCEAN_TOKEN"},
+                  "droplets": [{"name": HOST, "region": "fra1", "image": "ubuntu-24-04-x64", "size": size,
+                                "roles": roles}]}}
+
+
 def inspect(container: str) -> dict | None:
     out = docker("inspect", "--type", "container", container, check=False)
     return json.loads(out.stdout)[0] if out.returncode == 0 else None
@@ -86,11 +93,7 @@ def staging(tmp_path_factory):
     try:
         with fake_do_api(token=token, backend=backend) as api:
             box = DoSandbox(root, ENV, extra_env={"DIGITALOCEAN_TOKEN": token, "DIGITALOCEAN_API_URL": api.url})
-            box.write({ENV: {
-                "provider": "digitalocean", "token": {"env": "DIGITALOCEAN_TOKEN"},
-                "droplets": [{"name": HOST, "region": "fra1", "image": "ubuntu-24-04-x64", "size": SIZE,
-                              "roles": ["base"]}],
-            }}, DEFAULTS)
+            box.write(do_environment(SIZE, ["base"]), DEFAULTS)
             create = box.invoke("droplet.create", "--env", ENV)
             assert create.returncode == 0, create.stdout + create.stderr
             env = box.environment()

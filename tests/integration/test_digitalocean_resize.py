@@ -25,13 +25,11 @@ from provision.providers.sizes import BASIC_SIZES
 from provision.state import load_droplets
 from tests.fakes.do_api import fake_do_api
 from tests.fakes.local_backend import LocalDropletBackend
-from tests.integration.test_digitalocean_e2e import DoSandbox
+from tests.integration.test_digitalocean_e2e import ENV, HOST, DoSandbox, do_environment
 from tests.support import DEFAULTS, AppRepo, Browser, app_settings, last_json, one_error_line, run_name
 
 pytestmark = pytest.mark.integration
 
-ENV = "staging"
-HOST = "web-1"
 SMALL, BIG = "s-1vcpu-2gb", "s-2vcpu-4gb"
 ROLES = ["base", "postgres", "nginx", "app"]
 NAMES = ["Ada", "Brian O'Neil"]
@@ -76,11 +74,7 @@ def bed(tmp_path_factory):
     try:
         with fake_do_api(token=token, backend=backend) as api:
             box = DoSandbox(root, ENV, extra_env={"DIGITALOCEAN_TOKEN": token, "DIGITALOCEAN_API_URL": api.url})
-            box.write({ENV: {
-                "provider": "digitalocean", "token": {"env": "DIGITALOCEAN_TOKEN"},
-                "droplets": [{"name": HOST, "region": "fra1", "image": "ubuntu-24-04-x64", "size": SMALL,
-                              "roles": ROLES}],
-            }}, {**DEFAULTS, "app": app_settings(repo.root)})
+            box.write(do_environment(SMALL, ROLES), {**DEFAULTS, "app": app_settings(repo.root)})
             box.invoke("droplet.create", "--env", ENV, check=True)
             report, proc = box.provision_json()
             assert report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]

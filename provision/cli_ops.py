@@ -1,0 +1,111 @@
+"""Invoke tasks of day-to-day operations: status, logs, ssh, app.exec, audit (workflows/operations.py)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from invoke import Exit, task
+
+from .cli import _names, _print_json, environment, user_errors
+from .errors import DropshipError
+
+
+def _after_dashes() -> list[str]:
+    """The words after ``--`` on the command line (invoke keeps them aside)."""
+    return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+
+
+def _age(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def status_lines(found: dict[str, dict]) -> list[str]:
+    """The status of each host as text (pure)."""
+    lines = []
+    for host, st in found.items():
+        if "error" in st:
+            lines.append(f"{host}: unreachable: {st['error']}")
+            continue
+        disk, mem = st.get("disk", {}), st.get("memory", {})
+        lines.append(f"{host}: disk {disk.get('used_pct', '?')}% used ({disk.get('free_mb', '?')} MB free), "
+                     f"memory {mem.get('used_mb', '?')} of {mem.get('total_mb', '?')} MB used")
+        for app, slots in st.get("apps", {}).items():
+            for s in sorted(slots, key=lambda s: s["role"] != "live"):
+                health = "healthy" if 200 <= s["health"] < 400 else f"UNHEALTHY (HTTP {s['health'] or 'none'})"
+                lines.append(f"  {app}: {s['role']:<4} {s['release']} in {s['slot']}, {health}")
+        for db, b in st.get("backups", {}).items():
+            lines.append(f"  backup of {db}: {b['name']}, {_age(b['age_s'])} ago")
+        for svc in st.get("airflow", []):
+            lines.append(f"  airflow: {svc['service']} {svc['state']}{' (' + svc['health'] + ')' if svc['health'] else ''}")
+    return lines
+
+
+@task(help={"env": "environment", "hosts": "comma-separated host names", "json": "print one JSON object"})
+@user_errors
+def status(c, env, hosts=None, json=False):
+    """Per host: live and warm releases and their health, the newest backup, Airflow, disk and memory."""
+    from .workflows.operations import status as host_status
+
+    found = host_status(environment(c, env), _names(hosts))
+    if json:
+        _print_json(found)
+    else:
+        print("\n".join(status_lines(found)))
+    if any("error" in st for st in found.values()):
+        raise Exit(code=1)
+
+
+@task(help={"env": "environment", "app": "only this app's slots", "hosts": "comma-separated host names",
+            "follow": "keep streaming", "since": "how far back, e.g. 30s, 10m, 2h, 1d (default: the last 200 lines)"})
+@user_errors
+def logs(c, env, app=None, hosts=None, follow=False, since=None):
+    """The apps' slot journals and nginx's logs, merged per host in time order, the host in front."""
+    from .workflows.operations import logs as host_logs
+
+    host_logs(environment(c, env), app, _names(hosts), follow, since, on_line=lambda line: print(line, flush=True))
+
+
+@task(help={"env": "environment", "host": "host name (default: the first)",
+            "command": "run this instead of a login shell (or pass it after --)"})
+@user_errors
+def ssh(c, env, host=None, command=None):
+    """An SSH session as the deploy user, checked against the pinned host key."""
+    from .hosts import select
+    from .workflows.operations import ssh_argv
+
+    e = environment(c, env)
+    chosen = select(e, (host,) if host else None)[0]
+    words = ([command] if command else []) + _after_dashes()
+    raise Exit(code=subprocess.call(ssh_argv(e, chosen, words)))
+
+
+@task(name="exec", help={"env": "environment", "app": "the app (needed when there are several)",
+                         "host": "host name (default: the first with the app role)",
+                         "command": "the command line (or pass it after --)"})
+@user_errors
+def app_exec(c, env, app=None, host=None, command=None):
+    """Run a one-off command as the app's user in its live release (virtualenv and environment):
+    `invoke app.exec --env staging -- flask --app wsgi shell`; its exit status is passed on."""
+    from .secrets import redactor_for
+    from .workflows.operations import app_exec as run
+
+    e = environment(c, env)
+    argv = [command] if command else _after_dashes()
+    if command and _after_dashes():
+        raise DropshipError("app.exec takes the command once: --command or after --", "use one of the two")
+    redact = redactor_for(e)
+    rc = run(e, app, host, argv, on_line=lambda line: print(redact(line), flush=True))
+    raise Exit(code=rc)
+
+
+@task(help={"env": "environment", "hosts": "comma-separated host names"})
+@user_errors
+def audit(c, env, hosts=None):
+    """Every host's audit log (deploys, rollbacks, who, when, result), merged in time order."""
+    from .workflows.operations import audit as merged
+
+    for line in merged(environment(c, env), _names(hosts)):
+        print(line)
