@@ -31,6 +31,50 @@ print("DAGBAG " + json.dumps({"errors": {k.split(sys.argv[1] + "/", 1)[-1]: v fo
                              "dags": sorted(bag.dags)}))
 """
 
+# Wait (bounded) until the DAG processor has parsed every DAG of the release switched to at ``since``
+# (host epoch seconds); print what is still missing and the import errors it recorded for the live folder.
+# is_stale (Airflow 3) or is_active (Airflow 2) says whether the DAG is still in the folder.
+WAIT_PARSED = r"""
+import json, sys, time
+from airflow.models.dag import DagModel
+from airflow.utils.session import create_session
+want, since, deadline = set(json.loads(sys.argv[1])), float(sys.argv[2]), time.time() + float(sys.argv[3])
+def parsed(d):
+    live = not getattr(d, "is_stale", False) and getattr(d, "is_active", True) is not False
+    return live and d.last_parsed_time is not None and d.last_parsed_time.timestamp() >= since
+while True:
+    errors = {}
+    with create_session() as s:
+        done = {d.dag_id for d in s.query(DagModel).filter(DagModel.dag_id.in_(want)) if parsed(d)}
+        try:
+            from airflow.models.errors import ParseImportError
+            for e in s.query(ParseImportError):
+                if "/dags/current/" in (e.filename or ""):
+                    errors[e.filename.split("/dags/current/", 1)[1]] = (e.stacktrace or "").strip().splitlines()[-1:]
+        except ImportError:
+            pass
+    if done == want or time.time() > deadline:
+        print("PARSED " + json.dumps({"missing": sorted(want - done), "errors": errors}))
+        sys.exit(0)
+    time.sleep(1)
+"""
+PARSE_WAIT = 120       # seconds a deploy waits for the DAG processor
+
+
+def wait_parsed_command(dag_ids: list[str], since: float, seconds: int) -> str:
+    """WAIT_PARSED in the scheduler's container (its config and database connection) (pure)."""
+    return compose_exec(f"python -c {q(WAIT_PARSED)} {q(json.dumps(sorted(dag_ids)))} {since:.3f} {seconds}",
+                        "airflow-scheduler")
+
+
+def parsed_report(output: str) -> tuple[list[str], dict[str, str]]:
+    """(DAG ids not parsed yet, {file: last line of its import error}) from WAIT_PARSED's output (pure)."""
+    line = next((ln for ln in output.splitlines() if ln.startswith("PARSED ")), None)
+    if line is None:
+        return ["(no answer from the DAG processor's database)"], {}
+    data = json.loads(line[7:])
+    return list(data["missing"]), {f: (e[0] if e else "") for f, e in data["errors"].items()}
+
 
 def airflow_hosts(env: Environment, names=None):
     if env.settings.airflow is None:
@@ -126,17 +170,18 @@ class HostDags:
                                      rel.tarball(ship.source, upload.changed), json.dumps(ship.manifest).encode(),
                                      json.dumps(ship.info).encode()) + f"\nchown -R 50000:0 {q(target)}")
         try:
-            self.check(ship.id)
+            dag_ids = self.check(ship.id)
         except RemoteError:
             self.session.script(f"rm -rf {q(target)}", timeout=60)
             raise
-        self.switch(ship.id)
+        self.wait_parsed(dag_ids, self.switch(ship.id))
         self.step("prune old DAG releases", rel.prune_command(f"{LAYOUT.dags}/releases", [ship.id, previous or ""],
                                                              self.env.settings.app.keep_releases
                                                              if self.env.settings.app else 5))
 
-    def check(self, release: str) -> None:
-        """Parse the new DAG folder inside the Airflow image; any import error refuses the deploy."""
+    def check(self, release: str) -> list[str]:
+        """Parse the new DAG folder inside the Airflow image; any import error refuses the deploy.
+        The ids of the DAGs it defines."""
         inside = f"/opt/airflow/dags/releases/{release}"
         out = self.step("check DAGs for import errors",
                         compose_exec(f"python -c {q(CHECK_DAGS)} {q(inside)}", "airflow-dag-processor"), timeout=300)
@@ -151,10 +196,27 @@ class HostDags:
             raise RemoteError(self.session.name, "check DAGs", f"{path}: {last[0] if last else error}"
                               + (f" (+{len(result['errors']) - 1} more)" if len(result["errors"]) > 1 else ""),
                               "fix the DAG and deploy again; the running DAGs were left as they were")
+        return list(result["dags"])
 
-    def switch(self, release: str) -> None:
-        self.step(f"switch DAGs to {release}",
-                  f"cd {q(LAYOUT.dags)} && ln -sfn releases/{q(release)} current.new && mv -T current.new current")
+    def switch(self, release: str) -> float:
+        """Point ``current`` at ``release``; the host's clock at the switch."""
+        out = self.step(f"switch DAGs to {release}", f"cd {q(LAYOUT.dags)} && ln -sfn releases/{q(release)} "
+                        f"current.new && mv -T current.new current && date +%s.%N")
+        return float(out.split()[-1])
+
+    def wait_parsed(self, dag_ids: list[str], since: float, seconds: int = PARSE_WAIT) -> None:
+        """Return once the DAG processor has parsed every DAG of the release (bounded by ``seconds``);
+        say what it did not parse in time and the import errors it found."""
+        if not dag_ids:
+            return
+        out = self.step(f"wait for the DAG processor to parse {len(dag_ids)} DAG(s)",
+                        wait_parsed_command(dag_ids, since, seconds), timeout=seconds + 120)
+        missing, errors = parsed_report(out)
+        if missing:
+            self.progress.step(self.session.name, "warning", f"not parsed within {seconds} s: {', '.join(missing)} "
+                               "(see `invoke airflow.logs --service dag-processor`)")
+        for path, error in sorted(errors.items()):
+            self.progress.step(self.session.name, "warning", f"the DAG processor reports {path}: {error}")
 
     def rollback(self, to: str | None) -> str:
         state = self.state()
@@ -166,7 +228,7 @@ class HostDags:
         if target not in state.releases:
             raise RemoteError(self.session.name, "rollback DAGs", f"unknown DAG release {target}",
                               f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}")
-        self.switch(target)
+        self.switch(target)           # instant: no wait for the parse (the release was checked when deployed)
         return target
 
 

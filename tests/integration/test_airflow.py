@@ -49,6 +49,7 @@ class Stack:
     container: str
     releases: list[str] = field(default_factory=list)    # DAG releases deployed, oldest first
     timings: dict[str, float] = field(default_factory=dict)
+    first_dags: dict = field(default_factory=dict)        # `airflow.dags` right after the first deploy
 
     @property
     def env(self) -> str:
@@ -83,7 +84,9 @@ def stack(tmp_path_factory):
         assert proc.returncode == 0 and report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
         timings.update({"droplet.create": round(t1 - t0, 1), "provision (incl. image build/ship)": round(t2 - t1, 1),
                         "first deploy --only airflow": round(time.monotonic() - t2, 1)})
+        assert "wait for the DAG processor to parse 1 DAG(s)" in proc.stderr, proc.stderr[-3000:]
         stack = Stack(box, repo, AirflowAPI.of(box), f"dropship-{box.env}-web-1", [report["release"]], timings)
+        stack.first_dags = dags_json(stack)        # asked at once: the deploy returned once they were parsed
         yield stack
     finally:
         box.invoke("droplet.destroy", "--env", box.env, "--yes")
@@ -171,9 +174,9 @@ def test_services_are_running_and_healthy(stack):
 # --- 2. DAGs -----------------------------------------------------------------------------------------
 
 def test_dags_lists_helloworld_without_import_errors(stack):
-    # The dag-processor looks at the folder every few seconds: right after the deploy, poll.
-    found = poll("Helloworld in `airflow.dags`", lambda: (lambda f: f if DAG in listed(f) else None)(dags_json(stack)),
-                 60, every=2)
+    # `deploy` returns once the dag-processor has parsed the release: listed at once, no polling
+    found = stack.first_dags
+    assert DAG in listed(found), found
     assert found["import_errors"] == [], found
     assert listed(found)[DAG]["fileloc"].endswith("/helloworld.py")
     assert str(listed(found)[DAG]["is_paused"]).lower() == "false"

@@ -195,3 +195,4 @@ def test_every_package_of_the_default_image_is_pinned():
     assert len(pins) > 100 and not any(ln.lower().startswith("pip==") for ln in pins)
     text = (AIRFLOW_SRC / "Dockerfile").read_text()
     assert "COPY constraints/ " in text and text.count("-c /opt/airflow-constraints.txt") == 2
+

@@ -1,0 +1,16 @@
+"""A DAG deploy returns once the DAG processor has parsed the release: the command and its report."""
+from provision.engine.model import q
+from provision.workflows.airflow import WAIT_PARSED, parsed_report, wait_parsed_command
+
+
+def test_wait_parsed_command_exact():
+    assert wait_parsed_command(["b", "a'; reboot"], 1764700000.5, 120) == (
+        "docker compose --project-directory /srv/airflow -p airflow exec -T -e PYTHONWARNINGS=ignore "
+        f"airflow-scheduler python -c {q(WAIT_PARSED)} " + q('["a\'; reboot", "b"]') + " 1764700000.500 120")
+
+
+def test_the_parse_wait_report():
+    assert parsed_report('x\nPARSED {"missing": [], "errors": {}}\n') == ([], {})
+    assert parsed_report('PARSED {"missing": ["b"], "errors": {"b.py": ["NameError: x"], "c.py": []}}') == (
+        ["b"], {"b.py": "NameError: x", "c.py": ""})
+    assert parsed_report("Traceback ...")[0] == ["(no answer from the DAG processor's database)"]
