@@ -384,7 +384,11 @@ def test_killed_connection_then_redeploy_completes(site, good):
         assert again.returncode == 0, again.stdout + again.stderr
         assert "took over a stale lock" in again.stdout, again.stdout
         release = re.search(r"start (\S+) in slot \w+", again.stdout).group(1)
-        assert release != holder["what"]
+        # A re-run within the killed run's second gets its id (same commit, same second): the killed run's
+        # unfinished folder is then removed first and the release built afresh (the checks below).
+        assert release >= holder["what"], (holder, again.stdout)
+        if release == holder["what"]:
+            assert again.stdout.count("read state") == 3, again.stdout    # state re-read after the removal
         assert all(status == 200 and rid in (good, release) for status, rid in answers), \
             sorted(set(map(str, answers)))
         site.assert_serving(release)
