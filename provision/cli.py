@@ -494,5 +494,6 @@ def namespace() -> Collection:
     ns.add_task(cli_ops.ssh)
     ns.add_task(cli_ops.audit)
     ns.add_collection(Collection("app", cli_ops.app_exec))
+    ns.add_collection(Collection("tls", cli_ops.tls_status))
     ns.configure({"dropship": {"inventory": "inventory.yaml", "parallel": 10}})
     return ns

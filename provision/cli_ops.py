@@ -1,4 +1,5 @@
-"""Invoke tasks of day-to-day operations: status, logs, ssh, app.exec, audit (workflows/operations.py)."""
+"""Invoke tasks of day-to-day operations: status, logs, ssh, app.exec, audit (workflows/operations.py),
+tls.status (workflows/tls.py)."""
 from __future__ import annotations
 
 import subprocess
@@ -40,6 +41,22 @@ def status_lines(found: dict[str, dict]) -> list[str]:
             lines.append(f"  backup of {db}: {b['name']}, {_age(b['age_s'])} ago")
         for svc in st.get("airflow", []):
             lines.append(f"  airflow: {svc['service']} {svc['state']}{' (' + svc['health'] + ')' if svc['health'] else ''}")
+        lines += certificate_lines(st.get("tls", {}))
+    return lines
+
+
+def certificate_lines(tls: dict) -> list[str]:
+    """A host's certificates and its last renewal as text (pure)."""
+    lines = []
+    for cert in tls.get("certificates", []):
+        left = cert["days_left"]
+        when = f"expires {cert['expires'][:10]} ({left} days)" if left is not None else "expiry unknown"
+        state = "" if cert["state"] == "live" else ", placeholder until issued"
+        lines.append(f"  certificate {' '.join(cert['names']) or cert['name']}: {when}{state}, {cert['issuer']}")
+    renewal = tls.get("renewal")
+    if tls.get("certificates") and renewal:
+        last = f" at {renewal['last_run']}" if renewal["last_run"] else ""
+        lines.append(f"  renewal: {renewal['result']}{last}")
     return lines
 
 
@@ -54,6 +71,23 @@ def status(c, env, hosts=None, json=False):
         _print_json(found)
     else:
         print("\n".join(status_lines(found)))
+    if any("error" in st for st in found.values()):
+        raise Exit(code=1)
+
+
+@task(name="status", help={"env": "environment", "hosts": "comma-separated host names", "json": "print one JSON object"})
+@user_errors
+def tls_status(c, env, hosts=None, json=False):
+    """Each host's certificates (names, expiry, issuer) and the last renewal's result."""
+    from .workflows.tls import tls_status as found_tls
+
+    found = found_tls(environment(c, env), _names(hosts))
+    if json:
+        _print_json(found)
+    else:
+        for host, st in found.items():
+            lines = [f"  error: {st['error']}"] if "error" in st else certificate_lines(st) or ["  no certificates"]
+            print("\n".join([f"{host}:"] + lines))
     if any("error" in st for st in found.values()):
         raise Exit(code=1)
 

@@ -85,9 +85,36 @@ class PostgresSettings:
     docker_bridge_address: str = "172.17.0.1"
 
 
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+TLS_MODES = ("letsencrypt", "off", "custom")
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """HTTPS of one server (its names): a certificate from ACME, one given as secrets, or none."""
+
+    mode: str = "off"                   # parsed: "auto" until resolved (letsencrypt for DNS names, off locally)
+    certificate: SecretRef | None = None    # custom: PEM chain and key, never generated
+    key: SecretRef | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.mode in ("letsencrypt", "custom")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The environment's ACME account: where certificates come from."""
+
+    acme_server: str = LETSENCRYPT
+    email: str = ""                     # "" = registered without an email (no expiry mails)
+    acme_ca: Path | None = None         # a CA the hosts trust for the ACME server (a test server's own)
+
+
 @dataclass(frozen=True)
 class NginxSettings:
     server_name: str = "_"
+    tls: ServerTls = ServerTls()
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,7 @@ class AppSettings:
     exclude: tuple[str, ...] = (".git", "__pycache__", "*.pyc", ".venv", "tests", ".pytest_cache")
     server_name: str | None = None             # a server of its own (nginx server_name)...
     path: str = ""                             # ...or a path of the default server ("" = its root)
+    tls: ServerTls = ServerTls()               # of its own server
 
     @property
     def health_path(self) -> str:
@@ -150,6 +178,7 @@ class AirflowSettings:
                                                   SecretRef("secret", "airflow_db_password", ""))
     executor: str = "LocalExecutor"
     env: tuple[tuple[str, str], ...] = ()
+    tls: ServerTls = ServerTls()     # of its own server
 
 
 @dataclass(frozen=True)
@@ -162,6 +191,7 @@ class Settings:
     nginx: NginxSettings = field(default_factory=NginxSettings)
     apps: tuple[AppSettings, ...] = ()
     airflow: AirflowSettings | None = None
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def app(self) -> AppSettings | None:
@@ -213,7 +243,8 @@ class Environment:
         af = self.settings.airflow
         if af:
             refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.database.password]
-        return refs
+        servers = [self.settings.nginx.tls] + [a.tls for a in self.settings.apps] + ([af.tls] if af else [])
+        return refs + [r for t in servers for r in (t.certificate, t.key) if r]
 
 
 class _Cursor:
@@ -360,7 +391,7 @@ def load_environment(path: str | os.PathLike, env: str) -> Environment:
 
 
 _ENV_KEYS = ("provider", "token", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
-             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow")
+             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow", "tls")
 
 
 def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Environment:
@@ -374,7 +405,7 @@ def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Env
     hosts = _hosts(c, provider)
     ssh = _ssh(c.child("ssh"), workspace)
     return Environment(
-        name=name, provider=provider, hosts=hosts, ssh=ssh, settings=_settings(c, workspace),
+        name=name, provider=provider, hosts=hosts, ssh=ssh, settings=_settings(c, workspace, provider),
         ca_certificates=_ca_certificates(c.child("ca_certificates"), provider, workspace),
         token=token_ref, inventory_path=path.resolve(), workspace=workspace,
     )
@@ -462,18 +493,30 @@ def _ca_certificates(c: _Cursor | None, provider: str, workspace: Workspace) -> 
     return tuple(out)
 
 
-def _settings(c: _Cursor, workspace: Workspace) -> Settings:
+def _settings(c: _Cursor, workspace: Workspace, provider: str = "local") -> Settings:
     tz = c.child("timezone")
     timezone = tz.str(re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"), "'Europe/Berlin'") if tz else "UTC"
     nginx, airflow = _nginx(c.child("nginx")), _airflow(c.child("airflow"), workspace)
     if airflow and airflow.server_name and airflow.server_name == nginx.server_name:
         c.child("airflow").child("server_name").fail(
             "is also nginx.server_name (the app's server)", "give Airflow a name of its own, e.g. airflow.<domain>")
+    nginx = replace(nginx, tls=_resolve_tls(nginx.tls, nginx.server_name, provider, c.child("nginx")))
+    apps = _apps(c, workspace, airflow)
+    apps = tuple(replace(a, tls=_resolve_tls(a.tls, a.server_name, provider, _app_cursor(c, i)))
+                 if a.server_name else replace(a, tls=ServerTls("off")) for i, a in enumerate(apps))
+    if airflow:
+        airflow = replace(airflow, tls=_resolve_tls(airflow.tls, airflow.server_name, provider, c.child("airflow"))
+                          if airflow.server_name else ServerTls("off"))
     return Settings(
         timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
-        nginx=nginx, apps=_apps(c, workspace, airflow), airflow=airflow,
+        nginx=nginx, apps=apps, airflow=airflow, tls=_tls(c.child("tls"), workspace),
     )
+
+
+def _app_cursor(c: _Cursor, i: int) -> _Cursor:
+    """The cursor of the i-th app (under ``app:`` or ``apps:``)."""
+    return c.child("app") if c.child("app") is not None else list(c.child("apps").items())[i]
 
 
 def _swap(c: _Cursor | None) -> int | None:
@@ -533,9 +576,55 @@ def _postgres(c: _Cursor | None) -> PostgresSettings:
 def _nginx(c: _Cursor | None) -> NginxSettings:
     if c is None:
         return NginxSettings()
-    c.mapping(("server_name",))
+    c.mapping(("server_name", "tls"))
     name = c.child("server_name")
-    return NginxSettings(server_name=name.str() if name else "_")
+    names = "_" if name is None or name.node == "_" else _server_names(name)
+    return NginxSettings(server_name=names, tls=_server_tls(c.child("tls")))
+
+
+def _server_tls(c: _Cursor | None) -> ServerTls:
+    """``letsencrypt``, ``off``, or ``{custom: {certificate: SECRET, key: SECRET}}``."""
+    if c is None:
+        return ServerTls("auto")
+    if isinstance(c.node, dict):
+        c.mapping(("custom",))
+        custom = c.child("custom", required=True)
+        custom.mapping(("certificate", "key"))
+        cert, key = (replace(custom.child(k, required=True).secret(), generate="never") for k in ("certificate", "key"))
+        return ServerTls("custom", cert, key)
+    mode = "off" if c.node is False else c.node
+    if mode == "custom":
+        c.fail("a custom certificate needs its secrets",
+               "write tls: {custom: {certificate: {env: CERT_PEM}, key: {env: KEY_PEM}}}")
+    return ServerTls(_Cursor(c.path, mode, c.key, c.line).choice(("letsencrypt", "off")))
+
+
+def _tls(c: _Cursor | None, workspace: Workspace) -> TlsSettings:
+    if c is None:
+        return TlsSettings()
+    c.mapping(("acme_server", "email", "acme_ca"))
+    server, email, ca = c.child("acme_server"), c.child("email"), c.child("acme_ca")
+    return TlsSettings(
+        acme_server=server.str(re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$"),
+                               "'https://acme-staging-v02.api.letsencrypt.org/directory'") if server else LETSENCRYPT,
+        email=email.str(re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"), "'ops@example.com'")
+        if email else "",
+        acme_ca=ca.local_path(workspace.root, "file", "point tls.acme_ca at the ACME server's CA (PEM)",
+                              expand_user=True) if ca else None,
+    )
+
+
+def _resolve_tls(tls: ServerTls, names: str, provider: str, c: _Cursor | None) -> ServerTls:
+    """``auto`` becomes letsencrypt for DNS names (off on the local provider); letsencrypt needs
+    names an HTTP-01 validation can reach: no ``_``, no wildcard."""
+    real = names != "_" and all(_HOSTNAME.match(n) for n in names.split())
+    if tls.mode == "auto":
+        return replace(tls, mode="letsencrypt" if real and provider != "local" else "off")
+    if tls.mode == "letsencrypt" and not real:
+        where = c.child("tls") if c is not None and c.child("tls") else c
+        (where or c).fail(f"letsencrypt needs DNS names (no '_', no wildcard), the server name is {names!r}",
+                          "set server_name to the domain(s) pointing at the droplet, or tls: off")
+    return tls
 
 
 _WSGI = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\(\))?$")
@@ -547,7 +636,7 @@ _SERVER_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0
 RESERVED_USERS = ("root", "daemon", "bin", "sys", "nobody", "postgres", "www-data", "airflow", "docker", "nginx",
                   "sshd", "systemd-network", "messagebus")
 _APP_KEYS = ("name", "database", "source", "wsgi", "requirements", "env", "release_command", "keep_releases",
-             "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name", "path")
+             "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name", "path", "tls")
 
 
 def _apps(c: _Cursor, workspace: Workspace, airflow: AirflowSettings | None) -> tuple[AppSettings, ...]:
@@ -616,6 +705,10 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
     if server_name and prefix:
         path.fail("'path' places an app on the default server; this app has a server of its own",
                   "remove 'path' or 'server_name'")
+    tls = c.child("tls")
+    if tls and not server_name:
+        tls.fail("an app without a server of its own is served over the default server's HTTPS",
+                 "set nginx.tls instead, or give the app a server_name")
 
     def opt(key: str, parse, default):
         found = c.child(key)
@@ -635,7 +728,7 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
         secret_key=opt("secret_key", lambda x: x.secret(),
                        SecretRef("secret", f"{name.replace('-', '_')}_secret_key", "")),
         exclude=opt("exclude", lambda x: tuple(i.str() for i in x.items()), d.exclude),
-        server_name=server_name, path=prefix,
+        server_name=server_name, path=prefix, tls=_server_tls(tls),
     )
 
 
@@ -723,7 +816,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
     if c is None:
         return None
     c.mapping(("version", "image", "build", "dags", "url_path", "server_name", "admin_user", "admin_password", "fernet_key",
-               "jwt_secret", "database", "executor", "env"))
+               "jwt_secret", "database", "executor", "env", "tls"))
     version = c.child("version", required=True).str(re.compile(r"^\d+\.\d+\.\d+$"), "'3.3.2'")
     image, build = c.child("image"), c.child("build")
     if (image is None) == (build is None):
@@ -761,8 +854,11 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
             env.append((str(key), str(envc.node[key])))
     opt = {k: c.child(k) for k in ("url_path", "admin_user", "admin_password", "fernet_key", "jwt_secret",
                                    "executor")}
-    server = c.child("server_name")
+    server, tls = c.child("server_name"), c.child("tls")
     server_name = server.str(_HOSTNAME, "'airflow.example.com'") if server else None
+    if tls and not server_name:
+        tls.fail("Airflow at a path is served over the default server's HTTPS",
+                 "set nginx.tls instead, or give Airflow a server_name")
     path = opt["url_path"]
     url_path = path.str(re.compile(r"^/([a-z0-9_-]+)?$"), "'/airflow'") if path else ("" if server_name else "/airflow")
     if url_path == "/":
@@ -780,5 +876,5 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         jwt_secret=opt["jwt_secret"].secret() if opt["jwt_secret"] else d.jwt_secret,
         database=database,
         executor=opt["executor"].choice(("LocalExecutor", "SequentialExecutor")) if opt["executor"] else d.executor,
-        env=tuple(env),
+        env=tuple(env), tls=_server_tls(tls),
     )

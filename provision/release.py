@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .engine.files import File
 from .engine.model import q
+from .engine.nginx import reload_and_wait
 
 MANIFEST = ".dropship-manifest.json"
 INFO = ".dropship-release.json"
@@ -372,16 +373,7 @@ def switch_command(upstream_file: str, upstream: bytes, live_file: str, slot: st
 cp -p {q(upstream_file)} {q(upstream_file)}.prev 2>/dev/null || true
 {write_file_command(upstream_file, upstream, 'root', 0o644)}
 if ! nginx -t -q; then mv -f {q(upstream_file)}.prev {q(upstream_file)}; echo "nginx -t failed: switch undone"; exit 1; fi
-master=$(cat /run/nginx.pid 2>/dev/null)
-old=$(cat /proc/$master/task/$master/children 2>/dev/null)
-systemctl reload nginx
-# The reload is only a signal: wait until the old workers stop taking connections ("is shutting down").
-i=0
-for w in $old; do
-  while [ $i -lt 500 ] && [ -r /proc/$w/cmdline ] && tr '\\0' ' ' < /proc/$w/cmdline | grep -q 'worker process *$'; do
-    i=$((i + 1)); sleep 0.01
-  done
-done
+{reload_and_wait()}
 rm -f {q(upstream_file)}.prev
 echo {q(slot)} > {q(live_file)}.new && mv -f {q(live_file)}.new {q(live_file)}
 """

@@ -25,6 +25,8 @@ import http.client
 import json
 import os
 import select
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -80,32 +82,35 @@ class LoadStats:
 
 
 def check_url(url: str) -> tuple[str, int, str]:
-    """(host, port, path) of an http:// URL on 127.0.0.1; anything else is refused."""
+    """(host, port, path) of an http:// or https:// URL on 127.0.0.1; anything else is refused."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname != ALLOWED_HOST:
-        raise ValueError(f"the load generator only targets http://{ALLOWED_HOST}, not {url!r}")
+    if parts.scheme not in ("http", "https") or parts.hostname != ALLOWED_HOST:
+        raise ValueError(f"the load generator only targets http(s)://{ALLOWED_HOST}, not {url!r}")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return parts.hostname, parts.port or 80, path
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), path
 
 
 class LoadGenerator:
     """Controller side: starts the child process, stops it, returns its LoadStats."""
 
     def __init__(self, url: str, rate: float = 60, concurrency: int = 8, max_seconds: float = 600,
-                 timeout: float = 5.0, keepalive: bool = False):
+                 timeout: float = 5.0, keepalive: bool = False, server_name: str = "", cafile: str = ""):
         check_url(url)
         if rate <= 0 or concurrency < 1 or max_seconds <= 0:
             raise ValueError("rate, concurrency and max_seconds must be positive")
         self.url, self.rate, self.concurrency = url, rate, concurrency
         self.max_seconds, self.timeout, self.keepalive = max_seconds, timeout, keepalive
+        self.server_name, self.cafile = server_name, cafile      # https: SNI + Host, the CA to verify against
         self.proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-u", os.path.abspath(__file__), "--url", self.url, "--rate", str(self.rate),
                "--concurrency", str(self.concurrency), "--max-seconds", str(self.max_seconds),
                "--timeout", str(self.timeout)]
+        cmd += ["--server-name", self.server_name] if self.server_name else []
+        cmd += ["--cafile", self.cafile] if self.cafile else []
         return cmd + (["--keepalive"] if self.keepalive else [])
 
     def start(self, ready_timeout: float = 10) -> LoadGenerator:
@@ -150,8 +155,10 @@ class LoadGenerator:
 # --- the child process ----------------------------------------------------------------------------
 
 class _Run:
-    def __init__(self, url: str, rate: float, concurrency: int, timeout: float, keepalive: bool):
+    def __init__(self, url: str, rate: float, concurrency: int, timeout: float, keepalive: bool,
+                 server_name: str = "", cafile: str = ""):
         self.host, self.port, self.path = check_url(url)
+        self.https, self.server_name, self.cafile = url.startswith("https:"), server_name, cafile
         self.rate, self.concurrency, self.timeout, self.keepalive = rate, concurrency, timeout, keepalive
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -175,7 +182,15 @@ class _Run:
         return None if self.stopping.is_set() else due
 
     def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        if not self.https:
+            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        # TLS for ``server_name`` (SNI, Host, the certificate's name), the TCP connection to 127.0.0.1
+        name = self.server_name or self.host
+        context = ssl.create_default_context(cafile=self.cafile or None)
+        conn = http.client.HTTPSConnection(name, self.port, timeout=self.timeout, context=context)
+        conn._create_connection = lambda _addr, timeout, source: socket.create_connection(
+            (self.host, self.port), timeout, source)
+        return conn
 
     def request(self, conn: http.client.HTTPConnection, reused: bool) -> tuple[int, bytes, bool]:
         """(status, body, server_wants_close); retries once a stale reused keep-alive connection."""
@@ -264,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--keepalive", action="store_true")
+    parser.add_argument("--server-name", default="")
+    parser.add_argument("--cafile", default="")
     args = parser.parse_args(argv)
-    run = _Run(args.url, args.rate, args.concurrency, args.timeout, args.keepalive)
+    run = _Run(args.url, args.rate, args.concurrency, args.timeout, args.keepalive, args.server_name, args.cafile)
     parent = os.getppid()
     stdin_eof = threading.Event()
     threading.Thread(target=_stdin_closed, args=(stdin_eof,), daemon=True).start()

@@ -98,8 +98,8 @@ class Sandbox:
             raise AssertionError(f"invoke {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def provision_json(self, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
-        proc = self.invoke("provision", "--env", self.env, "--json", *args)
+    def provision_json(self, *args: str, env: dict | None = None) -> tuple[dict, subprocess.CompletedProcess]:
+        proc = self.invoke("provision", "--env", self.env, "--json", *args, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         assert lines, f"no JSON on stdout:\n{proc.stdout}\n{proc.stderr}"
         return json.loads(lines[-1]), proc

@@ -40,6 +40,7 @@ class Change:
     notify: tuple[Handler, ...] = ()
     role: str = ""
     service: str = ""                # a service this change starts (suppresses its restart handler)
+    fix: str = ""                    # what to do when it fails ("" = fix the cause and re-run)
 
     @property
     def skipped(self) -> bool:

@@ -148,8 +148,9 @@ class Converge:
         result = self.session.script(apply_script(steps, mark), on_line=on_line, timeout=3600)
         if events.failed is not None:
             detail = " | ".join(line.strip() for line in events.output if line.strip())[-600:]
-            raise RemoteError(self.host, steps[events.failed].label,
-                              f"exit {events.rc}: {detail or 'no output'}",
+            failed = steps[events.failed]
+            raise RemoteError(self.host, failed.label, f"exit {events.rc}: {detail or 'no output'}",
+                              (failed.change.fix if failed.change else "") or
                               "fix the cause above and re-run; finished steps are not repeated")
         if not events.ended:
             raise RemoteError(self.host, PHASE_NAMES.get(phase, f"phase {phase}"),

@@ -101,11 +101,12 @@ class GroupMember(Resource):
 
 @dataclass(frozen=True)
 class Service(Resource):
-    """A systemd unit enabled at boot and running now."""
+    """A systemd unit enabled at boot and running now (``enabled=False``: neither)."""
 
     name: str
     role: str = ""
     phase: int = 2
+    enabled: bool = True
 
     batch = SYSTEMD
 
@@ -125,6 +126,10 @@ class Service(Resource):
     def plan(self, facts: dict) -> list[Change]:
         enabled = facts.get("UnitFileState") in ("enabled", "static", "alias", "enabled-runtime")
         active = facts.get("ActiveState") == "active"
+        if not self.enabled:
+            if facts.get("UnitFileState") not in ("enabled", "enabled-runtime") and not active:
+                return []
+            return [self.change("disable", f"disable and stop {self.name}", [f"systemctl disable --now {q(self.name)}"])]
         if enabled and active:
             return []
         verb = "enable --now" if not enabled else "start"

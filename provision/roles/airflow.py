@@ -19,6 +19,7 @@ from ..sizing import airflow_parallelism
 from ..templates import render
 from . import Role, RoleContext
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
+from .tls import include_for, scheme_of
 
 NAME = "airflow"
 UID = "50000"            # the Airflow image convention (user airflow, group root)
@@ -75,7 +76,8 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False"),
         ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{af.admin_user}:admin"),
         ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "/opt/airflow/config/passwords.json"),
-        ("AIRFLOW__API__BASE_URL", f"http://{server}{af.url_path}"),
+        ("AIRFLOW__API__BASE_URL", f"{scheme_of(ctx, af.server_name or ctx.settings.nginx.server_name)}://{server}"
+                                   f"{af.url_path}"),
         ("AIRFLOW__API__WORKERS", "1"),
         ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://airflow-apiserver:8080{af.url_path}/execution/"),
         ("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "True"),
@@ -142,7 +144,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
         ComposeProject(lay.root, "airflow", (compose, env, passwords, image.encode()), SERVICES,
                        before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
                        health_check=stack_health_command(lay.port, af.url_path), role=NAME),
-        *nginx_files(af, lay.port, nginx),
+        *nginx_files(af, lay.port, nginx, include_for(ctx, af.server_name) if af.server_name else ""),
     ]
 
 
@@ -150,9 +152,10 @@ NGINX_LOCATION = "/etc/nginx/dropship/locations/airflow.conf"    # in the app's 
 NGINX_SERVER = "/etc/nginx/conf.d/dropship-airflow.conf"         # a server of its own (airflow.server_name)
 
 
-def nginx_files(af, port: int, reload_nginx: Handler) -> list[Resource]:
-    """The UI behind nginx: a location of the default server, or a server of its own; the other removed."""
-    values = dict(url_path=af.url_path, port=port, server_name=af.server_name)
+def nginx_files(af, port: int, reload_nginx: Handler, tls: str = "") -> list[Resource]:
+    """The UI behind nginx: a location of the default server, or a server of its own (with the HTTPS
+    snippet ``tls``); the other removed."""
+    values = dict(url_path=af.url_path, port=port, server_name=af.server_name, tls=tls)
     if af.server_name:
         return [File(NGINX_SERVER, render("airflow/nginx-server.conf.j2", **values), role=NAME, notify=(reload_nginx,)),
                 Absent(NGINX_LOCATION, role=NAME, notify=(reload_nginx,))]

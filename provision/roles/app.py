@@ -17,6 +17,7 @@ from ..sizing import gunicorn_workers
 from ..templates import render
 from . import Role, RoleContext
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
+from .tls import include_for
 
 NAME = "app"
 SLOTS = ("blue", "green")
@@ -109,8 +110,9 @@ def site_config(ctx: RoleContext, app: AppSettings) -> bytes:
     """The app's nginx site: its upstream, plus the default server (root app) or a server of its own."""
     lay = layout(app)
     mode = "root" if app.is_root else ("server" if app.server_name else "path")
+    names = app.server_name or ctx.settings.nginx.server_name
     return render("app/site.conf.j2", app=app.name, upstream=lay.upstream, upstream_file=lay.upstream_file,
-                  mode=mode, server_name=app.server_name or ctx.settings.nginx.server_name, locations=LOCATIONS)
+                  mode=mode, server_name=names, locations=LOCATIONS, tls=include_for(ctx, names))
 
 
 def workers(ctx: RoleContext, app: AppSettings) -> int:

@@ -7,6 +7,7 @@ from ..engine.system import Service
 from ..templates import render
 from . import Role, RoleContext
 from .app import serves_root
+from . import tls
 from .handlers import NGINX_TEST, RELOAD_NGINX
 
 NAME = "nginx"
@@ -16,7 +17,7 @@ LOCATIONS = "/etc/nginx/dropship/locations"
 
 
 def packages(ctx: RoleContext) -> list[str]:
-    return ["nginx"]
+    return ["nginx"] + tls.packages(ctx)
 
 
 def resources(ctx: RoleContext) -> list[Resource]:
@@ -30,13 +31,15 @@ def resources(ctx: RoleContext) -> list[Resource]:
              role=NAME, check=TEST, notify=(handler,)),
         Service("nginx", role=NAME),
     ]
+    https = tls.resources(ctx)    # before any site includes its snippet; the certificates come after the reload
     if serves_root(ctx):
-        return common         # an app's site is the default server
-    return common[:-1] + [
+        return common + https     # an app's site is the default server
+    return common[:-1] + https + [
         Directory(WEB_ROOT, role=NAME),
         File(f"{WEB_ROOT}/index.html", render("nginx/index.html.j2", host=ctx.host.name, env=ctx.env.name),
              role=NAME),
-        File(site, render("nginx/site.conf.j2", server_name=ctx.settings.nginx.server_name, root=WEB_ROOT),
+        File(site, render("nginx/site.conf.j2", server_name=ctx.settings.nginx.server_name, root=WEB_ROOT,
+                          tls=tls.include_for(ctx, ctx.settings.nginx.server_name)),
              role=NAME, notify=(handler,)),
         Symlink("/etc/nginx/sites-enabled/dropship.conf", site, role=NAME, notify=(handler,)),
         common[-1],

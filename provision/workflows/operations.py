@@ -23,6 +23,7 @@ from ..transport.pool import fan_out
 from ..transport.ssh import Session, connect
 from .database import backup_dir
 from .on_hosts import run_on_hosts
+from .tls import certificates_command, parse_certificates
 
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
 _SINCE = re.compile(r"^(\d+)([smhd])$")
@@ -71,7 +72,7 @@ def status_command(apps: tuple[AppSettings, ...], airflow: bool) -> str:
     lines.append(MEMORY)
     if airflow:
         lines.append(f"[ -f {AIRFLOW.root}/compose.yaml ] && {AIRFLOW.compose} ps -a --format json 2>/dev/null")
-    lines.append("true")
+    lines.append(certificates_command().rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
@@ -101,6 +102,7 @@ def parse_status(output: str, now: float) -> dict:
                 if row.get("Service") != "airflow-init":
                     out["airflow"].append({"service": row.get("Service"), "state": row.get("State"),
                                            "health": row.get("Health") or ""})
+    out["tls"] = parse_certificates(output, now)
     return out
 
 

@@ -44,9 +44,27 @@ def resolve_secrets(env: Environment, store: SecretStore, dry_run: bool) -> dict
     for ref in env.secret_refs():
         if ref is env.token:
             continue
-        value = store.peek(ref) if dry_run else store.resolve(ref)
+        value = store.peek(ref) if dry_run else store.resolve(ref, generate=ref.generate != "never")
         values[ref.name] = value or _random.token_urlsafe(24)
+    if not dry_run:
+        check_certificates(env, values)
     return values
+
+
+def check_certificates(env: Environment, values: dict[str, str]) -> None:
+    """Certificates given as secrets must be PEM, match their key and cover their server's names."""
+    from ..tls_check import custom_problem
+
+    s = env.settings
+    servers = [(s.nginx.server_name, s.nginx.tls)] + [(a.server_name, a.tls) for a in s.apps] + \
+        ([(s.airflow.server_name, s.airflow.tls)] if s.airflow else [])
+    for names, tls in servers:
+        if tls.mode == "custom":
+            problem = custom_problem(values[tls.certificate.name], values[tls.key.name], tuple(names.split()))
+            if problem:
+                raise DropshipError(f"{tls.certificate.where}: {problem}",
+                                    f"store the PEM chain in {tls.certificate.describe()} and its key in "
+                                    f"{tls.key.describe()}")
 
 
 def provision(env: Environment, options: ProvisionOptions, progress: Progress) -> Report:

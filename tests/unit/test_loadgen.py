@@ -140,7 +140,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("url", ["http://example.com/", "http://localhost:8080/", "https://127.0.0.1/",
+@pytest.mark.parametrize("url", ["http://example.com/", "http://localhost:8080/", "https://localhost/",
                                  "http://10.0.0.1/healthz", "ftp://127.0.0.1/"])
 def test_only_ever_targets_127_0_0_1(url):
     with pytest.raises(ValueError, match="only targets"):
@@ -152,4 +152,5 @@ def test_only_ever_targets_127_0_0_1(url):
 def test_url_parts():
     assert check_url("http://127.0.0.1:8080/healthz?x=1") == ("127.0.0.1", 8080, "/healthz?x=1")
     assert check_url("http://127.0.0.1") == ("127.0.0.1", 80, "/")
+    assert check_url("https://127.0.0.1/x") == ("127.0.0.1", 443, "/x")
     assert os.path.isfile(LoadGenerator("http://127.0.0.1/").command()[2])

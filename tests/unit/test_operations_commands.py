@@ -14,6 +14,7 @@ from provision.errors import DropshipError
 from provision.inventory import AppSettings, DatabaseSettings, HealthSettings, load_inventory
 from provision.workflows.operations import (MEMORY, audit_lines, exec_command, journal_line, line_time, logs_command,
                                             merge_logs, parse_status, since_seconds, ssh_argv, status_command)
+from provision.workflows.tls import certificates_command
 
 SHOP = AppSettings(name="shop", path="/shop", port=8010, health=HealthSettings("/up"),
                    database=DatabaseSettings("shop", "shop", None))
@@ -67,6 +68,7 @@ def test_status_command_and_parser():
     assert "curl -s -o /dev/null -w '%{http_code}' --max-time 3 http://127.0.0.1:8011/shop/up" in script
     assert "ls -t /var/backups/dropship/shop" in script and MEMORY in script
     assert "docker compose --project-directory /srv/airflow -p airflow ps -a --format json" in script
+    assert script.endswith(certificates_command())
     out = textwrap.dedent("""\
         app shop blue live 20261202T010203Z-abc 200
         app shop green warm 20261201T010203Z-def 502
@@ -74,6 +76,10 @@ def test_status_command_and_parser():
         disk 41% 1048576
         memory 4194304 1048576
         [{"Service": "airflow-scheduler", "State": "running", "Health": "healthy"}, {"Service": "airflow-init"}]
+        cert|shop.example.com|live|Jan 11 00:00:00 1970 GMT|shop.example.com |CN=Pebble Intermediate CA 1a2b
+        renew|Result=exit-code
+        renew|ExecMainStatus=1
+        renew|ExecMainExitTimestamp=Thu 1970-01-01 01:00:00 UTC
         """)
     st = parse_status(out, now=4600)
     assert st == {"apps": {"shop": [{"slot": "blue", "role": "live", "release": "20261202T010203Z-abc", "health": 200},
@@ -81,13 +87,20 @@ def test_status_command_and_parser():
                                      "health": 502}]},
                   "backups": {"shop": {"name": "pre-20261202T010203Z-abc.dump", "age_s": 3600}},
                   "airflow": [{"service": "airflow-scheduler", "state": "running", "health": "healthy"}],
-                  "disk": {"used_pct": 41, "free_mb": 1024}, "memory": {"total_mb": 4096, "used_mb": 1024}}
+                  "disk": {"used_pct": 41, "free_mb": 1024}, "memory": {"total_mb": 4096, "used_mb": 1024},
+                  "tls": {"certificates": [{"name": "shop.example.com", "names": ["shop.example.com"],
+                                            "state": "live", "expires": "1970-01-11T00:00:00+00:00", "days_left": 9,
+                                            "issuer": "CN=Pebble Intermediate CA 1a2b"}],
+                          "renewal": {"result": "exit-code", "exit_status": 1,
+                                      "last_run": "Thu 1970-01-01 01:00:00 UTC"}}}
     assert status_lines({"web-1": st, "web-2": {"error": "web-2: connect: unreachable"}}) == [
         "web-1: disk 41% used (1024 MB free), memory 1024 of 4096 MB used",
         "  shop: live 20261202T010203Z-abc in blue, healthy",
         "  shop: warm 20261201T010203Z-def in green, UNHEALTHY (HTTP 502)",
         "  backup of shop: pre-20261202T010203Z-abc.dump, 1h ago",
         "  airflow: airflow-scheduler running (healthy)",
+        "  certificate shop.example.com: expires 1970-01-11 (9 days), CN=Pebble Intermediate CA 1a2b",
+        "  renewal: exit-code at Thu 1970-01-01 01:00:00 UTC",
         "web-2: unreachable: web-2: connect: unreachable"]
 
 

@@ -8,7 +8,7 @@ import jinja2
 import pytest
 
 from provision import sizing, templates
-from provision.inventory import AirflowSettings
+from provision.inventory import AirflowSettings, SecretRef, ServerTls
 from provision.engine.files import Directory, File
 from provision.engine.model import PHASE_LOCKDOWN, PHASE_PACKAGES
 from provision.engine.postgres import PgDatabase, PgRole
@@ -58,6 +58,18 @@ def several_apps(ctx: RoleContext) -> RoleContext:
     return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, apps=(names, blog, shop))))
 
 
+def tls_context(**changes):
+    """Several apps and Airflow on servers of their own, with HTTPS: custom (the default server) and ACME."""
+    ctx = several_apps(context(env_name="staging"))
+    s = ctx.settings
+    apps = tuple(replace(a, tls=ServerTls("letsencrypt")) if a.server_name else a for a in s.apps)
+    nginx = replace(s.nginx, server_name="example.com", tls=ServerTls("custom", SecretRef("env", "CERT", "x"),
+                                                                       SecretRef("env", "KEY", "x")))
+    ctx = replace(ctx, env=replace(ctx.env, settings=replace(s, apps=apps, nginx=nginx, **changes)),
+                  secrets={**ctx.secrets, "CERT": "CHAIN-PEM", "KEY": "KEY-PEM"})
+    return with_airflow(ctx, server_name="airflow.example.com", url_path="", tls=ServerTls("letsencrypt"))
+
+
 def file_at(resources, path) -> File:
     [f] = [r for r in resources if isinstance(r, File) and r.path == path]
     return f
@@ -88,7 +100,7 @@ def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     without_app = replace(plain, host=replace(plain.host, roles=tuple(r for r in plain.host.roles if r != "app")))
     own_server = with_airflow(plain, server_name="airflow.example.com", url_path="")
     for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain), own_server,
-                several_apps(plain)):
+                several_apps(plain), tls_context()):
         for role in registry().values():
             assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker: no packages
             for resource in role.resources(ctx):

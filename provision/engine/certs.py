@@ -1,0 +1,122 @@
+"""Certificates nginx serves: a placeholder until the real one exists, and one obtained with
+certbot's webroot flow (HTTP-01 answered by the running nginx). Command builders are pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .nginx import reload_and_wait
+from .model import PHASE_CONFIG, PHASE_SERVICES, Change, Resource, q
+
+LIVE = "/etc/letsencrypt/live"
+LIVE_MARK = "live"          # in a certificate folder: the real certificate is in place (port 80 redirects)
+
+
+def ca_env(ca_bundle: str) -> str:
+    """certbot trusts ``ca_bundle`` for the ACME server (a test server's own CA); "" = the system's."""
+    return f"REQUESTS_CA_BUNDLE={q(ca_bundle)} " if ca_bundle else ""
+
+
+def certbot_command(cert_name: str, names: tuple[str, ...], webroot: str, server: str, email: str,
+                    ca_bundle: str = "", force: bool = False) -> str:
+    """``certbot certonly`` through the webroot, non-interactive; a fresh lineage or one whose names
+    changed is issued, one already valid for these names is kept (``force``: a server change)."""
+    domains = " ".join(f"-d {q(n)}" for n in names)
+    account = f"--email {q(email)} --no-eff-email" if email else "--register-unsafely-without-email"
+    keep = "--force-renewal" if force else "--keep-until-expiring"
+    return (f"{ca_env(ca_bundle)}certbot certonly --non-interactive --agree-tos {account} --webroot -w {q(webroot)} "
+            f"--cert-name {q(cert_name)} {domains} --server {q(server)} {keep} --quiet")
+
+
+def link_command(cert_name: str, folder: str) -> str:
+    """Point nginx's files at certbot's lineage, reload nginx, then mark the folder live (from then
+    on port 80 redirects: the certificate that answers HTTPS is the real one)."""
+    live = f"{LIVE}/{cert_name}"
+    return (f"ln -sfn {q(live + '/fullchain.pem')} {q(folder + '/fullchain.pem')}\n"
+            f"ln -sfn {q(live + '/privkey.pem')} {q(folder + '/privkey.pem')}\n"
+            f"nginx -t -q || exit 1\n{reload_and_wait()}\n"
+            f"touch {q(folder + '/' + LIVE_MARK)}")
+
+
+def placeholder_command(folder: str, name: str) -> str:
+    """A self-signed key and certificate so nginx can load the HTTPS server before the real one exists."""
+    return (f"openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj {q('/CN=' + name)} "
+            f"-keyout {q(folder + '/privkey.pem')} -out {q(folder + '/fullchain.pem')} 2>/dev/null\n"
+            f"chmod 600 {q(folder + '/privkey.pem')}")
+
+
+def names_probe(cert: str) -> str:
+    """The DNS names of the certificate at ``cert``, sorted, one line (nothing when it does not exist)."""
+    return (f"openssl x509 -in {q(cert)} -noout -ext subjectAltName 2>/dev/null | tr ',' '\\n' | "
+            f"sed -n 's/^ *DNS://p' | sort | tr '\\n' ' '")
+
+
+@dataclass(frozen=True)
+class Placeholder(Resource):
+    """``folder``/fullchain.pem and privkey.pem exist (a self-signed pair if nothing else is there)."""
+
+    folder: str
+    name: str
+    role: str = ""
+    phase: int = PHASE_CONFIG
+
+    @property
+    def key(self) -> str:
+        return f"certificate files {self.folder}"
+
+    def probe(self, want_content: bool = False) -> str:
+        f = q(self.folder)
+        return f"[ -e {f}/fullchain.pem ] && [ -e {f}/privkey.pem ] && echo present || true"
+
+    def plan(self, facts: str) -> list[Change]:
+        if facts.strip() == "present":
+            return []
+        return [self.change("create", f"placeholder certificate for {self.name} (until the real one is issued)",
+                            [placeholder_command(self.folder, self.name)])]
+
+
+@dataclass(frozen=True)
+class Certificate(Resource):
+    """An ACME certificate for ``names`` in certbot's lineage ``cert_name``, linked into ``folder``.
+
+    Runs after nginx has loaded the site (the challenge location), so validation reaches it."""
+
+    cert_name: str
+    names: tuple[str, ...]
+    folder: str
+    webroot: str
+    server: str
+    email: str = ""
+    ca_bundle: str = ""
+    role: str = ""
+    phase: int = PHASE_SERVICES
+
+    @property
+    def key(self) -> str:
+        return f"certificate {self.cert_name}"
+
+    def probe(self, want_content: bool = False) -> str:
+        live, f = f"{LIVE}/{self.cert_name}", q(self.folder)
+        return (f"echo \"names=$({names_probe(live + '/cert.pem')})\"\n"
+                f"echo \"server=$(sed -n 's/^server *= *//p' {q('/etc/letsencrypt/renewal/' + self.cert_name + '.conf')}"
+                f" 2>/dev/null)\"\n"
+                f"echo \"linked=$(readlink {f}/fullchain.pem)\"\n"
+                f"[ -e {f}/{LIVE_MARK} ] && echo live=1; true")
+
+    def parse(self, output: str) -> dict:
+        return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+    def plan(self, facts: dict) -> list[Change]:
+        names = facts.get("names", "").split()
+        issued = sorted(names) == sorted(self.names)
+        same_server = facts.get("server", "").strip() == self.server
+        linked = facts.get("linked", "") == f"{LIVE}/{self.cert_name}/fullchain.pem" and facts.get("live") == "1"
+        if issued and same_server and linked:
+            return []
+        what = "obtain" if not names else ("re-issue" if not issued or not same_server else "link")
+        return [self.change(
+            "create" if not names else "update", f"{what} the certificate for {' '.join(self.names)} ({self.server})",
+            [certbot_command(self.cert_name, self.names, self.webroot, self.server, self.email, self.ca_bundle,
+                             force=bool(names) and issued and not same_server),
+             link_command(self.cert_name, self.folder)],
+            fix=f"point the DNS name(s) {' '.join(self.names)} at this droplet and let port 80 in, then re-run "
+                "provision (the site keeps serving over HTTP until the certificate is issued)")]

@@ -1,0 +1,186 @@
+"""HTTPS end to end on a local droplet: certificates from Let's Encrypt's test ACME server
+(pebble, on this machine) through real HTTP-01 validations of the droplet's nginx (the names
+resolve to the droplet through pebble's challenge test DNS server), HTTP redirected, HSTS, a
+forced renewal through the renewal timer's service under HTTPS load, and a second provision
+that changes nothing."""
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+
+import pytest
+
+from provision.providers.local import network_name
+from provision.state import load_droplets
+from tests.acme import Pebble, make_ca_and_server_cert, network_addresses
+from tests.loadgen import LoadGenerator
+from tests.support import (DEFAULTS, GUESTBOOK_SOURCE, Sandbox, docker_exec, droplet_spec, last_json, one_error_line,
+                           run_name)
+
+pytestmark = pytest.mark.integration
+
+NAMES = "shop.dropship.test www.shop.dropship.test"
+SHOP = NAMES.split()[0]
+BLOG = "blog.dropship.test"          # an app's server of its own: a certificate of its own
+
+
+class TlsDroplet:
+    def __init__(self, box: Sandbox, pebble: Pebble):
+        self.box, self.pebble = box, pebble
+        self.root_pem = pebble.root()
+        self.cafile = box.root / "pebble-root.pem"
+        self.cafile.write_bytes(self.root_pem)
+
+    @property
+    def droplet(self):
+        return load_droplets(self.box.environment())["web-1"]
+
+    def https(self, path: str = "/", name: str = SHOP) -> tuple[int, dict, bytes, dict]:
+        """GET over HTTPS for ``name`` (SNI and Host), verified against pebble's root: status, headers,
+        body, and the peer certificate."""
+        d = self.droplet
+        context = ssl.create_default_context(cafile=str(self.cafile))
+        with socket.create_connection((d.address, d.port(443)), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=name) as tls:
+                cert = tls.getpeercert()
+                tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+                response = http.client.HTTPResponse(tls)
+                response.begin()
+                return response.status, dict(response.getheaders()), response.read(), cert
+
+    def http(self, path: str, name: str = SHOP) -> tuple[int, dict]:
+        d = self.droplet
+        conn = http.client.HTTPConnection(d.address, d.port(80), timeout=10)
+        try:
+            conn.request("GET", path, headers={"Host": name})
+            response = conn.getresponse()
+            response.read()
+            return response.status, dict(response.getheaders())
+        finally:
+            conn.close()
+
+    def run(self, script: str) -> str:
+        return docker_exec(f"dropship-{self.box.env}-web-1", script)
+
+    def serial(self) -> int:
+        return int(self.https()[3]["serialNumber"], 16)
+
+
+def inventory(acme: dict | None) -> dict:
+    """A droplet whose default server is ``NAMES`` and whose app (no database, not deployed) has a
+    server of its own, ``BLOG``: both with ``tls: letsencrypt`` from the ACME server ``acme``."""
+    on = "letsencrypt" if acme else "off"
+    app = {"name": "blog", "source": str(GUESTBOOK_SOURCE), "wsgi": "guestbook:create_app()",
+           "requirements": "requirements/prod.txt", "server_name": BLOG, "tls": on}
+    return {"provider": "local", "droplets": [droplet_spec("web-1", ["base", "nginx", "app"])],
+            "nginx": {"server_name": NAMES, "tls": on}, "app": app, **({"tls": acme} if acme else {})}
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    box = Sandbox(tmp_path_factory.mktemp("tls"), run_name())
+    defaults = {k: v for k, v in DEFAULTS.items() if k != "app"}
+    box.write({box.env: inventory(None)}, defaults)
+    box.invoke("droplet.create", "--env", box.env, check=True)
+    try:
+        gateway, address = network_addresses(network_name(box.env), f"dropship-{box.env}-web-1")
+        with Pebble(box.root, gateway, address) as pebble:
+            box.write({box.env: inventory({"acme_server": pebble.directory, "acme_ca": str(pebble.ca),
+                                           "email": "ops@dropship.test"})}, defaults)
+            first, proc = box.provision_json()
+            assert first["ok"], f"provision failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            yield TlsDroplet(box, pebble)
+    finally:
+        box.invoke("droplet.destroy", "--env", box.env, "--yes")
+
+
+def test_certificate_is_issued_through_a_real_http01_validation(tls):
+    log = (tls.box.root / "pebble.log").read_text()
+    for name in NAMES.split():
+        assert f"Attempting to validate w/ HTTP: http://{name}:80/.well-known/acme-challenge/" in log, log[-3000:]
+    assert "set VALID by completed challenge" in log and "set INVALID" not in log
+    # ...and the droplet's nginx answered pebble's validation authority (this machine, on the droplets' network)
+    access = tls.run("grep -h 'GET /.well-known/acme-challenge/' /var/log/nginx/access.log")
+    assert any(line.startswith(tls.pebble.gateway + " ") and '" 200 ' in line for line in access.splitlines()), access
+    status = last_json(tls.box.invoke("tls.status", "--env", tls.box.env, "--json", check=True))["web-1"]
+    assert [(c["name"], sorted(c["names"]), c["state"]) for c in status["certificates"]] == [
+        (BLOG, [BLOG], "live"), (SHOP, sorted(NAMES.split()), "live")]
+    assert all("Pebble" in c["issuer"] and c["days_left"] > 30 for c in status["certificates"])
+    text = tls.box.invoke("tls.status", "--env", tls.box.env, check=True).stdout
+    assert f"certificate {BLOG}: expires " in text and "renewal: never run" in text
+
+
+def test_https_chains_to_pebble_root_and_http_redirects(tls):
+    for name in NAMES.split():
+        status, headers, body, cert = tls.https("/", name)           # verified: chain to pebble's root, name
+        assert status == 200 and b"web-1" in body
+        assert headers["Strict-Transport-Security"] == "max-age=63072000"
+    status, headers, _, cert = tls.https("/nginx-health", BLOG)      # the app's own server, its own certificate
+    assert status == 200 and cert["subjectAltName"] == (("DNS", BLOG),)
+    assert tls.http("/", BLOG)[1]["Location"] == f"https://{BLOG}/"
+    status, headers = tls.http("/some/page?x=1")
+    assert (status, headers["Location"]) == (301, f"https://{SHOP}/some/page?x=1")
+    assert "Strict-Transport-Security" not in headers                 # HSTS only over HTTPS
+    status, _ = tls.http("/.well-known/acme-challenge/missing-token")
+    assert status == 404                                              # challenges are answered, not redirected
+    with pytest.raises(ssl.SSLCertVerificationError):                 # not trusted without pebble's root
+        d = tls.droplet
+        with socket.create_connection((d.address, d.port(443)), timeout=10) as raw:
+            ssl.create_default_context().wrap_socket(raw, server_hostname=SHOP)
+
+
+def test_forced_renewal_through_the_timer_service_reloads_nginx_without_a_failed_request(tls):
+    before = tls.serial()
+    d = tls.droplet
+    with LoadGenerator(f"https://127.0.0.1:{d.port(443)}/", rate=25, concurrency=4, server_name=SHOP,
+                       cafile=str(tls.cafile), max_seconds=300) as gen:
+        time.sleep(1)
+        tls.run("systemctl set-environment DROPSHIP_RENEW_FLAGS=--force-renewal && "
+                "systemctl start dropship-certbot-renew.service; rc=$?; "
+                "systemctl unset-environment DROPSHIP_RENEW_FLAGS; exit $rc")
+        time.sleep(2)
+        stats = gen.stop()
+    assert stats.failed == 0 and stats.total > 50, stats.summary()
+    assert tls.serial() != before                                       # nginx serves the renewed certificate
+    status = last_json(tls.box.invoke("tls.status", "--env", tls.box.env, "--json", check=True))["web-1"]
+    assert status["renewal"]["result"] == "success" and status["renewal"]["exit_status"] == 0
+    assert "dropship-certbot-renew.timer" in tls.run("systemctl list-timers --all --no-pager")
+
+
+def test_second_provision_changes_nothing(tls):
+    report, proc = tls.box.provision_json()
+    assert report["ok"] and report["hosts"]["web-1"]["changed"] == 0, proc.stdout[-3000:]
+
+
+def test_custom_certificate_given_as_secrets_then_back_to_letsencrypt(tls):
+    folder = tls.box.root / "custom"
+    folder.mkdir()
+    ca, cert, key = make_ca_and_server_cert(folder, [], names=tuple(NAMES.split()))
+    _, _, other_key = make_ca_and_server_cert(folder, [], names=(SHOP,), prefix="other-")
+    acme = {"acme_server": tls.pebble.directory, "acme_ca": str(tls.pebble.ca)}
+    custom = inventory(acme)
+    custom["nginx"]["tls"] = {"custom": {"certificate": {"env": "SHOP_CERT"}, "key": {"env": "SHOP_KEY"}}}
+    tls.box.write({tls.box.env: custom}, {k: v for k, v in DEFAULTS.items() if k != "app"})
+    before = tls.serial()
+
+    wrong = tls.box.invoke("provision", "--env", tls.box.env,
+                           env={"SHOP_CERT": cert.read_text(), "SHOP_KEY": other_key.read_text()})
+    line = one_error_line(wrong)
+    assert wrong.returncode == 1 and "the key does not belong to the certificate" in line and "SHOP_KEY" in line
+    assert "PRIVATE KEY" not in wrong.stdout + wrong.stderr and tls.serial() == before   # nothing touched
+
+    report, proc = tls.box.provision_json(env={"SHOP_CERT": cert.read_text(), "SHOP_KEY": key.read_text()})
+    assert report["ok"], proc.stdout[-3000:]
+    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
+    tls.cafile.write_bytes(ca.read_bytes())
+    try:
+        assert tls.https("/", "www.shop.dropship.test")[0] == 200            # verified against our own CA now
+    finally:
+        tls.cafile.write_bytes(tls.root_pem)
+
+    tls.box.write({tls.box.env: inventory(acme)}, {k: v for k, v in DEFAULTS.items() if k != "app"})
+    report, proc = tls.box.provision_json()
+    assert report["ok"], proc.stdout[-3000:]
+    assert tls.https("/")[0] == 200                                          # pebble's again (relinked)
