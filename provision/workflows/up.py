@@ -44,19 +44,22 @@ def where_to_open(env: Environment, droplets) -> list[str]:
     """Per droplet: its apps' URLs, the Airflow UI (and where its password is), the SSH command."""
     lines = []
     for d in droplets:
-        http = f"http://{d.address}:{d.port(80)}/" if d.port(80) != 80 else f"http://{d.address}/"
+        port = 443 if env.settings.nginx.tls.on else 80
+        scheme = "https" if port == 443 else "http"
+        http = f"{scheme}://{d.address}:{d.port(port)}/" if d.port(port) != port else f"{scheme}://{d.address}/"
         roles = env.host(d.name).roles
         apps = env.settings.apps if "app" in roles else ()
         lines.append(f"{d.name}: open {http}")
         for app in apps:
             if app.server_name:
                 name = app.server_name.split()[0]
-                lines.append(f"  {app.name}: http://{name}/ (with {name} resolving to {d.address})")
+                lines.append(f"  {app.name}: {'https' if app.tls.on else 'http'}://{name}/ "
+                             f"(with {name} resolving to {d.address})")
             elif app.path:
                 lines.append(f"  {app.name}: {http}{app.path.lstrip('/')}/")
         af = env.settings.airflow
         if af and "airflow" in roles:
-            ui = f"http://{af.server_name}{af.url_path}/ (with {af.server_name} resolving to {d.address})" \
+            ui = f"{'https' if af.tls.on else 'http'}://{af.server_name}{af.url_path}/ (with {af.server_name} resolving to {d.address})" \
                 if af.server_name else f"{http}{af.url_path.lstrip('/')}/"
             lines.append(f"  Airflow UI: {ui} (user {af.admin_user}; password: "
                          f"'{af.admin_password.name}' in {env.workspace.secrets_path(env.name)})")

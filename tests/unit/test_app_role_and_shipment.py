@@ -95,3 +95,17 @@ def test_where_to_open_names_every_app():
     assert any(line.startswith("  Airflow UI: http://127.0.0.1:8088/airflow/") for line in lines)
     assert lines[-1].startswith("  ssh -i ") and lines[-1].endswith(" -p 2222 -o UserKnownHostsFile="
                                                                     f"{env.workspace.known_hosts_path} deploy@127.0.0.1")
+
+
+def test_where_to_open_says_https_where_tls_is_on():
+    from provision.inventory import ServerTls
+
+    shop = replace(names(), name="shop", server_name="shop.example.com", port=8020, tls=ServerTls("letsencrypt"))
+    env = load_inventory(REPO_INVENTORY)["local"]
+    nginx = replace(env.settings.nginx, server_name="example.com", tls=ServerTls("letsencrypt"))
+    env = replace(env, settings=replace(env.settings, apps=(names(), shop), nginx=nginx))
+    droplet = Droplet(name="web-1", id="c1", status="active", address="127.0.0.1", size="s-4vcpu-8gb",
+                      ssh_port=2222, region="local", image="debian-13", ports={80: 8088, 443: 8443})
+    lines = where_to_open(env, [droplet])
+    assert lines[0] == "web-1: open https://127.0.0.1:8443/"
+    assert "  shop: https://shop.example.com/ (with shop.example.com resolving to 127.0.0.1)" in lines
