@@ -37,3 +37,23 @@ def run_on_hosts(env: Environment, hosts: list[HostSpec], targets, redactor: Red
         report.hosts[target.name] = outcome
     report.seconds = time.monotonic() - started
     return report
+
+
+def read_hosts(env: Environment, hosts: list[HostSpec], script, parse, command: str) -> dict[str, dict]:
+    """Per host: ``parse(output, now)`` of ``script(host)`` run there (secrets masked), or
+    ``{"error": ...}`` for a host that does not answer; in the hosts' order."""
+    from .. import hosts as host_selection
+    from ..secrets import redactor_for
+
+    redactor = redactor_for(env)
+    found: dict[str, dict] = {}
+
+    def work(host: HostSpec, session) -> HostOutcome:
+        found[host.name] = parse(redactor(session.script(script(host), timeout=60).stdout), time.time())
+        return HostOutcome(host.name, ok=1)
+
+    report = run_on_hosts(env, hosts, host_selection.targets(env, hosts), redactor, 10, work, command)
+    for name, outcome in report.hosts.items():
+        if outcome.failed:
+            found[name] = {"error": outcome.error}
+    return {h.name: found[h.name] for h in hosts if h.name in found}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from datetime import datetime, timedelta, timezone
 
 from .. import hosts as host_selection
@@ -22,7 +21,7 @@ from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, connect
 from .database import backup_dir
-from .on_hosts import run_on_hosts
+from .on_hosts import read_hosts, run_on_hosts
 from .tls import certificates_command, parse_certificates
 
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
@@ -243,22 +242,12 @@ def _hosts(env: Environment, names, role: str | None = None) -> list[HostSpec]:
 def status(env: Environment, names=None) -> dict[str, dict]:
     """Per host: each app's slots (live and warm, release, health), the newest dump, Airflow's
     services, disk and memory use; a host that does not answer says why."""
-    redactor = redactor_for(env)
-    chosen = _hosts(env, names)
-    found: dict[str, dict] = {}
 
-    def work(host: HostSpec, session: Session) -> HostOutcome:
+    def script(host: HostSpec) -> str:
         apps = env.settings.apps if "app" in host.roles else ()
-        airflow = "airflow" in host.roles and env.settings.airflow is not None
-        out = session.script(status_command(tuple(apps), airflow), timeout=60).stdout
-        found[host.name] = parse_status(redactor(out), time.time())
-        return HostOutcome(host.name, ok=1)
+        return status_command(tuple(apps), "airflow" in host.roles and env.settings.airflow is not None)
 
-    report = run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "status")
-    for name, outcome in report.hosts.items():
-        if outcome.failed:
-            found[name] = {"error": outcome.error}
-    return {h.name: found[h.name] for h in chosen if h.name in found}
+    return read_hosts(env, _hosts(env, names), script, parse_status, "status")
 
 
 def logs(env: Environment, app: str | None, names, follow: bool, since: str | None, on_line) -> None:

@@ -2,16 +2,12 @@
 the last renewal's result. The command builder and its parser are pure."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 from .. import hosts as host_selection
-from ..engine.runner import HostOutcome
-from ..inventory import Environment, HostSpec
+from ..inventory import Environment
 from ..roles.tls import RENEW_UNIT, TLS_DIR
-from ..secrets import redactor_for
-from ..transport.ssh import Session
-from .on_hosts import run_on_hosts
+from .on_hosts import read_hosts
 
 
 def certificates_command() -> str:
@@ -59,18 +55,6 @@ def parse_certificates(output: str, now: float) -> dict:
 
 
 def tls_status(env: Environment, names=None) -> dict[str, dict]:
-    """Per host with the nginx role: its certificates and the last renewal (or the host's error)."""
-    redactor = redactor_for(env)
+    """Per host with nginx: its certificates and the last renewal (or the host's error)."""
     chosen = [h for h in host_selection.select(env, names) if "nginx" in h.roles or "app" in h.roles]
-    found: dict[str, dict] = {}
-
-    def work(host: HostSpec, session: Session) -> HostOutcome:
-        out = session.script(certificates_command(), timeout=60).stdout
-        found[host.name] = parse_certificates(redactor(out), time.time())
-        return HostOutcome(host.name, ok=1)
-
-    report = run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "tls.status")
-    for name, outcome in report.hosts.items():
-        if outcome.failed:
-            found[name] = {"error": outcome.error}
-    return {h.name: found[h.name] for h in chosen if h.name in found}
+    return read_hosts(env, chosen, lambda host: certificates_command(), parse_certificates, "tls.status")

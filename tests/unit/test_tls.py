@@ -16,7 +16,7 @@ from provision.engine.files import File
 from provision.engine.nginx import reload_and_wait
 from provision.engine.system import Service
 from provision.errors import InventoryError
-from provision.inventory import LETSENCRYPT, SecretRef, ServerTls, load_inventory
+from provision.inventory import LETSENCRYPT, load_inventory
 from provision.roles import tls as tls_role
 from provision.roles.app import site_config
 from provision.tls_check import custom_problem
