@@ -14,7 +14,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -112,10 +112,46 @@ class Sandbox:
         return report
 
 
-def droplet_spec(name: str, roles: list[str], size: str = "s-2vcpu-4gb", image: str | None = None) -> dict:
+def role_packages() -> list[str]:
+    """Every package a Debian droplet with every role (HTTPS included) installs (pure)."""
+    from provision.facts import SystemFacts
+    from provision.inventory import ServerTls, load_inventory
+    from provision.roles import RoleContext, registry
+
+    env = load_inventory(PROJECT / "inventory.yaml")["local"]
+    nginx = replace(env.settings.nginx, server_name="example.com", tls=ServerTls("letsencrypt"))
+    env = replace(env, settings=replace(env.settings, nginx=nginx))
+    ctx = RoleContext(env, env.hosts[0], SystemFacts("debian", "13", "trixie", "none", 4096, 2), "", {})
+    return sorted({p for role in registry().values() for p in role.packages(ctx)})
+
+
+def warm_image() -> str:
+    """The droplet image with every role's packages installed and nothing configured (built once per
+    machine). Fixtures whose tests are not about a first provision start from it: their provision
+    still configures everything for real, it only finds the packages there already."""
+    from provision.providers.docker_engine import docker, image_exists
+    from provision.providers.local_image import _build, build_lock, ensure_base_image, recipe_hash
+
+    base = ensure_base_image()
+    packages = role_packages()
+    base_id = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
+    tag = f"dropship/droplet-warm:{recipe_hash(base_id, *packages)}"
+    if image_exists(tag):
+        return tag
+    with build_lock(what="the warm test droplet image"):
+        if not image_exists(tag):
+            _build(tag, f"FROM {base}\nRUN export DEBIAN_FRONTEND=noninteractive && apt-get update -q && "
+                        f"apt-get install -y -q --no-install-recommends {' '.join(packages)} && apt-get clean && "
+                        "rm -rf /var/lib/apt/lists/*\n", {}, timeout=900)
+    return tag
+
+
+def droplet_spec(name: str, roles: list[str], size: str = "s-2vcpu-4gb", image: str | None = None,
+                 warm: bool = False) -> dict:
+    """A droplet of the inventory; ``warm``: from ``warm_image()``."""
     spec = {"name": name, "size": size, "roles": roles}
-    if image:
-        spec["image"] = image
+    if image or warm:
+        spec["image"] = image or warm_image()
     return spec
 
 

@@ -29,7 +29,8 @@ def _reap_leftovers():
 
 @pytest.fixture(scope="session")
 def web(tmp_path_factory):
-    """A freshly created and provisioned droplet: (sandbox, droplet, first provision's JSON)."""
+    """A freshly created and provisioned droplet (from the bare image: its tests are about a first
+    provision): (sandbox, droplet, first provision's JSON)."""
     box = Sandbox(tmp_path_factory.mktemp("web"), run_name())
     box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}})
     box.invoke("droplet.create", "--env", box.env, check=True)
@@ -97,7 +98,8 @@ echo "airflow parallelism=$(cd /srv/airflow && docker compose -p airflow exec -T
 
 @pytest.fixture(scope="session")
 def app_stack(tmp_path_factory):
-    """One AppStack for the tests that leave it as they found it (operations, resize)."""
+    """One AppStack for the tests that leave it as they found it (operations, resize), brought up as
+    the quickstart does (`invoke up`)."""
     root = tmp_path_factory.mktemp("app-stack")
     names, book, dags = AppRepo.create(root / "names"), GuestbookRepo.create(root / "guestbook"), \
         DagRepo.create(root / "dags")
@@ -105,12 +107,13 @@ def app_stack(tmp_path_factory):
     box = Sandbox(root / "env", run_name())
     defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"}, "airflow": airflow_settings(dags.root),
                 "apps": [app_settings(names.root), guestbook(book.root)]}
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", APP_STACK_ROLES, AppStack.SIZE)]}},
-              defaults)
+    droplet = droplet_spec("web-1", APP_STACK_ROLES, AppStack.SIZE, warm=True)
+    box.write({box.env: {"provider": "local", "droplets": [droplet]}}, defaults)
     try:
-        box.create_and_provision()
-        proc = box.invoke("deploy", "--env", box.env, "--json", timeout=1800)
+        proc = box.invoke("up", "--env", box.env, timeout=1800)        # the README's main job, on this inventory
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert f"web-1: open {http_base(box)}/\n" in proc.stdout and "  guestbook: " in proc.stdout
+        assert "  Airflow UI: " in proc.stdout and "RECAP deploy" in proc.stdout + proc.stderr, proc.stdout
         browser = Browser(http_base(box))
         for name in AppStack.NAMES:
             browser.add_name(name)

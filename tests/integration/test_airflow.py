@@ -70,7 +70,7 @@ def stack(tmp_path_factory):
     (root / "env").mkdir()
     box = Sandbox(root / "env", run_name())
     defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"}, "airflow": airflow_settings(repo.root)}
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, SIZE)]}}, defaults)
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, SIZE, warm=True)]}}, defaults)
     timings: dict[str, float] = {}
     try:
         t0 = time.monotonic()

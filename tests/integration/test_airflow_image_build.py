@@ -79,7 +79,7 @@ def box(tmp_path_factory):
         pytest.skip("docker is not installed")
     box = Sandbox(tmp_path_factory.mktemp("airflow-image"), run_name())
     defaults = {k: v for k, v in DEFAULTS.items() if k != "app"}
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("af-1", ["base", "docker"])],
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("af-1", ["base", "docker"], warm=True)],
                          "airflow": airflow_section()}}, defaults)
     return box
 

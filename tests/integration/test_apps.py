@@ -42,7 +42,7 @@ class Host:
 
     def write(self, *apps: dict) -> None:
         defaults = {k: v for k, v in DEFAULTS.items() if k != "app"}
-        self.box.write({self.box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)],
+        self.box.write({self.box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, warm=True)],
                                        "apps": list(apps)}}, defaults=defaults)
 
     def on_host(self, script: str, check: bool = True) -> str:

@@ -161,7 +161,7 @@ def site(tmp_path_factory):
     app = {"name": "names", "source": str(src), "wsgi": "wsgi:app", "requirements": "requirements.txt",
            "release_command": "flask --app wsgi db upgrade", "health_path": "/healthz", "keep_releases": 5,
            "env": {"FLASK_CONFIG": "production"}, "database": DEFAULTS["app"]["database"]}
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, warm=True)]}},
               defaults={**DEFAULTS, "app": app})
     try:
         box.create_and_provision()

@@ -49,7 +49,7 @@ def test_killed_deploy_then_rerun_succeeds_every_time(tmp_path):
     repo = AppRepo.create(tmp_path / "app")
     (tmp_path / "env").mkdir()
     box = Sandbox(tmp_path / "env", run_name())
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, warm=True)]}},
               defaults={**DEFAULTS, "app": app_settings(repo.root)})
     env = dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory), PYTHONUNBUFFERED="1")
     rng = random.Random(SEED)

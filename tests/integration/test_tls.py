@@ -74,7 +74,7 @@ def inventory(acme: dict | None) -> dict:
     on = "letsencrypt" if acme else "off"
     app = {"name": "blog", "source": str(GUESTBOOK_SOURCE), "wsgi": "guestbook:create_app()",
            "requirements": "requirements/prod.txt", "server_name": BLOG, "tls": on}
-    return {"provider": "local", "droplets": [droplet_spec("web-1", ["base", "nginx", "app"])],
+    return {"provider": "local", "droplets": [droplet_spec("web-1", ["base", "nginx", "app"], warm=True)],
             "nginx": {"server_name": NAMES, "tls": on}, "app": app, **({"tls": acme} if acme else {})}
 
 
