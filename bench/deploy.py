@@ -5,9 +5,11 @@ Creates a throwaway local environment (one droplet with roles base, postgres, ng
 ships a copy of app_src kept in a git repository of its own; provisions it and makes a first
 deploy (which builds the virtualenv). Then, with a load generator sending GET /healthz at
 --rate req/s (default 60) through the droplet's nginx, it times the CLI exactly as a user runs
-it: --runs deploys (default 5), each of a new commit changing one file, then --runs rollbacks
-(each back to the release kept warm). Bars: deploy median <= 5 s, rollback median <= 1 s,
-0 failed requests. Everything it creates is removed at the end.
+it: --runs deploys (default 5), each of a new commit changing one file, then --runs deploys that
+change requirements.txt (each a new requirements hash: a virtualenv built afresh by uv, the
+first one downloading the new package), then --runs rollbacks (each back to the release kept
+warm). Bars: deploy median <= 5 s, requirement-change deploy median <= 3 s, rollback median
+<= 1 s, 0 failed requests. Everything it creates is removed at the end.
 
     .venv/bin/python bench/deploy.py [--runs 5] [--rate 60] [--json]
 """
@@ -54,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args()
     reap_dead_runs()
-    deploys, rollbacks = [], []
+    deploys, requirement_changes, rollbacks = [], [], []
     with tempfile.TemporaryDirectory(prefix="dropship-bench-") as tmp:
         repo = AppRepo.create(Path(tmp) / "app")
         (Path(tmp) / "env").mkdir()
@@ -79,6 +81,16 @@ def main() -> None:
                 deploys.append((seconds, stats))
                 print(f"deploy {i}: {seconds:.2f} s; load: {stats.summary()}", flush=True)
 
+            requirements = (repo.root / "requirements.txt").read_text().rstrip("\n")
+            for i in range(1, args.runs + 1):
+                (repo.root / "requirements.txt").write_text(f"{requirements}\nsix==1.17.0  # change {i}\n")
+                repo.commit(f"requirements {i}")
+                seconds, proc, stats = timed_under_load(url, args.rate, lambda: deploy_json(box))
+                if "virtualenv" not in proc.stderr:
+                    raise SystemExit(f"no virtualenv step:\n{proc.stderr}")
+                requirement_changes.append((seconds, stats))
+                print(f"requirement-change deploy {i}: {seconds:.2f} s; load: {stats.summary()}", flush=True)
+
             for i in range(1, args.runs + 1):
                 seconds, _, stats = timed_under_load(
                     url, args.rate, lambda: box.invoke("rollback", "--env", box.env, check=True))
@@ -89,6 +101,8 @@ def main() -> None:
 
     result = {"runs": args.runs, "rate": args.rate}
     for name, what, rows, bar in (("deploy", "one-file change", deploys, 5.0),
+                                  ("requirement_change_deploy", "new requirements.txt: a new virtualenv",
+                                   requirement_changes, 3.0),
                                   ("rollback", "to the warm release", rollbacks, 1.0)):
         times = [s for s, _ in rows]
         med = statistics.median(times)

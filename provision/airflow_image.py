@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .build_failures import CERTIFICATE, DEPENDENCIES, NETWORK, failure_message, files_note
+from .engine.uv import UV_VERSION
 from .errors import DropshipError, ProviderError
 from .inventory import DEFAULT_LOCAL_CA_GLOB, LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
@@ -51,6 +53,7 @@ PYTHON_BASE_CLEANUP = ("rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin 
                        "var/log/*.log var/log/apt/* tmp/* && rm -f etc/apt/sources.list.d/*.sources")
 
 BUILD_LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-airflow-build.lock"
+PYTHON_BASE_LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-python-base-build.lock"
 PYTHON_BASE_LOG = Path(tempfile.gettempdir()) / "dropship-python-base-debootstrap.log"
 BUILD_TIMEOUT = 1800
 PULL_TIMEOUT = 900
@@ -113,7 +116,7 @@ def image_tag(settings: AirflowSettings, ca_files: Sequence[Path], base_id: str 
     files = [f"{rel}:{_digest(path)}" for rel, path in context_files(build.context).items()]
     cas = [f"{name}:{_digest(path)}" for name, path in ca_entries(ca_files)]
     digest = recipe_hash("files", *files, "base", build.base_image, base_id, "version", settings.version,
-                         "ca", *cas)
+                         "ca", *cas, "uv", UV_VERSION)
     return f"{IMAGE_REPO}:{settings.version}-{digest}"
 
 
@@ -164,7 +167,24 @@ def assemble_context(folder: Path, ca_files: Sequence[Path], dest: Path) -> list
     if not entries:
         (dest / "ca" / ".keep").write_text("")
         written.append("ca/.keep")
+    (dest / "tools").mkdir(exist_ok=True)
+    shutil.copyfile(controller_uv(), dest / "tools" / "uv")
+    (dest / "tools" / "uv").chmod(0o755)
+    written.append("tools/uv")
     return sorted(written)
+
+
+def controller_uv() -> Path:
+    """This machine's uv (the project's virtualenv has it, pinned), which builds go with: the image
+    installs Airflow with it and downloads no installer of its own."""
+    found = Path(sys.prefix) / "bin" / "uv"
+    candidates = [found] + ([Path(p)] if (p := shutil.which("uv")) else [])
+    for path in candidates:
+        if path.is_file() and subprocess.run([str(path), "--version"], capture_output=True, text=True)\
+                .stdout.split()[1:2] == [UV_VERSION]:
+            return path
+    raise DropshipError(f"uv {UV_VERSION} is not installed on this machine (the Airflow image is built with it)",
+                        "run `bash scripts/setup.sh` (it installs the pinned requirements.txt)")
 
 
 def build_args(base_image: str, version: str, tag: str, context: Path | str) -> list[str]:
@@ -182,12 +202,13 @@ def python_base_tag() -> str:
 
 
 def ensure_python_base_image() -> str:
-    """Return ``dropship/python-base:trixie``, building it once (under the image build lock) when the
-    current recipe's image is missing; the plain tag always points at the recipe-hash tag."""
+    """Return ``dropship/python-base:trixie``, building it once (under a lock of its own: it may be
+    built while the droplet image is) when the current recipe's image is missing; the plain tag
+    always points at the recipe-hash tag."""
     ensure_engine()
     hashed = python_base_tag()
     if not image_exists(hashed):
-        with build_lock():
+        with build_lock(PYTHON_BASE_LOCK_PATH, "the Airflow base image"):
             if not image_exists(hashed):
                 started = time.monotonic()
                 with ticker(hashed, PYTHON_BASE_LOG):

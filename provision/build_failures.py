@@ -17,7 +17,8 @@ DEPENDENCIES = "dependency resolution failed"
 PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     (CERTIFICATE, re.compile(r"CERTIFICATE_VERIFY_FAILED|self[- ]signed certificate in certificate chain"
                              r"|unable to get local issuer certificate|x509: |certificate verif\w* failed"
-                             r"|SSL certificate problem|SSLCertVerificationError", re.I)),
+                             r"|SSL certificate problem|SSLCertVerificationError"
+                             r"|invalid peer certificate|UnknownIssuer", re.I)),
     (NETWORK, re.compile(r"Name or service not known|Temporary failure in name resolution|Connection refused"
                          r"|Connection timed out|Read timed out|Network is unreachable|No route to host"
                          r"|Could not fetch URL|Failed to establish a new connection|Could not resolve"

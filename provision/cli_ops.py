@@ -75,7 +75,8 @@ def status(c, env, hosts=None, json=False):
         raise Exit(code=1)
 
 
-@task(name="status", help={"env": "environment", "hosts": "comma-separated host names", "json": "print one JSON object"})
+@task(name="status", help={"env": "environment", "hosts": "comma-separated host names",
+                           "json": "print one JSON object"})
 @user_errors
 def tls_status(c, env, hosts=None, json=False):
     """Each host's certificates (names, expiry, issuer) and the last renewal's result."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from .engine.files import File
 from .engine.model import q
 from .engine.nginx import reload_and_wait
+from .engine.uv import SYSTEM_CAS, UV, venv_commands
 
 MANIFEST = ".dropship-manifest.json"
 INFO = ".dropship-release.json"
@@ -219,18 +220,25 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
 
 
 def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -> str:
-    """Build the virtualenv once per requirements hash (marked complete only when pip succeeded)."""
-    venv = f"{venvs}/{digest}"
+    """Build the virtualenv once per requirements hash with uv (pip where provision has not installed
+    uv yet); marked complete only when the install succeeded, a half-built one is removed."""
+    venv, req = f"{venvs}/{digest}", f"{release_dir}/{requirements}"
     return f"""
 if [ ! -e {q(venv)}/.complete ]; then
   rm -rf {q(venv)}
-  if python3 -m venv {q(venv)} && PIP_CERT=/etc/ssl/certs/ca-certificates.crt {q(venv)}/bin/pip install \\
-      --disable-pip-version-check -q -r {q(release_dir + '/' + requirements)}; then
+  ok=
+  if [ -x {UV} ]; then
+    {venv_commands(venv, req)} && ok=1
+  else
+    python3 -m venv {q(venv)} && PIP_CERT={SYSTEM_CAS} {q(venv)}/bin/pip install --disable-pip-version-check -q \\
+      -r {q(req)} && ok=1
+  fi
+  if [ -n "$ok" ]; then
     touch {q(venv)}/.complete
     echo BUILT
   else
     rm -rf {q(venv)}
-    echo "pip install -r {requirements} failed (see above)"
+    echo "installing -r {requirements} failed (see above)"
     exit 1
   fi
 fi

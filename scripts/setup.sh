@@ -30,7 +30,15 @@ stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages (requirements.txt)"
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  # uv installs them (it trusts the system's CA store, as pip does here); pip only bootstraps the
+  # pinned uv, and installs everything itself where uv cannot run.
+  uv_pin=$(grep -i '^uv==' requirements.txt)
+  [ -x .venv/bin/uv ] || .venv/bin/pip install -q --disable-pip-version-check "$uv_pin" || true
+  if [ -x .venv/bin/uv ]; then
+    UV_NATIVE_TLS=1 .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt
+  else
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  fi
   echo "$want" > "$stamp"
 fi
 

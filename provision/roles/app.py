@@ -14,6 +14,7 @@ from ..engine.model import Resource
 from ..engine.system import User
 from ..inventory import AppSettings
 from ..sizing import gunicorn_workers
+from ..engine.uv import UvTool
 from ..templates import render
 from . import Role, RoleContext
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
@@ -152,7 +153,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
     apps = ctx.settings.apps
     if not apps:
         return []
-    out: list[Resource] = []
+    out: list[Resource] = [UvTool(role=NAME)]     # builds the apps' virtualenvs (deploy)
     if any(a.is_root for a in apps):
         out.append(Absent(NGINX_DEFAULT_SITE, role=NAME, notify=(RELOAD_NGINX,)))   # an app's site is the default
     for app in apps:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .. import release as rel
 from ..engine.runner import HostOutcome, Progress
+from ..build_failures import CERTIFICATE, build_failure_cause
 from ..errors import RemoteError
 from ..inventory import AppSettings
 from ..redact import Redactor
@@ -144,6 +145,20 @@ class AppDeploy:
                               "provision the host with the app role first: `invoke provision --env ENV`")
         return AppState.of(store)
 
+    def virtualenv(self, digest: str, release_dir: str) -> None:
+        """The release's virtualenv (built once per requirements hash); a certificate failure says so."""
+        try:
+            self.step(f"virtualenv {digest}", rel.venv_command(self.lay.venvs, digest, release_dir,
+                                                                self.app.requirements), timeout=1800)
+        except RemoteError as exc:
+            cause = build_failure_cause(exc.detail)
+            if cause is None or cause.kind != CERTIFICATE:
+                raise
+            raise RemoteError(exc.host, exc.step, f"{CERTIFICATE} installing {self.app.requirements} (a TLS-inspecting "
+                              f"proxy?): {cause.evidence}",
+                              "list the proxy's CA certificate under ca_certificates: in the inventory, run "
+                              "`invoke provision`, then deploy again; the old release is still serving") from None
+
     def deploy(self, ship: Shipment, values: dict[str, str]) -> str:
         state = self.state()
         in_slots = [r for r in state.slots.values() if r]
@@ -164,8 +179,7 @@ class AppDeploy:
                       rel.upload_command(self.lay.releases, ship.id, previous, upload, tar,
                                          json.dumps(ship.manifest).encode(), json.dumps(ship.info).encode()))
             digest = rel.requirements_hash(ship.requirements, state.python)
-            self.step(f"virtualenv {digest}", rel.venv_command(self.lay.venvs, digest, release_dir, app.requirements),
-                      timeout=1800)
+            self.virtualenv(digest, release_dir)
             self.step("write .env", rel.unfinished_command(release_dir) + "\n" + rel.write_file_command(
                 f"{release_dir}/.env", rel.env_file(app_environment(app, values, ship.id)), self.lay.user, 0o600))
             if app.release_command:

@@ -1,6 +1,7 @@
 """``invoke up``: create the droplets, provision them, deploy, and say where to open what runs."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import hosts as host_selection
@@ -8,6 +9,7 @@ from ..engine.runner import Progress
 from ..inventory import Environment
 from ..keys import key_path
 from ..report import Report
+from .airflow import prepare_image
 from .deploy import DeployOptions, deploy, deployed_roles
 from .droplets import create as create_droplets
 from .provision import ProvisionOptions, provision
@@ -25,8 +27,13 @@ class Up:
 
 def up(env: Environment, progress: Progress, parallel: int = 10, on_report=None) -> Up:
     """Create, provision and (where hosts have apps or DAGs) deploy; stops at the first failed stage.
-    ``on_report`` sees each stage's report as soon as it ends."""
-    result = Up(create_droplets(env, host_selection.select(env, None), progress, parallel))
+    The Airflow image is made while the droplets are created (on a new machine both build images
+    of their own). ``on_report`` sees each stage's report as soon as it ends."""
+    with ThreadPoolExecutor(1) as pool:
+        image = pool.submit(prepare_image, env) if any("airflow" in h.roles for h in env.hosts) else None
+        result = Up(create_droplets(env, host_selection.select(env, None), progress, parallel))
+        if image is not None:
+            image.result()            # a failed build ends here, in its one line; provision finds the image
     stages = [lambda: provision(env, ProvisionOptions(parallel=parallel), progress)]
     if any(deployed_roles(env, h) for h in env.hosts):
         stages.append(lambda: deploy(env, DeployOptions(parallel=parallel), progress))

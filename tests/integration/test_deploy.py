@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.loadgen import LoadGenerator
-from tests.support import (DEFAULTS, INVOKE, AppRepo, Browser, Sandbox, app_settings, droplet_spec, heading,
-                           http_base, last_json, one_error_line, run_name)
+from provision.airflow_image import controller_ca_files
+from provision.engine.uv import UV_VERSION
+from tests.support import (DEFAULTS, INVOKE, AppRepo, Browser, Sandbox, app_settings, docker_exec, droplet_spec,
+                           heading, http_base, last_json, one_error_line, run_name)
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +53,7 @@ def site(tmp_path_factory):
     repo = AppRepo.create(root / "app")
     (root / "env").mkdir()
     box = Sandbox(root / "env", run_name())
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, warm=True)]}},
               defaults={**DEFAULTS, "app": app_settings(repo.root)})
     try:
         box.create_and_provision()
@@ -237,6 +239,60 @@ def test_one_file_deploy_is_incremental(site):
     assert "BUILT" not in proc.stderr
     assert Browser(site.url).page()[0] == heading("v4")
     assert_live(site, "v4", "v2")
+
+
+def test_requirement_change_builds_a_venv_with_uv_that_the_live_slot_runs_and_later_deploys_reuse(site):
+    req = site.repo.root / "requirements.txt"
+    req.write_text(req.read_text().rstrip("\n") + "\nsix==1.17.0\n")          # a package the app never needed
+    with LoadGenerator(site.url + "/healthz", rate=40) as gen:
+        proc = deploy(site, "v5")
+        stats = gen.stop()
+    assert stats.failed == 0, stats.summary()
+    digest = VENV.search(proc.stderr).group(1)
+    assert digest != site.venv, proc.stderr
+    on_host = f"dropship-{site.env}-web-1"
+    venv = f"/srv/names/shared/venvs/{digest}"
+    assert f"uv = {UV_VERSION}" in docker_exec(on_host, f"cat {venv}/pyvenv.cfg")    # built by uv
+    live = docker_exec(on_host, "cat /srv/names/live").strip()
+    assert docker_exec(on_host, f"readlink -f /srv/names/slots/{live}/.venv").strip() == venv
+    pid = docker_exec(on_host, f"systemctl show -p MainPID --value names@{live}").strip()
+    assert f"/srv/names/slots/{live}/.venv/bin/gunicorn" in docker_exec(on_host, f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    assert docker_exec(on_host, f"runuser -u names -- {venv}/bin/python -c 'import six, flask; print(six.__version__)'"
+                       ).strip() == "1.17.0"
+    proc = deploy(site, "v6")                                                     # requirements unchanged
+    assert VENV.search(proc.stderr).group(1) == digest and "BUILT" not in proc.stderr
+
+
+def test_installs_trust_the_system_ca_store_and_a_certificate_failure_says_so(site):
+    """Behind this machine's TLS-inspecting proxy only the CAs that provision installs on the host make
+    PyPI trusted: uv uses the system store; its own bundled roots do not know the proxy's CA."""
+    on_host = f"dropship-{site.env}-web-1"
+    try_install = ("rm -rf /tmp/v /tmp/c && /usr/local/lib/dropship/uv-{v}/bin/uv venv -q /tmp/v && "
+                   "UV_CACHE_DIR=/tmp/c {tls}/usr/local/lib/dropship/uv-{v}/bin/uv pip install -q --python /tmp/v/bin/python "
+                   "six==1.17.0 2>&1; echo rc=$?")
+    assert "rc=0" in docker_exec(on_host, try_install.format(v=UV_VERSION, tls="UV_NATIVE_TLS=1 "))
+    behind_proxy = bool(controller_ca_files())
+    bundled = docker_exec(on_host, try_install.format(v=UV_VERSION, tls=""))
+    assert ("rc=0" not in bundled and "UnknownIssuer" in bundled) if behind_proxy else "rc=0" in bundled, bundled
+    if not behind_proxy:
+        return
+    # the host loses the proxy's CA: a deploy that must install refuses in one line, the old release serves on
+    before = serving(site)
+    docker_exec(on_host, "mkdir /root/cas-aside && mv /usr/local/share/ca-certificates/* /root/cas-aside/ && "
+                         "update-ca-certificates --fresh >/dev/null")
+    try:
+        req = site.repo.root / "requirements.txt"
+        req.write_text(req.read_text() + "idna\n")
+        site.repo.commit("another requirement")
+        proc = site.box.invoke("deploy", "--env", site.env)
+        line = one_error_line(proc)
+        assert "virtualenv" in line and "certificate verification failed installing requirements.txt" in line, line
+        assert "ca_certificates" in line and serving(site) == before
+    finally:
+        docker_exec(on_host, "mv /root/cas-aside/*.crt /usr/local/share/ca-certificates/; rm -rf /root/cas-aside")
+    report, proc = site.box.provision_json()                              # puts the CAs it manages back
+    assert report["ok"], proc.stdout[-2000:]
+    deploy(site, "v7")
 
 
 def test_switch_is_complete_when_the_command_returns(site):

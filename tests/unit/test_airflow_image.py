@@ -5,6 +5,8 @@ import re
 import shutil
 from pathlib import Path
 
+import os
+
 import pytest
 
 from provision import airflow_image as ai
@@ -98,7 +100,9 @@ def test_assemble_context_has_ca_folder_and_no_dags(folder, cas, tmp_path):
     dest.mkdir()
     written = ai.assemble_context(folder, cas, dest)
     assert written == sorted([".dockerignore", "Dockerfile", "requirements.txt", PINS,
-                              "ca/00-corp-root.crt", "ca/01-corp-root.crt"])
+                              "ca/00-corp-root.crt", "ca/01-corp-root.crt", "tools/uv"])
+    assert (dest / "tools" / "uv").read_bytes() == ai.controller_uv().read_bytes()     # the pinned uv, runnable
+    assert os.access(dest / "tools" / "uv", os.X_OK)
     assert not (dest / "dags").exists()
     assert (dest / "ca" / "00-corp-root.crt").read_text() == cas[0].read_text()
     assert (dest / "ca" / "01-corp-root.crt").read_text() == cas[1].read_text()
@@ -109,7 +113,7 @@ def test_assemble_context_without_cas_keeps_an_empty_ca_folder(folder, tmp_path)
     dest = tmp_path / "ctx"
     dest.mkdir()
     assert ai.assemble_context(folder, [], dest) == [".dockerignore", "Dockerfile", "ca/.keep", PINS,
-                                                     "requirements.txt"]
+                                                     "requirements.txt", "tools/uv"]
     assert [p.name for p in (dest / "ca").iterdir()] == [".keep"]
 
 
@@ -178,7 +182,8 @@ def test_dockerfile_conventions():
     assert "ENTRYPOINT" not in text.replace("No ENTRYPOINT", "")
     assert 'CMD ["airflow", "version"]' in lines and "WORKDIR /opt/airflow" in lines
     assert "USER ${AIRFLOW_UID}" in lines and "ARG AIRFLOW_UID=50000" in lines
-    assert "COPY ca/ " in text and "update-ca-certificates" in text and "PIP_CERT=" in text
+    assert "COPY ca/ " in text and "update-ca-certificates" in text and "UV_NATIVE_TLS=1" in text
+    assert "COPY tools/uv /usr/local/bin/uv" in lines and "pip install" not in text.replace("uv pip install", "")
     assert '"apache-airflow[postgres]==${AIRFLOW_VERSION}"' in text
     assert "dags/" in (AIRFLOW_SRC / ".dockerignore").read_text().split()
 

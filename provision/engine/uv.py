@@ -1,0 +1,55 @@
+"""uv, the Python package installer the hosts build virtualenvs with: one pinned version, installed
+once per host in a folder of its own, and the commands that use it. Builders are pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import PHASE_CONFIG, Change, Resource, q
+
+UV_VERSION = "0.13.9"          # as requirements.txt pins it for the controller (a unit test checks)
+UV_HOME = f"/usr/local/lib/dropship/uv-{UV_VERSION}"
+UV = f"{UV_HOME}/bin/uv"
+UV_CACHE = "/var/cache/dropship/uv"
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
+
+# uv trusts the system's CA store (a TLS-inspecting proxy's CA installed by ca_certificates), not
+# its own bundled roots; one cache per host, so a changed requirement fetches only what is new.
+UV_ENV = f"UV_NATIVE_TLS=1 UV_CACHE_DIR={UV_CACHE} UV_NO_PROGRESS=1"
+
+
+def install_command() -> str:
+    """uv ``UV_VERSION`` from PyPI into ``UV_HOME`` (a virtualenv of its own; pip trusts the system's
+    CAs); a half-made folder is removed first."""
+    home = q(UV_HOME)
+    return (f"rm -rf {home}\n"
+            f"python3 -m venv {home}\n"
+            f"PIP_CERT={SYSTEM_CAS} {home}/bin/pip install --disable-pip-version-check -q uv=={UV_VERSION} || "
+            f"{{ rm -rf {home}; exit 1; }}\n"
+            f"install -d -m 0755 {q(UV_CACHE)}")
+
+
+def venv_commands(venv: str, requirements: str) -> str:
+    """Create ``venv`` (with pip, as ``python3 -m venv`` would) and install ``requirements`` into it."""
+    return (f"{UV_ENV} {UV} venv -q --seed --python /usr/bin/python3 {q(venv)} && "
+            f"{UV_ENV} {UV} pip install -q --python {q(venv + '/bin/python')} -r {q(requirements)}")
+
+
+@dataclass(frozen=True)
+class UvTool(Resource):
+    """uv ``UV_VERSION`` at ``UV``."""
+
+    role: str = ""
+    phase: int = PHASE_CONFIG
+
+    @property
+    def key(self) -> str:
+        return "uv"
+
+    def probe(self, want_content: bool = False) -> str:
+        return f"{UV} --version 2>/dev/null || true"
+
+    def plan(self, facts: str) -> list[Change]:
+        if facts.split()[1:2] == [UV_VERSION]:
+            return []
+        return [self.change("install", f"install uv {UV_VERSION} (builds the apps' virtualenvs)",
+                            [install_command()], fix="check that the host reaches PyPI, then re-run provision")]

@@ -1,0 +1,76 @@
+"""uv on the hosts and in the Airflow image: the pinned version, its install, the virtualenv
+commands (exact strings), and a certificate failure read as one."""
+import re
+from pathlib import Path
+
+from provision import release as rel
+from provision.build_failures import CERTIFICATE, build_failure_cause
+from provision.engine.uv import UV, UV_VERSION, UvTool, install_command, venv_commands
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_one_uv_version_for_the_controller_and_the_hosts():
+    pins = re.findall(r"^uv==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    assert pins == [UV_VERSION]
+
+
+def test_install_command():
+    assert install_command() == (
+        "rm -rf /usr/local/lib/dropship/uv-0.13.9\n"
+        "python3 -m venv /usr/local/lib/dropship/uv-0.13.9\n"
+        "PIP_CERT=/etc/ssl/certs/ca-certificates.crt /usr/local/lib/dropship/uv-0.13.9/bin/pip install "
+        "--disable-pip-version-check -q uv==0.13.9 || { rm -rf /usr/local/lib/dropship/uv-0.13.9; exit 1; }\n"
+        "install -d -m 0755 /var/cache/dropship/uv")
+
+
+def test_uv_tool_is_installed_once_per_version():
+    tool = UvTool(role="app")
+    assert tool.probe() == "/usr/local/lib/dropship/uv-0.13.9/bin/uv --version 2>/dev/null || true"
+    assert tool.plan("uv 0.13.9 (x86_64-unknown-linux-gnu)\n") == []
+    for facts in ("", "uv 0.12.1 (x86_64-unknown-linux-gnu)\n"):
+        [change] = tool.plan(facts)
+        assert change.commands == [install_command()] and change.summary.startswith("install uv 0.13.9")
+
+
+def test_venv_commands_trust_the_system_store_and_quote_paths():
+    assert venv_commands("/srv/shop/venvs/ab12", "/srv/shop/releases/r1/requirements/prod.txt") == (
+        "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
+        "venv -q --seed --python /usr/bin/python3 /srv/shop/venvs/ab12 && "
+        "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
+        "pip install -q --python /srv/shop/venvs/ab12/bin/python -r /srv/shop/releases/r1/requirements/prod.txt")
+    hostile = venv_commands("/srv/a b/v", "/srv/x/r;$(reboot)/req `x`.txt")
+    assert "--python '/srv/a b/v/bin/python'" in hostile and "-r '/srv/x/r;$(reboot)/req `x`.txt'" in hostile
+
+
+def test_venv_command_marks_complete_only_after_the_install():
+    script = rel.venv_command("/srv/shop/venvs", "ab12", "/srv/shop/releases/r1", "requirements.txt")
+    assert script == f"""
+if [ ! -e /srv/shop/venvs/ab12/.complete ]; then
+  rm -rf /srv/shop/venvs/ab12
+  ok=
+  if [ -x {UV} ]; then
+    {venv_commands("/srv/shop/venvs/ab12", "/srv/shop/releases/r1/requirements.txt")} && ok=1
+  else
+    python3 -m venv /srv/shop/venvs/ab12 && PIP_CERT=/etc/ssl/certs/ca-certificates.crt /srv/shop/venvs/ab12/bin/pip \
+install --disable-pip-version-check -q \\
+      -r /srv/shop/releases/r1/requirements.txt && ok=1
+  fi
+  if [ -n "$ok" ]; then
+    touch /srv/shop/venvs/ab12/.complete
+    echo BUILT
+  else
+    rm -rf /srv/shop/venvs/ab12
+    echo "installing -r requirements.txt failed (see above)"
+    exit 1
+  fi
+fi
+ln -sfn /srv/shop/venvs/ab12 /srv/shop/releases/r1/.venv
+"""
+
+
+def test_uv_certificate_failure_is_read_as_one():
+    log = ("error: Request failed after 3 retries\n  Caused by: Failed to fetch: `https://pypi.org/simple/flask/`\n"
+           "  Caused by: error sending request\n  Caused by: invalid peer certificate: UnknownIssuer\n")
+    cause = build_failure_cause(log)
+    assert cause.kind == CERTIFICATE and "invalid peer certificate: UnknownIssuer" in cause.evidence
