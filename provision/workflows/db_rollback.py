@@ -38,7 +38,7 @@ def rollback_with_db(deploy: AppDeploy, env_name: str, to: str | None, method: s
         confirm(f"{name}: roll {app.name} back to {target} and its database {db} {how}; {lost}.")
     safety = f"rollback-safety-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     deploy.step(f"safety dump {safety}.dump", backup_command(db, safety))
-    restore = (f"`invoke db.restore --env {env_name} {safety}.dump --yes`, then "
+    restore = (f"`invoke db.restore --env {env_name} --file {safety}.dump --yes`, then "
                f"`invoke rollback --env {env_name} --app {app.name} --to {state.live_release}`")
     try:
         if plan.method == "dump":
