@@ -62,7 +62,8 @@ def probe_command(database: str, target_dir: str, dumps: str) -> str:
     return f"""echo "revision=$(cat {q(target_dir + '/' + REVISION)} 2>/dev/null)"
 left=$(cat {q(target_dir + '/' + LEFT)} 2>/dev/null)
 echo "left=$left"
-case "$left" in ''|*/*) ;; *) [ -s {q(dumps)}/"$left" ] && echo "dump_at=$(date -u -r {q(dumps)}/"$left" +%Y-%m-%dT%H:%M:%SZ)" ;; esac
+case "$left" in ''|*/*) ;; *) [ -s {q(dumps)}/"$left" ] &&
+  echo "dump_at=$(date -u -r {q(dumps)}/"$left" +%Y-%m-%dT%H:%M:%SZ)" ;; esac
 echo "current=$({revision_probe(database)})"
 """
 

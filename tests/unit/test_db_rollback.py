@@ -39,8 +39,8 @@ def test_probe_exact():
         'echo "revision=$(cat /srv/shop/releases/r1/.dropship-db-revision 2>/dev/null)"\n'
         "left=$(cat /srv/shop/releases/r1/.dropship-db-left 2>/dev/null)\n"
         'echo "left=$left"\n'
-        "case \"$left\" in ''|*/*) ;; *) [ -s /var/backups/dropship/shop/\"$left\" ] && "
-        'echo "dump_at=$(date -u -r /var/backups/dropship/shop/"$left" +%Y-%m-%dT%H:%M:%SZ)" ;; esac\n'
+        "case \"$left\" in ''|*/*) ;; *) [ -s /var/backups/dropship/shop/\"$left\" ] &&\n"
+        '  echo "dump_at=$(date -u -r /var/backups/dropship/shop/"$left" +%Y-%m-%dT%H:%M:%SZ)" ;; esac\n'
         f'echo "current=$({PSQL} -d shop -c \'select version_num from alembic_version\' 2>/dev/null | head -n 1)"\n')
 
 
