@@ -4,6 +4,7 @@ safety dump → restore or downgrade (the live slot keeps serving meanwhile) →
 target, health-gated. A failure after the safety dump names it and the command that restores it."""
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Callable
 
@@ -36,7 +37,7 @@ def rollback_with_db(deploy: AppDeploy, env_name: str, to: str | None, method: s
     how = f"from {plan.dump}" if plan.method == "dump" else f"by downgrade to revision {plan.revision}"
     if confirm:
         confirm(f"{name}: roll {app.name} back to {target} and its database {db} {how}; {lost}.")
-    safety = f"rollback-safety-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    safety = f"rollback-safety-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(2)}"
     deploy.step(f"safety dump {safety}.dump", backup_command(db, safety))
     restore = (f"`invoke db.restore --env {env_name} --file {safety}.dump --yes`, then "
                f"`invoke rollback --env {env_name} --app {app.name} --to {state.live_release}`")

@@ -129,14 +129,18 @@ def notes_settings(source: Path) -> dict:
                          "driver": "psycopg2"}}
 
 
+def write_inventory(box: Sandbox, source: Path, **app: str) -> None:
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
+              defaults={**{k: v for k, v in DEFAULTS.items() if k != "app"}, "app": notes_settings(source) | app})
+
+
 @pytest.fixture(scope="module")
 def notes(tmp_path_factory):
     root = tmp_path_factory.mktemp("db-rollback")
     repo = NotesRepo.create(root / "app")
     (root / "env").mkdir()
     box = Sandbox(root / "env", run_name())
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
-              defaults={**{k: v for k, v in DEFAULTS.items() if k != "app"}, "app": notes_settings(repo.root)})
+    write_inventory(box, repo.root)
     try:
         box.create_and_provision()
         yield box, repo
@@ -230,6 +234,17 @@ def test_downgrade_when_the_dump_is_gone(notes):
     page = get(box)
     assert page["version"] == "v3" and all("body" not in n for n in page["notes"])
     on_host(box, f"rm {DUMPS}/pre-{v3}.dump")
+
+    # A downgrade that fails after the safety dump: one line naming it and how to restore; v3 still serves.
+    write_inventory(box, repo.root, db_rollback_command="echo downgrade {revision} failed; false")
+    proc = box.invoke("rollback", "--env", box.env, "--with-db", "--yes", "--json")
+    error = last_json(proc)["hosts"]["web-1"]["error"]
+    safety = on_host(box, f"ls -t {DUMPS}/rollback-safety-*.dump | head -n 1").strip()
+    assert proc.returncode != 0 and "\n" not in error and "downgrade 0001notes failed" in error, error
+    assert f"safety dump {safety}" in error and f"invoke db.restore --env {box.env} --file {safety.split('/')[-1]}" \
+        in error, error
+    assert get(box)["version"] == "v3"
+    write_inventory(box, repo.root)
 
     proc, report = rollback_with_db(box)                # the previous release: v1
     [said] = report["database"]
