@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -271,15 +272,34 @@ def _seconds(value) -> float:
 
 @task(name="rollback", help={"env": "environment", "to": "release id (default: the previous, still warm)",
                              "json": "print one JSON object", "hosts": "comma-separated host names",
-                             "app": "only this app (or airflow: only the DAGs)"})
+                             "app": "only this app (or airflow: only the DAGs)",
+                             "with_db": "put the app database back too (asks first; a safety dump is taken)",
+                             "db_method": "dump or downgrade (default: the dump taken when leaving the release, "
+                                          "else the migration downgrade)",
+                             "yes": "do not ask for confirmation (--with-db)"})
 @user_errors
-def rollback_task(c, env, to=None, json=False, hosts=None, app=None):
+def rollback_task(c, env, to=None, json=False, hosts=None, app=None, with_db=False, db_method=None, yes=False):
     """Switch back to the previous release (instant), or to any retained one with --to."""
     from .report import emit
     from .workflows.deploy import rollback
 
+    e = environment(c, env)
+    if db_method and not with_db:
+        raise DropshipError("--db-method goes with --with-db", "add --with-db")
+    confirm = None
+    if with_db and not (yes or in_ci()):
+        if not sys.stdin.isatty():
+            raise DropshipError("rollback --with-db: refusing without confirmation (no terminal to ask on; "
+                                "nothing was touched)", "pass --yes")
+        lock = threading.Lock()
+
+        def confirm(message: str) -> None:
+            with lock:
+                _confirm(f"{message}\nType the environment name to go on: ", env)
+
     progress = _progress(json)
-    report = rollback(environment(c, env), to, _names(hosts), progress, parallel(c), app_name=app)
+    report = rollback(e, to, _names(hosts), progress, parallel(c), app_name=app, with_db=with_db,
+                      db_method=db_method, confirm=confirm)
     emit(report, json, progress)
     if not report.ok:
         raise Exit(code=1)

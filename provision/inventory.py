@@ -127,6 +127,7 @@ class AppSettings:
     wsgi: str = "wsgi:app"                     # module:variable or module:factory()
     requirements: str = "requirements.txt"     # relative to source
     release_command: str = ""                  # e.g. flask --app wsgi db upgrade
+    db_rollback_command: str = ""              # e.g. flask --app wsgi db downgrade {revision}
     keep_releases: int = 5
     health: HealthSettings = HealthSettings()
     port: int = 8000                           # slots listen on port+1 (blue) and port+2 (green)
@@ -635,8 +636,9 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SERVER_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 RESERVED_USERS = ("root", "daemon", "bin", "sys", "nobody", "postgres", "www-data", "airflow", "docker", "nginx",
                   "sshd", "systemd-network", "messagebus")
-_APP_KEYS = ("name", "database", "source", "wsgi", "requirements", "env", "release_command", "keep_releases",
-             "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name", "path", "tls")
+_APP_KEYS = ("name", "database", "source", "wsgi", "requirements", "env", "release_command", "db_rollback_command",
+             "keep_releases", "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name",
+             "path", "tls")
 
 
 def _apps(c: _Cursor, workspace: Workspace, airflow: AirflowSettings | None) -> tuple[AppSettings, ...]:
@@ -719,6 +721,7 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
         wsgi=opt("wsgi", lambda x: x.str(_WSGI, "'wsgi:app' or 'package:create_app()'"), d.wsgi),
         requirements=opt("requirements", lambda x: x.str(_REL_PATH, "'requirements/prod.txt'"), d.requirements),
         release_command=opt("release_command", _command, d.release_command),
+        db_rollback_command=opt("db_rollback_command", _rollback_command, d.db_rollback_command),
         keep_releases=opt("keep_releases", lambda x: x.int(1, 100), d.keep_releases),
         health=_health(health) if health else HealthSettings(path=_health_path(health_path) if health_path
                                                              else HealthSettings.path),
@@ -782,6 +785,13 @@ def _command(c: _Cursor) -> str:
     value = c.str()
     if "\0" in value:
         c.fail("a command cannot hold a NUL character", "remove it")
+    return value
+
+
+def _rollback_command(c: _Cursor) -> str:
+    value = _command(c)
+    if "{revision}" not in value:
+        c.fail("the command needs a {revision} placeholder", "e.g. 'flask --app wsgi db downgrade {revision}'")
     return value
 
 

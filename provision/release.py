@@ -199,6 +199,7 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
     if previous:
         lines.append(f"cp -al {q(releases + '/' + previous)} {q(target)}.partial")
         lines.append(f"rm -f {q(target)}.partial/.env")
+        lines.append(f"rm -f {q(target)}.partial/.dropship-db-*")     # the previous release's database record
         # Bytecode cached by the previous release must not stand in for changed sources.
         lines.append(f"find {q(target)}.partial -name __pycache__ -type d -prune -exec rm -rf {{}} +")
     else:
@@ -391,16 +392,19 @@ def audit_command(audit_log: str, line: str) -> str:
     return f"printf '%s\\n' {q(line)} >> {q(audit_log)}"
 
 
-def prune_command(releases: str, keep: list[str], count: int) -> str:
-    """Remove releases beyond the newest ``count``, never one in ``keep`` (slots)."""
+def prune_command(releases: str, keep: list[str], count: int, dumps: str = "") -> str:
+    """Remove releases beyond the newest ``count``, never one in ``keep`` (slots); with ``dumps``,
+    also the dump (in that folder) each pruned release would be rolled back with."""
     keep_pattern = "|".join(k for k in keep if k) or "-"
+    dump = (f'  l=$(cat "$r/.dropship-db-left" 2>/dev/null); case "$l" in *.dump) [ $n -gt {count} ] && '
+            f'rm -f {q(dumps)}/"${{l##*/}}" ;; esac\n') if dumps else ""
     return f"""
 cd {q(releases)} || exit 0
 n=0
 for r in $(ls -1 | grep -v '\\.partial$' | sort -r); do
   n=$((n + 1))
   case "$r" in {keep_pattern}) continue ;; esac
-  [ $n -gt {count} ] && rm -rf "$r" && echo "pruned $r"
+{dump}  [ $n -gt {count} ] && rm -rf "$r" && echo "pruned $r"
 done
 true
 """

@@ -171,8 +171,11 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
 
 
 def rollback(env: Environment, to: str | None, hosts, progress: Progress, parallel: int = 10,
-             app_name: str | None = None) -> Report:
+             app_name: str | None = None, with_db: bool = False, db_method: str | None = None,
+             confirm=None) -> Report:
+    """Switch back; ``with_db``: the app database too (see db_rollback), ``confirm(message)`` asked first."""
     from .airflow import HostDags
+    from .db_rollback import rollback_with_db
 
     apps = chosen_apps(env, app_name)
     if app_name == "airflow":
@@ -180,9 +183,17 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     if to and len(apps) > 1:
         raise DropshipError("--to names one app's release, and this environment has several apps",
                             f"add --app with one of: {', '.join(a.name for a in apps)}")
+    if with_db:
+        if db_method not in (None, "dump", "downgrade"):
+            raise DropshipError(f"--db-method {db_method!r} is not dump or downgrade", "pass dump or downgrade")
+        missing = [a.name for a in apps if a.database is None]
+        if not apps or missing:
+            raise DropshipError(f"--with-db: app {', '.join(missing) or 'airflow'} has no database",
+                                "roll back without --with-db, or pick an app with a database with --app")
     redactor = redactor_for(env)
     chosen = app_hosts(env, hosts, app_name)
     targets = preflight(env, chosen, redactor)
+    said: list[str] = []
 
     def work(host: HostSpec, session: Session) -> HostOutcome:
         started = time.monotonic()
@@ -190,9 +201,20 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
         outcome = HostOutcome(host.name)
         for app in apps if "app" in roles else ():
             steps = _app_steps(env, session, progress, redactor, app)
+            if with_db:
+                def back_with_db() -> str:
+                    lines: list[str] = []
+                    target = rollback_with_db(AppDeploy(app, steps), env.name, to, db_method, confirm, lines)
+                    for line in lines:
+                        progress.step(host.name, "ok", redactor(line))
+                    said.extend(redactor(line) for line in lines)
+                    return target
+
+                _merge(outcome, steps.attempt("rollback --with-db", to or "previous", env.name, back_with_db))
+                continue
             _merge(outcome, steps.attempt("rollback", to or "previous", env.name,
                                           lambda: AppDeploy(app, steps).rollback(to)))
-        if "airflow" in roles:
+        if "airflow" in roles and not with_db:
             steps = Steps(session, progress, redactor, DAG_LOCK, DAG_AUDIT)
 
             def back() -> str:
@@ -204,7 +226,8 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
         outcome.seconds = time.monotonic() - started
         return outcome
 
-    return run_on_hosts(env, chosen, targets, redactor, parallel, work, "rollback", {"release": to})
+    return run_on_hosts(env, chosen, targets, redactor, parallel, work, "rollback",
+                        {"release": to} | ({"database": said} if with_db else {}))
 
 
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:

@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .. import db_release
 from .. import release as rel
 from ..engine.runner import HostOutcome, Progress
 from ..build_failures import CERTIFICATE, build_failure_cause
@@ -17,7 +18,7 @@ from ..redact import Redactor
 from ..roles.app import SLOTS, AppLayout, layout
 from ..templates import render
 from ..transport.ssh import Session
-from .database import backup_command
+from .database import backup_command, backup_dir
 from .shipment import Shipment, app_environment, now, who
 
 
@@ -184,11 +185,17 @@ class AppDeploy:
                 f"{release_dir}/.env", rel.env_file(app_environment(app, values, ship.id)), self.lay.user, 0o600))
             if app.release_command:
                 if app.database:
-                    self.step("pg_dump before migrations", backup_command(app.database.name, f"pre-{ship.id}"))
+                    # The dump taken when leaving ``previous`` is what `rollback --with-db` restores it from.
+                    left = "\n" + db_release.record_left_command(self.lay.release(previous), f"pre-{ship.id}.dump") \
+                        if previous else ""
+                    self.step("pg_dump before migrations", backup_command(app.database.name, f"pre-{ship.id}") + left)
                 self.step(f"release command: {app.release_command}",
                           rel.release_command(release_dir, self.lay.user, app.release_command),
                           fix="fix the release command (the database was left as it was); the old release "
                               "is still serving")
+                if app.database:
+                    self.step("record database revision",
+                              db_release.record_revision_command(app.database.name, release_dir))
             self.step("release ready", rel.unfinished_command(release_dir, done=True))
         except RemoteError:
             self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
@@ -196,7 +203,8 @@ class AppDeploy:
         self.start_and_switch(state, ship.id, discard_on_failure=True)
         self.step("prune old releases", rel.prune_command(self.lay.releases,
                                                           [r for r in self.state().slots.values() if r],
-                                                          app.keep_releases))
+                                                          app.keep_releases,
+                                                          backup_dir(app.database.name) if app.database else ""))
         return ship.id
 
     def health(self, slot: str, seconds: int | None = None) -> str:
@@ -235,6 +243,12 @@ class AppDeploy:
 
     def rollback(self, to: str | None) -> str:
         state = self.state()
+        target = self.rollback_target(state, to)
+        self.go_back(state, target)
+        return target
+
+    def rollback_target(self, state: AppState, to: str | None) -> str:
+        """The release ``to`` (default: the warm one), refused unless retained and not live."""
         warm = state.slots.get(state.idle)
         target = to or warm
         name, prefix = self.session.name, self.steps.prefix
@@ -246,8 +260,14 @@ class AppDeploy:
                               f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}")
         if target == state.live_release:
             raise RemoteError(name, prefix + "rollback", f"{target} is already live", "nothing to do")
-        if target == warm:
+        return target
+
+    def go_back(self, state: AppState, target: str, restart: bool = False) -> None:
+        """Serve ``target``: the warm slot if it holds it (``restart``: afresh), else the idle slot."""
+        if target == state.slots.get(state.idle):
+            if restart:
+                self.step(f"restart slot {state.idle} ({target})",
+                          f"systemctl restart {rel.q(self.lay.unit(state.idle))}")
             self.switch(state.idle, target, check_warm=True)
         else:
             self.start_and_switch(state, target)
-        return target
