@@ -130,7 +130,7 @@ def notes_settings(source: Path) -> dict:
 
 
 def write_inventory(box: Sandbox, source: Path, **app: str) -> None:
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES)]}},
+    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, warm=True)]}},
               defaults={**{k: v for k, v in DEFAULTS.items() if k != "app"}, "app": notes_settings(source) | app})
 
 
