@@ -155,6 +155,25 @@ def droplet_spec(name: str, roles: list[str], size: str = "s-2vcpu-4gb", image: 
     return spec
 
 
+def ssh_script(box: Sandbox, script: str, host: str = "web-1") -> str:
+    """Run ``script`` on a droplet of ``box`` over SSH as the deploy user (pinned host key); its output."""
+    from provision.redact import Redactor
+    from provision.state import load_droplets
+    from provision.transport.hostkeys import KnownHosts
+    from provision.transport.ssh import Target, connect
+
+    env = box.environment()
+    d = load_droplets(env)[host]
+    session = connect(Target(host, d.address, d.ssh_port, (env.ssh.user,), env.workspace.key_path(env.name)),
+                      KnownHosts(env.workspace.known_hosts_path), Redactor())
+    try:
+        result = session.script(script, timeout=120)
+    finally:
+        session.close()
+    assert result.rc == 0, result.stdout
+    return result.stdout
+
+
 def docker_exec(container: str, script: str, check: bool = True) -> str:
     """Run a shell script in a local droplet through Docker (a channel that is not SSH)."""
     proc = subprocess.run(["docker", "exec", "-i", container, "sh", "-s"], input=script, text=True,

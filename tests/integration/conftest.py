@@ -11,12 +11,9 @@ import subprocess
 import pytest
 
 from provision.providers.local import reap
-from provision.redact import Redactor
 from provision.state import load_droplets
-from provision.transport.hostkeys import KnownHosts
-from provision.transport.ssh import Target, connect
 from tests.support import (DEFAULTS, AppRepo, Browser, DagRepo, GuestbookRepo, Sandbox, airflow_settings, app_settings,
-                           droplet_spec, guestbook, http_base, reap_dead_runs, run_name, sign)
+                           droplet_spec, guestbook, http_base, reap_dead_runs, run_name, sign, ssh_script)
 
 ROLES = ["base", "postgres", "docker", "nginx"]
 APP_STACK_ROLES = ["base", "postgres", "docker", "nginx", "app", "airflow"]
@@ -66,15 +63,7 @@ class AppStack:
         return out.stdout.strip()
 
     def ssh(self, script: str) -> str:
-        env, d = self.box.environment(), self.info
-        target = Target("web-1", d.address, d.ssh_port, ("deploy",), env.workspace.key_path(env.name))
-        session = connect(target, KnownHosts(env.workspace.known_hosts_path), Redactor())
-        try:
-            result = session.script(script, timeout=120)
-        finally:
-            session.close()
-        assert result.rc == 0, result.stdout
-        return result.stdout
+        return ssh_script(self.box, script)
 
     def rows(self) -> str:
         return self.ssh("runuser -u postgres -- psql -d names -Atc 'select * from name order by 1' && "

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import (APP_SOURCE, DEFAULTS, INVOKE, AppRepo, Sandbox, droplet_spec, http_base, last_json,
-                           run_name)
+                           run_name, ssh_script)
 
 pytestmark = pytest.mark.integration
 
@@ -167,21 +167,7 @@ def deploy(box: Sandbox) -> str:
 
 
 def on_host(box: Sandbox, script: str) -> str:
-    from provision.redact import Redactor
-    from provision.state import load_droplets
-    from provision.transport.hostkeys import KnownHosts
-    from provision.transport.ssh import Target, connect
-
-    env = box.environment()
-    d = load_droplets(env)["web-1"]
-    session = connect(Target("web-1", d.address, d.ssh_port, ("deploy",), env.workspace.key_path(env.name)),
-                      KnownHosts(env.workspace.known_hosts_path), Redactor())
-    try:
-        result = session.script(script, timeout=120)
-    finally:
-        session.close()
-    assert result.rc == 0, result.stdout
-    return result.stdout
+    return ssh_script(box, script)
 
 
 def rollback_with_db(box: Sandbox, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
