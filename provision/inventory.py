@@ -153,6 +153,29 @@ class AirflowSettings:
 
 
 @dataclass(frozen=True)
+class OffsiteSettings:
+    """S3-compatible object storage (DigitalOcean Spaces) that rclone uploads the encrypted dumps to."""
+
+    endpoint: str                    # https://fra1.digitaloceanspaces.com
+    bucket: str
+    prefix: str                      # objects go to <bucket>/<prefix>/<stamp>/<database>.dump.age
+    access_key_id: SecretRef
+    secret_access_key: SecretRef
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """Scheduled, encrypted dumps of the host's databases (``backups:``)."""
+
+    schedule: str = "daily"          # systemd OnCalendar
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    identity: SecretRef = SecretRef("secret", "backup_age_identity", "", "age")   # controller only
+    offsite: OffsiteSettings | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     timezone: str = "UTC"
     swap_mb: int | None = None       # None -> sized from RAM; 0 -> no swap
@@ -162,6 +185,7 @@ class Settings:
     nginx: NginxSettings = field(default_factory=NginxSettings)
     apps: tuple[AppSettings, ...] = ()
     airflow: AirflowSettings | None = None
+    backups: BackupSettings | None = None
 
     @property
     def app(self) -> AppSettings | None:
@@ -213,6 +237,9 @@ class Environment:
         af = self.settings.airflow
         if af:
             refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.database.password]
+        bk = self.settings.backups
+        if bk:
+            refs += [bk.identity] + ([bk.offsite.access_key_id, bk.offsite.secret_access_key] if bk.offsite else [])
         return refs
 
 
@@ -360,7 +387,7 @@ def load_environment(path: str | os.PathLike, env: str) -> Environment:
 
 
 _ENV_KEYS = ("provider", "token", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
-             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow")
+             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow", "backups")
 
 
 def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Environment:
@@ -473,6 +500,7 @@ def _settings(c: _Cursor, workspace: Workspace) -> Settings:
         timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
         nginx=nginx, apps=_apps(c, workspace, airflow), airflow=airflow,
+        backups=_backups(c.child("backups"), c.key.rsplit(".", 1)[-1]),
     )
 
 
@@ -781,4 +809,39 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         database=database,
         executor=opt["executor"].choice(("LocalExecutor", "SequentialExecutor")) if opt["executor"] else d.executor,
         env=tuple(env),
+    )
+
+
+_CALENDAR = re.compile(r"^[A-Za-z0-9*:/,.~ +-]{1,100}$")     # systemd OnCalendar's alphabet, one line
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_OBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+
+
+def _backups(c: _Cursor | None, env_name: str) -> BackupSettings | None:
+    if c is None:
+        return None
+    c.mapping(("schedule", "keep_daily", "keep_weekly", "identity", "offsite"))
+    d = BackupSettings
+    schedule, daily, weekly, identity = (c.child(k) for k in ("schedule", "keep_daily", "keep_weekly", "identity"))
+    offsite = c.child("offsite")
+    site = None
+    if offsite:
+        offsite.mapping(("endpoint", "bucket", "prefix", "region", "access_key_id", "secret_access_key"))
+        prefix, region = offsite.child("prefix"), offsite.child("region")
+        site = OffsiteSettings(
+            endpoint=offsite.child("endpoint", required=True).str(_ENDPOINT, "'https://fra1.digitaloceanspaces.com'"),
+            bucket=offsite.child("bucket", required=True).str(_BUCKET, "'acme-backups'"),
+            prefix=prefix.str(_OBJECT_PREFIX, "'staging'") if prefix else env_name,
+            access_key_id=offsite.child("access_key_id", required=True).secret(),
+            secret_access_key=offsite.child("secret_access_key", required=True).secret(),
+            region=region.str(re.compile(r"^[a-z0-9-]{1,40}$"), "'fra1'") if region else OffsiteSettings.region,
+        )
+    return BackupSettings(
+        schedule=schedule.str(_CALENDAR, "'daily' or '*-*-* 03:15:00' (systemd OnCalendar)") if schedule
+        else d.schedule,
+        keep_daily=daily.int(1, 366) if daily else d.keep_daily,
+        keep_weekly=weekly.int(0, 520) if weekly else d.keep_weekly,
+        identity=replace(identity.secret(), generate="age") if identity else d.identity,
+        offsite=site,
     )
