@@ -161,3 +161,94 @@ def test_without_offsite_no_credentials_file():
     res = backup_role.resources(with_backups(context(), replace(BACKUPS, offsite=None)))
     assert any(isinstance(r, Absent) and r.path == "/etc/dropship/backup/rclone.conf" for r in res)
     assert "REMOTE=''\n" in file_at(res, "/etc/dropship/backup/backup.env").content.decode()
+
+
+# --- commands and their output (workflows/backups.py) ---------------------------------------------
+
+from provision.workflows import backups as wf  # noqa: E402
+from provision.cli_ops import run_lines, scheduled_lines  # noqa: E402
+from provision.workflows.operations import parse_status, status_command  # noqa: E402
+
+
+def test_run_command_starts_the_unit_the_timer_starts():
+    assert wf.run_command() == (
+        "t=$(date +%s); systemctl start dropship-backup.service; rc=$?\n"
+        "journalctl -u dropship-backup.service --since \"@$t\" -o cat --no-pager | grep -v '^$' | tail -n 40\n"
+        "exit $rc")
+
+
+def test_records_and_list_commands():
+    records = ('for f in last-success last-failure; do [ -s /var/lib/dropship/backup/$f ] && '
+               'echo "run $f $(cat /var/lib/dropship/backup/$f)"; done\n'
+               'echo "timer $(systemctl show -P LastTriggerUSec --timestamp=unix dropship-backup.timer 2>/dev/null '
+               '| tr -d @) $(systemctl show -P NextElapseUSecRealtime --timestamp=unix dropship-backup.timer '
+               '2>/dev/null | tr -d @)"\n')
+    assert wf.records_command() == records
+    host = ("find /var/backups/dropship/scheduled -mindepth 2 -maxdepth 2 -name '*.dump.age' "
+            "-printf 'host %h %f %s %T@\\n' 2>/dev/null | sed 's#^host /var/backups/dropship/scheduled/#host #; "
+            "s#\\.dump\\.age # #' | sort\n")
+    assert wf.list_command("") == host + records
+    assert wf.list_command("offsite:b/p") == host + (
+        "printf 'offsite '; rclone --config /etc/dropship/backup/rclone.conf lsjson -R --files-only offsite:b/p "
+        "2>&1 | tr -d '\\n'; echo\n") + records
+
+
+def test_fetch_and_restore_commands_quote_names():
+    assert wf.fetch_command("offsite", "offsite:b/p", "20261204T031500Z", "names") == \
+        "rclone --config /etc/dropship/backup/rclone.conf cat offsite:b/p/20261204T031500Z/names.dump.age"
+    assert wf.fetch_command("host", "", "20261204T031500Z", "names") == \
+        "cat /var/backups/dropship/scheduled/20261204T031500Z/names.dump.age"
+    assert wf.pg_restore_command("names", "names") == ("runuser -u postgres -- pg_restore --clean --if-exists "
+                                                       "--no-owner --role=names --single-transaction -d names")
+    hostile = "x'; rm -rf / #"
+    assert wf.pg_restore_command(hostile, hostile).endswith("-d 'x'\"'\"'; rm -rf / #'")
+
+
+@pytest.mark.parametrize("source", ["offsite:latest", "offsite:", "s3:LATEST", "host:2026", "offsite:LATEST;id",
+                                    "offsite:../20261204T031500Z", "", "offsite:20261204T031500Z\n"])
+def test_bad_sources_are_refused_before_any_host(source):
+    with pytest.raises(DropshipError, match="offsite:LATEST"):
+        wf.parse_source(source)
+
+
+def test_sources():
+    assert wf.parse_source("offsite:LATEST") == ("offsite", "LATEST")
+    assert wf.parse_source("host:20261204T031500Z") == ("host", "20261204T031500Z")
+
+
+NOW = 1_796_353_200          # 2026-12-04T03:00:00Z
+
+
+def test_parse_list_groups_sets_and_reads_runs():
+    out = ("host 20261203T031500Z names 1000 1796268900.5\nhost 20261203T031500Z airflow 2000 1796268900.5\n"
+           'offsite [{"Path":"20261203T031500Z/names.dump.age","Size":1000},'
+           '{"Path":"20261203T031500Z/airflow.dump.age","Size":2000},{"Path":"junk/x","Size":1}]\n'
+           "run last-success 1796268910 success 0 done_20261203T031500Z\n"
+           "run last-failure 1796350000 exit-code 1 upload_20261204T021500Z\n"
+           "timer 1796267700 1796355300\n")
+    got = wf.parse_list(out, NOW)
+    assert got["backups"] == [
+        {"where": "host", "stamp": "20261203T031500Z", "databases": ["names", "airflow"], "bytes": 3000,
+         "age_s": 85500},
+        {"where": "offsite", "stamp": "20261203T031500Z", "databases": ["names", "airflow"], "bytes": 3000,
+         "age_s": 85500}]
+    assert got["last_failure"] == {"at": "2026-12-04T02:06:40Z", "age_s": 3200, "result": "exit-code", "exit": "1",
+                                   "step": "upload 20261204T021500Z"}
+    assert got["timer"] == {"last_trigger": "2026-12-03T03:15:00Z", "next": "2026-12-04T03:35:00Z"}
+    assert run_lines(got)[1] == ("scheduled backup LAST FAILURE: 2026-12-04T02:06:40Z (53m ago), exit-code (exit 1) "
+                                 "at step 'upload 20261204T021500Z'; read `journalctl -u dropship-backup.service`")
+    assert scheduled_lines({"host": "web-1", **got})[1] == \
+        "  host:20261203T031500Z                3000 bytes    23h old  names, airflow"
+
+
+def test_unreadable_bucket_is_reported_not_parsed():
+    got = wf.parse_list("offsite 2026/12/04 ERROR : : error listing: NoSuchBucket\n", NOW)
+    assert got["backups"] == [] and "NoSuchBucket" in got["offsite_error"]
+
+
+def test_status_asks_for_runs_only_with_backups():
+    assert "dropship-backup" not in status_command((), False)
+    assert wf.records_command().rstrip("\n") in status_command((), False, backups=True)
+    st = parse_status("run last-failure 1796350000 exit-code 1 upload_x\ntimer 0 0\n", NOW)
+    assert st["scheduled_backups"]["last_failure"]["step"] == "upload x"
+    assert st["scheduled_backups"]["last_success"] is None
