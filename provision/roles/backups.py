@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..agekey import recipient_of
 from ..engine.files import Directory, File
-from ..engine.model import Resource, q, restart
+from ..engine.model import Handler, Resource, q, restart
 from ..engine.system import Service
 from ..errors import DropshipError
 from ..inventory import Environment
@@ -56,7 +56,7 @@ def packages(ctx: RoleContext) -> list[str]:
 def resources(ctx: RoleContext) -> list[Resource]:
     bk = ctx.settings.backups
     if bk is None:
-        return []
+        return retired()
     try:
         recipient = recipient_of(ctx.secrets[bk.identity.name])
     except ValueError:
@@ -94,3 +94,16 @@ def resources(ctx: RoleContext) -> list[Resource]:
 
         out.insert(3, Absent(f"{CONF}/rclone.conf", role=NAME))
     return out
+
+
+STOP_TIMER = Handler(f"stop {TIMER}", f"systemctl stop {TIMER} 2>/dev/null || true\n"
+                                       f"rm -f /etc/systemd/system/timers.target.wants/{TIMER}\nsystemctl daemon-reload")
+
+
+def retired() -> list[Resource]:
+    """Without ``backups:``: the timer stopped, the unit, script and credentials gone (kept dumps stay)."""
+    from ..engine.files import Absent
+
+    return [Absent(f"/etc/systemd/system/{TIMER}", role=NAME, notify=(STOP_TIMER,)),
+            Absent(f"/etc/systemd/system/{SERVICE}", role=NAME, notify=(DAEMON_RELOAD,)),
+            Absent(f"{CONF}/rclone.conf", role=NAME), Absent(SCRIPT, role=NAME)]

@@ -252,3 +252,15 @@ def test_status_asks_for_runs_only_with_backups():
     st = parse_status("run last-failure 1796350000 exit-code 1 upload_x\ntimer 0 0\n", NOW)
     assert st["scheduled_backups"]["last_failure"]["step"] == "upload x"
     assert st["scheduled_backups"]["last_success"] is None
+
+
+def test_without_backups_the_timer_and_credentials_are_retired():
+    from provision.engine.files import Absent
+
+    res = backup_role.resources(context())
+    assert [r.path for r in res if isinstance(r, Absent)] == [
+        "/etc/systemd/system/dropship-backup.timer", "/etc/systemd/system/dropship-backup.service",
+        "/etc/dropship/backup/rclone.conf", "/usr/local/sbin/dropship-backup"]
+    assert res[0].notify[0].command == ("systemctl stop dropship-backup.timer 2>/dev/null || true\n"
+                                        "rm -f /etc/systemd/system/timers.target.wants/dropship-backup.timer\n"
+                                        "systemctl daemon-reload")
