@@ -38,8 +38,9 @@ def records_command() -> str:
     """``run last-success|last-failure <epoch> <result> <exit> <step>`` of the backup service, and the
     timer's last and next trigger (``timer <last epoch> <next epoch>``)."""
     return (f"for f in last-success last-failure; do [ -s {STATE}/$f ] && echo \"run $f $(cat {STATE}/$f)\"; done\n"
-            f"echo \"timer $(systemctl show -P LastTriggerUSec --timestamp=unix {TIMER} 2>/dev/null | tr -d @)"
-            f" $(systemctl show -P NextElapseUSecRealtime --timestamp=unix {TIMER} 2>/dev/null | tr -d @)\"\n")
+            f"ts() {{ v=$(systemctl show -P \"$1\" {TIMER} 2>/dev/null); case \"$v\" in ''|n/a|0) echo 0;; "
+            f"*) date -d \"$v\" +%s 2>/dev/null || echo 0;; esac; }}\n"
+            "echo \"timer $(ts LastTriggerUSec) $(ts NextElapseUSecRealtime)\"\n")
 
 
 def list_command(remote_path: str) -> str:

@@ -180,9 +180,9 @@ def test_run_command_starts_the_unit_the_timer_starts():
 def test_records_and_list_commands():
     records = ('for f in last-success last-failure; do [ -s /var/lib/dropship/backup/$f ] && '
                'echo "run $f $(cat /var/lib/dropship/backup/$f)"; done\n'
-               'echo "timer $(systemctl show -P LastTriggerUSec --timestamp=unix dropship-backup.timer 2>/dev/null '
-               '| tr -d @) $(systemctl show -P NextElapseUSecRealtime --timestamp=unix dropship-backup.timer '
-               '2>/dev/null | tr -d @)"\n')
+               "ts() { v=$(systemctl show -P \"$1\" dropship-backup.timer 2>/dev/null); case \"$v\" in ''|n/a|0) "
+               "echo 0;; *) date -d \"$v\" +%s 2>/dev/null || echo 0;; esac; }\n"
+               'echo "timer $(ts LastTriggerUSec) $(ts NextElapseUSecRealtime)"\n')
     assert wf.records_command() == records
     host = ("find /var/backups/dropship/scheduled -mindepth 2 -maxdepth 2 -name '*.dump.age' "
             "-printf 'host %h %f %s %T@\\n' 2>/dev/null | sed 's#^host /var/backups/dropship/scheduled/#host #; "
