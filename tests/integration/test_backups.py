@@ -22,7 +22,7 @@ from tests.support import (DEFAULTS, AirflowAPI, AppRepo, Browser, DagRepo, Sand
 BUCKET = "dropship-backups"
 DAG = "Helloworld"
 NAMES = ["Ada", "Grace O'Hara", "Zoë; $(reboot)"]
-OLD = "20200106T030000Z"           # a backup set from long ago, to be pruned
+KEPT, OLD = "20200106T030000Z", "20200105T030000Z"   # sets from long ago: keep_daily 2 keeps the newer one
 
 
 def _write(box: Sandbox, root, s3: S3Server, bucket: str, schedule: str = "daily") -> None:
@@ -87,9 +87,10 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
     assert all(n in rows_before for n in NAMES)
 
     # old sets on the host and in the bucket, for retention to remove
-    stack.ssh(f"mkdir -p /var/backups/dropship/scheduled/{OLD} && "
-              f"echo old > /var/backups/dropship/scheduled/{OLD}/names.dump.age")
-    assert s3.request("PUT", f"/{BUCKET}/{box.env}/{OLD}/names.dump.age", b"old")[0] == 200
+    for stamp in (KEPT, OLD):
+        stack.ssh(f"mkdir -p /var/backups/dropship/scheduled/{stamp} && "
+                  f"echo old > /var/backups/dropship/scheduled/{stamp}/names.dump.age")
+        assert s3.request("PUT", f"/{BUCKET}/{box.env}/{stamp}/names.dump.age", b"old")[0] == 200
 
     # the schedule: 40 s from now on the host's clock; the timer starts the unit
     now = datetime.strptime(stack.ssh("date -u +%Y%m%d%H%M%S").strip(), "%Y%m%d%H%M%S")
@@ -109,22 +110,23 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
     assert trigger > 0 and 0 <= started - trigger <= 5, shown           # the timer started it
     assert "dropship-backup: upload" in shown and " done" in shown, shown
 
-    # (2) off-site: one set, encrypted, unreadable without the identity; the old set pruned
+    # (2) off-site: the new set, encrypted, unreadable without the identity; the oldest set pruned
     keys = s3.keys(BUCKET, box.env + "/")
-    stamps = {k.split("/")[1] for k in keys}
-    assert len(stamps) == 1 and OLD not in stamps, keys
-    [stamp] = stamps
-    assert sorted(keys) == [f"{box.env}/{stamp}/airflow.dump.age", f"{box.env}/{stamp}/names.dump.age"]
+    [stamp] = {k.split("/")[1] for k in keys} - {KEPT}
+    assert sorted(keys) == [f"{box.env}/{KEPT}/names.dump.age", f"{box.env}/{stamp}/airflow.dump.age",
+                            f"{box.env}/{stamp}/names.dump.age"], keys
     status, blob = s3.request("GET", f"/{BUCKET}/{box.env}/{stamp}/names.dump.age")
     assert status == 200 and blob.startswith(b"age-encryption.org/v1\n") and b"PGDMP" not in blob[:200]
     assert b"Grace" not in blob
     wrong = root / "wrong-identity"
     wrong.write_text(new_identity() + "\n")
     assert subprocess.run(["age", "-d", "-i", str(wrong)], input=blob, capture_output=True).returncode != 0
-    assert OLD not in stack.ssh("ls /var/backups/dropship/scheduled/")
+    assert stack.ssh("ls /var/backups/dropship/scheduled/").split() == [KEPT, stamp]
+    assert f"removed {OLD}" in shown and f"removed offsite:{BUCKET}/{box.env}/{OLD}" in shown, shown
     listed = json.loads(box.invoke("db.backups", "--env", box.env, "--json", check=True).stdout.splitlines()[-1])
     sched = listed["scheduled"]
-    assert [(r["where"], r["stamp"]) for r in sched["backups"]] == [("host", stamp), ("offsite", stamp)]
+    assert [(r["where"], r["stamp"]) for r in sched["backups"]] == [("host", KEPT), ("host", stamp),
+                                                                    ("offsite", KEPT), ("offsite", stamp)]
     assert sched["last_success"]["step"] == f"done {stamp}"
 
     # (3) the droplet is gone; a new one, provisioned, restored from the bucket
