@@ -5,6 +5,7 @@ droplet is destroyed, created, provisioned, and `db.restore --from offsite:LATES
 Airflow's run history back."""
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -17,7 +18,7 @@ from provision.providers.local import reap
 from tests.integration.conftest import APP_STACK_ROLES, AppStack
 from tests.s3server import S3Server
 from tests.support import (DEFAULTS, AirflowAPI, AppRepo, Browser, DagRepo, Sandbox, airflow_settings, app_settings,
-                           droplet_spec, http_base, last_json, run_name)
+                           droplet_spec, http_base, last_json, run_name, sandbox_secret)
 
 BUCKET = "dropship-backups"
 DAG = "Helloworld"
@@ -115,12 +116,16 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
     [stamp] = {k.split("/")[1] for k in keys} - {KEPT}
     assert sorted(keys) == [f"{box.env}/{KEPT}/names.dump.age", f"{box.env}/{stamp}/airflow.dump.age",
                             f"{box.env}/{stamp}/names.dump.age"], keys
-    status, blob = s3.request("GET", f"/{BUCKET}/{box.env}/{stamp}/names.dump.age")
-    assert status == 200 and blob.startswith(b"age-encryption.org/v1\n") and b"PGDMP" not in blob[:200]
-    assert b"Grace" not in blob
-    wrong = root / "wrong-identity"
+    # the object as stored in moto (read with the host's S3 credentials: moto refuses anonymous reads)
+    blob = base64.b64decode(stack.ssh(f"rclone --config /etc/dropship/backup/rclone.conf cat "
+                                      f"offsite:{BUCKET}/{box.env}/{stamp}/names.dump.age | base64 -w0"))
+    assert blob.startswith(b"age-encryption.org/v1\n") and b"PGDMP" not in blob and b"Grace" not in blob
+    wrong, right = root / "wrong-identity", root / "identity"
     wrong.write_text(new_identity() + "\n")
+    right.write_text(sandbox_secret(box, "backup_age_identity") + "\n")
     assert subprocess.run(["age", "-d", "-i", str(wrong)], input=blob, capture_output=True).returncode != 0
+    assert subprocess.run(["age", "-d", "-i", str(right)], input=blob, capture_output=True).stdout[:5] == b"PGDMP"
+    assert stack.ssh("grep -rl AGE-SECRET-KEY /etc /var/lib/dropship /usr/local | wc -l").strip() == "0"
     assert stack.ssh("ls /var/backups/dropship/scheduled/").split() == [KEPT, stamp]
     assert f"removed {OLD}" in shown and f"removed offsite:{BUCKET}/{box.env}/{OLD}" in shown, shown
     listed = json.loads(box.invoke("db.backups", "--env", box.env, "--json", check=True).stdout.splitlines()[-1])
