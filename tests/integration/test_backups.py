@@ -118,7 +118,7 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
                             f"{box.env}/{stamp}/names.dump.age"], keys
     # the object as stored in moto (read with the host's S3 credentials: moto refuses anonymous reads)
     blob = base64.b64decode(stack.ssh(f"rclone --config /etc/dropship/backup/rclone.conf cat "
-                                      f"offsite:{BUCKET}/{box.env}/{stamp}/names.dump.age | base64 -w0"))
+                                      f"offsite:{BUCKET}/{box.env}/{stamp}/names.dump.age | base64 -w0; echo"))
     assert blob.startswith(b"age-encryption.org/v1\n") and b"PGDMP" not in blob and b"Grace" not in blob
     wrong, right = root / "wrong-identity", root / "identity"
     wrong.write_text(new_identity() + "\n")
