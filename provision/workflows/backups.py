@@ -17,7 +17,7 @@ from ..engine.model import q
 from ..errors import DropshipError
 from ..inventory import Environment
 from ..retention import STAMP
-from ..roles.airflow import AirflowLayout
+from ..roles.airflow import AirflowLayout, stack_health_command
 from ..roles.backups import FOLDER, RCLONE, SERVICE, STATE, TIMER, databases, remote
 from ..secrets import SecretStore, redactor_for
 from .database import _failed, _session, backup_command
@@ -226,6 +226,12 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
                 finally:
                     if is_airflow:
                         session.script(f"{AirflowLayout().compose} start >/dev/null", timeout=600)
+                if is_airflow:
+                    on_line(f"[{session.name}] waiting for Airflow to be healthy")
+                    healthy = session.script(stack_health_command(AirflowLayout().port, airflow.url_path), timeout=400)
+                    if healthy.rc != 0 and result.rc == 0:
+                        raise _failed(session, "Airflow after the restore", healthy.stdout,
+                                      "read `invoke airflow.logs`; the data is restored")
                 if result.rc != 0:
                     raise _failed(session, f"pg_restore {db}", result.stdout + result.stderr,
                                   f"{db} was left as it was (one transaction); the safety dump is "

@@ -143,7 +143,7 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"restored backup {stamp}" in proc.stdout and "safety dump of names" in proc.stdout
 
-    # (4) the same rows, Airflow's run history back
+    # (4) the same rows, Airflow's run history back (db.restore returns once Airflow is healthy)
     assert stack.ssh("runuser -u postgres -- psql -d names -Atc 'select * from name order by 1'") == rows_before
     api = AirflowAPI.of(box)
     deadline = time.monotonic() + 300
