@@ -345,40 +345,65 @@ def _say(e):
     return lambda value="": print(redact(value if isinstance(value, str) else _json.dumps(value)))
 
 
-@task(help={"env": "environment"})
+@task(help={"env": "environment",
+            "offsite": "run the scheduled backup now: every database, encrypted, kept on the host and uploaded"})
 @user_errors
-def backup(c, env):
-    """pg_dump the app database now."""
+def backup(c, env, offsite=False):
+    """pg_dump the app database now (--offsite: the scheduled, encrypted backup of every database)."""
+    e = environment(c, env)
+    if offsite:
+        from .workflows.backups import run_now
+
+        return run_now(e, on_line=_say(e))
     from .workflows.database import backup as run_backup
 
-    e = environment(c, env)
     _say(e)(run_backup(e))
 
 
 @task(help={"env": "environment", "json": "print JSON"})
 @user_errors
 def backups(c, env, json=False):
-    """List the app database's backups."""
+    """List the app database's dumps and, with backups: configured, the scheduled ones (host and off-site)."""
     from .workflows.database import backups as list_backups
 
     e = environment(c, env)
     say, rows = _say(e), list_backups(e)
+    scheduled = None
+    if e.settings.backups:
+        from .workflows.backups import listing
+
+        scheduled = listing(e)
     if json:
-        return say(rows)
+        return say({"dumps": rows, "scheduled": scheduled} if scheduled else rows)
     for r in rows:
         say(f"{r['name']:<48} {r['bytes']:>10} bytes  {r['at']}")
     if not rows:
         say("no backups")
+    if scheduled:
+        from .cli_ops import scheduled_lines
+
+        for line in scheduled_lines(scheduled):
+            say(line)
 
 
 @task(help={"env": "environment", "file": "backup name (see db.backups) or a local dump file",
+            "from": "a scheduled backup: offsite:LATEST, offsite:<stamp> or host:<stamp>",
             "yes": "do not ask for confirmation"})
 @user_errors
-def restore(c, env, file, yes=False):
-    """Restore the app database from a backup (replaces its current content)."""
+def restore(c, env, file=None, yes=False, from_=None):
+    """Restore the app database from a dump, or every database from a scheduled backup (replaces their content)."""
+    e = environment(c, env)
+    if bool(file) == bool(from_):
+        raise DropshipError("db.restore: pass one of --file NAME or --from offsite:LATEST", "see `invoke db.backups`")
+    if from_:
+        from .workflows.backups import restore as restore_set
+
+        ask = None if yes else lambda stamp: _confirm(f"Replace the databases of {env} with backup {stamp}? "
+                                                      "Type the environment name: ", env)
+        stamp = restore_set(e, from_, ask, on_line=_say(e))
+        return _say(e)(f"restored backup {stamp} (safety dumps: pre-restore-*.dump in `invoke db.backups`)")
     from .workflows.database import restore as run_restore
 
-    e = environment(c, env)
     confirm = None if yes else lambda: _confirm(f"Replace database {e.settings.app.database.name} of {env} "
                                                 f"with {file}? Type the environment name: ", env)
     _say(e)(f"restored from {run_restore(e, file, confirm)}")

@@ -23,6 +23,35 @@ def _age(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def run_lines(records: dict) -> list[str]:
+    """The scheduled backup's last success and last failure (pure)."""
+    out = []
+    for key, label in (("last_success", "last success"), ("last_failure", "LAST FAILURE")):
+        r = records.get(key)
+        if r:
+            out.append(f"scheduled backup {label}: {r['at']} ({_age(r['age_s'])} ago)"
+                       + ("" if key == "last_success" else f", {r['result']} (exit {r['exit']}) at step "
+                          f"'{r['step']}'; read `journalctl -u dropship-backup.service`"))
+    if not out:
+        out.append("scheduled backup: no run yet")
+    if records.get("timer", {}).get("next"):
+        out.append(f"scheduled backup next: {records['timer']['next']}")
+    return out
+
+
+def scheduled_lines(found: dict) -> list[str]:
+    """``db.backups``' part of the scheduled backups: sets on the host and off-site, then the runs (pure)."""
+    lines = [f"scheduled backups ({found['host']}):"]
+    for r in found["backups"]:
+        lines.append(f"  {r['where'] + ':' + r['stamp']:<28} {r['bytes']:>12} bytes  {_age(r['age_s']):>5} old  "
+                     f"{', '.join(r['databases'])}")
+    if not found["backups"]:
+        lines.append("  none yet")
+    if found.get("offsite_error"):
+        lines.append(f"  off-site storage unreadable: {found['offsite_error']}")
+    return lines + ["  " + line for line in run_lines(found)]
+
+
 def status_lines(found: dict[str, dict]) -> list[str]:
     """The status of each host as text (pure)."""
     lines = []
@@ -39,6 +68,8 @@ def status_lines(found: dict[str, dict]) -> list[str]:
                 lines.append(f"  {app}: {s['role']:<4} {s['release']} in {s['slot']}, {health}")
         for db, b in st.get("backups", {}).items():
             lines.append(f"  backup of {db}: {b['name']}, {_age(b['age_s'])} ago")
+        if st.get("scheduled_backups"):
+            lines += ["  " + line for line in run_lines(st["scheduled_backups"])]
         for svc in st.get("airflow", []):
             lines.append(f"  airflow: {svc['service']} {svc['state']}{' (' + svc['health'] + ')' if svc['health'] else ''}")
         lines += certificate_lines(st.get("tls", {}))

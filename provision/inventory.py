@@ -183,6 +183,29 @@ class AirflowSettings:
 
 
 @dataclass(frozen=True)
+class OffsiteSettings:
+    """S3-compatible object storage (DigitalOcean Spaces) that rclone uploads the encrypted dumps to."""
+
+    endpoint: str                    # https://fra1.digitaloceanspaces.com
+    bucket: str
+    prefix: str                      # objects go to <bucket>/<prefix>/<stamp>/<database>.dump.age
+    access_key_id: SecretRef
+    secret_access_key: SecretRef
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """Scheduled, encrypted dumps of the host's databases (``backups:``)."""
+
+    schedule: str = "daily"          # systemd OnCalendar
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    identity: SecretRef = SecretRef("secret", "backup_age_identity", "", "age")   # controller only
+    offsite: OffsiteSettings | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     timezone: str = "UTC"
     swap_mb: int | None = None       # None -> sized from RAM; 0 -> no swap
@@ -193,6 +216,7 @@ class Settings:
     apps: tuple[AppSettings, ...] = ()
     airflow: AirflowSettings | None = None
     tls: TlsSettings = field(default_factory=TlsSettings)
+    backups: BackupSettings | None = None
 
     @property
     def app(self) -> AppSettings | None:
@@ -245,7 +269,11 @@ class Environment:
         if af:
             refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.database.password]
         servers = [self.settings.nginx.tls] + [a.tls for a in self.settings.apps] + ([af.tls] if af else [])
-        return refs + [r for t in servers for r in (t.certificate, t.key) if r]
+        refs += [r for t in servers for r in (t.certificate, t.key) if r]
+        bk = self.settings.backups
+        if bk:
+            refs += [bk.identity] + ([bk.offsite.access_key_id, bk.offsite.secret_access_key] if bk.offsite else [])
+        return refs
 
 
 class _Cursor:
@@ -392,7 +420,7 @@ def load_environment(path: str | os.PathLike, env: str) -> Environment:
 
 
 _ENV_KEYS = ("provider", "token", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
-             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow", "tls")
+             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow", "tls", "backups")
 
 
 def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Environment:
@@ -512,6 +540,7 @@ def _settings(c: _Cursor, workspace: Workspace, provider: str = "local") -> Sett
         timezone=timezone, swap_mb=_swap(c.child("swap")), firewall_allow=_firewall(c.child("firewall")),
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
         nginx=nginx, apps=apps, airflow=airflow, tls=_tls(c.child("tls"), workspace),
+        backups=_backups(c.child("backups"), c.key.rsplit(".", 1)[-1]),
     )
 
 
@@ -887,4 +916,39 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         database=database,
         executor=opt["executor"].choice(("LocalExecutor", "SequentialExecutor")) if opt["executor"] else d.executor,
         env=tuple(env), tls=_server_tls(tls),
+    )
+
+
+_CALENDAR = re.compile(r"^[A-Za-z0-9*:/,.~ +-]{1,100}$")     # systemd OnCalendar's alphabet, one line
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_OBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+
+
+def _backups(c: _Cursor | None, env_name: str) -> BackupSettings | None:
+    if c is None:
+        return None
+    c.mapping(("schedule", "keep_daily", "keep_weekly", "identity", "offsite"))
+    d = BackupSettings
+    schedule, daily, weekly, identity = (c.child(k) for k in ("schedule", "keep_daily", "keep_weekly", "identity"))
+    offsite = c.child("offsite")
+    site = None
+    if offsite:
+        offsite.mapping(("endpoint", "bucket", "prefix", "region", "access_key_id", "secret_access_key"))
+        prefix, region = offsite.child("prefix"), offsite.child("region")
+        site = OffsiteSettings(
+            endpoint=offsite.child("endpoint", required=True).str(_ENDPOINT, "'https://fra1.digitaloceanspaces.com'"),
+            bucket=offsite.child("bucket", required=True).str(_BUCKET, "'acme-backups'"),
+            prefix=prefix.str(_OBJECT_PREFIX, "'staging'") if prefix else env_name,
+            access_key_id=offsite.child("access_key_id", required=True).secret(),
+            secret_access_key=offsite.child("secret_access_key", required=True).secret(),
+            region=region.str(re.compile(r"^[a-z0-9-]{1,40}$"), "'fra1'") if region else OffsiteSettings.region,
+        )
+    return BackupSettings(
+        schedule=schedule.str(_CALENDAR, "'daily' or '*-*-* 03:15:00' (systemd OnCalendar)") if schedule
+        else d.schedule,
+        keep_daily=daily.int(1, 366) if daily else d.keep_daily,
+        keep_weekly=weekly.int(0, 520) if weekly else d.keep_weekly,
+        identity=replace(identity.secret(), generate="age") if identity else d.identity,
+        offsite=site,
     )

@@ -81,7 +81,12 @@ class SecretStore:
         if not generate:
             raise DropshipError(f"{ref.where}: secret '{ref.name}' is not in {self.path}",
                                 f"add '{ref.name}: ...' to {self.path}")
-        value = fernet_key() if ref.generate == "fernet" else _random.token_urlsafe(24)
+        if ref.generate == "age":
+            from .agekey import new_identity
+
+            value = new_identity()
+        else:
+            value = fernet_key() if ref.generate == "fernet" else _random.token_urlsafe(24)
         self._store(ref.name, value)
         self.redactor.add(value)
         return value

@@ -7,7 +7,7 @@ from ..engine.postgres import PgDatabase, PgRole
 from ..engine.system import Service
 from ..sizing import memory_settings
 from ..templates import render
-from . import Role, RoleContext
+from . import Role, RoleContext, backups
 
 NAME = "postgres"
 # The version the distribution's `postgresql` package installs, until the host says otherwise.
@@ -20,7 +20,7 @@ def version(ctx: RoleContext) -> str:
 
 
 def packages(ctx: RoleContext) -> list[str]:
-    return ["postgresql"]
+    return ["postgresql"] + backups.packages(ctx)
 
 
 def resources(ctx: RoleContext) -> list[Resource]:
@@ -47,7 +47,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
             out.append(PgDatabase(db.name, db.user, role=NAME))
         users.add(db.user)
         names.add(db.name)
-    return out
+    return out + backups.resources(ctx)
 
 
 ROLE = Role(NAME, packages, resources)

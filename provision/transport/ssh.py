@@ -192,6 +192,36 @@ class Session:
         chan.close()
         return Result(rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))
 
+    def receive(self, command: str, write: Callable[[bytes], None], timeout: float | None = None) -> Result:
+        """Run ``command`` as root on a new channel and hand its stdout, as it arrives, to ``write``
+        (e.g. a dump streamed to a local file); the result holds the exit status and stderr."""
+        transport = self.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(self.name, "connection", "the SSH connection was lost",
+                              "check the host is up and re-run: every step is idempotent")
+        chan = transport.open_session(timeout=self.target.connect_timeout)
+        chan.exec_command(command if self.user == "root" else f"sudo -n {command}")
+        chan.shutdown_write()
+        err: list[bytes] = []
+        deadline = time.monotonic() + timeout if timeout else None
+        while not ((chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready()):
+            busy = False
+            while chan.recv_ready():
+                write(chan.recv(1 << 20))
+                busy = True
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(65536))
+                busy = True
+            if deadline and time.monotonic() > deadline:
+                chan.close()
+                raise RemoteError(self.name, command.split()[0], f"no end within {timeout:.0f} s",
+                                  "check the host's load and network, and re-run")
+            if not busy:
+                select.select([chan], [], [], 0.2)
+        rc = chan.recv_exit_status()
+        chan.close()
+        return Result(rc, "", b"".join(err).decode(errors="replace"))
+
     def script(self, text: str, on_line: Callable[[str], None] | None = None,
                timeout: float | None = None) -> Result:
         """Run a POSIX shell script as root; its stderr is merged into stdout.

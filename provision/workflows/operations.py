@@ -20,6 +20,7 @@ from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, connect
+from .backups import parse_records, records_command
 from .database import backup_dir
 from .on_hosts import read_hosts, run_on_hosts
 from .tls import certificates_command, parse_certificates
@@ -49,7 +50,7 @@ awk -v t="$t" -v u="$u" '/^MemTotal:/ { mt = $2 } /^MemAvailable:/ { a = $2 }
   END { if (t == "" || t + 0 >= mt + 0) print "memory", mt, mt - a; else print "memory", t, u }' /proc/meminfo"""
 
 
-def status_command(apps: tuple[AppSettings, ...], airflow: bool) -> str:
+def status_command(apps: tuple[AppSettings, ...], airflow: bool, backups: bool = False) -> str:
     """Print a host's state, a line each: ``app <name> <slot> <live|warm> <release> <http code>``,
     ``backup <database> <newest dump> <epoch>``, ``disk <used %> <free KB>``, ``memory <total KB>
     <used KB>``, and (with ``airflow``) compose's JSON of the Airflow services."""
@@ -67,6 +68,8 @@ def status_command(apps: tuple[AppSettings, ...], airflow: bool) -> str:
             folder = q(backup_dir(app.database.name))
             lines.append(f"b=$(ls -t {folder} 2>/dev/null | grep '\\.dump$' | head -n 1); "
                          f"[ -n \"$b\" ] && echo \"backup {app.database.name} $b $(stat -c %Y {folder}/\"$b\")\"")
+    if backups:
+        lines.append(records_command().rstrip("\n"))
     lines.append("df -Pk / | awk 'NR == 2 { print \"disk\", $5, $4 }'")
     lines.append(MEMORY)
     if airflow:
@@ -88,6 +91,10 @@ def parse_status(output: str, now: float) -> dict:
                                                     "health": int(code) if code.isdigit() else 0})
         elif line.startswith("backup ") and len(parts) == 4 and parts[3].isdigit():
             out["backups"][parts[1]] = {"name": parts[2], "age_s": max(0, int(now - int(parts[3])))}
+        elif line.startswith(("run ", "timer ")):
+            records = parse_records(line, now)
+            scheduled = out.setdefault("scheduled_backups", {"last_success": None, "last_failure": None, "timer": {}})
+            scheduled.update({k: v for k, v in records.items() if v})
         elif line.startswith("disk ") and len(parts) == 3:
             out["disk"] = {"used_pct": int(parts[1].rstrip("%") or 0), "free_mb": int(parts[2]) // 1024}
         elif line.startswith("memory ") and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
@@ -245,7 +252,9 @@ def status(env: Environment, names=None) -> dict[str, dict]:
 
     def script(host: HostSpec) -> str:
         apps = env.settings.apps if "app" in host.roles else ()
-        return status_command(tuple(apps), "airflow" in host.roles and env.settings.airflow is not None)
+        airflow = "airflow" in host.roles and env.settings.airflow is not None
+        backups = "postgres" in host.roles and env.settings.backups is not None
+        return status_command(tuple(apps), airflow, backups)
 
     return read_hosts(env, _hosts(env, names), script, parse_status, "status")
 

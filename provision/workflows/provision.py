@@ -14,6 +14,7 @@ from ..keys import public_key
 from ..redact import Redactor
 from ..report import Report
 from ..roles import PROVISIONED, RECORD_ALL, RoleContext, host_resources
+from ..agekey import new_identity
 from ..secrets import SecretStore
 from ..state import contacted
 from ..transport.hostkeys import KnownHosts
@@ -45,7 +46,7 @@ def resolve_secrets(env: Environment, store: SecretStore, dry_run: bool) -> dict
         if ref is env.token:
             continue
         value = store.peek(ref) if dry_run else store.resolve(ref, generate=ref.generate != "never")
-        values[ref.name] = value or _random.token_urlsafe(24)
+        values[ref.name] = value or (new_identity() if ref.generate == "age" else _random.token_urlsafe(24))
     if not dry_run:
         check_certificates(env, values)
     return values

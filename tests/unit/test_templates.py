@@ -8,7 +8,7 @@ import jinja2
 import pytest
 
 from provision import sizing, templates
-from provision.inventory import AirflowSettings, SecretRef, ServerTls
+from provision.inventory import AirflowSettings, BackupSettings, OffsiteSettings, SecretRef, ServerTls
 from provision.engine.files import Directory, File
 from provision.engine.model import PHASE_LOCKDOWN, PHASE_PACKAGES
 from provision.engine.postgres import PgDatabase, PgRole
@@ -48,6 +48,18 @@ def with_airflow(ctx: RoleContext, **changes) -> RoleContext:
     af = replace(REGISTRY_AIRFLOW, **changes)
     return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=af)),
                    host=replace(ctx.host, roles=ctx.host.roles + ("airflow",)))
+
+
+BACKUPS = BackupSettings(schedule="*-*-* 03:15:00", offsite=OffsiteSettings(
+    "http://172.30.0.1:9000", "dropship-test", "local", SecretRef("env", "S3_KEY", ""), SecretRef("env", "S3_SECRET", "")))
+BACKUP_SECRETS = {"backup_age_identity": "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX",
+                  "S3_KEY": "key-id", "S3_SECRET": "s3cr3t/+="}
+
+
+def with_backups(ctx: RoleContext, backups: BackupSettings = BACKUPS) -> RoleContext:
+    """The context of an environment with scheduled, off-site backups."""
+    return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, backups=backups)),
+                   secrets={**ctx.secrets, **BACKUP_SECRETS})
 
 
 def several_apps(ctx: RoleContext) -> RoleContext:
@@ -100,7 +112,7 @@ def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     without_app = replace(plain, host=replace(plain.host, roles=tuple(r for r in plain.host.roles if r != "app")))
     own_server = with_airflow(plain, server_name="airflow.example.com", url_path="")
     for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain), own_server,
-                several_apps(plain), tls_context()):
+                several_apps(plain), tls_context(), with_backups(with_airflow(plain))):
         for role in registry().values():
             assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker: no packages
             for resource in role.resources(ctx):
