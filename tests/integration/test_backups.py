@@ -34,8 +34,8 @@ def _write(box: Sandbox, root, s3: S3Server, bucket: str, schedule: str = "daily
                                         "access_key_id": {"secret": "s3_key_id"},
                                         "secret_access_key": {"secret": "s3_secret_key"}}}}
     defaults["app"]["database"] = DEFAULTS["app"]["database"]
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", APP_STACK_ROLES, AppStack.SIZE)]}},
-              defaults)
+    droplet = droplet_spec("web-1", APP_STACK_ROLES, AppStack.SIZE, warm=True)
+    box.write({box.env: {"provider": "local", "droplets": [droplet]}}, defaults)
 
 
 @pytest.fixture(scope="module")
