@@ -137,6 +137,16 @@ class Session:
         chan.close()
         return Result(rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))
 
+    def _root_channel(self, command: str):
+        """A new channel of this connection running ``command`` as root (``sudo -n`` unless root)."""
+        transport = self.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(self.name, "connection", "the SSH connection was lost",
+                              "check the host is up and re-run: every step is idempotent")
+        chan = transport.open_session(timeout=self.target.connect_timeout)
+        chan.exec_command(command if self.user == "root" else f"sudo -n {command}")
+        return chan
+
     def send_stream(self, command: str, chunks: Iterable[bytes], timeout: float | None = None) -> Result:
         """Run ``command`` as root (``sudo -n`` unless logged in as root) on a new channel and stream
         ``chunks`` to its stdin, e.g. ``docker load`` fed by a local ``docker save``.
@@ -144,12 +154,7 @@ class Session:
         Output is read while sending, so a chatty command cannot stall the upload; if the command
         ends early the rest of ``chunks`` is not consumed. Returns its exit status and output.
         """
-        transport = self.connection.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise RemoteError(self.name, "connection", "the SSH connection was lost",
-                              "check the host is up and re-run: every step is idempotent")
-        chan = transport.open_session(timeout=self.target.connect_timeout)
-        chan.exec_command(command if self.user == "root" else f"sudo -n {command}")
+        chan = self._root_channel(command)
         chan.settimeout(0.5)
         out: list[bytes] = []
         err: list[bytes] = []
@@ -195,12 +200,7 @@ class Session:
     def receive(self, command: str, write: Callable[[bytes], None], timeout: float | None = None) -> Result:
         """Run ``command`` as root on a new channel and hand its stdout, as it arrives, to ``write``
         (e.g. a dump streamed to a local file); the result holds the exit status and stderr."""
-        transport = self.connection.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise RemoteError(self.name, "connection", "the SSH connection was lost",
-                              "check the host is up and re-run: every step is idempotent")
-        chan = transport.open_session(timeout=self.target.connect_timeout)
-        chan.exec_command(command if self.user == "root" else f"sudo -n {command}")
+        chan = self._root_channel(command)
         chan.shutdown_write()
         err: list[bytes] = []
         deadline = time.monotonic() + timeout if timeout else None
