@@ -318,7 +318,9 @@ def releases_task(c, env, json=False, app=None):
         print(f"{host}:")
         for r in rows:
             mark = "live" if r["live"] else ("warm" if r["warm"] else "")
-            print(f"  {r['app']:<16} {r['id']:<32} {mark:<5} {r['at']:<21} {r['by']}")
+            db = "  ".join(x for x in (r["db_revision"] and f"db {r['db_revision']}",
+                                       r["db_dump"] and f"dump {r['db_dump']}") if x)
+            print(f"  {r['app']:<16} {r['id']:<32} {mark:<5} {r['at']:<21} {r['by']}" + (f"  {db}" if db else ""))
 
 
 @task(name="unlock", help={"env": "environment", "force": "even while its holder still runs a step",

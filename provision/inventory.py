@@ -161,6 +161,21 @@ class AirflowBuild:
 LOCAL_PYTHON_BASE = "dropship/python-base:trixie"
 
 
+AIRFLOW_ROLES = ("Admin", "Op", "User", "Viewer")      # the FAB auth manager's built-in roles
+
+
+@dataclass(frozen=True)
+class AirflowUser:
+    """An account of the Airflow UI and REST API (FAB auth manager); its password is a secret."""
+
+    name: str
+    role: str
+    email: str
+    password: SecretRef
+    first_name: str = ""
+    last_name: str = ""
+
+
 @dataclass(frozen=True)
 class AirflowSettings:
     """The Airflow stack of an environment (role ``airflow``)."""
@@ -175,11 +190,22 @@ class AirflowSettings:
     admin_password: SecretRef = SecretRef("secret", "airflow_admin_password", "")
     fernet_key: SecretRef = SecretRef("secret", "airflow_fernet_key", "", "fernet")
     jwt_secret: SecretRef = SecretRef("secret", "airflow_jwt_secret", "")
+    api_secret_key: SecretRef = SecretRef("secret", "airflow_api_secret_key", "")   # signs UI sessions
+    users: tuple[AirflowUser, ...] = ()   # besides admin_user (who is an Admin unless listed here)
     database: DatabaseSettings = DatabaseSettings("airflow", "airflow",
                                                   SecretRef("secret", "airflow_db_password", ""))
     executor: str = "LocalExecutor"
     env: tuple[tuple[str, str], ...] = ()
     tls: ServerTls = ServerTls()     # of its own server
+
+    def accounts(self) -> tuple[AirflowUser, ...]:
+        """Every account provisioning keeps: ``admin_user`` (an Admin with ``admin_password``,
+        unless ``users`` gives it a role and email) and ``users``. Any other account is removed."""
+        listed = {u.name: u for u in self.users}
+        admin = listed.get(self.admin_user) or AirflowUser(self.admin_user, "Admin", f"{self.admin_user}@localhost",
+                                                           self.admin_password)
+        admin = replace(admin, password=self.admin_password, first_name=admin.first_name or self.admin_user)
+        return (admin, *(u for u in self.users if u.name != self.admin_user))
 
 
 @dataclass(frozen=True)
@@ -267,7 +293,8 @@ class Environment:
             refs += [v for _, v in app.env if isinstance(v, SecretRef)]
         af = self.settings.airflow
         if af:
-            refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.database.password]
+            refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.api_secret_key, af.database.password]
+            refs += [u.password for u in af.users if u.name != af.admin_user]
         servers = [self.settings.nginx.tls] + [a.tls for a in self.settings.apps] + ([af.tls] if af else [])
         refs += [r for t in servers for r in (t.certificate, t.key) if r]
         bk = self.settings.backups
@@ -855,7 +882,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
     if c is None:
         return None
     c.mapping(("version", "image", "build", "dags", "url_path", "server_name", "admin_user", "admin_password", "fernet_key",
-               "jwt_secret", "database", "executor", "env", "tls"))
+               "jwt_secret", "api_secret_key", "users", "database", "executor", "env", "tls"))
     version = c.child("version", required=True).str(re.compile(r"^\d+\.\d+\.\d+$"), "'3.3.2'")
     image, build = c.child("image"), c.child("build")
     if (image is None) == (build is None):
@@ -892,7 +919,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
                                      "name it AIRFLOW__<SECTION>__<KEY>")
             env.append((str(key), str(envc.node[key])))
     opt = {k: c.child(k) for k in ("url_path", "admin_user", "admin_password", "fernet_key", "jwt_secret",
-                                   "executor")}
+                                   "api_secret_key", "executor")}
     server, tls = c.child("server_name"), c.child("tls")
     server_name = server.str(_HOSTNAME, "'airflow.example.com'") if server else None
     if tls and not server_name:
@@ -913,10 +940,45 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         admin_password=opt["admin_password"].secret() if opt["admin_password"] else d.admin_password,
         fernet_key=replace(opt["fernet_key"].secret(), generate="fernet") if opt["fernet_key"] else d.fernet_key,
         jwt_secret=opt["jwt_secret"].secret() if opt["jwt_secret"] else d.jwt_secret,
+        api_secret_key=opt["api_secret_key"].secret() if opt["api_secret_key"] else d.api_secret_key,
+        users=_airflow_users(c.child("users")),
         database=database,
         executor=opt["executor"].choice(("LocalExecutor", "SequentialExecutor")) if opt["executor"] else d.executor,
         env=tuple(env), tls=_server_tls(tls),
     )
+
+
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+_PERSON = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+
+
+def _airflow_users(c: _Cursor | None) -> tuple[AirflowUser, ...]:
+    """``airflow.users``: ``[{name, role, email, first_name?, last_name?, password?}]``; the password
+    defaults to the generated secret ``airflow_user_<name>_password``."""
+    users: list[AirflowUser] = []
+    seen: dict[str, str] = {}
+    for item in c.items() if c else ():
+        item.mapping(("name", "role", "email", "first_name", "last_name", "password"))
+        name = item.child("name", required=True).str(_USERNAME, "'alice' (lower-case letters, digits, . _ -)")
+        role = item.child("role", required=True).choice(AIRFLOW_ROLES)
+        email = item.child("email", required=True).str(_EMAIL, "'alice@example.com'")
+        for key, value in (("name", name), ("email", email.lower())):
+            if (key, value) in seen:
+                item.child(key).fail(f"{value!r} is listed twice ({seen[(key, value)]})",
+                                     f"give each user a {key} of its own")
+            seen[(key, value)] = item.key
+        first, last, password = (item.child(k) for k in ("first_name", "last_name", "password"))
+        secret = re.sub(r"[^a-z0-9_]", "_", name)
+        default = SecretRef("secret", f"airflow_user_{secret}_password", f"{item.path.name}:{item.line} {item.key}")
+        if not password and ("secret", default.name) in seen:
+            item.child("name").fail(f"{name!r} and {seen[('secret', default.name)]} would share the secret "
+                                    f"{default.name}", "rename one, or give one a password: {secret: NAME}")
+        seen[("secret", default.name)] = item.key
+        users.append(AirflowUser(name, role, email, password.secret() if password else default,
+                                 first.str(_PERSON, "'Alice'") if first else name,
+                                 last.str(_PERSON, "'Smith'") if last else ""))
+    return tuple(users)
 
 
 _CALENDAR = re.compile(r"^[A-Za-z0-9*:/,.~ +-]{1,100}$")     # systemd OnCalendar's alphabet, one line

@@ -310,11 +310,13 @@ exit 1
 """
 
 
-def state_command(root: str, links: tuple[str, ...], live_file: str = "", python: bool = False) -> str:
+def state_command(root: str, links: tuple[str, ...], live_file: str = "", python: bool = False,
+                  marks: tuple[str, ...] = ()) -> str:
     """Print a release store's state (read-only): ``absent`` when ``root`` is missing; else
     ``live=<slot>`` (with ``live_file``), ``link <link>=<release>`` and ``manifest <link> <json>`` for
-    each link, ``python=<version>`` (with ``python``), and ``release <id> <info json>`` for each
-    finished release. ``parse_state`` reads it."""
+    each link, ``python=<version>`` (with ``python``), ``release <id> <info json>`` for each
+    finished release, and ``mark <id> <file> <first line>`` for each of its ``marks`` files present.
+    ``parse_state`` reads it."""
     lines = [f"cd {q(root)} 2>/dev/null || {{ echo absent; exit 0; }}"]
     if live_file:
         lines.append(f"echo \"live=$(cat {q(live_file)} 2>/dev/null)\"")
@@ -328,6 +330,8 @@ def state_command(root: str, links: tuple[str, ...], live_file: str = "", python
     lines.append('  [ -d "$r" ] || continue; case "$r" in *.partial) continue ;; esac')
     lines.append(f'  [ -e "$r/{UNFINISHED}" ] && continue')
     lines.append(f'  echo "release ${{r#releases/}} $(cat "$r/{INFO}" 2>/dev/null)"')
+    for mark in marks:
+        lines.append(f'  [ -f "$r/{mark}" ] && echo "mark ${{r#releases/}} {mark} $(head -n 1 "$r/{mark}")"')
     lines.append("done")
     lines.append("true")
     return "\n".join(lines) + "\n"
@@ -344,6 +348,7 @@ class StoreState:
     releases: list[str] = field(default_factory=list)
     info: dict[str, dict] = field(default_factory=dict)
     python: str = ""
+    marks: dict[str, dict[str, str]] = field(default_factory=dict)    # {release: {file: first line}}
 
 
 def parse_state(output: str) -> StoreState:
@@ -365,6 +370,10 @@ def parse_state(output: str) -> StoreState:
             rid, _, data = line[8:].partition(" ")
             state.releases.append(rid)
             state.info[rid] = _json_or(data, {}) or {}
+        elif line.startswith("mark "):
+            rid, _, rest = line[5:].partition(" ")
+            name, _, value = rest.partition(" ")
+            state.marks.setdefault(rid, {})[name] = value
     state.releases.sort()
     return state
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Dropship needs on a Debian/Ubuntu controller (run as root, or with sudo for apt):
 # the Docker engine and debootstrap for local droplets, the PostgreSQL server binaries for the
-# app's tests, pebble (Let's Encrypt's test ACME server) for the HTTPS tests, a virtualenv with the pinned Python packages, and a running dockerd. Safe to run
-# again: it only does what is missing.
+# app's tests, pebble (Let's Encrypt's test ACME server) for the HTTPS tests, a virtualenv with the
+# pinned Python packages, and a running dockerd; with `--tests`, also chromium (the browser tests').
+# Safe to run again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)    # the HTTPS tests' ACME server (and its test DNS server)
+if [ "${1:-}" = "--tests" ]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)   # driven by playwright: logins in a real browser
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq

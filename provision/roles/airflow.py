@@ -6,7 +6,6 @@ switch ``/srv/airflow/dags/current``, which every service reads.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from ..engine.compose import ComposeProject
@@ -19,10 +18,12 @@ from ..sizing import airflow_parallelism
 from ..templates import render
 from . import Role, RoleContext
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
+from .airflow_users import AirflowAccounts, accounts
 from .tls import include_for, scheme_of
 
 NAME = "airflow"
 UID = "50000"            # the Airflow image convention (user airflow, group root)
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
 
@@ -70,14 +71,13 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", db),
         ("AIRFLOW__CORE__FERNET_KEY", v[af.fernet_key.name]),
         ("AIRFLOW__API_AUTH__JWT_SECRET", v[af.jwt_secret.name]),
-        ("AIRFLOW__API__SECRET_KEY", v[af.jwt_secret.name]),
+        ("AIRFLOW__API__SECRET_KEY", v[af.api_secret_key.name]),
         ("AIRFLOW__CORE__LOAD_EXAMPLES", "False"),
         ("AIRFLOW__CORE__DAGS_FOLDER", "/opt/airflow/dags/current"),
         ("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False"),
-        ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{af.admin_user}:admin"),
-        ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "/opt/airflow/config/passwords.json"),
-        ("AIRFLOW__API__BASE_URL", f"{scheme_of(ctx, af.server_name or ctx.settings.nginx.server_name)}://{server}"
-                                   f"{af.url_path}"),
+        ("AIRFLOW__CORE__AUTH_MANAGER", FAB_AUTH_MANAGER),
+        ("AIRFLOW__API__BASE_URL", base_url(scheme_of(ctx, af.server_name or ctx.settings.nginx.server_name), server,
+                                            af.url_path)),
         ("AIRFLOW__API__WORKERS", "1"),
         ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://airflow-apiserver:8080{af.url_path}/execution/"),
         ("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "True"),
@@ -89,6 +89,12 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
     ]
     return ("# Managed by Dropship (airflow role). Secrets inside: keep it 0600.\n"
             + "".join(f"{k}={val}\n" for k, val in values)).encode()
+
+
+def base_url(scheme: str, server: str, url_path: str) -> str:
+    """Where browsers reach the UI: an absolute URL on a real name, else the path alone, so that the
+    login's redirects work at any address and port (a local droplet's published one) (pure)."""
+    return f"{scheme}://{server}{url_path}" if server != "localhost" else (url_path or "/")
 
 
 def stack_health_command(port: int, url_path: str, seconds: int = 300) -> str:
@@ -120,7 +126,6 @@ def resources(ctx: RoleContext) -> list[Resource]:
     lay, v = LAYOUT, ctx.secrets
     server = af.server_name or (ctx.settings.nginx.server_name if ctx.settings.nginx.server_name != "_" else "localhost")
     env = airflow_env(ctx, server)
-    passwords = (json.dumps({af.admin_user: v[af.admin_password.name]}) + "\n").encode()
     image = image_ref(ctx)
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
                      root=lay.root, port=lay.port, url_path=af.url_path)
@@ -138,12 +143,13 @@ def resources(ctx: RoleContext) -> list[Resource]:
         Symlink(lay.current, "releases/empty", role=NAME, replace=False),
         Directory(f"{lay.root}/logs", UID, "root", 0o775, role=NAME),
         Directory(f"{lay.root}/config", UID, "root", 0o700, role=NAME),
-        File(f"{lay.root}/config/passwords.json", passwords, UID, "root", 0o600, role=NAME, secret=True),
+        Absent(f"{lay.root}/config/passwords.json", role=NAME),      # the Simple auth manager's, before FAB
         File(f"{lay.root}/airflow.env", env, mode=0o600, role=NAME, secret=True),
         File(f"{lay.root}/compose.yaml", compose, role=NAME),
-        ComposeProject(lay.root, "airflow", (compose, env, passwords, image.encode()), SERVICES,
+        ComposeProject(lay.root, "airflow", (compose, env, image.encode()), SERVICES,
                        before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
                        health_check=stack_health_command(lay.port, af.url_path), role=NAME),
+        AirflowAccounts(af.database.name, lay.compose, accounts(af.accounts(), v), role=NAME),
         *nginx_files(af, lay.port, nginx, include_for(ctx, af.server_name) if af.server_name else ""),
     ]
 

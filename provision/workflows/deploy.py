@@ -10,6 +10,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from .. import db_release
 from .. import hosts as host_selection
 from .. import release as rel
 from ..engine.runner import Converge, HostOutcome, Progress
@@ -247,7 +248,9 @@ def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, 
                 meta = store.info.get(rid, {})
                 rows.append({"app": app.name, "id": rid, "live": rid == live,
                              "warm": rid in slots.values() and rid != live,
-                             "by": meta.get("by", ""), "at": meta.get("at", ""), "git": meta.get("git", "")})
+                             "by": meta.get("by", ""), "at": meta.get("at", ""), "git": meta.get("git", ""),
+                             "db_revision": store.marks.get(rid, {}).get(db_release.REVISION, ""),
+                             "db_dump": store.marks.get(rid, {}).get(db_release.LEFT, "")})
         found[host.name] = rows
         return HostOutcome(host.name)
 

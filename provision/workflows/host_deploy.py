@@ -129,7 +129,8 @@ class AppState:
 
 
 def app_state_command(lay: AppLayout) -> str:
-    return rel.state_command(lay.root, tuple(f"slots/{s}" for s in SLOTS), "live", python=True)
+    return rel.state_command(lay.root, tuple(f"slots/{s}" for s in SLOTS), "live", python=True,
+                             marks=(db_release.REVISION, db_release.LEFT))
 
 
 class AppDeploy:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+from tests.browser import airflow_login
 from tests.support import (AIRFLOW_SOURCE, DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec,
                            droplet_spec, http_base, last_json, run_name, sandbox_secret)
 
@@ -235,6 +236,104 @@ def test_api_needs_a_token(stack):
     # The UI's page itself is served under the url_path.
     status, page = stack.api.call("GET", "/")
     assert status == 200 and "<html" in str(page).lower(), (status, str(page)[:300])
+
+
+# --- 7. accounts (FAB auth manager): exactly the inventory's users ------------------------------------------
+
+# Another team's accounts: other names and roles, and names that would break a shell or SQL if used raw.
+USERS = [{"name": "ops.anna", "role": "Viewer", "email": "Anna.Ops@example.org",
+          "first_name": "Anna'; DROP TABLE ab_user;--", "last_name": "$(touch /tmp/pwned) `id` \"x\""},
+         {"name": "ci-bot", "role": "Op", "email": "ci-bot@example.org"}]
+
+
+def accounts(stack: Stack) -> dict[str, tuple[str, str]]:
+    """{username: (email, roles)} straight from Airflow's database."""
+    out = docker_exec(stack.container, "runuser -u postgres -- psql -X -A -t -d airflow -c \"select u.username || "
+                      "'|' || u.email || '|' || string_agg(r.name, ',') from ab_user u join ab_user_role ur on "
+                      "ur.user_id = u.id join ab_role r on r.id = ur.role_id group by u.id\"")
+    return {ln.split("|")[0]: tuple(ln.split("|")[1:]) for ln in out.split()}
+
+
+def provision_airflow(stack: Stack) -> dict:
+    report, proc = stack.box.provision_json("--roles", "airflow")
+    assert report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
+    return report
+
+
+def changes_of(report: dict) -> list[str]:
+    return [c["summary"] for c in report.get("changes", []) if c.get("action") != "skip"]
+
+
+def test_only_the_admin_exists_and_the_login_page_has_no_development_banner(stack):
+    assert accounts(stack) == {"admin": ("admin@localhost", "Admin")}
+    status, page = stack.api.call("GET", "/auth/login/")
+    assert status == 200 and 'name="password"' in str(page), (status, str(page)[:300])
+    assert "development" not in str(page).lower() and "simple auth" not in str(page).lower(), str(page)[:2000]
+
+
+def test_listed_users_are_created_and_log_in_through_the_ui_and_the_api(stack):
+    edit_airflow(stack, users=USERS)
+    report = provision_airflow(stack)
+    assert any("airflow accounts: create ci-bot, ops.anna" in c for c in changes_of(report)), changes_of(report)
+    assert accounts(stack) == {"admin": ("admin@localhost", "Admin"), "ops.anna": ("Anna.Ops@example.org", "Viewer"),
+                               "ci-bot": ("ci-bot@example.org", "Op")}
+    assert docker_exec(stack.container, "ls /tmp/pwned 2>/dev/null; true").strip() == ""
+    password = sandbox_secret(stack.box, "airflow_user_ops_anna_password")
+    assert password not in report_text(report)
+    base = stack.api.base
+    login = airflow_login(base, "ops.anna", password, then="/dags", wait_for=DAG)
+    assert "/auth/login" not in login.url and DAG in login.text, (login.url, login.text[:500])
+    anna = AirflowAPI(base, "ops.anna", password)
+    assert DAG in {d["dag_id"] for d in anna.get("/api/v2/dags")["dags"]}
+    # A Viewer reads, and may not trigger.
+    status, body = anna.call("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None}, token=anna.token())
+    assert status == 403, (status, body)
+    bot = AirflowAPI(base, "ci-bot", sandbox_secret(stack.box, "airflow_user_ci_bot_password"))
+    assert bot.get("/api/v2/version")["version"]
+
+
+def test_a_wrong_password_is_refused(stack):
+    status, body = stack.api.call("POST", "/auth/token", {"username": "ops.anna", "password": "not-her-password"})
+    assert status in (401, 403), (status, body)
+    login = airflow_login(stack.api.base, "ops.anna", "not-her-password")
+    assert "/auth/login" in login.url and "_token" not in login.cookies, (login.url, login.cookies)
+
+
+def test_a_second_provision_changes_no_account(stack):
+    report = provision_airflow(stack)
+    assert not [c for c in changes_of(report) if "airflow accounts" in c], changes_of(report)
+
+
+def test_a_changed_password_role_and_a_removed_user(stack):
+    secrets = stack.box.environment().workspace.secrets_path(stack.env)
+    values = yaml.safe_load(secrets.read_text())
+    old = values["airflow_user_ci_bot_password"]
+    values["airflow_user_ci_bot_password"] = "a new 'pass word' $(id)"
+    secrets.write_text(yaml.safe_dump(values))
+    edit_airflow(stack, users=[{**USERS[0], "role": "User"}, USERS[1]])
+    report = provision_airflow(stack)
+    assert any("update ci-bot (password), ops.anna (role)" in c for c in changes_of(report)), changes_of(report)
+    status, _ = AirflowAPI(stack.api.base, "ci-bot", old).call("POST", "/auth/token",
+                                                               {"username": "ci-bot", "password": old})
+    assert status in (401, 403)
+    assert AirflowAPI(stack.api.base, "ci-bot", "a new 'pass word' $(id)").get("/api/v2/version")
+
+    edit_airflow(stack, users=[USERS[1]])
+    report = provision_airflow(stack)
+    assert any("airflow accounts: remove ops.anna" in c for c in changes_of(report)), changes_of(report)
+    assert set(accounts(stack)) == {"admin", "ci-bot"}
+    status, body = stack.api.call("POST", "/auth/token", {"username": "ops.anna",
+                                                          "password": sandbox_secret(stack.box,
+                                                                                     "airflow_user_ops_anna_password")})
+    assert status in (401, 403), (status, body)
+    edit_airflow(stack, users=None)
+    report = provision_airflow(stack)
+    assert any("airflow accounts: remove ci-bot" in c for c in changes_of(report)), changes_of(report)
+    assert set(accounts(stack)) == {"admin"}
+
+
+def report_text(report: dict) -> str:
+    return json.dumps(report)
 
 
 def test_no_airflow_port_listens_publicly(stack):

@@ -155,3 +155,19 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
             break
         time.sleep(3)
     assert runs == runs_before and runs
+
+
+def test_restore_from_a_set_kept_on_the_host(drill):
+    """``db.backup --offsite`` runs the scheduled backup now; ``--from host:STAMP`` restores that set."""
+    box, _, _, stack = drill
+    proc = box.invoke("db.backup", "--env", box.env, "--offsite", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    listed = json.loads(box.invoke("db.backups", "--env", box.env, "--json", check=True).stdout.splitlines()[-1])
+    stamp = max(r["stamp"] for r in listed["scheduled"]["backups"] if r["where"] == "host")
+    rows = stack.ssh("runuser -u postgres -- psql -d names -Atc 'select * from name order by 1'")
+    Browser(http_base(box)).add_name("Added after the backup")
+    assert "Added after the backup" in stack.ssh("runuser -u postgres -- psql -d names -Atc 'select * from name'")
+    proc = box.invoke("db.restore", "--env", box.env, "--from", f"host:{stamp}", "--yes", timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"restored backup {stamp}" in proc.stdout, proc.stdout
+    assert stack.ssh("runuser -u postgres -- psql -d names -Atc 'select * from name order by 1'") == rows

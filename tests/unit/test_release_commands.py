@@ -27,6 +27,11 @@ def test_state_command_exact():
         "done\n"
         "true\n")
     assert rel.state_command("/srv/my app", ("current",)).startswith("cd '/srv/my app' 2>/dev/null")
+    assert rel.state_command("/srv/a", ("current",), marks=(".rev",)).endswith(
+        '  echo "release ${r#releases/} $(cat "$r/.dropship-release.json" 2>/dev/null)"\n'
+        '  [ -f "$r/.rev" ] && echo "mark ${r#releases/} .rev $(head -n 1 "$r/.rev")"\n'
+        "done\n"
+        "true\n")
 
 
 def test_state_of_a_real_folder(tmp_path):
@@ -38,13 +43,16 @@ def test_state_of_a_real_folder(tmp_path):
     (root / "slots").mkdir()
     (root / "slots" / "blue").symlink_to("../releases/r2")
     (root / "live").write_text("blue\n")
-    out = subprocess.run(["sh", "-c", rel.state_command(str(root), ("slots/blue", "slots/green"), "live")],
+    (root / "releases" / "r1" / ".rev").write_text("ae1027a6acf\n")
+    out = subprocess.run(["sh", "-c", rel.state_command(str(root), ("slots/blue", "slots/green"), "live",
+                                                        marks=(".rev", ".left"))],
                          capture_output=True, text=True, check=True).stdout
     state = rel.parse_state(out)
     assert state.present and state.live == "blue" and state.releases == ["r1", "r2"]
     assert state.links == {"slots/blue": "r2", "slots/green": None}
     assert state.manifests == {"slots/blue": {"a.py": ["abc", 420]}}
     assert state.info["r1"]["by"] == "me@x" and state.info["r2"] == {}
+    assert state.marks == {"r1": {".rev": "ae1027a6acf"}}
     app = AppState.of(state)
     assert (app.live, app.live_release, app.idle, app.manifest) == ("blue", "r2", "green", {"a.py": ["abc", 420]})
     missing = subprocess.run(["sh", "-c", rel.state_command(str(tmp_path / "nope"), ("current",))],
@@ -54,7 +62,8 @@ def test_state_of_a_real_folder(tmp_path):
 
 def test_app_state_command_is_the_shared_one():
     assert app_state_command(AppLayout("shop")) == rel.state_command(
-        "/srv/shop", ("slots/blue", "slots/green"), "live", python=True)
+        "/srv/shop", ("slots/blue", "slots/green"), "live", python=True,
+        marks=(".dropship-db-revision", ".dropship-db-left"))
 
 
 def test_health_command_exact():

@@ -39,7 +39,7 @@ def context(facts=DEBIAN, env_name="local", ca=(), **settings) -> RoleContext:
 
 
 AIRFLOW_SECRETS = {"airflow_admin_password": "admin-pw-123456", "airflow_fernet_key": "f" * 43 + "=",
-                   "airflow_jwt_secret": "jwt-secret-123456", "airflow_db_password": "af-db-pw-123456"}
+                   "airflow_jwt_secret": "jwt-secret-123456", "airflow_api_secret_key": "api-secret-123456", "airflow_db_password": "af-db-pw-123456"}
 REGISTRY_AIRFLOW = AirflowSettings(version="3.3.2", image="apache/airflow:3.3.2", build=None, dags=None)
 
 
@@ -363,7 +363,7 @@ def test_airflow_ui_on_a_path_or_a_server_of_its_own():
     assert "location /airflow/ {" in location and "proxy_pass http://127.0.0.1:8080;" in location
     assert any(isinstance(r, Absent) and r.path == airflow.NGINX_SERVER for r in on_path)
     env_file = file_at(on_path, "/srv/airflow/airflow.env").content.decode()
-    assert "AIRFLOW__API__BASE_URL=http://localhost/airflow\n" in env_file
+    assert "AIRFLOW__API__BASE_URL=/airflow\n" in env_file
 
     af = replace(ctx.env.settings.airflow, server_name="airflow.example.com", url_path="")
     own = replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=af)))
