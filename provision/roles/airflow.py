@@ -18,7 +18,7 @@ from ..sizing import airflow_parallelism
 from ..templates import render
 from . import Role, RoleContext
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
-from .airflow_users import AirflowAccounts, accounts
+from .airflow_users import SEAL, AirflowAccounts, accounts
 from .tls import include_for, scheme_of
 
 NAME = "airflow"
@@ -149,7 +149,8 @@ def resources(ctx: RoleContext) -> list[Resource]:
         ComposeProject(lay.root, "airflow", (compose, env, image.encode()), SERVICES,
                        before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
                        health_check=stack_health_command(lay.port, af.url_path), role=NAME),
-        AirflowAccounts(af.database.name, lay.compose, accounts(af.accounts(), v), role=NAME),
+        AirflowAccounts(af.database.name, lay.compose, accounts(af.accounts(), v), v[af.api_secret_key.name],
+                        f"{lay.root}/config/{SEAL.rsplit('/', 1)[1]}", role=NAME),
         *nginx_files(af, lay.port, nginx, include_for(ctx, af.server_name) if af.server_name else ""),
     ]
 

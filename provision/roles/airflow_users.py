@@ -1,23 +1,27 @@
 """Airflow's accounts (FAB auth manager): exactly the inventory's users, with their secret passwords.
 
-The probe reads the accounts from Airflow's database with psql (cheap: no Airflow process), and the
-passwords are checked against FAB's stored hashes on this machine, so a run that changes nothing
-starts no Python on the host. A change runs one sync inside the api-server's container, which reads
-the wanted accounts (passwords included) on stdin: nothing secret reaches a command line.
+The probe reads the accounts from Airflow's database with psql (cheap: no Airflow process). A
+change runs one sync inside the api-server's container, which reads the wanted accounts (passwords
+included) on stdin: nothing secret reaches a command line. The sync leaves a seal: an HMAC (keyed
+with the UI's secret key) of the wanted accounts and the password hashes it left. While the seal
+still matches, the passwords are known to be right; else each is checked against FAB's stored hash
+here (scrypt: ~0.1 s each). Either way a run that changes nothing starts no Python on the host.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine.model import PHASE_SERVICES, Change, Resource, q
 
 # Run inside the api-server's container: wanted accounts on stdin (JSON), one summary line out.
 # Removals go first (a renamed user keeps its email), then updates, then creations.
+SEAL = "/opt/airflow/config/.dropship-accounts"     # as the containers see it (the host: <root>/config/)
 SYNC = r"""
-import json, sys
+import hashlib, hmac, json, os, sys
+SEAL = "%s"
 from werkzeug.security import check_password_hash
 from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 want = json.loads(sys.stdin.read())
@@ -54,8 +58,13 @@ with get_application_builder() as ab:
         elif fields == (u["email"], u["first_name"], u["last_name"], [u["role"]], True):
             continue
         done["updated"].append(u["name"])
+    hashes = {u["name"]: sm.find_user(username=u["name"]).password or "" for u in want}
+key = os.environ["AIRFLOW__API__SECRET_KEY"].encode()
+rows = sorted([u["name"], hashes[u["name"]], u["password"]] for u in want)
+with open(os.open(SEAL, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+    f.write(hmac.new(key, json.dumps(rows).encode(), hashlib.sha256).hexdigest() + "\n")
 print("USERS " + json.dumps(done))
-"""
+""" % SEAL
 
 ACCOUNTS_SQL = ("select json_build_object('name', u.username, 'email', u.email, 'first_name', u.first_name, "
                 "'last_name', u.last_name, 'active', u.active, 'password', u.password, "
@@ -63,9 +72,16 @@ ACCOUNTS_SQL = ("select json_build_object('name', u.username, 'email', u.email, 
                 "join ab_role r on r.id = ur.role_id where ur.user_id = u.id), '[]')) from ab_user u order by u.id")
 
 
-def accounts_probe(database: str) -> str:
-    """Print one JSON object per account of ``database`` (nothing before Airflow made its tables) (pure)."""
-    return (f"p=psql; for b in /usr/lib/postgresql/*/bin/psql; do [ -x \"$b\" ] && p=$b; done; "
+def seal(key: str, wanted: list[dict], accounts: dict[str, dict]) -> str:
+    """The seal SYNC writes, of ``wanted`` and the password hashes in ``accounts`` (pure)."""
+    rows = sorted([u["name"], (accounts.get(u["name"]) or {}).get("password") or "", u["password"]] for u in wanted)
+    return hmac.new(key.encode(), json.dumps(rows).encode(), hashlib.sha256).hexdigest()
+
+
+def accounts_probe(database: str, seal_file: str) -> str:
+    """Print the seal, then one JSON object per account of ``database`` (none before Airflow made its
+    tables) (pure)."""
+    return (f"echo \"seal=$(cat {q(seal_file)} 2>/dev/null)\"; p=psql; for b in /usr/lib/postgresql/*/bin/psql; do [ -x \"$b\" ] && p=$b; done; "
             f"command -v \"$p\" >/dev/null && PGGSSENCMODE=disable runuser -u postgres -- \"$p\" -X -A -t -q "
             f"-d {q(database)} -c {q(ACCOUNTS_SQL)} 2>/dev/null; true")
 
@@ -97,22 +113,25 @@ def password_matches(stored: str, password: str) -> bool:
         return False
 
 
-def parse_accounts(output: str) -> dict[str, dict]:
-    """``{username: account}`` from ``accounts_probe``'s output (pure)."""
-    accounts = {}
+def parse_accounts(output: str) -> tuple[str, dict[str, dict]]:
+    """(the seal, ``{username: account}``) from ``accounts_probe``'s output (pure)."""
+    accounts, sealed = {}, ""
     for line in output.splitlines():
         line = line.strip()
-        if line.startswith("{"):
+        if line.startswith("seal="):
+            sealed = line[5:]
+        elif line.startswith("{"):
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
             accounts[row["name"]] = row
-    return accounts
+    return sealed, accounts
 
 
-def differences(wanted: list[dict], accounts: dict[str, dict]) -> dict[str, list[str]]:
-    """What a sync must do: ``{"create": [...], "update": ["bob (password)", ...], "remove": [...]}`` (pure)."""
+def differences(wanted: list[dict], accounts: dict[str, dict], passwords_known: bool = False) -> dict[str, list[str]]:
+    """What a sync must do: ``{"create": [...], "update": ["bob (password)", ...], "remove": [...]}``;
+    passwords are checked against their hashes unless ``passwords_known`` (pure)."""
     out: dict[str, list[str]] = {"create": [], "update": [], "remove": sorted(set(accounts) - {u["name"] for u in wanted})}
     for u in wanted:
         have = accounts.get(u["name"])
@@ -122,7 +141,8 @@ def differences(wanted: list[dict], accounts: dict[str, dict]) -> dict[str, list
         why = [k for k in ("email", "first_name", "last_name") if (have.get(k) or "") != u[k]]
         why += ["role"] if have.get("roles") != [u["role"]] else []
         why += ["active"] if have.get("active") is not True else []
-        why += ["password"] if not password_matches(have.get("password") or "", u["password"]) else []
+        why += ["password"] if not passwords_known and not password_matches(have.get("password") or "",
+                                                                             u["password"]) else []
         if why:
             out["update"].append(f"{u['name']} ({', '.join(why)})")
     return {verb: sorted(names) for verb, names in out.items()}
@@ -134,7 +154,9 @@ class AirflowAccounts(Resource):
 
     database: str
     compose: str
-    wanted: tuple[tuple[tuple[str, str], ...], ...]      # hashable dicts
+    wanted: tuple[tuple[tuple[str, str], ...], ...] = field(repr=False)     # hashable dicts, passwords inside
+    seal_key: str = field(default="", repr=False)                           # the UI's secret key
+    seal_file: str = ""                                                     # SEAL, as the host sees it
     role: str = ""
     phase: int = PHASE_SERVICES       # after compose up: the sync runs in the api-server
 
@@ -146,13 +168,15 @@ class AirflowAccounts(Resource):
         return [dict(u) for u in self.wanted]
 
     def probe(self, want_content: bool = False) -> str:
-        return accounts_probe(self.database)
+        return accounts_probe(self.database, self.seal_file)
 
-    def parse(self, output: str) -> dict[str, dict]:
+    def parse(self, output: str) -> tuple[str, dict[str, dict]]:
         return parse_accounts(output)
 
-    def plan(self, facts: dict[str, dict]) -> list[Change]:
-        todo = differences(self.users(), facts)
+    def plan(self, facts: tuple[str, dict[str, dict]]) -> list[Change]:
+        sealed, found = facts
+        known = bool(sealed) and hmac.compare_digest(sealed, seal(self.seal_key, self.users(), found))
+        todo = differences(self.users(), found, passwords_known=known)
         if not any(todo.values()):
             return []
         summary = "; ".join(f"{verb} {', '.join(names)}" for verb, names in todo.items() if names)

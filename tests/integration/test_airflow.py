@@ -278,6 +278,8 @@ def test_listed_users_are_created_and_log_in_through_the_ui_and_the_api(stack):
     assert accounts(stack) == {"admin": ("admin@localhost", "Admin"), "ops.anna": ("Anna.Ops@example.org", "Viewer"),
                                "ci-bot": ("ci-bot@example.org", "Op")}
     assert docker_exec(stack.container, "ls /tmp/pwned 2>/dev/null; true").strip() == ""
+    # The sync's seal: later runs trust the passwords while it matches.
+    assert docker_exec(stack.container, "stat -c '%a %u' /srv/airflow/config/.dropship-accounts").strip() == "600 50000"
     password = sandbox_secret(stack.box, "airflow_user_ops_anna_password")
     assert password not in report_text(report)
     base = stack.api.base

@@ -187,6 +187,10 @@ def test_dropped_column_and_its_data_come_back_from_the_dump(notes):
     page = get(box)
     assert page["version"] == "v2" and all("body" not in n for n in page["notes"])
     post(box, title="written under v2")                 # after the dump: lost by the rollback, and said so
+    # `releases` shows what a database rollback to each release would use.
+    rows = {r["id"]: r for r in last_json(box.invoke("releases", "--env", box.env, "--json", check=True))["web-1"]}
+    assert rows[v1]["db_revision"] == "0001notes" and f"pre-{v2}.dump" in rows[v1]["db_dump"], rows
+    assert (rows[v2]["db_revision"], rows[v2]["db_dump"]) == ("0002dropbody", ""), rows
 
     # Without --yes and no terminal: one line, nothing touched.
     audit_before = on_host(box, "cat /srv/notes/audit.log 2>/dev/null; ls /var/backups/dropship/notes")

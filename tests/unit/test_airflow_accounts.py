@@ -7,8 +7,8 @@ import pytest
 
 from provision.errors import InventoryError
 from provision.inventory import load_inventory
-from provision.roles.airflow_users import (ACCOUNTS_SQL, SYNC, AirflowAccounts, accounts, accounts_probe, differences,
-                                          parse_accounts, password_matches, sync_command)
+from provision.roles.airflow_users import (ACCOUNTS_SQL, SEAL, SYNC, AirflowAccounts, accounts, accounts_probe,
+                                          differences, parse_accounts, password_matches, seal, sync_command)
 from tests.unit.test_inventory import AIRFLOW, assert_located, write
 
 # Made by FAB (werkzeug) in the Airflow image for the password  pw'"$x
@@ -117,14 +117,15 @@ def account(**over):
             "password": FAB_HASH, "roles": ["Viewer"], **over}
 
 
-def test_probe_reads_the_accounts_from_airflows_database():
-    assert accounts_probe("air'flow") == (
-        "p=psql; for b in /usr/lib/postgresql/*/bin/psql; do [ -x \"$b\" ] && p=$b; done; "
+def test_probe_reads_the_seal_and_the_accounts_from_airflows_database():
+    assert accounts_probe("air'flow", "/srv/airflow/config/.seal") == (
+        "echo \"seal=$(cat /srv/airflow/config/.seal 2>/dev/null)\"; p=psql; for b in /usr/lib/postgresql/*/bin/psql; do [ -x \"$b\" ] && p=$b; done; "
         "command -v \"$p\" >/dev/null && PGGSSENCMODE=disable runuser -u postgres -- \"$p\" -X -A -t -q "
         "-d 'air'\"'\"'flow' -c " + shlex.quote(ACCOUNTS_SQL) + " 2>/dev/null; true")
     rows = [account(), account(name="old", roles=[])]
-    assert parse_accounts("\n".join(json.dumps(r) for r in rows) + "\nnoise\n{broken\n") == \
-        {"ops.anna": rows[0], "old": rows[1]}
+    assert parse_accounts("seal=ab12\n" + "\n".join(json.dumps(r) for r in rows) + "\nnoise\n{broken\n") == \
+        ("ab12", {"ops.anna": rows[0], "old": rows[1]})
+    assert parse_accounts("seal=\n") == ("", {})
 
 
 def test_differences():
@@ -136,10 +137,33 @@ def test_differences():
         {"create": [], "update": ["ops.anna (email, active)"], "remove": []}
 
 
+def test_differences_trust_the_seal_for_passwords():
+    assert differences(wanted(password="other"), {"ops.anna": account()}, passwords_known=True) == \
+        {"create": [], "update": [], "remove": []}
+
+
+def test_the_seal_is_an_hmac_of_the_wanted_accounts_and_their_hashes():
+    rows = [["ops.anna", FAB_HASH, "pw'\"$x"]]
+    import hmac as h
+    assert seal("k3y", wanted(), {"ops.anna": account()}) == \
+        h.new(b"k3y", json.dumps(rows).encode(), hashlib.sha256).hexdigest()
+    assert seal("k3y", wanted(), {}) != seal("k3y", wanted(), {"ops.anna": account()})
+    assert seal("other", wanted(), {"ops.anna": account()}) != seal("k3y", wanted(), {"ops.anna": account()})
+    # The sync writes the same formula, keyed with the same secret.
+    assert 'rows = sorted([u["name"], hashes[u["name"]], u["password"]] for u in want)' in SYNC
+    assert "hmac.new(key, json.dumps(rows).encode(), hashlib.sha256).hexdigest()" in SYNC
+    assert 'os.environ["AIRFLOW__API__SECRET_KEY"]' in SYNC and f'SEAL = "{SEAL}"' in SYNC
+
+
 def test_the_plan_names_users_never_passwords():
-    res = AirflowAccounts("airflow", "docker compose -p airflow", tuple(tuple(sorted(u.items())) for u in wanted()))
-    assert res.plan({"ops.anna": account()}) == []
-    (change,) = res.plan({"bob": account(name="bob")})
+    res = AirflowAccounts("airflow", "docker compose -p airflow", tuple(tuple(sorted(u.items())) for u in wanted()),
+                          "k3y", "/srv/airflow/config/.dropship-accounts")
+    assert "pw'" not in repr(res) and "k3y" not in repr(res)
+    assert res.plan(("", {"ops.anna": account()})) == []                      # checked against the hash
+    assert res.plan(("", {"ops.anna": account(password="scrypt:1:1:1$x$00")})) != []
+    good = seal("k3y", wanted(), {"ops.anna": account(password="h")})
+    assert res.plan((good, {"ops.anna": account(password="h")})) == []        # sealed: no hash checked
+    (change,) = res.plan(("", {"bob": account(name="bob")}))
     assert change.summary == "airflow accounts: create ops.anna; remove bob"
     assert "pw'" not in change.summary and change.commands == \
         [sync_command("docker compose -p airflow", [dict(sorted(u.items())) for u in wanted()])]
