@@ -160,6 +160,7 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
 def test_restore_from_a_set_kept_on_the_host(drill):
     """``db.backup --offsite`` runs the scheduled backup now; ``--from host:STAMP`` restores that set."""
     box, _, _, stack = drill
+    assert box.invoke("deploy", "--env", box.env, timeout=1800).returncode == 0     # the new droplet's app
     proc = box.invoke("db.backup", "--env", box.env, "--offsite", timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     listed = json.loads(box.invoke("db.backups", "--env", box.env, "--json", check=True).stdout.splitlines()[-1])
