@@ -162,6 +162,7 @@ LOCAL_PYTHON_BASE = "dropship/python-base:trixie"
 
 
 AIRFLOW_ROLES = ("Admin", "Op", "User", "Viewer")      # the FAB auth manager's built-in roles
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}   # airflow.executor: Airflow's class
 
 
 @dataclass(frozen=True)
@@ -194,9 +195,14 @@ class AirflowSettings:
     users: tuple[AirflowUser, ...] = ()   # besides admin_user (who is an Admin unless listed here)
     database: DatabaseSettings = DatabaseSettings("airflow", "airflow",
                                                   SecretRef("secret", "airflow_db_password", ""))
-    executor: str = "LocalExecutor"
+    executor: str = "LocalExecutor"     # or CeleryExecutor: a Celery worker, Redis on the host as its broker
+    redis_password: SecretRef = SecretRef("secret", "airflow_redis_password", "")   # the broker's (Celery)
     env: tuple[tuple[str, str], ...] = ()
     tls: ServerTls = ServerTls()     # of its own server
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "CeleryExecutor"
 
     def accounts(self) -> tuple[AirflowUser, ...]:
         """Every account provisioning keeps: ``admin_user`` (an Admin with ``admin_password``,
@@ -295,6 +301,7 @@ class Environment:
         if af:
             refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.api_secret_key, af.database.password]
             refs += [u.password for u in af.users if u.name != af.admin_user]
+            refs += [af.redis_password] if af.celery else []
         servers = [self.settings.nginx.tls] + [a.tls for a in self.settings.apps] + ([af.tls] if af else [])
         refs += [r for t in servers for r in (t.certificate, t.key) if r]
         bk = self.settings.backups
@@ -882,7 +889,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
     if c is None:
         return None
     c.mapping(("version", "image", "build", "dags", "url_path", "server_name", "admin_user", "admin_password", "fernet_key",
-               "jwt_secret", "api_secret_key", "users", "database", "executor", "env", "tls"))
+               "jwt_secret", "api_secret_key", "users", "database", "executor", "redis_password", "env", "tls"))
     version = c.child("version", required=True).str(re.compile(r"^\d+\.\d+\.\d+$"), "'3.3.2'")
     image, build = c.child("image"), c.child("build")
     if (image is None) == (build is None):
@@ -919,7 +926,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
                                      "name it AIRFLOW__<SECTION>__<KEY>")
             env.append((str(key), str(envc.node[key])))
     opt = {k: c.child(k) for k in ("url_path", "admin_user", "admin_password", "fernet_key", "jwt_secret",
-                                   "api_secret_key", "executor")}
+                                   "api_secret_key", "executor", "redis_password")}
     server, tls = c.child("server_name"), c.child("tls")
     server_name = server.str(_HOSTNAME, "'airflow.example.com'") if server else None
     if tls and not server_name:
@@ -943,9 +950,16 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         api_secret_key=opt["api_secret_key"].secret() if opt["api_secret_key"] else d.api_secret_key,
         users=_airflow_users(c.child("users")),
         database=database,
-        executor=opt["executor"].choice(("LocalExecutor", "SequentialExecutor")) if opt["executor"] else d.executor,
+        executor=_executor(opt["executor"]) if opt["executor"] else d.executor,
+        redis_password=opt["redis_password"].secret() if opt["redis_password"] else d.redis_password,
         env=tuple(env), tls=_server_tls(tls),
     )
+
+
+def _executor(c: _Cursor) -> str:
+    """``local`` or ``celery`` (or Airflow's class name for either) as Airflow's class name."""
+    name = c.choice((*EXECUTORS, *EXECUTORS.values()))
+    return EXECUTORS.get(name, name)
 
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 WORKER_MB = 256          # budget per gunicorn worker (two slots run per app: live and warm)
 AIRFLOW_TASK_MB = 512    # budget per concurrently running Airflow task (LocalExecutor: a process each)
+AIRFLOW_SERVICES_MB = 2048   # Airflow's own services on the host (api-server, scheduler, ..., the Celery worker)
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,14 @@ def airflow_parallelism(cpus: int, memory_mb: int) -> int:
     return max(2, min(4 * max(1, cpus), memory_mb // AIRFLOW_TASK_MB))
 
 
+def airflow_worker_concurrency(cpus: int, memory_mb: int) -> int:
+    """Task processes the Celery worker runs at once, beside the other services on the same host:
+    2 per CPU, within the memory the services leave (≥ 1)."""
+    return max(1, min(2 * max(1, cpus), (memory_mb - AIRFLOW_SERVICES_MB) // AIRFLOW_TASK_MB))
+
+
 def derived(cpus: int, memory_mb: int, app_workers: dict[str, int | None], airflow: bool,
-            postgres: bool = True) -> dict[str, str]:
+            postgres: bool = True, celery: bool = False) -> dict[str, str]:
     """Every size-derived setting of a host, by a name a person reads (``postgres shared_buffers``,
     ``gunicorn workers (names)``…); ``app_workers`` maps each app to its fixed workers or None (auto)."""
     out: dict[str, str] = {}
@@ -53,6 +60,8 @@ def derived(cpus: int, memory_mb: int, app_workers: dict[str, int | None], airfl
         out[f"gunicorn workers ({app})"] = str(fixed or gunicorn_workers(cpus, memory_mb, len(app_workers)))
     if airflow:
         out["airflow parallelism"] = str(airflow_parallelism(cpus, memory_mb))
+    if airflow and celery:
+        out["airflow worker concurrency"] = str(airflow_worker_concurrency(cpus, memory_mb))
     return out
 
 

@@ -113,14 +113,16 @@ class Sandbox:
 
 
 def role_packages() -> list[str]:
-    """Every package a Debian droplet with every role (HTTPS and backups included) installs (pure)."""
+    """Every package a Debian droplet with every role (HTTPS, backups and Airflow's CeleryExecutor
+    included) installs (pure)."""
     from provision.facts import SystemFacts
     from provision.inventory import BackupSettings, ServerTls, load_inventory
     from provision.roles import RoleContext, registry
 
     env = load_inventory(PROJECT / "inventory.yaml")["local"]
     nginx = replace(env.settings.nginx, server_name="example.com", tls=ServerTls("letsencrypt"))
-    env = replace(env, settings=replace(env.settings, nginx=nginx, backups=BackupSettings()))
+    airflow = replace(env.settings.airflow, executor="CeleryExecutor")
+    env = replace(env, settings=replace(env.settings, nginx=nginx, backups=BackupSettings(), airflow=airflow))
     ctx = RoleContext(env, env.hosts[0], SystemFacts("debian", "13", "trixie", "none", 4096, 2), "", {})
     return sorted({p for role in registry().values() for p in role.packages(ctx)})
 

@@ -14,9 +14,9 @@ from ..engine.model import Handler, Resource
 from ..engine.postgres import PgDatabase, PgRole
 from ..errors import DropshipError
 from ..release import database_url
-from ..sizing import airflow_parallelism
+from ..sizing import airflow_parallelism, airflow_worker_concurrency
 from ..templates import render
-from . import Role, RoleContext
+from . import Role, RoleContext, airflow_celery
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
 from .airflow_users import SEAL, AirflowAccounts, accounts
 from .tls import include_for, scheme_of
@@ -25,6 +25,11 @@ NAME = "airflow"
 UID = "50000"            # the Airflow image convention (user airflow, group root)
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+
+
+def services(af) -> tuple[str, ...]:
+    """The compose services ``af`` runs (the Celery worker with the CeleryExecutor)."""
+    return SERVICES + ((airflow_celery.WORKER,) if af.celery else ())
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "5"),
         ("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "5"),     # deployed DAG changes show in seconds
         ("AIRFLOW__CORE__PARALLELISM", str(airflow_parallelism(ctx.facts.cpus, ctx.facts.memory_mb))),
+        *(airflow_celery.celery_env(af, v, airflow_worker_concurrency(ctx.facts.cpus, ctx.facts.memory_mb))
+          if af.celery else []),
         *af.env,
     ]
     return ("# Managed by Dropship (airflow role). Secrets inside: keep it 0600.\n"
@@ -111,7 +118,7 @@ echo "Airflow not healthy after {seconds} s: ${{h:-no answer from the api-server
 
 
 def packages(ctx: RoleContext) -> list[str]:
-    return []
+    return airflow_celery.packages(ctx)
 
 
 def resources(ctx: RoleContext) -> list[Resource]:
@@ -128,7 +135,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
     env = airflow_env(ctx, server)
     image = image_ref(ctx)
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
-                     root=lay.root, port=lay.port, url_path=af.url_path)
+                     root=lay.root, port=lay.port, url_path=af.url_path, celery=af.celery)
     nginx = RELOAD_NGINX
     return [
         Directory("/etc/systemd/system/postgresql@.service.d", role=NAME),
@@ -146,7 +153,8 @@ def resources(ctx: RoleContext) -> list[Resource]:
         Absent(f"{lay.root}/config/passwords.json", role=NAME),      # the Simple auth manager's, before FAB
         File(f"{lay.root}/airflow.env", env, mode=0o600, role=NAME, secret=True),
         File(f"{lay.root}/compose.yaml", compose, role=NAME),
-        ComposeProject(lay.root, "airflow", (compose, env, image.encode()), SERVICES,
+        *airflow_celery.resources(ctx),
+        ComposeProject(lay.root, "airflow", (compose, env, image.encode()), services(af),
                        before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
                        health_check=stack_health_command(lay.port, af.url_path), role=NAME),
         AirflowAccounts(af.database.name, lay.compose, accounts(af.accounts(), v), v[af.api_secret_key.name],

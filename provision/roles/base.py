@@ -8,6 +8,7 @@ from ..engine.model import PHASE_LOCKDOWN, PHASE_TRUST, Handler, Resource, reloa
 from ..engine.system import Firewall, Service, Swapfile, Timezone, User
 from ..templates import render
 from . import Role, RoleContext
+from .airflow_celery import REDIS_PORT
 
 NAME = "base"
 CA_DIR = "/usr/local/share/ca-certificates/dropship"
@@ -25,10 +26,13 @@ def swap_size_mb(memory_mb: int) -> int:
 
 
 def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
-    """The inventory's ports, plus PostgreSQL from Docker's networks only when Airflow needs it."""
-    rules = ctx.settings.firewall_allow
+    """The inventory's ports, plus from Docker's networks only what Airflow's containers reach on the
+    host: PostgreSQL, and Redis (the CeleryExecutor's broker)."""
+    rules, subnet, af = ctx.settings.firewall_allow, ctx.settings.postgres.docker_subnet, ctx.settings.airflow
     if ctx.has("airflow") and ctx.has("postgres"):
-        rules += (f"5432/tcp from {ctx.settings.postgres.docker_subnet}",)
+        rules += (f"5432/tcp from {subnet}",)
+    if ctx.has("airflow") and af and af.celery:
+        rules += (f"{REDIS_PORT}/tcp from {subnet}",)
     return rules
 
 

@@ -17,7 +17,7 @@ from ..errors import DropshipError, RemoteError
 from ..image_on_host import build_on_host, pull_on_host, ship_image
 from ..inventory import Environment
 from ..redact import Redactor
-from ..roles.airflow import LAYOUT, SERVICES
+from ..roles.airflow import LAYOUT, services
 from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, connect
@@ -268,7 +268,8 @@ def status(env: Environment) -> list[dict]:
             rows.append({"service": row.get("Service"), "state": row.get("State"), "health": row.get("Health") or "",
                          "status": row.get("Status", "")})
     known = {r["service"] for r in rows}
-    rows += [{"service": s, "state": "missing", "health": "", "status": ""} for s in SERVICES if s not in known]
+    rows += [{"service": s, "state": "missing", "health": "", "status": ""} for s in services(env.settings.airflow)
+             if s not in known]
     return sorted((r for r in rows if r["service"] != "airflow-init"), key=lambda r: r["service"])
 
 

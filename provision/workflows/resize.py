@@ -69,8 +69,9 @@ def size_settings(env: Environment, host: HostSpec, vcpus: int, memory_mb: int) 
     """What provisioning derives from this size on ``host`` (local droplets share this machine's CPUs)."""
     cpus = min(vcpus, os.cpu_count() or vcpus) if env.provider == "local" else vcpus
     apps = {a.name: a.workers for a in env.settings.apps} if "app" in host.roles else {}
-    return sizing.derived(cpus, memory_mb, apps, airflow="airflow" in host.roles and env.settings.airflow is not None,
-                          postgres="postgres" in host.roles)
+    af = env.settings.airflow if "airflow" in host.roles else None
+    return sizing.derived(cpus, memory_mb, apps, airflow=af is not None, postgres="postgres" in host.roles,
+                          celery=bool(af and af.celery))
 
 
 def plan(env: Environment, options: ResizeOptions, provider: Provider) -> tuple[list[HostPlan], list[str]]:

@@ -184,7 +184,7 @@ def test_dockerfile_conventions():
     assert "USER ${AIRFLOW_UID}" in lines and "ARG AIRFLOW_UID=50000" in lines
     assert "COPY ca/ " in text and "update-ca-certificates" in text and "UV_NATIVE_TLS=1" in text
     assert "COPY tools/uv /usr/local/bin/uv" in lines and "pip install" not in text.replace("uv pip install", "")
-    assert '"apache-airflow[postgres,fab]==${AIRFLOW_VERSION}"' in text
+    assert '"apache-airflow[postgres,fab,celery]==${AIRFLOW_VERSION}"' in text
     assert "dags/" in (AIRFLOW_SRC / ".dockerignore").read_text().split()
 
 

@@ -39,7 +39,8 @@ def context(facts=DEBIAN, env_name="local", ca=(), **settings) -> RoleContext:
 
 
 AIRFLOW_SECRETS = {"airflow_admin_password": "admin-pw-123456", "airflow_fernet_key": "f" * 43 + "=",
-                   "airflow_jwt_secret": "jwt-secret-123456", "airflow_api_secret_key": "api-secret-123456", "airflow_db_password": "af-db-pw-123456"}
+                   "airflow_jwt_secret": "jwt-secret-123456", "airflow_api_secret_key": "api-secret-123456", "airflow_db_password": "af-db-pw-123456",
+                   "airflow_redis_password": "redis-pw-123456"}
 REGISTRY_AIRFLOW = AirflowSettings(version="3.3.2", image="apache/airflow:3.3.2", build=None, dags=None)
 
 
@@ -112,9 +113,10 @@ def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     without_app = replace(plain, host=replace(plain.host, roles=tuple(r for r in plain.host.roles if r != "app")))
     own_server = with_airflow(plain, server_name="airflow.example.com", url_path="")
     for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain), own_server,
-                several_apps(plain), tls_context(), with_backups(with_airflow(plain))):
+                several_apps(plain), tls_context(), with_backups(with_airflow(plain)),
+                with_airflow(plain, executor="CeleryExecutor")):
         for role in registry().values():
-            assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker: no packages
+            assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker (Redis aside)
             for resource in role.resources(ctx):
                 if isinstance(resource, File):
                     text = resource.content.decode()
