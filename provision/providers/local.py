@@ -144,6 +144,13 @@ def current_size(label_size: str, recorded: str | None, memory_bytes: int, nano_
     return f"s-{max(1, round(nano_cpus / 1e9))}vcpu-{mem}"
 
 
+def network_address(info: dict) -> str:
+    """The container's IPv4 address on its environment's network ("" while it has none)."""
+    env = (info.get("Config", {}).get("Labels") or {}).get(f"{LABEL}.env", "")
+    networks = (info.get("NetworkSettings", {}) or {}).get("Networks") or {}
+    return (networks.get(network_name(env)) or {}).get("IPAddress") or ""
+
+
 def droplet_from_inspect(info: dict, recorded_size: str | None = None, recorded_disk: str | None = None) -> Droplet:
     """A Droplet from one ``docker inspect`` object of a dropship container (pure). Its disk is
     emulated: the one recorded by a ``disk`` resize, else its first size's in the table."""
@@ -168,6 +175,7 @@ def droplet_from_inspect(info: dict, recorded_size: str | None = None, recorded_
         vcpus=vcpus, memory_mb=memory_mb, ports=ports,
         disk_gb=int(recorded_disk) if (recorded_disk or "").isdigit() else
         BASIC_SIZES.get(labels.get(f"{LABEL}.size", ""), (0, 0, 0))[2],
+        private_address=network_address(info),
     )
 
 
