@@ -6,6 +6,7 @@ from pathlib import Path
 from ..engine.files import Directory, File
 from ..engine.model import PHASE_LOCKDOWN, PHASE_TRUST, Handler, Resource, reload, restart
 from ..engine.system import Firewall, Service, Swapfile, Timezone, User
+from .. import placement
 from ..templates import render
 from . import Role, RoleContext
 
@@ -25,10 +26,13 @@ def swap_size_mb(memory_mb: int) -> int:
 
 
 def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
-    """The inventory's ports, plus PostgreSQL from Docker's networks only when Airflow needs it."""
+    """The inventory's ports, plus PostgreSQL from Docker's networks only when Airflow needs it, and
+    from each of its client hosts (over the private network) on the postgres host."""
     rules = ctx.settings.firewall_allow
     if ctx.has("airflow") and ctx.has("postgres"):
         rules += (f"5432/tcp from {ctx.settings.postgres.docker_subnet}",)
+    if ctx.has("postgres"):
+        rules += placement.firewall_rules(placement.clients(ctx.env), ctx.addresses)
     return rules
 
 
