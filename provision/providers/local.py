@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ BOOT_TIMEOUT = 60.0
 SSH_TIMEOUT = 30.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _MIB = 1024 * 1024
+_NETWORK_LOCK = threading.Lock()    # droplets are created in parallel; Docker allows two networks of one name
 
 
 # ---- pure helpers ---------------------------------------------------------------------------
@@ -415,6 +417,10 @@ class LocalProvider:
                                     f"`docker rm -f {container_name(self.env, spec.name)}`")
 
     def _ensure_network(self) -> None:
+        with _NETWORK_LOCK:
+            self._create_network()
+
+    def _create_network(self) -> None:
         net = network_name(self.env)
         if docker("network", "inspect", net, check=False).returncode != 0:
             labels = {**self.labels, f"{LABEL}.env": self.env}
