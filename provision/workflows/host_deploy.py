@@ -18,7 +18,7 @@ from ..redact import Redactor
 from ..roles.app import SLOTS, AppLayout, layout
 from ..templates import render
 from ..transport.ssh import Session
-from .database import backup_command, backup_dir
+from .database import backup_command, backup_dir, prune_dumps_command
 from .shipment import Shipment, app_environment, now, who
 
 
@@ -201,10 +201,12 @@ class AppDeploy:
             self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
             raise
         self.start_and_switch(state, ship.id, discard_on_failure=True)
+        dumps = backup_dir(app.database.name) if app.database and not self.remote_db else ""
         self.step("prune old releases", rel.prune_command(self.lay.releases,
                                                           [r for r in self.state().slots.values() if r],
-                                                          app.keep_releases,
-                                                          backup_dir(app.database.name) if app.database else ""))
+                                                          app.keep_releases, dumps))
+        if app.database and self.remote_db:
+            self.db_step("prune old pre-deploy dumps", prune_dumps_command(app.database.name, app.keep_releases))
         return ship.id
 
     def dump_before_migrations(self, name: str, previous: str | None) -> None:

@@ -312,3 +312,22 @@ def test_status_shows_dumps_where_the_database_is():
     assert "backup shop" not in on_app_host and "app shop blue" in on_app_host
     on_db_host = status_command((), False, databases=("shop",))
     assert "ls -t /var/backups/dropship/shop" in on_db_host and "echo \"backup shop $b" in on_db_host
+
+
+def test_pre_deploy_dumps_pruned_on_the_postgres_host(tmp_path):
+    from provision.workflows.database import prune_dumps_command
+
+    command = prune_dumps_command("shop", 2)
+    assert command == ("cd /var/backups/dropship/shop 2>/dev/null || exit 0\n"
+                       "ls -1 | grep '^pre-.*\\.dump$' | sort -r | tail -n +3 | "
+                       "while read -r d; do rm -f -- \"$d\" && echo \"pruned $d\"; done\ntrue\n")
+    import subprocess
+
+    for name in ("pre-20260101T000000Z-a.dump", "pre-20260102T000000Z-b.dump", "pre-20260103T000000Z-c.dump",
+                 "manual-20250101T000000Z.dump"):
+        (tmp_path / name).write_bytes(b"PGDMP")
+    out = subprocess.run(["sh", "-c", command.replace("/var/backups/dropship/shop", str(tmp_path))],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "pruned pre-20260101T000000Z-a.dump\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manual-20250101T000000Z.dump", "pre-20260102T000000Z-b.dump",
+                                                          "pre-20260103T000000Z-c.dump"]
