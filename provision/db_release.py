@@ -49,6 +49,13 @@ def record_revision_command(database: str, release_dir: str) -> str:
             f"echo \"revision=$rev\"")
 
 
+def write_revision_command(release_dir: str, revision: str) -> str:
+    """Write ``revision`` (read on the database's own host) into the release; prints it."""
+    if revision and not REVISION_RE.fullmatch(revision):
+        raise ValueError(f"not an Alembic revision: {revision!r}")
+    return f"{_write(release_dir + '/' + REVISION, q(revision))}\necho {q('revision=' + revision)}"
+
+
 def record_left_command(previous_dir: str, dump: str) -> str:
     """After the pre-deploy dump: the release being left is restorable from ``dump``."""
     if not DUMP_RE.fullmatch(dump):
@@ -66,6 +73,20 @@ case "$left" in ''|*/*) ;; *) [ -s {q(dumps)}/"$left" ] &&
   echo "dump_at=$(date -u -r {q(dumps)}/"$left" +%Y-%m-%dT%H:%M:%SZ)" ;; esac
 echo "current=$({revision_probe(database)})"
 """
+
+
+def release_probe_command(target_dir: str) -> str:
+    """Read-only, on the app's host: the target release's recorded revision and leaving dump."""
+    return (f"echo \"revision=$(cat {q(target_dir + '/' + REVISION)} 2>/dev/null)\"\n"
+            f"echo \"left=$(cat {q(target_dir + '/' + LEFT)} 2>/dev/null)\"\n")
+
+
+def database_probe_command(database: str, dumps: str, left: str) -> str:
+    """Read-only, on the database's host: when the dump ``left`` was taken (if it still exists) and
+    the database's revision now."""
+    exists = (f"[ -s {q(dumps + '/' + left)} ] && echo \"dump_at=$(date -u -r {q(dumps + '/' + left)} "
+              f"+%Y-%m-%dT%H:%M:%SZ)\"\n") if DUMP_RE.fullmatch(left) else ""
+    return f"{exists}echo \"current=$({revision_probe(database)})\"\n"
 
 
 @dataclass(frozen=True)

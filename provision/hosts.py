@@ -37,3 +37,12 @@ def targets(env: Environment, hosts: list[HostSpec], accept_new_keys: bool = Fal
                           key_path=key_path(env), connect_timeout=env.ssh.connect_timeout,
                           accept_new_key=accept_new_keys or h.name in new))
     return out
+
+
+def private_addresses(env: Environment) -> dict[str, str]:
+    """Each host's address on the private network: a fixed host's from the inventory, a droplet's as
+    the provider reported it (recorded by droplet.create / droplet.list)."""
+    droplets = load_droplets(env)
+    found = {h.name: h.private_address or (droplets[h.name].private_address if h.name in droplets else "")
+             for h in env.hosts}
+    return {name: address for name, address in found.items() if address}

@@ -25,6 +25,7 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SIZE_MB = re.compile(r"^(\d+)\s*([MG])$", re.I)
+_IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ class HostSpec:
     droplet: DropletSpec | None = None
     address: str | None = None
     port: int | None = None
+    private_address: str = ""        # a fixed host's address on the private network (droplets: from the provider)
 
 
 @dataclass(frozen=True)
@@ -453,8 +455,9 @@ def load_environment(path: str | os.PathLike, env: str) -> Environment:
     return envs[env]
 
 
-_ENV_KEYS = ("provider", "token", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
+_ENV_KEYS = ("provider", "token", "vpc_uuid", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
              "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow", "tls", "backups")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Environment:
@@ -465,16 +468,21 @@ def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Env
     if provider == "digitalocean" and token_ref is None:
         c.fail("the digitalocean provider needs 'token'", "add 'token: {env: DIGITALOCEAN_TOKEN}'",
                key=f"{c.key}.token")
-    hosts = _hosts(c, provider)
+    vpc = c.child("vpc_uuid")
+    if vpc and provider != "digitalocean":
+        vpc.fail("vpc_uuid places DigitalOcean droplets in a VPC", "remove it: local droplets share a Docker network")
+    hosts = _hosts(c, provider, vpc.str(_UUID, "'760e09ef-dc84-11e8-981e-3cfdfeaae000'") if vpc else "")
     ssh = _ssh(c.child("ssh"), workspace)
+    settings = _settings(c, workspace, provider)
+    _check_placement(c, hosts, settings)
     return Environment(
-        name=name, provider=provider, hosts=hosts, ssh=ssh, settings=_settings(c, workspace, provider),
+        name=name, provider=provider, hosts=hosts, ssh=ssh, settings=settings,
         ca_certificates=_ca_certificates(c.child("ca_certificates"), provider, workspace),
         token=token_ref, inventory_path=path.resolve(), workspace=workspace,
     )
 
 
-def _hosts(c: _Cursor, provider: str) -> tuple[HostSpec, ...]:
+def _hosts(c: _Cursor, provider: str, vpc_uuid: str = "") -> tuple[HostSpec, ...]:
     hosts: list[HostSpec] = []
     names: list[_Cursor] = []
     droplets, fixed = c.child("droplets"), c.child("hosts")
@@ -499,21 +507,48 @@ def _hosts(c: _Cursor, provider: str) -> tuple[HostSpec, ...]:
             region=region.str() if region else default_region,
             image=image.str() if image else default_image,
             tags=tuple(t.str(_NAME, "'web'") for t in item.child("tags").items()) if item.child("tags") else (),
+            vpc_uuid=vpc_uuid,
         )
         hosts.append(HostSpec(name=name, roles=_roles(item), droplet=spec))
     for item in fixed.items() if fixed else ():
-        item.mapping(("name", "address", "port", "roles"))
+        item.mapping(("name", "address", "port", "private_address", "roles"))
         names.append(item.child("name", required=True))
         name = names[-1].str(_NAME, "'db-1'")
-        port = item.child("port")
+        port, private = item.child("port"), item.child("private_address")
         hosts.append(HostSpec(name=name, roles=_roles(item), address=item.child("address", required=True).str(),
-                              port=port.int(1, 65535) if port else None))
+                              port=port.int(1, 65535) if port else None,
+                              private_address=private.str(_IPV4, "'10.110.0.2'") if private else ""))
     seen: set[str] = set()
     for h, name_c in zip(hosts, names):
         if h.name in seen:
             name_c.fail(f"host name '{h.name}' is used twice", "give every host its own name")
         seen.add(h.name)
     return tuple(hosts)
+
+
+def _host_items(c: _Cursor) -> list[_Cursor]:
+    """The cursors of the environment's hosts, in the order of ``Environment.hosts``."""
+    return [item for key in ("droplets", "hosts") if c.child(key) for item in c.child(key).items()]
+
+
+def _check_placement(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings) -> None:
+    """One host at most holds PostgreSQL; when roles are split over hosts, one must if an app's
+    database or Airflow needs it (its clients reach it over the private network)."""
+    items = _host_items(c)
+    pg = [i for i, h in enumerate(hosts) if "postgres" in h.roles]
+    if len(pg) > 1:
+        second, first = hosts[pg[1]].name, hosts[pg[0]].name
+        items[pg[1]].child("roles").fail(f"host '{second}' has the postgres role, and so has '{first}'",
+                                         f"remove postgres from the roles of '{second}': one host holds the databases")
+    if pg or len(hosts) < 2:
+        return
+    for item, h in zip(items, hosts):
+        needs = [f"app '{a.name}'" for a in settings.apps if a.database] if "app" in h.roles else []
+        needs += ["Airflow"] if "airflow" in h.roles and settings.airflow else []
+        if needs:
+            item.child("roles").fail(f"{needs[0]} on host '{h.name}' needs PostgreSQL, and no host of the "
+                                     "environment has the postgres role",
+                                     "add postgres to one host's roles, e.g. a host 'db-1' with roles: [base, postgres]")
 
 
 def _roles(item: _Cursor) -> tuple[str, ...]:

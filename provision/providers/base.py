@@ -14,6 +14,7 @@ class DropletSpec:
     region: str
     image: str
     tags: tuple[str, ...] = ()
+    vpc_uuid: str = ""               # DigitalOcean: the VPC its private address is in ("" = the region's default)
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Droplet:
     ports: dict[int, int] = field(default_factory=dict)
     # "ssh-ed25519 AAAA..." lines read over a trusted channel (docker exec), when the provider can
     host_keys: list[str] = field(default_factory=list)
+    # where the environment's other droplets reach it (VPC / Docker network), "" when unknown
+    private_address: str = ""
 
     def port(self, guest_port: int) -> int:
         return self.ports.get(guest_port, guest_port)
@@ -45,7 +48,7 @@ class Droplet:
             "name": self.name, "id": self.id, "status": self.status, "address": self.address,
             "ssh_port": self.ssh_port, "size": self.size, "region": self.region, "image": self.image,
             "tags": list(self.tags), "vcpus": self.vcpus, "memory_mb": self.memory_mb, "disk_gb": self.disk_gb,
-            "ports": {str(k): v for k, v in self.ports.items()},
+            "ports": {str(k): v for k, v in self.ports.items()}, "private_address": self.private_address,
         }
 
     @classmethod
@@ -56,6 +59,7 @@ class Droplet:
             image=d.get("image", ""), tags=tuple(d.get("tags", ())), vcpus=int(d.get("vcpus", 0)),
             memory_mb=int(d.get("memory_mb", 0)), disk_gb=int(d.get("disk_gb", 0)),
             ports={int(k): int(v) for k, v in d.get("ports", {}).items()},
+            private_address=d.get("private_address", ""),
         )
 
 

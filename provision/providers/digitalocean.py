@@ -68,8 +68,17 @@ def _blob_key_type(blob: bytes) -> str | None:
 
 def public_ipv4(droplet: Mapping[str, Any]) -> str | None:
     """The first public IPv4 address in ``networks.v4``, or None while there is none."""
+    return _ipv4(droplet, "public")
+
+
+def private_ipv4(droplet: Mapping[str, Any]) -> str | None:
+    """The first private (VPC) IPv4 address in ``networks.v4``, or None while there is none."""
+    return _ipv4(droplet, "private")
+
+
+def _ipv4(droplet: Mapping[str, Any], kind: str) -> str | None:
     for net in (droplet.get("networks") or {}).get("v4") or []:
-        if net.get("type") == "public" and net.get("ip_address"):
+        if net.get("type") == kind and net.get("ip_address"):
             return net["ip_address"]
     return None
 
@@ -86,6 +95,8 @@ def create_body(spec: DropletSpec, env: str, ssh_key_id: int) -> dict:
         "image": image_ref(spec.image), "ssh_keys": [ssh_key_id],
         "tags": droplet_tags(env, spec.tags), "monitoring": True,
     }
+    if spec.vpc_uuid:
+        body["vpc_uuid"] = spec.vpc_uuid
     return body if spec.region else {k: v for k, v in body.items() if k != "region"}
 
 
@@ -109,7 +120,8 @@ def _gb(obj: Mapping[str, Any] | None, key: str = "disk") -> int:
 
 
 def to_droplet(d: Mapping[str, Any]) -> Droplet:
-    """A DigitalOcean droplet object as a Droplet (address: its public IPv4, or "")."""
+    """A DigitalOcean droplet object as a Droplet (address: its public IPv4, or ""; private_address:
+    its VPC IPv4, or "")."""
     image = d.get("image") or {}
     return Droplet(
         name=d["name"], id=str(d["id"]), status=d.get("status", ""),
@@ -118,6 +130,7 @@ def to_droplet(d: Mapping[str, Any]) -> Droplet:
         image=image.get("slug") or str(image.get("id", "")),
         tags=tuple(d.get("tags") or ()), vcpus=int(d.get("vcpus") or 0),
         memory_mb=int(d.get("memory") or 0), disk_gb=_gb(d), host_keys=[],
+        private_address=private_ipv4(d) or "",
     )
 
 

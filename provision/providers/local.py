@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ BOOT_TIMEOUT = 60.0
 SSH_TIMEOUT = 30.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _MIB = 1024 * 1024
+_NETWORK_LOCK = threading.Lock()    # droplets are created in parallel; Docker allows two networks of one name
 
 
 # ---- pure helpers ---------------------------------------------------------------------------
@@ -144,6 +146,13 @@ def current_size(label_size: str, recorded: str | None, memory_bytes: int, nano_
     return f"s-{max(1, round(nano_cpus / 1e9))}vcpu-{mem}"
 
 
+def network_address(info: dict) -> str:
+    """The container's IPv4 address on its environment's network ("" while it has none)."""
+    env = (info.get("Config", {}).get("Labels") or {}).get(f"{LABEL}.env", "")
+    networks = (info.get("NetworkSettings", {}) or {}).get("Networks") or {}
+    return (networks.get(network_name(env)) or {}).get("IPAddress") or ""
+
+
 def droplet_from_inspect(info: dict, recorded_size: str | None = None, recorded_disk: str | None = None) -> Droplet:
     """A Droplet from one ``docker inspect`` object of a dropship container (pure). Its disk is
     emulated: the one recorded by a ``disk`` resize, else its first size's in the table."""
@@ -168,6 +177,7 @@ def droplet_from_inspect(info: dict, recorded_size: str | None = None, recorded_
         vcpus=vcpus, memory_mb=memory_mb, ports=ports,
         disk_gb=int(recorded_disk) if (recorded_disk or "").isdigit() else
         BASIC_SIZES.get(labels.get(f"{LABEL}.size", ""), (0, 0, 0))[2],
+        private_address=network_address(info),
     )
 
 
@@ -407,6 +417,10 @@ class LocalProvider:
                                     f"`docker rm -f {container_name(self.env, spec.name)}`")
 
     def _ensure_network(self) -> None:
+        with _NETWORK_LOCK:
+            self._create_network()
+
+    def _create_network(self) -> None:
         net = network_name(self.env)
         if docker("network", "inspect", net, check=False).returncode != 0:
             labels = {**self.labels, f"{LABEL}.env": self.env}

@@ -1,7 +1,7 @@
 """Roles: for one host, given its facts, the packages and resources that make up its state."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..engine.model import PHASE_PACKAGES, Resource
@@ -18,6 +18,7 @@ class RoleContext:
     public_key: str                  # authorized for the deploy user
     secrets: dict[str, str]          # resolved secret values by name (never printed)
     airflow_image: str = ""          # the image tag the airflow role runs (built or pulled by the workflow)
+    addresses: dict[str, str] = field(default_factory=dict, hash=False)   # hosts' private addresses
 
     @property
     def settings(self):

@@ -1,5 +1,6 @@
 """Airflow on Docker Compose: its database on the host's PostgreSQL (reachable from containers over
-the Docker bridge only), folders, a secret env file, the compose project, and the UI behind nginx.
+the Docker bridge only) or on the postgres host (over the private network), folders, a secret env
+file, the compose project, and the UI behind nginx.
 
 DAGs are not part of this role: deploys ship them as releases (workflows/airflow.py) and
 switch ``/srv/airflow/dags/current``, which every service reads.
@@ -12,6 +13,7 @@ from ..engine.compose import ComposeProject
 from ..engine.files import Absent, Directory, File, Symlink
 from ..engine.model import Handler, Resource
 from ..engine.postgres import PgDatabase, PgRole
+from .. import placement
 from ..errors import DropshipError
 from ..release import database_url
 from ..sizing import airflow_parallelism, airflow_worker_concurrency
@@ -69,8 +71,10 @@ def image_ref(ctx: RoleContext) -> str:
 def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
     """Airflow's settings as compose env_file lines (secrets inside: the file is 0600)."""
     af, v = ctx.settings.airflow, ctx.secrets
+    host = "host.docker.internal" if ctx.has("postgres") else placement.database_address(ctx.env, ctx.host.name,
+                                                                                         ctx.addresses)
     db = database_url(af.database.user, v[af.database.password.name], af.database.name,
-                      host="host.docker.internal").replace("postgresql://", "postgresql+psycopg2://")
+                      host=host).replace("postgresql://", "postgresql+psycopg2://")
     values = [
         ("AIRFLOW__CORE__EXECUTOR", af.executor),
         ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", db),
@@ -137,12 +141,14 @@ def resources(ctx: RoleContext) -> list[Resource]:
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
                      root=lay.root, port=lay.port, url_path=af.url_path, celery=af.celery)
     nginx = RELOAD_NGINX
-    return [
+    local_db: list[Resource] = [    # else the postgres host makes the database (roles/postgres.py)
         Directory("/etc/systemd/system/postgresql@.service.d", role=NAME),
         File("/etc/systemd/system/postgresql@.service.d/dropship-docker.conf",
              render("airflow/postgres-after-docker.conf.j2"), role=NAME, notify=(DAEMON_RELOAD,)),
         PgRole(af.database.user, v[af.database.password.name], role=NAME),
         PgDatabase(af.database.name, af.database.user, role=NAME),
+    ] if ctx.has("postgres") else []
+    return local_db + [
         Directory(lay.root, role=NAME),
         Directory(lay.dags, UID, "root", 0o755, role=NAME),
         Directory(f"{lay.dags}/releases", UID, "root", 0o755, role=NAME),

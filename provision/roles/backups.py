@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import placement
 from ..agekey import recipient_of
 from ..engine.files import Directory, File
 from ..engine.model import Handler, Resource, q, restart
@@ -29,7 +30,7 @@ REMOTE_NAME = "offsite"
 
 
 def databases(env: Environment, has_airflow: bool) -> list[str]:
-    """The databases a host's backup dumps: every app's, then Airflow's metadata (on its host)."""
+    """The databases a host's backup dumps: every app's, then Airflow's metadata (where it is)."""
     out = [a.database.name for a in env.settings.apps if a.database]
     if has_airflow and env.settings.airflow:
         out.append(env.settings.airflow.database.name)
@@ -64,7 +65,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
                             "age identity (AGE-SECRET-KEY-1…)",
                             f"remove it from .secrets/{ctx.env.name}.yaml to have one generated, or paste "
                             "`age-keygen` output") from None
-    dbs = databases(ctx.env, ctx.has("airflow"))
+    dbs = databases(ctx.env, ctx.has("airflow") or placement.airflow_elsewhere(ctx.env))
     site = bk.offsite
     env_file = render("backups/backup.env.j2", databases=q(" ".join(dbs)), keep_daily=bk.keep_daily,
                       keep_weekly=bk.keep_weekly, remote=q(remote(ctx.env)))

@@ -1,10 +1,12 @@
-"""PostgreSQL: server on localhost (and the Docker bridge when asked), app role and database."""
+"""PostgreSQL: server on localhost (and the Docker bridge when asked, and the private address when
+other hosts connect), the apps' roles and databases (and Airflow's when it runs elsewhere)."""
 from __future__ import annotations
 
 from ..engine.files import File
 from ..engine.model import Resource, reload, restart
 from ..engine.postgres import PgDatabase, PgRole
 from ..engine.system import Service
+from .. import placement
 from ..sizing import memory_settings
 from ..templates import render
 from . import Role, RoleContext, backups
@@ -27,10 +29,13 @@ def resources(ctx: RoleContext) -> list[Resource]:
     pg = ctx.settings.postgres
     conf_dir = f"/etc/postgresql/{version(ctx)}/main"
     bridge = pg.listen_docker_bridge or ctx.has("airflow")     # Airflow's containers reach it there
-    listen = ["localhost"] + ([pg.docker_bridge_address] if bridge else [])
+    remote = placement.clients(ctx.env)                        # app/airflow hosts, over the private network
+    private = placement.checked_ipv4(ctx.addresses.get(ctx.host.name, ""), ctx.host.name) if remote else None
+    listen = placement.listen_addresses(pg.docker_bridge_address if bridge else None, private)
     conf = render("postgres/dropship.conf.j2", memory_mb=ctx.facts.memory_mb, cpus=ctx.facts.cpus,
                   listen_addresses=listen, **vars(memory_settings(ctx.facts.memory_mb)))
-    hba = render("postgres/pg_hba.conf.j2", docker_subnets=[pg.docker_subnet] if bridge else [])
+    hba = render("postgres/pg_hba.conf.j2", docker_subnets=[pg.docker_subnet] if bridge else [],
+                 clients=placement.hba_lines(remote, ctx.addresses))
     out: list[Resource] = [
         File(f"{conf_dir}/conf.d/dropship.conf", conf, "postgres", "postgres", 0o644, role=NAME,
              notify=(restart("postgresql"),)),
@@ -40,7 +45,9 @@ def resources(ctx: RoleContext) -> list[Resource]:
     ]
     users: set[str] = set()
     names: set[str] = set()
-    for db in (a.database for a in ctx.settings.apps if a.database):    # an app without one gets none
+    dbs = [a.database for a in ctx.settings.apps if a.database]        # an app without one gets none
+    dbs += [ctx.settings.airflow.database] if placement.airflow_elsewhere(ctx.env) else []
+    for db in dbs:
         if db.user not in users:
             out.append(PgRole(db.user, ctx.secrets[db.password.name], role=NAME))
         if db.name not in names:

@@ -20,7 +20,7 @@ from ..retention import STAMP
 from ..roles.airflow import AirflowLayout, stack_health_command
 from ..roles.backups import FOLDER, RCLONE, SERVICE, STATE, TIMER, remote
 from ..secrets import SecretStore, redactor_for
-from .database import _failed, _session, backup_command
+from .database import _failed, _session, backup_command, host_session
 
 SOURCE = re.compile(r"^(offsite|host):(LATEST|\d{8}T\d{6}Z)$")
 
@@ -182,7 +182,16 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
     if airflow:
         owners[airflow.database.name] = airflow.database.user
     session = _session(env)
-    host = env.host(session.name)
+    af_host = next((h for h in env.hosts if "airflow" in h.roles), None) if airflow else None
+    opened = []          # a session to the airflow host, when it is not the postgres host
+
+    def airflow_session():
+        if af_host.name == session.name:
+            return session
+        if not opened:
+            opened.append(host_session(env, af_host))
+        return opened[0]
+
     try:
         found = parse_list(session.redact(session.script(list_command(remote(env) if where == "offsite" else ""),
                                                          timeout=300).stdout), time.time())
@@ -217,20 +226,21 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
                 dumped = session.script(backup_command(db, safety), timeout=6 * 3600)
                 if dumped.rc != 0:
                     raise _failed(session, f"safety dump of {db}", dumped.stdout, "nothing was replaced; check the disk")
-                is_airflow = bool(airflow) and db == airflow.database.name and "airflow" in host.roles
-                if is_airflow:
-                    session.script(f"{AirflowLayout().compose} stop >/dev/null 2>&1 || true", timeout=300)
+                is_airflow = af_host is not None and db == airflow.database.name
+                if is_airflow:     # Airflow stops (where it runs) while its database is replaced
+                    airflow_session().script(f"{AirflowLayout().compose} stop >/dev/null 2>&1 || true", timeout=300)
                 on_line(f"[{session.name}] decrypt here and pg_restore {db}")
                 try:
                     result = _decrypt_into(session, key, cipher, pg_restore_command(db, owners[db]))
                 finally:
                     if is_airflow:
-                        session.script(f"{AirflowLayout().compose} start >/dev/null", timeout=600)
+                        airflow_session().script(f"{AirflowLayout().compose} start >/dev/null", timeout=600)
                 if is_airflow:
-                    on_line(f"[{session.name}] waiting for Airflow to be healthy")
-                    healthy = session.script(stack_health_command(AirflowLayout().port, airflow.url_path), timeout=400)
+                    on_line(f"[{af_host.name}] waiting for Airflow to be healthy")
+                    healthy = airflow_session().script(stack_health_command(AirflowLayout().port, airflow.url_path),
+                                                       timeout=400)
                     if healthy.rc != 0 and result.rc == 0:
-                        raise _failed(session, "Airflow after the restore", healthy.stdout,
+                        raise _failed(airflow_session(), "Airflow after the restore", healthy.stdout,
                                       "read `invoke airflow.logs`; the data is restored")
                 if result.rc != 0:
                     raise _failed(session, f"pg_restore {db}", result.stdout + result.stderr,
@@ -239,6 +249,8 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
         return stamp
     finally:
         session.close()
+        for other in opened:
+            other.close()
 
 
 def _decrypt_into(session, identity_file: str, cipher: str, command: str):

@@ -10,7 +10,7 @@ from typing import Callable
 from .. import hosts as host_selection
 from ..engine.model import q
 from ..errors import DropshipError, RemoteError
-from ..inventory import DatabaseSettings, Environment
+from ..inventory import DatabaseSettings, Environment, HostSpec
 from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, connect
@@ -31,6 +31,14 @@ def backup_command(database: str, name: str) -> str:
     return (f"install -d -m 0700 {q(BACKUPS)} {q(folder)} && "
             f"runuser -u postgres -- pg_dump -Fc {q(database)} > {q(path)}.partial && "
             f"mv -f {q(path)}.partial {q(path)} && echo {q(path)}")
+
+
+def prune_dumps_command(database: str, keep: int) -> str:
+    """Keep the newest ``keep`` pre-deploy dumps of ``database`` (their names sort by release time):
+    the ones the retained releases roll back with, on a postgres host of its own."""
+    return (f"cd {q(backup_dir(database))} 2>/dev/null || exit 0\n"
+            f"ls -1 | grep '^pre-.*\\.dump$' | sort -r | tail -n +{int(keep) + 1} | "
+            f"while read -r d; do rm -f -- \"$d\" && echo \"pruned $d\"; done\ntrue\n")
 
 
 def backups_command(database: str) -> str:
@@ -87,11 +95,16 @@ def _database(env: Environment) -> DatabaseSettings:
 
 
 def _session(env: Environment) -> Session:
-    """A session to the environment's (first) Postgres host; it masks the environment's secrets."""
+    """A session to the environment's Postgres host; it masks the environment's secrets."""
     hosts = [h for h in env.hosts if "postgres" in h.roles]
     if not hosts:
         raise DropshipError(f"no host of {env.name} has the postgres role", "add 'postgres' to a host's roles")
-    target = host_selection.targets(env, hosts[:1])[0]
+    return host_session(env, hosts[0])
+
+
+def host_session(env: Environment, host: HostSpec) -> Session:
+    """A session to ``host`` (pinned key); it masks the environment's secrets."""
+    target = host_selection.targets(env, [host])[0]
     return connect(target, KnownHosts(env.workspace.known_hosts_path), redactor_for(env))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from typing import Callable
 
 from .. import db_release
@@ -26,8 +27,7 @@ def rollback_with_db(deploy: AppDeploy, env_name: str, to: str | None, method: s
     db, dumps = app.database.name, backup_dir(app.database.name)
     state = deploy.state()
     target = deploy.rollback_target(state, to)
-    record = db_release.parse_probe(deploy.step("read database record",
-                                                db_release.probe_command(db, lay.release(target), dumps)))
+    record = read_record(deploy, lay.release(target))
     template = db_release.downgrade_template(app.release_command, app.db_rollback_command)
     try:
         plan = db_release.choose_method(record, template, method)
@@ -38,13 +38,13 @@ def rollback_with_db(deploy: AppDeploy, env_name: str, to: str | None, method: s
     if confirm:
         confirm(f"{name}: roll {app.name} back to {target} and its database {db} {how}; {lost}.")
     safety = f"rollback-safety-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(2)}"
-    deploy.step(f"safety dump {safety}.dump", backup_command(db, safety))
+    deploy.db_step(f"safety dump {safety}.dump", backup_command(db, safety))
     restore = (f"`invoke db.restore --env {env_name} --file {safety}.dump --yes`, then "
                f"`invoke rollback --env {env_name} --app {app.name} --to {state.live_release}`")
     try:
         if plan.method == "dump":
-            deploy.step(f"restore {db} from {plan.dump}",
-                        restore_command(db, app.database.user, f"{dumps}/{plan.dump}"), timeout=3600)
+            deploy.db_step(f"restore {db} from {plan.dump}",
+                           restore_command(db, app.database.user, f"{dumps}/{plan.dump}"), timeout=3600)
         else:
             live = state.live_release or target
             command = db_release.downgrade_command(template, plan.revision)
@@ -58,3 +58,17 @@ def rollback_with_db(deploy: AppDeploy, env_name: str, to: str | None, method: s
     said.append(f"{name}: {app.name} at {target}; database {db} back {how} (method {plan.method}); {lost}; "
                 f"safety dump {dumps}/{safety}.dump")
     return target
+
+
+def read_record(deploy: AppDeploy, target_dir: str) -> db_release.DbRecord:
+    """The target release's database record: the release's files and the database are read on
+    their hosts (one step when they are the same host)."""
+    db = deploy.app.database.name
+    dumps = backup_dir(db)
+    if not deploy.remote_db:
+        return db_release.parse_probe(deploy.step("read database record",
+                                                  db_release.probe_command(db, target_dir, dumps)))
+    kept = db_release.parse_probe(deploy.step("read release record", db_release.release_probe_command(target_dir)))
+    now = db_release.parse_probe(deploy.db_step("read database record",
+                                                db_release.database_probe_command(db, dumps, kept.left)))
+    return replace(kept, dump_at=now.dump_at, current=now.current)

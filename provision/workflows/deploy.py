@@ -7,11 +7,12 @@ its own lock (host_deploy.py) and the DAGs under theirs.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from .. import db_release
 from .. import hosts as host_selection
+from .. import placement
 from .. import release as rel
 from ..engine.runner import Converge, HostOutcome, Progress
 from ..errors import DropshipError, RemoteError
@@ -24,7 +25,7 @@ from ..roles.airflow import LAYOUT as AIRFLOW
 from ..roles.app import SLOTS, layout
 from ..secrets import SecretStore, redactor_for
 from ..transport.hostkeys import KnownHosts
-from ..transport.ssh import Session
+from ..transport.ssh import Session, Target, connect
 from .host_deploy import AppDeploy, Steps, app_state_command
 from .on_hosts import run_on_hosts
 from .provision import resolve_secrets
@@ -112,6 +113,36 @@ def _app_steps(env, session, progress, redactor, app: AppSettings, lock_wait: fl
     return Steps(session, progress, redactor, lay.lock_dir, lay.audit_log, _prefix(env, app), lock_wait)
 
 
+def database_target(env: Environment, hosts: list[HostSpec], apps: tuple[AppSettings, ...],
+                    redactor: Redactor) -> Target | None:
+    """The postgres host's target when an app database of ``hosts`` is on another host (checked like
+    the hosts': known, key pinned), else None."""
+    pg = placement.postgres_host(env)
+    remote = pg and any(h.name != pg.name and "app" in h.roles for h in hosts) and any(a.database for a in apps)
+    return preflight(env, [pg], redactor)[0] if remote else None
+
+
+@contextmanager
+def app_deploys(env: Environment, host: HostSpec, session: Session, db: Target | None, addresses: dict[str, str],
+                progress: Progress, redactor: Redactor, lock_wait: float = 0):
+    """``make(app) -> AppDeploy`` on ``host``: its database commands on the postgres host (one SSH
+    session, opened here) when that is another host."""
+    remote = db is not None and db.name != host.name and "app" in host.roles
+    db_session = connect(db, KnownHosts(env.workspace.known_hosts_path), redactor) if remote else None
+    address = placement.database_address(env, host.name, addresses) if remote else placement.LOCAL
+
+    def make(app: AppSettings) -> AppDeploy:
+        steps = _app_steps(env, session, progress, redactor, app, lock_wait)
+        db_steps = Steps(db_session, progress, redactor, "", "", steps.prefix) if db_session else None
+        return AppDeploy(app, steps, db_steps, address)
+
+    try:
+        yield make
+    finally:
+        if db_session:
+            db_session.close()
+
+
 # --- the workflows ------------------------------------------------------------------------------------
 
 def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Report:
@@ -121,6 +152,9 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
     chosen = app_hosts(env, options.hosts, options.only)
     redactor = redactor_for(env)
     targets = preflight(env, chosen, redactor)
+    addresses = host_selection.private_addresses(env)
+    placement.require_addresses(env, addresses)
+    db = database_target(env, chosen, apps, redactor)
     values = resolve_secrets(env, SecretStore(env, redactor), dry_run=False)
     pub = public_key(env)
     with ExitStack() as stack:
@@ -141,7 +175,7 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                 if "airflow" in roles:
                     ensure_image(session, image, progress)
                 laid_out = Converge(session=session, progress=progress, build=lambda facts: host_resources(
-                    RoleContext(env, host, facts, pub, values, image.tag if image else ""), roles,
+                    RoleContext(env, host, facts, pub, values, image.tag if image else "", addresses), roles,
                     record=roles)).run()
             except RemoteError as exc:
                 return HostOutcome(host.name, failed=1, error=redactor(str(exc)), seconds=time.monotonic() - started)
@@ -149,11 +183,12 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
             if laid_out.failed:
                 outcome.failed, outcome.error = 1, laid_out.error
                 return outcome
-            for app in apps if "app" in roles else ():
-                steps = _app_steps(env, session, progress, redactor, app, options.lock_wait)
-                ship = ships[app.name]
-                _merge(outcome, steps.attempt("deploy", ship.id, env.name,
-                                              lambda: AppDeploy(app, steps).deploy(ship, values)))
+            with app_deploys(env, host, session, db, addresses, progress, redactor, options.lock_wait) as make:
+                for app in apps if "app" in roles else ():
+                    deploy_app = make(app)
+                    ship = ships[app.name]
+                    _merge(outcome, deploy_app.steps.attempt("deploy", ship.id, env.name,
+                                                             lambda: deploy_app.deploy(ship, values)))
             if "airflow" in roles:
                 steps = Steps(session, progress, redactor, DAG_LOCK, DAG_AUDIT, lock_wait=options.lock_wait)
 
@@ -194,27 +229,30 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     redactor = redactor_for(env)
     chosen = app_hosts(env, hosts, app_name)
     targets = preflight(env, chosen, redactor)
+    addresses = host_selection.private_addresses(env)
+    db = database_target(env, chosen, apps, redactor) if with_db else None
     said: list[str] = []
 
     def work(host: HostSpec, session: Session) -> HostOutcome:
         started = time.monotonic()
         roles = deployed_roles(env, host, app_name)
         outcome = HostOutcome(host.name)
-        for app in apps if "app" in roles else ():
-            steps = _app_steps(env, session, progress, redactor, app)
-            if with_db:
-                def back_with_db() -> str:
-                    lines: list[str] = []
-                    target = rollback_with_db(AppDeploy(app, steps), env.name, to, db_method, confirm, lines)
-                    for line in lines:
-                        progress.step(host.name, "ok", redactor(line))
-                    said.extend(redactor(line) for line in lines)
-                    return target
+        with app_deploys(env, host, session, db, addresses, progress, redactor) as make:
+            for app in apps if "app" in roles else ():
+                back = make(app)
+                if with_db:
+                    def back_with_db() -> str:
+                        lines: list[str] = []
+                        target = rollback_with_db(back, env.name, to, db_method, confirm, lines)
+                        for line in lines:
+                            progress.step(host.name, "ok", redactor(line))
+                        said.extend(redactor(line) for line in lines)
+                        return target
 
-                _merge(outcome, steps.attempt("rollback --with-db", to or "previous", env.name, back_with_db))
-                continue
-            _merge(outcome, steps.attempt("rollback", to or "previous", env.name,
-                                          lambda: AppDeploy(app, steps).rollback(to)))
+                    _merge(outcome, back.steps.attempt("rollback --with-db", to or "previous", env.name,
+                                                       back_with_db))
+                    continue
+                _merge(outcome, back.steps.attempt("rollback", to or "previous", env.name, lambda: back.rollback(to)))
         if "airflow" in roles and not with_db:
             steps = Steps(session, progress, redactor, DAG_LOCK, DAG_AUDIT)
 

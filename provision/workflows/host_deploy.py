@@ -18,7 +18,7 @@ from ..redact import Redactor
 from ..roles.app import SLOTS, AppLayout, layout
 from ..templates import render
 from ..transport.ssh import Session
-from .database import backup_command, backup_dir
+from .database import backup_command, backup_dir, prune_dumps_command
 from .shipment import Shipment, app_environment, now, who
 
 
@@ -134,11 +134,14 @@ def app_state_command(lay: AppLayout) -> str:
 
 
 class AppDeploy:
-    """Deploy and rollback of ``app`` on the host of ``steps``."""
+    """Deploy and rollback of ``app`` on the host of ``steps``; its database commands (pg_dump, psql,
+    pg_restore) run through ``db`` on the postgres host when that is another host, which the app
+    reaches at ``db_address``."""
 
-    def __init__(self, app: AppSettings, steps: Steps):
+    def __init__(self, app: AppSettings, steps: Steps, db: Steps | None = None, db_address: str = "127.0.0.1"):
         self.app, self.steps, self.lay = app, steps, layout(app)
         self.session, self.step = steps.session, steps.step
+        self.remote_db, self.db_step, self.db_address = db is not None, (db or steps).step, db_address
 
     def state(self) -> AppState:
         store = rel.parse_state(self.step("read state", app_state_command(self.lay)))
@@ -182,31 +185,52 @@ class AppDeploy:
                                          json.dumps(ship.manifest).encode(), json.dumps(ship.info).encode()))
             digest = rel.requirements_hash(ship.requirements, state.python)
             self.virtualenv(digest, release_dir)
+            dotenv = rel.env_file(app_environment(app, values, ship.id, self.db_address))
             self.step("write .env", rel.unfinished_command(release_dir) + "\n" + rel.write_file_command(
-                f"{release_dir}/.env", rel.env_file(app_environment(app, values, ship.id)), self.lay.user, 0o600))
+                f"{release_dir}/.env", dotenv, self.lay.user, 0o600))
             if app.release_command:
                 if app.database:
-                    # The dump taken when leaving ``previous`` is what `rollback --with-db` restores it from.
-                    left = "\n" + db_release.record_left_command(self.lay.release(previous), f"pre-{ship.id}.dump") \
-                        if previous else ""
-                    self.step("pg_dump before migrations", backup_command(app.database.name, f"pre-{ship.id}") + left)
+                    self.dump_before_migrations(f"pre-{ship.id}", previous)
                 self.step(f"release command: {app.release_command}",
                           rel.release_command(release_dir, self.lay.user, app.release_command),
                           fix="fix the release command (the database was left as it was); the old release "
                               "is still serving")
                 if app.database:
-                    self.step("record database revision",
-                              db_release.record_revision_command(app.database.name, release_dir))
+                    self.record_revision(release_dir)
             self.step("release ready", rel.unfinished_command(release_dir, done=True))
         except RemoteError:
             self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
             raise
         self.start_and_switch(state, ship.id, discard_on_failure=True)
+        dumps = backup_dir(app.database.name) if app.database and not self.remote_db else ""
         self.step("prune old releases", rel.prune_command(self.lay.releases,
                                                           [r for r in self.state().slots.values() if r],
-                                                          app.keep_releases,
-                                                          backup_dir(app.database.name) if app.database else ""))
+                                                          app.keep_releases, dumps))
+        if app.database and self.remote_db:
+            self.db_step("prune old pre-deploy dumps", prune_dumps_command(app.database.name, app.keep_releases))
         return ship.id
+
+    def dump_before_migrations(self, name: str, previous: str | None) -> None:
+        """pg_dump where the database is; the release being left records it (`rollback --with-db`
+        restores that release from it)."""
+        dump = backup_command(self.app.database.name, name)
+        left = db_release.record_left_command(self.lay.release(previous), f"{name}.dump") if previous else ""
+        if not self.remote_db:
+            self.step("pg_dump before migrations", dump + ("\n" + left if left else ""))
+            return
+        self.db_step("pg_dump before migrations", dump)
+        if left:
+            self.step(f"record {name}.dump in {previous}", left)
+
+    def record_revision(self, release_dir: str) -> None:
+        """The database's Alembic revision after the release command, written into the release."""
+        db = self.app.database.name
+        if not self.remote_db:
+            self.step("record database revision", db_release.record_revision_command(db, release_dir))
+            return
+        revision = self.db_step("read database revision", db_release.revision_probe(db)).strip()
+        self.step("record database revision", db_release.write_revision_command(
+            release_dir, revision if db_release.REVISION_RE.fullmatch(revision) else ""))
 
     def health(self, slot: str, seconds: int | None = None) -> str:
         h = self.app.health

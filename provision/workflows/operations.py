@@ -50,11 +50,15 @@ awk -v t="$t" -v u="$u" '/^MemTotal:/ { mt = $2 } /^MemAvailable:/ { a = $2 }
   END { if (t == "" || t + 0 >= mt + 0) print "memory", mt, mt - a; else print "memory", t, u }' /proc/meminfo"""
 
 
-def status_command(apps: tuple[AppSettings, ...], airflow: bool, backups: bool = False) -> str:
+def status_command(apps: tuple[AppSettings, ...], airflow: bool, backups: bool = False,
+                   databases: tuple[str, ...] | None = None) -> str:
     """Print a host's state, a line each: ``app <name> <slot> <live|warm> <release> <http code>``,
-    ``backup <database> <newest dump> <epoch>``, ``disk <used %> <free KB>``, ``memory <total KB>
-    <used KB>``, and (with ``airflow``) compose's JSON of the Airflow services."""
+    ``backup <database> <newest dump> <epoch>`` (of ``databases``, default the apps'), ``disk <used %>
+    <free KB>``, ``memory <total KB> <used KB>``, and (with ``airflow``) compose's JSON of the Airflow
+    services."""
     lines = []
+    own = [a.database.name for a in apps if a.database]
+    dumps = own if databases is None else list(databases)
     for app in apps:
         lay = layout(app)
         lines.append(f"live=$(cat {q(lay.live_file)} 2>/dev/null)")
@@ -64,10 +68,9 @@ def status_command(apps: tuple[AppSettings, ...], airflow: bool, backups: bool =
                          f"[ \"$live\" = {slot} ] && w=live || w=warm; "
                          f"c=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 {q(url)}); "
                          f"echo \"app {app.name} {slot} $w ${{r##*/}} ${{c:-000}}\"; }}")
-        if app.database:
-            folder = q(backup_dir(app.database.name))
-            lines.append(f"b=$(ls -t {folder} 2>/dev/null | grep '\\.dump$' | head -n 1); "
-                         f"[ -n \"$b\" ] && echo \"backup {app.database.name} $b $(stat -c %Y {folder}/\"$b\")\"")
+        if app.database and app.database.name in dumps:
+            lines.append(newest_dump_command(app.database.name))
+    lines += [newest_dump_command(db) for db in dumps if db not in own]      # the postgres host of other hosts' apps
     if backups:
         lines.append(records_command().rstrip("\n"))
     lines.append("df -Pk / | awk 'NR == 2 { print \"disk\", $5, $4 }'")
@@ -76,6 +79,13 @@ def status_command(apps: tuple[AppSettings, ...], airflow: bool, backups: bool =
         lines.append(f"[ -f {AIRFLOW.root}/compose.yaml ] && {AIRFLOW.compose} ps -a --format json 2>/dev/null")
     lines.append(certificates_command().rstrip("\n"))
     return "\n".join(lines) + "\n"
+
+
+def newest_dump_command(database: str) -> str:
+    """``backup <database> <newest dump> <epoch>`` when its backup folder holds a dump."""
+    folder = q(backup_dir(database))
+    return (f"b=$(ls -t {folder} 2>/dev/null | grep '\\.dump$' | head -n 1); "
+            f"[ -n \"$b\" ] && echo \"backup {database} $b $(stat -c %Y {folder}/\"$b\")\"")
 
 
 def parse_status(output: str, now: float) -> dict:
@@ -254,7 +264,9 @@ def status(env: Environment, names=None) -> dict[str, dict]:
         apps = env.settings.apps if "app" in host.roles else ()
         airflow = "airflow" in host.roles and env.settings.airflow is not None
         backups = "postgres" in host.roles and env.settings.backups is not None
-        return status_command(tuple(apps), airflow, backups)
+        here = "postgres" in host.roles       # dumps are where the database is
+        databases = tuple(dict.fromkeys(a.database.name for a in env.settings.apps if a.database)) if here else ()
+        return status_command(tuple(apps), airflow, backups, databases)
 
     return read_hosts(env, _hosts(env, names), script, parse_status, "status")
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from .. import hosts as host_selection
+from .. import placement
 from ..engine.model import PHASE_SERVICES
 from ..engine.runner import Converge, HostOutcome, Progress
 from ..errors import DropshipError, RemoteError
@@ -75,34 +76,53 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
     redactor = Redactor()
     values = resolve_secrets(env, SecretStore(env, redactor), options.dry_run)
     pub = public_key(env)
+    addresses = host_selection.private_addresses(env)
+    placement.require_addresses(env, addresses)
     targets = host_selection.targets(env, chosen, options.accept_new_host_keys)
     known = KnownHosts(env.workspace.known_hosts_path)
     specs = {h.name: h for h in chosen}
 
     def work(target: Target) -> HostOutcome:
         return converge_host(env, specs[target.name], target, known, redactor, options, progress, values, pub,
-                             image)
+                             image, addresses)
 
     image = None
     if any("airflow" in h.roles for h in chosen) and (not options.roles or "airflow" in options.roles):
         image = prepare_image(env, options.dry_run)
 
     report = Report("provision", env.name, dry_run=options.dry_run)
-    for target, outcome, exc in fan_out(targets, work, options.parallel):
-        if exc is not None and not isinstance(exc, (DropshipError, OSError)):
-            raise exc
-        if exc is not None:
-            outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
-            progress.step(target.name, "failed", redactor(str(exc)))
-        report.hosts[target.name] = outcome
+    first, then = waves(env, targets)
+    for wave in (first, then):
+        pg_failed = [n for n, h in report.hosts.items() if h.failed]
+        if pg_failed and wave is then:      # its clients would find no database: leave them as they are
+            for target in wave:
+                error = f"not provisioned: its database host {pg_failed[0]} failed"
+                report.hosts[target.name] = HostOutcome(target.name, failed=1, error=error)
+                progress.step(target.name, "failed", error)
+            continue
+        for target, outcome, exc in fan_out(wave, work, options.parallel):
+            if exc is not None and not isinstance(exc, (DropshipError, OSError)):
+                raise exc
+            if exc is not None:
+                outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
+                progress.step(target.name, "failed", redactor(str(exc)))
+            report.hosts[target.name] = outcome
     contacted(env, {n for n, h in report.hosts.items() if not h.failed})
     report.seconds = time.monotonic() - started
     return report
 
 
+def waves(env: Environment, targets: list[Target]) -> tuple[list[Target], list[Target]]:
+    """The postgres host first (its databases and roles exist before their clients need them), then
+    the others; one host holding every role is one wave."""
+    pg = placement.postgres_host(env)
+    first = [t for t in targets if pg and t.name == pg.name]
+    return first, [t for t in targets if t not in first]
+
+
 def converge_host(env: Environment, host: HostSpec, target: Target, known: KnownHosts, redactor: Redactor,
                   options: ProvisionOptions, progress: Progress, values: dict[str, str], pub: str,
-                  image: ImagePlan | None = None) -> HostOutcome:
+                  image: ImagePlan | None = None, addresses: dict[str, str] | None = None) -> HostOutcome:
     session = connect(target, known, redactor)
     only = tuple(r for r in (options.roles or host.roles) if r in PROVISIONED)
     shipped = []
@@ -117,7 +137,7 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
     try:
         return Converge(
             session=session,
-            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag), only,
+            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag, addresses or {}), only,
                                                record=record_scope(options.roles), purge=options.purge),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),

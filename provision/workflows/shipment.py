@@ -76,13 +76,14 @@ def dag_shipment(af: AirflowSettings, sha: str, release_id: str) -> Shipment:
                     {"id": release_id, "git": sha, "by": who(), "at": now()})
 
 
-def app_environment(app: AppSettings, values: dict[str, str], release_id: str) -> list[tuple[str, str]]:
-    """The release's .env: the database URL (under DATABASE_URL and ``url_env``), the secret key,
-    the inventory's variables and the release id (DROPSHIP_RELEASE)."""
+def app_environment(app: AppSettings, values: dict[str, str], release_id: str,
+                    db_host: str = "127.0.0.1") -> list[tuple[str, str]]:
+    """The release's .env: the database URL (under DATABASE_URL and ``url_env``; the database at
+    ``db_host``), the secret key, the inventory's variables and the release id (DROPSHIP_RELEASE)."""
     out: list[tuple[str, str]] = []
     db = app.database
     if db:
-        url = rel.database_url(db.user, values[db.password.name], db.name, driver=db.driver)
+        url = rel.database_url(db.user, values[db.password.name], db.name, host=db_host, driver=db.driver)
         out += [(name, url) for name in ("DATABASE_URL", *db.url_env)]
     if app.secret_key:
         out.append(("SECRET_KEY", values[app.secret_key.name]))
