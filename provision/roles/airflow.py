@@ -26,6 +26,7 @@ from .tls import include_for, scheme_of
 NAME = "airflow"
 UID = "50000"            # the Airflow image convention (user airflow, group root)
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+API_CONTAINER = "airflow-airflow-apiserver-1"       # compose's name of the api-server (project airflow)
 SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
 
@@ -164,7 +165,8 @@ def resources(ctx: RoleContext) -> list[Resource]:
                        before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
                        health_check=stack_health_command(lay.port, af.url_path), role=NAME),
         AirflowAccounts(af.database.name, lay.compose, accounts(af.accounts(), v), v[af.api_secret_key.name],
-                        f"{lay.root}/config/{SEAL.rsplit('/', 1)[1]}", role=NAME),
+                        f"{lay.root}/config/{SEAL.rsplit('/', 1)[1]}",
+                        "" if ctx.has("postgres") else API_CONTAINER, role=NAME),
         *nginx_files(af, lay.port, nginx, include_for(ctx, af.server_name) if af.server_name else ""),
     ]
 

@@ -78,10 +78,26 @@ def seal(key: str, wanted: list[dict], accounts: dict[str, dict]) -> str:
     return hmac.new(key.encode(), json.dumps(rows).encode(), hashlib.sha256).hexdigest()
 
 
-def accounts_probe(database: str, seal_file: str) -> str:
+# The same query from inside a running Airflow container, with Airflow's own connection (no Airflow import).
+QUERY_IN_CONTAINER = r"""
+import json, os, psycopg2, sys
+conn = psycopg2.connect(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "", 1))
+with conn, conn.cursor() as cur:
+    cur.execute(sys.argv[1])
+    for (row,) in cur.fetchall():
+        print(json.dumps(row))
+"""
+
+
+def accounts_probe(database: str, seal_file: str, container: str = "") -> str:
     """Print the seal, then one JSON object per account of ``database`` (none before Airflow made its
-    tables) (pure)."""
-    return (f"echo \"seal=$(cat {q(seal_file)} 2>/dev/null)\"; p=psql; for b in /usr/lib/postgresql/*/bin/psql; do [ -x \"$b\" ] && p=$b; done; "
+    tables): with psql as postgres on the database's host, or, with ``container`` (the database is on
+    another host), from that running Airflow container (pure)."""
+    seal_line = f"echo \"seal=$(cat {q(seal_file)} 2>/dev/null)\"; "
+    if container:
+        return (seal_line + f"docker exec {q(container)} python -c {q(QUERY_IN_CONTAINER)} {q(ACCOUNTS_SQL)} "
+                "2>/dev/null; true")
+    return (seal_line + "p=psql; for b in /usr/lib/postgresql/*/bin/psql; do [ -x \"$b\" ] && p=$b; done; "
             f"command -v \"$p\" >/dev/null && PGGSSENCMODE=disable runuser -u postgres -- \"$p\" -X -A -t -q "
             f"-d {q(database)} -c {q(ACCOUNTS_SQL)} 2>/dev/null; true")
 
@@ -157,6 +173,7 @@ class AirflowAccounts(Resource):
     wanted: tuple[tuple[tuple[str, str], ...], ...] = field(repr=False)     # hashable dicts, passwords inside
     seal_key: str = field(default="", repr=False)                           # the UI's secret key
     seal_file: str = ""                                                     # SEAL, as the host sees it
+    container: str = ""                  # the api-server's, where the database is on another host
     role: str = ""
     phase: int = PHASE_SERVICES       # after compose up: the sync runs in the api-server
 
@@ -168,7 +185,7 @@ class AirflowAccounts(Resource):
         return [dict(u) for u in self.wanted]
 
     def probe(self, want_content: bool = False) -> str:
-        return accounts_probe(self.database, self.seal_file)
+        return accounts_probe(self.database, self.seal_file, self.container)
 
     def parse(self, output: str) -> tuple[str, dict[str, dict]]:
         return parse_accounts(output)

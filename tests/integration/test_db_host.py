@@ -101,7 +101,7 @@ def test_airflow_runs_against_db_1(split):
 
 
 def test_postgres_on_db_1_lets_in_exactly_web_1(split):
-    db, web, out = split.address(DB), split.address(WEB), split.address(OUT)
+    db, web = split.address(DB), split.address(WEB)
     listen = split.ssh(DB, "runuser -u postgres -- psql -Atc 'show listen_addresses'").strip()
     assert listen == f"localhost,{db}"
     rules = split.ssh(DB, "runuser -u postgres -- psql -Atc \"select type, database, user_name, address, netmask, "

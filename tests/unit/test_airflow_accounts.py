@@ -7,7 +7,7 @@ import pytest
 
 from provision.errors import InventoryError
 from provision.inventory import load_inventory
-from provision.roles.airflow_users import (ACCOUNTS_SQL, SEAL, SYNC, AirflowAccounts, accounts, accounts_probe,
+from provision.roles.airflow_users import (ACCOUNTS_SQL, QUERY_IN_CONTAINER, SEAL, SYNC, AirflowAccounts, accounts, accounts_probe,
                                           differences, parse_accounts, password_matches, seal, sync_command)
 from tests.unit.test_inventory import AIRFLOW, assert_located, write
 
@@ -122,6 +122,9 @@ def test_probe_reads_the_seal_and_the_accounts_from_airflows_database():
         "echo \"seal=$(cat /srv/airflow/config/.seal 2>/dev/null)\"; p=psql; for b in /usr/lib/postgresql/*/bin/psql; do [ -x \"$b\" ] && p=$b; done; "
         "command -v \"$p\" >/dev/null && PGGSSENCMODE=disable runuser -u postgres -- \"$p\" -X -A -t -q "
         "-d 'air'\"'\"'flow' -c " + shlex.quote(ACCOUNTS_SQL) + " 2>/dev/null; true")
+    assert accounts_probe("airflow", "/s", "airflow-airflow-apiserver-1") == (
+        "echo \"seal=$(cat /s 2>/dev/null)\"; docker exec airflow-airflow-apiserver-1 python -c "
+        + shlex.quote(QUERY_IN_CONTAINER) + " " + shlex.quote(ACCOUNTS_SQL) + " 2>/dev/null; true")
     rows = [account(), account(name="old", roles=[])]
     assert parse_accounts("seal=ab12\n" + "\n".join(json.dumps(r) for r in rows) + "\nnoise\n{broken\n") == \
         ("ab12", {"ops.anna": rows[0], "old": rows[1]})

@@ -3,7 +3,6 @@ file's worker, the firewall, the worker's concurrency, and ``airflow.executor`` 
 import yaml
 
 from provision import sizing
-from provision.engine.files import File
 from provision.engine.system import Service
 from provision.inventory import EXECUTORS
 from provision.roles import airflow, airflow_celery, base, host_resources

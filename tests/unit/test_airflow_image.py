@@ -18,6 +18,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 AIRFLOW_SRC = PROJECT / "app_src" / "airflow"
 BASE_ID = "sha256:" + "ab" * 32
 PINS = "constraints/airflow-3.3.2-py3.13.txt"
+OLDER_PINS = "constraints/airflow-3.3.1-py3.13.txt"
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def test_context_files_exclude_dags_but_keep_nested_folders(folder):
     (folder / "config" / "dags" / "keep.txt").write_text("")
     files = ai.context_files(folder)
     assert {"Dockerfile", "requirements.txt", ".dockerignore", "config/webserver_config.py",
-            "config/dags/keep.txt", PINS} == set(files)
+            "config/dags/keep.txt", PINS, OLDER_PINS} == set(files)
     assert not any(rel.startswith("dags/") for rel in files)
 
 
@@ -99,7 +100,7 @@ def test_assemble_context_has_ca_folder_and_no_dags(folder, cas, tmp_path):
     dest = tmp_path / "ctx"
     dest.mkdir()
     written = ai.assemble_context(folder, cas, dest)
-    assert written == sorted([".dockerignore", "Dockerfile", "requirements.txt", PINS,
+    assert written == sorted([".dockerignore", "Dockerfile", "requirements.txt", PINS, OLDER_PINS,
                               "ca/00-corp-root.crt", "ca/01-corp-root.crt", "tools/uv"])
     assert (dest / "tools" / "uv").read_bytes() == ai.controller_uv().read_bytes()     # the pinned uv, runnable
     assert os.access(dest / "tools" / "uv", os.X_OK)
@@ -112,8 +113,8 @@ def test_assemble_context_has_ca_folder_and_no_dags(folder, cas, tmp_path):
 def test_assemble_context_without_cas_keeps_an_empty_ca_folder(folder, tmp_path):
     dest = tmp_path / "ctx"
     dest.mkdir()
-    assert ai.assemble_context(folder, [], dest) == [".dockerignore", "Dockerfile", "ca/.keep", PINS,
-                                                     "requirements.txt", "tools/uv"]
+    assert ai.assemble_context(folder, [], dest) == [".dockerignore", "Dockerfile", "ca/.keep", OLDER_PINS,
+                                                     PINS, "requirements.txt", "tools/uv"]
     assert [p.name for p in (dest / "ca").iterdir()] == [".keep"]
 
 

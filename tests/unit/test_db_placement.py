@@ -47,7 +47,7 @@ ONE = SPLIT.replace("roles: [base, docker, nginx, app, airflow]", "roles: [base,
 ADDRESSES = {"db-1": "10.110.0.2", "web-1": "10.110.0.3", "out-1": "10.110.0.4"}
 FACTS = SystemFacts("debian", "13", "trixie", "none", 4096, 2)
 SECRETS = {n: "s3cret" for n in ("app_db_password", "names_secret_key", "airflow_admin_password", "airflow_fernet_key",
-                                 "airflow_jwt_secret", "airflow_db_password")}
+                                 "airflow_jwt_secret", "airflow_api_secret_key", "airflow_db_password")}
 
 
 def load(tmp_path: Path, text: str):
