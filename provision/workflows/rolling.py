@@ -12,7 +12,7 @@ from typing import Callable
 from .. import balancer
 from ..engine.model import q
 from ..engine.runner import HostOutcome, Progress
-from ..errors import RemoteError
+from ..errors import DropshipError, RemoteError
 from ..inventory import AppSettings, Environment, HostSpec
 from ..redact import Redactor
 from ..report import Report
@@ -33,8 +33,11 @@ def serving_command(apps: tuple[AppSettings, ...]) -> str:
 def serving_web_hosts(env: Environment) -> tuple[str, ...]:
     """The web hosts serving a live release of every app now (those that do not answer do not)."""
     apps = env.settings.apps
-    found = read_hosts(env, balancer.web_hosts(env), lambda h: f"{serving_command(apps)} && echo SERVING; true",
-                       lambda out, now: {"serving": "SERVING" in out}, "probe web hosts")
+    try:
+        found = read_hosts(env, balancer.web_hosts(env), lambda h: f"{serving_command(apps)} && echo SERVING; true",
+                           lambda out, now: {"serving": "SERVING" in out}, "probe web hosts")
+    except DropshipError:       # a web host without a droplet yet serves nothing
+        return ()
     return tuple(h for h, r in found.items() if r.get("serving"))
 
 
@@ -104,26 +107,29 @@ class Rollout:
         others = [h.name for h in self.hosts if "app" not in h.roles]
         outcomes = self.on(others, self.work) if others else {}
         web = [h.name for h in self.hosts if "app" in h.roles]
-        session = connect(self.lb, KnownHosts(self.env.workspace.known_hosts_path), self.redactor)
-        steps = Steps(session, self.progress, self.redactor, "", "")
+        lb = HostOutcome(self.lb.name)
         try:
-            outcomes |= self.batches(steps, web)
-        except RemoteError as exc:
-            steps.outcome.failed, steps.outcome.error = 1, self.redactor(str(exc))
-        finally:
-            session.close()
-        outcomes[self.lb.name] = steps.outcome
+            session = connect(self.lb, KnownHosts(self.env.workspace.known_hosts_path), self.redactor)
+            steps = Steps(session, self.progress, self.redactor, "", "")
+            lb = steps.outcome
+            try:
+                self.batches(steps, web, outcomes)
+            finally:
+                session.close()
+        except DropshipError as exc:         # the lb cannot be reached, or its nginx refused a change
+            lb.failed, lb.error = 1, self.redactor(str(exc))
+        outcomes[self.lb.name] = lb
         outcomes |= {h: HostOutcome(h, skipped=1) for h in web if h not in outcomes}
         order = [h.name for h in self.env.hosts]
         report.hosts = {h: outcomes[h] for h in sorted(outcomes, key=lambda n: order.index(n) if n in order else 0)}
         report.seconds = time.monotonic() - started
         return report
 
-    def batches(self, steps: Steps, web: list[str]) -> dict[str, HostOutcome]:
+    def batches(self, steps: Steps, web: list[str], outcomes: dict[str, HostOutcome]) -> None:
+        """Batch after batch into ``outcomes``; an lb step that fails raises (the hosts done are kept)."""
         upstream = Upstream(self.env, steps, self.addresses, self.all_web)
         upstream.write(f"upstream: {', '.join(upstream.members) or 'no web host serves yet'}", "upstream change")
         plan = balancer.batches(web, self.env.settings.deploy.batch_size)
-        outcomes: dict[str, HostOutcome] = {}
         for i, batch in enumerate(plan, 1):
             self.progress.step(self.lb.name, "ok", f"batch {i}/{len(plan)}: {', '.join(batch)}")
             down = balancer.drainable(upstream.members, batch)
@@ -138,17 +144,15 @@ class Rollout:
                     done[h].failed, done[h].error = 1, self.redactor(str(exc))
                     failed.append(h)
                     break
+            outcomes |= done
             if failed:
                 undone = self.on([h for h in batch if not done[h].skipped], self.undo) if self.undo else {}
-                upstream.write(f"put back {', '.join(down) or 'nothing'}", "undrain")
-                outcomes |= done
                 self.stopped(outcomes, failed[0], i, len(plan), batch, undone, web)
-                return outcomes
+                upstream.write(f"put back {', '.join(down) or 'nothing'}", "undrain")
+                return
             upstream.members = [h for h in self.all_web if h in upstream.members or h in batch]
             upstream.write(f"put back {', '.join(batch)}", "undrain")
             self.progress.step(self.lb.name, "ok", f"batch {i}/{len(plan)} done: {', '.join(batch)} serve again")
-            outcomes |= done
-        return outcomes
 
     def stopped(self, outcomes: dict[str, HostOutcome], host: str, i: int, n: int, batch: list[str],
                 undone: dict[str, HostOutcome], web: list[str]) -> None:

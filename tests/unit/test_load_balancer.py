@@ -286,3 +286,18 @@ def test_gate_command_sends_the_apps_host_through_the_private_address(tmp_path):
 def test_serving_command_exact(tmp_path):
     assert serving_command(load(tmp_path).settings.apps) == "test -s /srv/names/live"
     assert serving_command(()) == "true"
+
+
+def test_a_stopped_rollout_says_where_and_how_to_go_on(tmp_path):
+    from provision.engine.runner import HostOutcome
+    from provision.workflows.rolling import Rollout
+
+    env = load(tmp_path)
+    rollout = Rollout(env, [], [], None, ADDRESSES, env.settings.apps, None, None, 1, "deploy", None)
+    outcomes = {"web-1": HostOutcome("web-1", failed=1, error="web-1: health check: expected HTTP 2xx/3xx "
+                                     "(fix: read the app's log)")}
+    rollout.stopped(outcomes, "web-1", 1, 2, ["web-1"], {"web-1": HostOutcome("web-1")}, ["web-1", "web-2"])
+    assert outcomes["web-1"].error == (
+        "web-1: health check: expected HTTP 2xx/3xx; deploy stopped at batch 1/2; web-1 back on the previous "
+        "release; web-2 untouched (still on the old release) (fix: fix the cause, then run `invoke deploy --env e` "
+        "again)")
