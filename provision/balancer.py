@@ -69,11 +69,16 @@ def backends(members: list[str], addresses: dict[str, str], down: tuple[str, ...
     return [Backend(h, addresses[h], h in down) for h in members]
 
 
+def listed(text: str) -> set[str]:
+    """The web hosts' addresses the upstream file ``text`` lists (down or not)."""
+    return {m.group(1) for m in map(_SERVER.match, text.splitlines()) if m}
+
+
 def members(text: str, hosts: list[str], addresses: dict[str, str]) -> list[str]:
-    """Which of ``hosts`` the upstream file ``text`` lists (down or not), in the order of ``hosts``;
-    a server whose host left the inventory is not among them (the next rewrite drains it)."""
-    listed = {m.group(1) for m in map(_SERVER.match, text.splitlines()) if m}
-    return [h for h in hosts if addresses.get(h) in listed]
+    """Which of ``hosts`` the upstream file ``text`` lists, in the order of ``hosts``; a server whose
+    host left the inventory is not among them (the next rewrite drains it)."""
+    found = listed(text)
+    return [h for h in hosts if addresses.get(h) in found]
 
 
 def batches(hosts: list[str], size: str) -> list[list[str]]:

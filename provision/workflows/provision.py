@@ -22,7 +22,7 @@ from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, Target, connect
 from .airflow import ImagePlan, ensure_image, prepare_image
-from .rolling import serving_web_hosts
+from .rolling import drain_departed, serving_web_hosts
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,12 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
                 outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
                 progress.step(target.name, "failed", redactor(str(exc)))
             report.hosts[target.name] = outcome
+    done = report.hosts.get(lb.name) if lb else None
+    if done and not done.failed and not options.dry_run:
+        target = next(t for t in targets if t.name == lb.name)
+        drained = drain_departed(env, target, addresses, redactor, progress)
+        done.ok, done.changed, done.failed, done.error = (done.ok + drained.ok, done.changed + drained.changed,
+                                                          drained.failed, drained.error)
     contacted(env, {n for n, h in report.hosts.items() if not h.failed})
     report.seconds = time.monotonic() - started
     return report

@@ -48,6 +48,7 @@ class Upstream:
         self.env, self.steps, self.addresses = env, steps, addresses
         text = steps.step("read the upstream", f"cat {q(balancer.UPSTREAM_FILE)} 2>/dev/null; true", timeout=30)
         self.members = balancer.members(text, web, addresses)
+        self.departed = sorted(balancer.listed(text) - {addresses[h] for h in self.members})
 
     def write(self, label: str, what: str, down: tuple[str, ...] = ()) -> None:
         servers = balancer.backends(self.members, self.addresses, down)
@@ -61,6 +62,23 @@ class Upstream:
                             f"{' (' + app.name + ')' if len(apps) > 1 else ''}",
                             balancer.gate_command(self.env, app, host, self.addresses[host]),
                             timeout=app.health.timeout + 30)
+
+
+def drain_departed(env: Environment, lb: Target, addresses: dict[str, str], redactor: Redactor,
+                   progress: Progress) -> HostOutcome:
+    """Drop from the lb's upstream the servers of web hosts no longer in the inventory (provision)."""
+    session = connect(lb, KnownHosts(env.workspace.known_hosts_path), redactor)
+    steps = Steps(session, progress, redactor, "", "")
+    try:
+        upstream = Upstream(env, steps, addresses, [h.name for h in balancer.web_hosts(env)])
+        if upstream.departed:
+            upstream.write(f"drain {', '.join(upstream.departed)} (no longer in the inventory)", "drain")
+            steps.outcome.changed += 1
+    except RemoteError as exc:
+        steps.outcome.failed, steps.outcome.error = 1, redactor(str(exc))
+    finally:
+        session.close()
+    return steps.outcome
 
 
 @dataclass

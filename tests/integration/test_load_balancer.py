@@ -170,3 +170,14 @@ def test_a_third_web_host_joins_after_its_gate_and_is_drained_when_removed(farm)
     assert "# web-3" not in farm.upstream(), farm.upstream()
     assert farm.through_lb(9) == {farm.releases["v4"]}
     assert "upstream: web-1, web-2 (" in proc.stderr + proc.stdout      # web-3 drained first
+
+
+def test_provision_drains_a_server_no_longer_in_the_inventory(farm):
+    gone = "server 10.254.254.254:80 down;   # web-9\n"
+    ssh_script(farm.box, f"printf '%s' '{gone}' >> /etc/nginx/dropship/lb-upstream.conf && nginx -t -q", host=LB)
+    report, proc = farm.box.provision_json()
+    assert report["ok"], proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert report["hosts"][LB]["changed"] >= 1
+    upstream = farm.upstream()
+    assert "10.254.254.254" not in upstream and upstream.count("max_fails=1") == 2, upstream
+    assert farm.through_lb() == {farm.releases["v4"]}

@@ -301,3 +301,9 @@ def test_a_stopped_rollout_says_where_and_how_to_go_on(tmp_path):
         "web-1: health check: expected HTTP 2xx/3xx; deploy stopped at batch 1/2; web-1 back on the previous "
         "release; web-2 untouched (still on the old release) (fix: fix the cause, then run `invoke deploy --env e` "
         "again)")
+
+
+def test_listed_addresses_of_the_upstream_file():
+    text = lb.upstream_file(lb.backends(["web-1"], ADDRESSES)).decode() + "server 10.110.0.9:80 down;   # web-9\n"
+    assert lb.listed(text) == {"10.110.0.3", "10.110.0.9"}
+    assert lb.listed(lb.upstream_file([]).decode()) == set()        # the placeholder is not a web host
