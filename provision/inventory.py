@@ -17,7 +17,7 @@ from .providers.base import DropletSpec
 from .providers.sizes import parse_size
 from .workspace import Workspace
 
-ROLES = ("base", "postgres", "docker", "nginx", "app", "airflow")
+ROLES = ("base", "postgres", "docker", "nginx", "app", "airflow", "lb")
 PROVIDERS = ("local", "digitalocean")
 DOCKER_SOURCES = ("distro", "docker-ce")
 DEFAULT_LOCAL_CA_GLOB = "/usr/local/share/ca-certificates/**/*.crt"
@@ -239,6 +239,13 @@ class BackupSettings:
 
 
 @dataclass(frozen=True)
+class DeploySettings:
+    """How a deploy rolls through the web hosts behind a load balancer (``deploy:``)."""
+
+    batch_size: str = "1"            # hosts per batch: a count ("2") or a share of the web hosts ("50%")
+
+
+@dataclass(frozen=True)
 class Settings:
     timezone: str = "UTC"
     swap_mb: int | None = None       # None -> sized from RAM; 0 -> no swap
@@ -250,6 +257,7 @@ class Settings:
     airflow: AirflowSettings | None = None
     tls: TlsSettings = field(default_factory=TlsSettings)
     backups: BackupSettings | None = None
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
     @property
     def app(self) -> AppSettings | None:
@@ -456,7 +464,7 @@ def load_environment(path: str | os.PathLike, env: str) -> Environment:
 
 
 _ENV_KEYS = ("provider", "token", "vpc_uuid", "droplets", "hosts", "ssh", "ca_certificates", "timezone", "swap",
-             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow", "tls", "backups")
+             "firewall", "docker", "postgres", "nginx", "app", "apps", "airflow", "tls", "backups", "deploy")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -535,6 +543,7 @@ def _check_placement(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings
     """One host at most holds PostgreSQL; when roles are split over hosts, one must if an app's
     database or Airflow needs it (its clients reach it over the private network)."""
     items = _host_items(c)
+    _check_balancer(items, hosts)
     pg = [i for i, h in enumerate(hosts) if "postgres" in h.roles]
     if len(pg) > 1:
         second, first = hosts[pg[1]].name, hosts[pg[0]].name
@@ -549,6 +558,26 @@ def _check_placement(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings
             item.child("roles").fail(f"{needs[0]} on host '{h.name}' needs PostgreSQL, and no host of the "
                                      "environment has the postgres role",
                                      "add postgres to one host's roles, e.g. a host 'db-1' with roles: [base, postgres]")
+
+
+def _check_balancer(items: list[_Cursor], hosts: tuple[HostSpec, ...]) -> None:
+    """At most one lb host, with nginx and without app; with one, at least one app (web) host."""
+    lbs = [i for i, h in enumerate(hosts) if "lb" in h.roles]
+    if not lbs:
+        return
+    first = hosts[lbs[0]].name
+    if len(lbs) > 1:
+        items[lbs[1]].child("roles").fail(f"host '{hosts[lbs[1]].name}' has the lb role, and so has '{first}'",
+                                          f"remove lb from the roles of '{hosts[lbs[1]].name}': one host balances")
+    roles = items[lbs[0]].child("roles")
+    if "app" in hosts[lbs[0]].roles:
+        roles.fail(f"host '{first}' has both lb and app (both serve port 80)",
+                   f"put the app on web hosts of their own, e.g. 'web-1' with roles: [base, nginx, app]")
+    if "nginx" not in hosts[lbs[0]].roles:
+        roles.fail(f"the lb role of host '{first}' runs on nginx", f"add nginx to the roles of '{first}'")
+    if not any("app" in h.roles for h in hosts):
+        roles.fail(f"host '{first}' balances web hosts, and no host has the app role",
+                   "add app to the roles of one or more web hosts, e.g. 'web-1' with roles: [base, nginx, app]")
 
 
 def _roles(item: _Cursor) -> tuple[str, ...]:
@@ -610,7 +639,25 @@ def _settings(c: _Cursor, workspace: Workspace, provider: str = "local") -> Sett
         docker=_docker(c.child("docker")), postgres=_postgres(c.child("postgres")),
         nginx=nginx, apps=apps, airflow=airflow, tls=_tls(c.child("tls"), workspace),
         backups=_backups(c.child("backups"), c.key.rsplit(".", 1)[-1]),
+        deploy=_deploy(c.child("deploy")),
     )
+
+
+_BATCH = re.compile(r"^([1-9]\d{0,3})(%?)$")
+
+
+def _deploy(c: _Cursor | None) -> DeploySettings:
+    if c is None:
+        return DeploySettings()
+    c.mapping(("batch_size",))
+    size = c.child("batch_size")
+    if size is None:
+        return DeploySettings()
+    m = _BATCH.match(str(size.node)) if not isinstance(size.node, bool) else None
+    if not m or (m.group(2) and int(m.group(1)) > 100):
+        size.fail(f"expected a number of hosts like 2 or a share like '50%', got {size.node!r}",
+                  "write a whole number from 1, or a percentage from 1% to 100%")
+    return DeploySettings(batch_size=str(size.node))
 
 
 def _app_cursor(c: _Cursor, i: int) -> _Cursor:

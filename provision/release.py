@@ -287,19 +287,22 @@ def start_slot_command(slots: str, slot: str, release: str, unit: str) -> str:
             f"systemctl restart {q(unit)}")
 
 
-def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: str = "", seconds: int = 30) -> str:
+def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: str = "", seconds: int = 30,
+                   host: str = "") -> str:
     """Wait until ``url`` answers with an expected status (default any 2xx or 3xx) and, when given,
-    a body holding ``expect_text``; else say what was expected and what came back, and exit 1."""
+    a body holding ``expect_text``; else say what was expected and what came back, and exit 1.
+    ``host``: the Host header sent (the server name of an app behind a load balancer)."""
     codes = "|".join(str(c) for c in expect_status) or "2??|3??"
     want = "HTTP " + ("/".join(str(c) for c in expect_status) or "2xx/3xx") + \
         (f" with {expect_text!r} in the body" if expect_text else "")
     ok = "echo HEALTHY; exit 0"
+    header = f"-H {q('Host: ' + host)} " if host else ""
     if expect_text:
         ok = f"printf '%s' \"$body\" | grep -qF -e {q(expect_text)} && {{ {ok}; }}"
     return f"""
 i=0; code=""; body=""
 while [ $i -lt {seconds * 4} ]; do
-  out=$(curl -sS --max-time 2 -w '\\n%{{http_code}}' {q(url)} 2>&1)
+  out=$(curl -sS --max-time 2 -w '\\n%{{http_code}}' {header}{q(url)} 2>&1)
   code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d')
   case "$code" in {codes}) {ok} ;; esac
   i=$((i + 1)); sleep 0.25
@@ -385,14 +388,20 @@ def _json_or(text: str, default):
         return default
 
 
+def nginx_swap_command(path: str, content: bytes, what: str) -> str:
+    """Replace the nginx file ``path`` atomically, `nginx -t` (the old file back when it fails: ``what``
+    undone), then a graceful reload that waits for the old workers."""
+    return f"""cp -p {q(path)} {q(path)}.prev 2>/dev/null || true
+{write_file_command(path, content, 'root', 0o644)}
+if ! nginx -t -q; then mv -f {q(path)}.prev {q(path)}; echo "nginx -t failed: {what} undone"; exit 1; fi
+{reload_and_wait()}
+rm -f {q(path)}.prev"""
+
+
 def switch_command(upstream_file: str, upstream: bytes, live_file: str, slot: str) -> str:
     """Point nginx at ``slot`` (atomic file swap, `nginx -t`, graceful reload), then record it."""
     return f"""
-cp -p {q(upstream_file)} {q(upstream_file)}.prev 2>/dev/null || true
-{write_file_command(upstream_file, upstream, 'root', 0o644)}
-if ! nginx -t -q; then mv -f {q(upstream_file)}.prev {q(upstream_file)}; echo "nginx -t failed: switch undone"; exit 1; fi
-{reload_and_wait()}
-rm -f {q(upstream_file)}.prev
+{nginx_swap_command(upstream_file, upstream, "switch")}
 echo {q(slot)} > {q(live_file)}.new && mv -f {q(live_file)}.new {q(live_file)}
 """
 

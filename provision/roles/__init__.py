@@ -19,6 +19,7 @@ class RoleContext:
     secrets: dict[str, str]          # resolved secret values by name (never printed)
     airflow_image: str = ""          # the image tag the airflow role runs (built or pulled by the workflow)
     addresses: dict[str, str] = field(default_factory=dict, hash=False)   # hosts' private addresses
+    live_web: tuple[str, ...] = ()   # web hosts serving a live release (the lb's first upstream)
 
     @property
     def settings(self):
@@ -40,16 +41,16 @@ class Role:
 
 
 def registry() -> dict[str, Role]:
-    from . import airflow, app, base, docker, nginx, postgres
+    from . import airflow, app, base, docker, lb, nginx, postgres
 
-    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE, airflow.ROLE)}
+    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE, airflow.ROLE, lb.ROLE)}
 
 
-ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow")
+ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow", "lb")
 PROVISIONED = frozenset(ORDER)   # app/airflow lay out the host; `deploy` ships releases into them
 
 
-RECORDED = ("nginx", "app", "airflow")     # roles whose files, units and data the host's record lists
+RECORDED = ("nginx", "app", "airflow", "lb")    # roles whose files, units and data the host's record lists
 RECORD_ALL = ("postgres",) + RECORDED      # ...and the databases the postgres role makes for the apps
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..engine.files import Directory, File
 from ..engine.model import PHASE_LOCKDOWN, PHASE_TRUST, Handler, Resource, reload, restart
-from .. import placement
+from .. import balancer, placement
 from ..engine.system import Firewall, Service, Swapfile, Timezone, User
 from ..templates import render
 from . import Role, RoleContext
@@ -28,8 +28,8 @@ def swap_size_mb(memory_mb: int) -> int:
 
 def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
     """The inventory's ports, plus from Docker's networks only what Airflow's containers reach on the
-    host (PostgreSQL, and Redis: the CeleryExecutor's broker), and PostgreSQL from each of its client
-    hosts (over the private network) on the postgres host."""
+    host (PostgreSQL, and Redis: the CeleryExecutor's broker), PostgreSQL from each of its client
+    hosts (over the private network) on the postgres host, and port 80 from the lb on web hosts."""
     rules, subnet, af = ctx.settings.firewall_allow, ctx.settings.postgres.docker_subnet, ctx.settings.airflow
     if ctx.has("airflow") and ctx.has("postgres"):
         rules += (f"5432/tcp from {subnet}",)
@@ -37,7 +37,7 @@ def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
         rules += (f"{REDIS_PORT}/tcp from {subnet}",)
     if ctx.has("postgres"):
         rules += placement.firewall_rules(placement.clients(ctx.env), ctx.addresses)
-    return rules
+    return rules + balancer.firewall_rules(ctx.env, ctx.host, ctx.addresses)
 
 
 def packages(ctx: RoleContext) -> list[str]:

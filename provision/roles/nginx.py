@@ -32,8 +32,8 @@ def resources(ctx: RoleContext) -> list[Resource]:
         Service("nginx", role=NAME),
     ]
     https = tls.resources(ctx)    # before any site includes its snippet; the certificates come after the reload
-    if serves_root(ctx):
-        return common + https     # an app's site is the default server
+    if serves_root(ctx) or ctx.has("lb"):
+        return common + https     # an app's site (or the load balancer's) is the default server
     return common[:-1] + https + [
         Directory(WEB_ROOT, role=NAME),
         File(f"{WEB_ROOT}/index.html", render("nginx/index.html.j2", host=ctx.host.name, env=ctx.env.name),

@@ -10,7 +10,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from .. import db_release
+from .. import balancer, db_release
 from .. import hosts as host_selection
 from .. import placement
 from .. import release as rel
@@ -29,6 +29,7 @@ from ..transport.ssh import Session, Target, connect
 from .host_deploy import AppDeploy, Steps, app_state_command
 from .on_hosts import run_on_hosts
 from .provision import resolve_secrets
+from .rolling import Rollout
 from .shipment import app_shipment, checked_out, dag_shipment
 
 DAG_LOCK, DAG_AUDIT = f"{AIRFLOW.root}/deploy.lock", f"{AIRFLOW.root}/audit.log"
@@ -94,6 +95,16 @@ def preflight(env: Environment, hosts: list[HostSpec], redactor: Redactor):
     return targets
 
 
+def rolling_lb(env: Environment, hosts: list[HostSpec], apps: tuple[AppSettings, ...],
+               redactor: Redactor) -> Target | None:
+    """The lb host's target when the apps roll through web hosts behind it (checked like the hosts')."""
+    lb = balancer.lb_host(env)
+    if lb is None or not apps or not any("app" in h.roles for h in hosts):
+        return None
+    balancer.require_addresses(env, host_selection.private_addresses(env))
+    return preflight(env, [lb], redactor)[0]
+
+
 # --- per host -----------------------------------------------------------------------------------------
 
 def _merge(into: HostOutcome, part: HostOutcome) -> None:
@@ -154,7 +165,10 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
     targets = preflight(env, chosen, redactor)
     addresses = host_selection.private_addresses(env)
     placement.require_addresses(env, addresses)
+    balancer.require_addresses(env, addresses)
     db = database_target(env, chosen, apps, redactor)
+    lb = rolling_lb(env, chosen, apps, redactor)
+    first = next(h.name for h in chosen if "app" in h.roles) if lb else None
     values = resolve_secrets(env, SecretStore(env, redactor), dry_run=False)
     pub = public_key(env)
     with ExitStack() as stack:
@@ -187,8 +201,9 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                 for app in apps if "app" in roles else ():
                     deploy_app = make(app)
                     ship = ships[app.name]
+                    migrate = lb is None or host.name == first      # rolling: the release command runs once
                     _merge(outcome, deploy_app.steps.attempt("deploy", ship.id, env.name,
-                                                             lambda: deploy_app.deploy(ship, values)))
+                                                             lambda: deploy_app.deploy(ship, values, migrate)))
             if "airflow" in roles:
                 steps = Steps(session, progress, redactor, DAG_LOCK, DAG_AUDIT, lock_wait=options.lock_wait)
 
@@ -201,9 +216,21 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
             outcome.seconds = time.monotonic() - started
             return outcome
 
+        def undo(host: HostSpec, session: Session) -> HostOutcome:
+            """A host of a failed batch back on its previous release (where the new one went live)."""
+            outcome = HostOutcome(host.name)
+            with app_deploys(env, host, session, None, addresses, progress, redactor) as make:
+                for app in apps:
+                    back, rid = make(app), ships[app.name].id
+                    _merge(outcome, back.steps.attempt("rollback", rid, env.name, lambda: back.undo(rid)))
+            return outcome
+
         releases = {name: s.id for name, s in ships.items()} | ({"airflow": dags.id} if dags else {})
-        return run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy",
-                          {"release": release_id, "releases": releases})
+        extra = {"release": release_id, "releases": releases}
+        if lb:
+            return Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, options.parallel,
+                           "deploy", work, undo, first_alone=True).run(extra)
+        return run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy", extra)
 
 
 def rollback(env: Environment, to: str | None, hosts, progress: Progress, parallel: int = 10,
@@ -265,8 +292,12 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
         outcome.seconds = time.monotonic() - started
         return outcome
 
-    return run_on_hosts(env, chosen, targets, redactor, parallel, work, "rollback",
-                        {"release": to} | ({"database": said} if with_db else {}))
+    extra = {"release": to} | ({"database": said} if with_db else {})
+    lb = rolling_lb(env, chosen, apps, redactor) if not with_db else None
+    if lb:
+        return Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, parallel, "rollback",
+                       work).run(extra)
+    return run_on_hosts(env, chosen, targets, redactor, parallel, work, "rollback", extra)
 
 
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:

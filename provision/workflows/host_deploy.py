@@ -164,7 +164,9 @@ class AppDeploy:
                               "list the proxy's CA certificate under ca_certificates: in the inventory, run "
                               "`invoke provision`, then deploy again; the old release is still serving") from None
 
-    def deploy(self, ship: Shipment, values: dict[str, str]) -> str:
+    def deploy(self, ship: Shipment, values: dict[str, str], release_command: bool = True) -> str:
+        """Ship and switch to ``ship``; without ``release_command`` its release command is not run
+        (a rolling deploy runs it once, on the first host)."""
         state = self.state()
         in_slots = [r for r in state.slots.values() if r]
         if ship.id in in_slots:
@@ -188,7 +190,7 @@ class AppDeploy:
             dotenv = rel.env_file(app_environment(app, values, ship.id, self.db_address))
             self.step("write .env", rel.unfinished_command(release_dir) + "\n" + rel.write_file_command(
                 f"{release_dir}/.env", dotenv, self.lay.user, 0o600))
-            if app.release_command:
+            if app.release_command and release_command:
                 if app.database:
                     self.dump_before_migrations(f"pre-{ship.id}", previous)
                 self.step(f"release command: {app.release_command}",
@@ -265,6 +267,13 @@ class AppDeploy:
         self.step(f"switch nginx to slot {slot} ({release})",
                   check + rel.switch_command(self.lay.upstream_file, upstream, self.lay.live_file, slot))
         self.steps.outcome.changed += 1
+
+    def undo(self, release: str) -> str:
+        """Back to the previous release when ``release`` is live (a rolling deploy's failed batch)."""
+        state = self.state()
+        if state.live_release != release:
+            return state.live_release or "nothing"
+        return self.rollback(None)
 
     def rollback(self, to: str | None) -> str:
         state = self.state()

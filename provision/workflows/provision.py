@@ -5,8 +5,8 @@ import secrets as _random
 import time
 from dataclasses import dataclass
 
+from .. import balancer, placement
 from .. import hosts as host_selection
-from .. import placement
 from ..engine.model import PHASE_SERVICES
 from ..engine.runner import Converge, HostOutcome, Progress
 from ..errors import DropshipError, RemoteError
@@ -22,6 +22,7 @@ from ..transport.hostkeys import KnownHosts
 from ..transport.pool import fan_out
 from ..transport.ssh import Session, Target, connect
 from .airflow import ImagePlan, ensure_image, prepare_image
+from .rolling import drain_departed, serving_web_hosts
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,16 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
     pub = public_key(env)
     addresses = host_selection.private_addresses(env)
     placement.require_addresses(env, addresses)
+    balancer.require_addresses(env, addresses)
     targets = host_selection.targets(env, chosen, options.accept_new_host_keys)
+    lb = balancer.lb_host(env)
+    live_web = serving_web_hosts(env) if lb in chosen and not options.dry_run else ()
     known = KnownHosts(env.workspace.known_hosts_path)
     specs = {h.name: h for h in chosen}
 
     def work(target: Target) -> HostOutcome:
         return converge_host(env, specs[target.name], target, known, redactor, options, progress, values, pub,
-                             image, addresses)
+                             image, addresses, live_web)
 
     image = None
     if any("airflow" in h.roles for h in chosen) and (not options.roles or "airflow" in options.roles):
@@ -107,6 +111,12 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
                 outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
                 progress.step(target.name, "failed", redactor(str(exc)))
             report.hosts[target.name] = outcome
+    done = report.hosts.get(lb.name) if lb else None
+    if done and not done.failed and not options.dry_run:
+        target = next(t for t in targets if t.name == lb.name)
+        drained = drain_departed(env, target, addresses, redactor, progress)
+        done.ok, done.changed, done.failed, done.error = (done.ok + drained.ok, done.changed + drained.changed,
+                                                          drained.failed, drained.error)
     contacted(env, {n for n, h in report.hosts.items() if not h.failed})
     report.seconds = time.monotonic() - started
     return report
@@ -122,7 +132,8 @@ def waves(env: Environment, targets: list[Target]) -> tuple[list[Target], list[T
 
 def converge_host(env: Environment, host: HostSpec, target: Target, known: KnownHosts, redactor: Redactor,
                   options: ProvisionOptions, progress: Progress, values: dict[str, str], pub: str,
-                  image: ImagePlan | None = None, addresses: dict[str, str] | None = None) -> HostOutcome:
+                  image: ImagePlan | None = None, addresses: dict[str, str] | None = None,
+                  live_web: tuple[str, ...] = ()) -> HostOutcome:
     session = connect(target, known, redactor)
     only = tuple(r for r in (options.roles or host.roles) if r in PROVISIONED)
     shipped = []
@@ -137,7 +148,8 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
     try:
         return Converge(
             session=session,
-            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag, addresses or {}), only,
+            build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag, addresses or {},
+                                                           live_web), only,
                                                record=record_scope(options.roles), purge=options.purge),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),

@@ -1,0 +1,38 @@
+"""The load balancer: an nginx site proxying to the web hosts over the private network.
+
+The upstream file is the deploys' (they drain and add web hosts); provisioning writes it only
+when absent: the web hosts that already serve a live release, else a 503 placeholder.
+"""
+from __future__ import annotations
+
+from .. import balancer
+from ..engine.files import Absent, File, Symlink
+from ..engine.model import Resource
+from ..templates import render
+from . import Role, RoleContext
+from .app import NGINX_DEFAULT_SITE
+from .handlers import NGINX_TEST, RELOAD_NGINX
+
+NAME = "lb"
+
+
+def packages(ctx: RoleContext) -> list[str]:
+    return ["nginx", "curl"]
+
+
+def site_config(ctx: RoleContext) -> bytes:
+    return render("lb/site.conf.j2", upstream=balancer.UPSTREAM, upstream_file=balancer.UPSTREAM_FILE,
+                  placeholder=balancer.PLACEHOLDER, server_name=balancer.server_names(ctx.env))
+
+
+def resources(ctx: RoleContext) -> list[Resource]:
+    live = balancer.backends(list(ctx.live_web), ctx.addresses)
+    return [
+        Absent(NGINX_DEFAULT_SITE, role=NAME, notify=(RELOAD_NGINX,)),     # the lb's site is the default
+        File(balancer.UPSTREAM_FILE, balancer.upstream_file(live), role=NAME, replace=False),
+        File(balancer.SITE, site_config(ctx), role=NAME, check=NGINX_TEST, notify=(RELOAD_NGINX,)),
+        Symlink(balancer.SITE_ENABLED, balancer.SITE, role=NAME, notify=(RELOAD_NGINX,)),
+    ]
+
+
+ROLE = Role(NAME, packages, resources)
