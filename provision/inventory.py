@@ -572,7 +572,7 @@ def _check_balancer(items: list[_Cursor], hosts: tuple[HostSpec, ...]) -> None:
     roles = items[lbs[0]].child("roles")
     if "app" in hosts[lbs[0]].roles:
         roles.fail(f"host '{first}' has both lb and app (both serve port 80)",
-                   f"put the app on web hosts of their own, e.g. 'web-1' with roles: [base, nginx, app]")
+                   "put the app on web hosts of their own, e.g. 'web-1' with roles: [base, nginx, app]")
     if "nginx" not in hosts[lbs[0]].roles:
         roles.fail(f"the lb role of host '{first}' runs on nginx", f"add nginx to the roles of '{first}'")
     if not any("app" in h.roles for h in hosts):

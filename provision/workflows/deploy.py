@@ -27,7 +27,7 @@ from ..secrets import SecretStore, redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, Target, connect
 from .host_deploy import AppDeploy, Steps, app_state_command
-from .on_hosts import run_on_hosts
+from .on_hosts import lead_then_rest, run_on_hosts
 from .provision import resolve_secrets
 from .rolling import Rollout
 from .shipment import app_shipment, checked_out, dag_shipment
@@ -168,7 +168,8 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
     balancer.require_addresses(env, addresses)
     db = database_target(env, chosen, apps, redactor)
     lb = rolling_lb(env, chosen, apps, redactor)
-    first = next(h.name for h in chosen if "app" in h.roles) if lb else None
+    web = [h.name for h in chosen if "app" in h.roles]
+    first = web[0] if lb or len(web) > 1 else None      # several app hosts share the database: one migrates
     values = resolve_secrets(env, SecretStore(env, redactor), dry_run=False)
     pub = public_key(env)
     with ExitStack() as stack:
@@ -201,7 +202,7 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                 for app in apps if "app" in roles else ():
                     deploy_app = make(app)
                     ship = ships[app.name]
-                    migrate = lb is None or host.name == first      # rolling: the release command runs once
+                    migrate = first is None or host.name == first   # the release command runs once
                     _merge(outcome, deploy_app.steps.attempt("deploy", ship.id, env.name,
                                                              lambda: deploy_app.deploy(ship, values, migrate)))
             if "airflow" in roles:
@@ -230,6 +231,8 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
         if lb:
             return Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, options.parallel,
                            "deploy", work, undo, first_alone=True).run(extra)
+        if first:
+            return lead_then_rest(env, chosen, targets, redactor, options.parallel, work, "deploy", first, extra)
         return run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy", extra)
 
 
