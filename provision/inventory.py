@@ -17,7 +17,7 @@ from .providers.base import DropletSpec
 from .providers.sizes import parse_size
 from .workspace import Workspace
 
-ROLES = ("base", "postgres", "docker", "nginx", "app", "airflow")
+ROLES = ("base", "postgres", "docker", "nginx", "app", "airflow", "airflow_worker")
 PROVIDERS = ("local", "digitalocean")
 DOCKER_SOURCES = ("distro", "docker-ce")
 DEFAULT_LOCAL_CA_GLOB = "/usr/local/share/ca-certificates/**/*.crt"
@@ -475,6 +475,7 @@ def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Env
     ssh = _ssh(c.child("ssh"), workspace)
     settings = _settings(c, workspace, provider)
     _check_placement(c, hosts, settings)
+    _check_workers(c, hosts, settings)
     return Environment(
         name=name, provider=provider, hosts=hosts, ssh=ssh, settings=settings,
         ca_certificates=_ca_certificates(c.child("ca_certificates"), provider, workspace),
@@ -549,6 +550,29 @@ def _check_placement(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings
             item.child("roles").fail(f"{needs[0]} on host '{h.name}' needs PostgreSQL, and no host of the "
                                      "environment has the postgres role",
                                      "add postgres to one host's roles, e.g. a host 'db-1' with roles: [base, postgres]")
+
+
+def _check_workers(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings) -> None:
+    """``airflow_worker`` hosts run Celery workers for the one ``airflow`` host (executor celery), with
+    Docker, and never beside the airflow role."""
+    airflow = [h.name for h in hosts if "airflow" in h.roles]
+    for item, h in zip(_host_items(c), hosts):
+        if "airflow_worker" not in h.roles:
+            continue
+        roles = item.child("roles")
+        if "airflow" in h.roles:
+            roles.fail(f"host '{h.name}' has both airflow and airflow_worker (workers run on the worker hosts)",
+                       "remove airflow_worker from its roles, or airflow to make it a worker host")
+        if not (settings.airflow and settings.airflow.celery):
+            roles.fail(f"airflow_worker on host '{h.name}' needs the CeleryExecutor",
+                       "set airflow.executor: celery (with an airflow: section), or remove airflow_worker")
+        if len(airflow) != 1:
+            roles.fail(f"airflow_worker on host '{h.name}' needs exactly one host with the airflow role, "
+                       f"found {len(airflow)}" + (f" ({', '.join(airflow)})" if airflow else ""),
+                       "give the airflow role to one host (its scheduler and Redis serve the workers)")
+        if "docker" not in h.roles:
+            roles.fail(f"airflow_worker on host '{h.name}' needs Docker (the worker is a container)",
+                       "add docker to its roles, e.g. roles: [base, docker, airflow_worker]")
 
 
 def _roles(item: _Cursor) -> tuple[str, ...]:

@@ -40,16 +40,17 @@ class Role:
 
 
 def registry() -> dict[str, Role]:
-    from . import airflow, app, base, docker, nginx, postgres
+    from . import airflow, airflow_worker, app, base, docker, nginx, postgres
 
-    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE, airflow.ROLE)}
+    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE, airflow.ROLE,
+                                airflow_worker.ROLE)}
 
 
-ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow")
+ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow", "airflow_worker")
 PROVISIONED = frozenset(ORDER)   # app/airflow lay out the host; `deploy` ships releases into them
 
 
-RECORDED = ("nginx", "app", "airflow")     # roles whose files, units and data the host's record lists
+RECORDED = ("nginx", "app", "airflow", "airflow_worker")     # roles whose files, units and data the host's record lists
 RECORD_ALL = ("postgres",) + RECORDED      # ...and the databases the postgres role makes for the apps
 
 

@@ -9,6 +9,7 @@ from .. import placement
 from ..engine.system import Firewall, Service, Swapfile, Timezone, User
 from ..templates import render
 from . import Role, RoleContext
+from . import airflow_celery
 from .airflow_celery import REDIS_PORT
 
 NAME = "base"
@@ -28,8 +29,9 @@ def swap_size_mb(memory_mb: int) -> int:
 
 def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
     """The inventory's ports, plus from Docker's networks only what Airflow's containers reach on the
-    host (PostgreSQL, and Redis: the CeleryExecutor's broker), and PostgreSQL from each of its client
-    hosts (over the private network) on the postgres host."""
+    host (PostgreSQL, and Redis: the CeleryExecutor's broker), PostgreSQL from each of its client
+    hosts (over the private network) on the postgres host, Redis and the execution API from the
+    airflow_worker hosts on the airflow host, and a worker host's log server from the airflow host."""
     rules, subnet, af = ctx.settings.firewall_allow, ctx.settings.postgres.docker_subnet, ctx.settings.airflow
     if ctx.has("airflow") and ctx.has("postgres"):
         rules += (f"5432/tcp from {subnet}",)
@@ -37,6 +39,11 @@ def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
         rules += (f"{REDIS_PORT}/tcp from {subnet}",)
     if ctx.has("postgres"):
         rules += placement.firewall_rules(placement.clients(ctx.env), ctx.addresses)
+    workers = [h.name for h in airflow_celery.worker_hosts(ctx.env)]
+    if ctx.has("airflow") and af and af.celery and workers:
+        rules += airflow_celery.firewall_rules(workers, ctx.addresses)
+    if ctx.has("airflow_worker"):
+        rules += airflow_celery.worker_firewall_rules(airflow_celery.airflow_host(ctx.env).name, ctx.addresses)
     return rules
 
 

@@ -245,7 +245,7 @@ def test_provision_waves_put_the_postgres_host_first(tmp_path):
     first, then = waves(env, targets)
     assert [t.name for t in first] == ["db-1"] and [t.name for t in then] == ["web-1", "out-1"]
     one = load(tmp_path, ONE)
-    assert waves(one, targets[:1]) == (targets[:1], [])
+    assert waves(one, targets[:1]) == [targets[:1]]
 
 
 # --- the providers' private addresses -----------------------------------------------------------------
