@@ -214,3 +214,11 @@ def test_provision_runs_worker_hosts_last(tmp_path):
     targets = [Target(n, "127.0.0.1", 22, ("deploy",), Path("k")) for n in ("worker-1", "out-1", "airflow-1")]
     assert [[t.name for t in w] for w in waves(load(tmp_path), targets)] == [["airflow-1"], ["out-1"], ["worker-1"]]
     assert [[t.name for t in w] for w in waves(load(tmp_path), targets[:1])] == [["worker-1"]]
+
+
+def test_resize_derives_a_worker_hosts_concurrency(tmp_path):
+    from provision.workflows.resize import size_settings
+
+    env = load(tmp_path)
+    assert size_settings(env, env.host("worker-1"), 1, 8192) == {"airflow worker concurrency": "2"}
+    assert "airflow worker concurrency" not in size_settings(env, env.host("out-1"), 4, 8192)
