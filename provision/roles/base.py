@@ -32,11 +32,13 @@ def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
     host (PostgreSQL, and Redis: the CeleryExecutor's broker), PostgreSQL from each of its client
     hosts (over the private network) on the postgres host, Redis and the execution API from the
     airflow_worker hosts on the airflow host, and a worker host's log server from the airflow host."""
-    rules, subnet, af = ctx.settings.firewall_allow, ctx.settings.postgres.docker_subnet, ctx.settings.airflow
+    pg, af = ctx.settings.postgres, ctx.settings.airflow
+    rules, docker = ctx.settings.firewall_allow, f"from {pg.docker_subnet} to {pg.docker_bridge_address}"
+    # only to the bridge's address: a private network inside Docker's ranges (local droplets) stays out
     if ctx.has("airflow") and ctx.has("postgres"):
-        rules += (f"5432/tcp from {subnet}",)
+        rules += (f"5432/tcp {docker}",)
     if ctx.has("airflow") and af and af.celery:
-        rules += (f"{REDIS_PORT}/tcp from {subnet}",)
+        rules += (f"{REDIS_PORT}/tcp {docker}",)
     if ctx.has("postgres"):
         rules += placement.firewall_rules(placement.clients(ctx.env), ctx.addresses)
     workers = [h.name for h in airflow_celery.worker_hosts(ctx.env)]

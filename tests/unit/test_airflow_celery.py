@@ -67,10 +67,10 @@ def test_redis_only_with_the_celery_executor():
 
 
 def test_firewall_lets_docker_networks_reach_redis_only_with_celery():
-    assert base.firewall_rules(celery_context()) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12",
-                                                     "6379/tcp from 172.16.0.0/12")
+    assert base.firewall_rules(celery_context()) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12 to 172.17.0.1",
+                                                     "6379/tcp from 172.16.0.0/12 to 172.17.0.1")
     assert base.firewall_rules(with_airflow(context())) == ("22/tcp", "80/tcp", "443/tcp",
-                                                            "5432/tcp from 172.16.0.0/12")
+                                                            "5432/tcp from 172.16.0.0/12 to 172.17.0.1")
 
 
 # --- Airflow's settings -------------------------------------------------------------------------------

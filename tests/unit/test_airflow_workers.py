@@ -119,7 +119,7 @@ def test_firewall_rules_exact(tmp_path):
     assert airflow_celery.worker_firewall_rules("airflow-1", ADDRESSES) == ("8793/tcp from 10.110.0.2",)
     env = load(tmp_path)
     rules = base.firewall_rules(ctx(env, "airflow-1"))
-    assert rules[-5:] == ("5432/tcp from 172.16.0.0/12", "6379/tcp from 172.16.0.0/12", "5432/tcp from 10.110.0.3",
+    assert rules[-5:] == ("5432/tcp from 172.16.0.0/12 to 172.17.0.1", "6379/tcp from 172.16.0.0/12 to 172.17.0.1", "5432/tcp from 10.110.0.3",
                           "6379/tcp from 10.110.0.3", "8080/tcp from 10.110.0.3")
     assert base.firewall_rules(ctx(env, "worker-1"))[-1] == "8793/tcp from 10.110.0.2"
     assert not any("10.110.0.4" in r for r in rules)
