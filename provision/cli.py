@@ -425,8 +425,11 @@ def airflow_status(c, env, json=False):
         say(rows)
     else:
         for r in rows:
-            say(f"{r['service']:<24} {r['state']:<10} {r['health'] or '-':<10} {r['status']}")
-    if any(r["state"] != "running" or r["health"] not in ("", "healthy") for r in rows):
+            say(f"{r['host']:<16} {r['service']:<24} {r['state']:<11} {r['health'] or '-':<10} {r['status']}")
+    bad = [r for r in rows if r["state"] != "running" or r["health"] not in ("", "healthy")]
+    say(f"recap: {len(rows)} services on {len({r['host'] for r in rows})} host(s), {len(rows) - len(bad)} up, "
+        f"{len(bad)} not")
+    if bad:
         raise Exit(code=1)
 
 

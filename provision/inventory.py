@@ -17,7 +17,7 @@ from .providers.base import DropletSpec
 from .providers.sizes import parse_size
 from .workspace import Workspace
 
-ROLES = ("base", "postgres", "docker", "nginx", "app", "airflow", "lb")
+ROLES = ("base", "postgres", "docker", "nginx", "app", "airflow", "airflow_worker", "lb")
 PROVIDERS = ("local", "digitalocean")
 DOCKER_SOURCES = ("distro", "docker-ce")
 DEFAULT_LOCAL_CA_GLOB = "/usr/local/share/ca-certificates/**/*.crt"
@@ -483,6 +483,7 @@ def _environment(name: str, c: _Cursor, workspace: Workspace, path: Path) -> Env
     ssh = _ssh(c.child("ssh"), workspace)
     settings = _settings(c, workspace, provider)
     _check_placement(c, hosts, settings)
+    _check_workers(c, hosts, settings)
     return Environment(
         name=name, provider=provider, hosts=hosts, ssh=ssh, settings=settings,
         ca_certificates=_ca_certificates(c.child("ca_certificates"), provider, workspace),
@@ -578,6 +579,29 @@ def _check_balancer(items: list[_Cursor], hosts: tuple[HostSpec, ...]) -> None:
     if not any("app" in h.roles for h in hosts):
         roles.fail(f"host '{first}' balances web hosts, and no host has the app role",
                    "add app to the roles of one or more web hosts, e.g. 'web-1' with roles: [base, nginx, app]")
+
+
+def _check_workers(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings) -> None:
+    """``airflow_worker`` hosts run Celery workers for the one ``airflow`` host (executor celery), with
+    Docker, and never beside the airflow role."""
+    airflow = [h.name for h in hosts if "airflow" in h.roles]
+    for item, h in zip(_host_items(c), hosts):
+        if "airflow_worker" not in h.roles:
+            continue
+        roles = item.child("roles")
+        if "airflow" in h.roles:
+            roles.fail(f"host '{h.name}' has both airflow and airflow_worker (workers run on the worker hosts)",
+                       "remove airflow_worker from its roles, or airflow to make it a worker host")
+        if not (settings.airflow and settings.airflow.celery):
+            roles.fail(f"airflow_worker on host '{h.name}' needs the CeleryExecutor",
+                       "set airflow.executor: celery (with an airflow: section), or remove airflow_worker")
+        if len(airflow) != 1:
+            roles.fail(f"airflow_worker on host '{h.name}' needs exactly one host with the airflow role, "
+                       f"found {len(airflow)}" + (f" ({', '.join(airflow)})" if airflow else ""),
+                       "give the airflow role to one host (its scheduler and Redis serve the workers)")
+        if "docker" not in h.roles:
+            roles.fail(f"airflow_worker on host '{h.name}' needs Docker (the worker is a container)",
+                       "add docker to its roles, e.g. roles: [base, docker, airflow_worker]")
 
 
 def _roles(item: _Cursor) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """Where the database is (pure): the environment's postgres host, the hosts that connect to it over
-the private network (each app host for the apps' databases, the airflow host for Airflow's), and
+the private network (each app host for the apps' databases, the airflow and airflow_worker hosts for
+Airflow's), and
 what the postgres host's listen_addresses, pg_hba.conf and ufw let in.
 
 On one host holding every role there are no remote clients: everything stays on localhost.
@@ -32,7 +33,7 @@ def postgres_host(env: Environment) -> HostSpec | None:
 
 def clients(env: Environment) -> list[Client]:
     """Remote clients of the postgres host, in host order: the apps' databases on app hosts, Airflow's
-    on the airflow host (a database listed once per host)."""
+    on the airflow and airflow_worker hosts (a database listed once per host)."""
     pg = postgres_host(env)
     if pg is None:
         return []
@@ -41,7 +42,7 @@ def clients(env: Environment) -> list[Client]:
         if h.name == pg.name:
             continue
         dbs = [a.database for a in s.apps if a.database] if "app" in h.roles else []
-        dbs += [s.airflow.database] if "airflow" in h.roles and s.airflow else []
+        dbs += [s.airflow.database] if s.airflow and {"airflow", "airflow_worker"} & set(h.roles) else []
         for db in dbs:
             client = Client(h.name, db.name, db.user)
             if client not in out:
@@ -76,9 +77,13 @@ def database_address(env: Environment, host: str, addresses: dict[str, str]) -> 
 
 
 def needed(env: Environment) -> list[str]:
-    """Hosts whose private address the database placement uses: the postgres host and its clients."""
+    """Hosts whose private address the placement uses: the postgres host and its clients, and with
+    airflow_worker hosts, those and the airflow host (Redis and the execution API are there)."""
     found = clients(env)
-    return list(dict.fromkeys(([postgres_host(env).name] if found else []) + [c.host for c in found]))
+    workers = [h.name for h in env.hosts if "airflow_worker" in h.roles]
+    airflow = [h.name for h in env.hosts if "airflow" in h.roles] if workers else []
+    return list(dict.fromkeys(([postgres_host(env).name] if found else []) + [c.host for c in found]
+                              + airflow + workers))
 
 
 def require_addresses(env: Environment, addresses: dict[str, str]) -> None:

@@ -211,16 +211,18 @@ class Swapfile(Resource):
         ])]
 
 
-_TUPLE = re.compile(r"^### tuple ### allow (tcp|udp|any) (\d+) 0\.0\.0\.0/0 any (\S+) in")
+_TUPLE = re.compile(r"^### tuple ### allow (tcp|udp|any) (\d+) (\S+) any (\S+) in")
 
 
 def ufw_rule_args(rule: str) -> str:
-    """"22/tcp" -> "22/tcp"; "5432/tcp from 172.16.0.0/12" -> "proto tcp from 172.16.0.0/12 to any port 5432"."""
+    """"22/tcp" -> "22/tcp"; "5432/tcp from 172.16.0.0/12" -> "proto tcp from 172.16.0.0/12 to any port
+    5432"; "... to 172.17.0.1": only to that address of the host."""
     port_proto, _, source = rule.partition(" from ")
     if not source:
         return q(port_proto)
+    source, _, dest = source.partition(" to ")
     port, _, proto = port_proto.partition("/")
-    return f"proto {q(proto or 'tcp')} from {q(source)} to any port {q(port)}"
+    return f"proto {q(proto or 'tcp')} from {q(source)} to {q(dest or 'any')} port {q(port)}"
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,9 @@ class Firewall(Resource):
         for line in output.splitlines():
             m = _TUPLE.match(line)
             if m:
-                source = "" if m.group(3) == "0.0.0.0/0" else f" from {m.group(3)}"
-                facts["rules"].add(f"{m.group(2)}/{m.group(1)}{source}")
+                source = "" if m.group(4) == "0.0.0.0/0" else f" from {m.group(4)}"
+                dest = "" if m.group(3) == "0.0.0.0/0" else f" to {m.group(3)}"
+                facts["rules"].add(f"{m.group(2)}/{m.group(1)}{source}{dest}")
             elif "=" in line:
                 k, v = line.split("=", 1)
                 facts[k] = v.strip().strip('"')

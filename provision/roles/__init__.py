@@ -41,16 +41,17 @@ class Role:
 
 
 def registry() -> dict[str, Role]:
-    from . import airflow, app, base, docker, lb, nginx, postgres
+    from . import airflow, airflow_worker, app, base, docker, lb, nginx, postgres
 
-    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE, airflow.ROLE, lb.ROLE)}
+    return {r.name: r for r in (base.ROLE, docker.ROLE, postgres.ROLE, nginx.ROLE, app.ROLE, airflow.ROLE,
+                                airflow_worker.ROLE, lb.ROLE)}
 
 
-ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow", "lb")
+ORDER = ("base", "docker", "postgres", "nginx", "app", "airflow", "airflow_worker", "lb")
 PROVISIONED = frozenset(ORDER)   # app/airflow lay out the host; `deploy` ships releases into them
 
 
-RECORDED = ("nginx", "app", "airflow", "lb")    # roles whose files, units and data the host's record lists
+RECORDED = ("nginx", "app", "airflow", "airflow_worker", "lb")    # roles whose files, units, data the record lists
 RECORD_ALL = ("postgres",) + RECORDED      # ...and the databases the postgres role makes for the apps
 
 

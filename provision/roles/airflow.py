@@ -19,6 +19,7 @@ from ..release import database_url
 from ..sizing import airflow_parallelism, airflow_worker_concurrency
 from ..templates import render
 from . import Role, RoleContext, airflow_celery
+from .airflow_celery import CONTAINER_HOST
 from .handlers import DAEMON_RELOAD, RELOAD_NGINX
 from .airflow_users import SEAL, AirflowAccounts, accounts
 from .tls import include_for, scheme_of
@@ -30,9 +31,16 @@ API_CONTAINER = "airflow-airflow-apiserver-1"       # compose's name of the api-
 SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
 
-def services(af) -> tuple[str, ...]:
-    """The compose services ``af`` runs (the Celery worker with the CeleryExecutor)."""
-    return SERVICES + ((airflow_celery.WORKER,) if af.celery else ())
+def services(env) -> tuple[str, ...]:
+    """The compose services the airflow host runs (the Celery worker with the CeleryExecutor, unless
+    airflow_worker hosts run the workers)."""
+    return SERVICES + ((airflow_celery.WORKER,) if own_worker(env) else ())
+
+
+def own_worker(env) -> bool:
+    """The airflow host runs a Celery worker: the CeleryExecutor without airflow_worker hosts."""
+    af = env.settings.airflow
+    return bool(af and af.celery) and not airflow_celery.worker_hosts(env)
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,18 @@ def image_ref(ctx: RoleContext) -> str:
 
 
 def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
-    """Airflow's settings as compose env_file lines (secrets inside: the file is 0600)."""
+    """Airflow's settings as compose env_file lines (secrets inside: the file is 0600). On an
+    airflow_worker host the database, the broker and the execution API are at private addresses."""
     af, v = ctx.settings.airflow, ctx.secrets
     host = "host.docker.internal" if ctx.has("postgres") else placement.database_address(ctx.env, ctx.host.name,
                                                                                          ctx.addresses)
     db = database_url(af.database.user, v[af.database.password.name], af.database.name,
                       host=host).replace("postgresql://", "postgresql+psycopg2://")
+    execution, broker, remote = f"http://airflow-apiserver:8080{af.url_path}/execution/", CONTAINER_HOST, []
+    if ctx.has("airflow_worker"):
+        broker = airflow_celery.private_of(ctx.env, airflow_celery.airflow_host(ctx.env).name, ctx.addresses)
+        execution = execution_url(broker, af.url_path)
+        remote = [("AIRFLOW__CORE__HOSTNAME_CALLABLE", "socket.gethostname")]   # the host's name: logs are read there
     values = [
         ("AIRFLOW__CORE__EXECUTOR", af.executor),
         ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", db),
@@ -89,18 +103,30 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__API__BASE_URL", base_url(scheme_of(ctx, af.server_name or ctx.settings.nginx.server_name), server,
                                             af.url_path)),
         ("AIRFLOW__API__WORKERS", "1"),
-        ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://airflow-apiserver:8080{af.url_path}/execution/"),
+        ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", execution),
         ("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "True"),
         ("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "5"),
         ("AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "5"),
         ("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "5"),     # deployed DAG changes show in seconds
         ("AIRFLOW__CORE__PARALLELISM", str(airflow_parallelism(ctx.facts.cpus, ctx.facts.memory_mb))),
-        *(airflow_celery.celery_env(af, v, airflow_worker_concurrency(ctx.facts.cpus, ctx.facts.memory_mb))
-          if af.celery else []),
+        *(airflow_celery.celery_env(af, v, airflow_worker_concurrency(ctx.facts.cpus, ctx.facts.memory_mb),
+                                    broker, host) if af.celery else []),
+        *remote,
         *af.env,
     ]
     return ("# Managed by Dropship (airflow role). Secrets inside: keep it 0600.\n"
             + "".join(f"{k}={val}\n" for k, val in values)).encode()
+
+
+def execution_url(address: str, url_path: str) -> str:
+    """Where a worker host's tasks reach the execution API: nginx on the airflow host's private address (pure)."""
+    return f"http://{address}:{airflow_celery.EXECUTION_PORT}{url_path}/execution/"
+
+
+def worker_extra_hosts(ctx: RoleContext) -> list[tuple[str, str]]:
+    """(name, private address) of each worker host: the api-server reads task logs from them by name."""
+    return [(h.name, airflow_celery.private_of(ctx.env, h.name, ctx.addresses))
+            for h in airflow_celery.worker_hosts(ctx.env)]
 
 
 def base_url(scheme: str, server: str, url_path: str) -> str:
@@ -140,7 +166,8 @@ def resources(ctx: RoleContext) -> list[Resource]:
     env = airflow_env(ctx, server)
     image = image_ref(ctx)
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
-                     root=lay.root, port=lay.port, url_path=af.url_path, celery=af.celery)
+                     root=lay.root, port=lay.port, url_path=af.url_path, celery=own_worker(ctx.env),
+                     worker_hosts=worker_extra_hosts(ctx))
     nginx = RELOAD_NGINX
     local_db: list[Resource] = [    # else the postgres host makes the database (roles/postgres.py)
         Directory("/etc/systemd/system/postgresql@.service.d", role=NAME),
@@ -161,13 +188,14 @@ def resources(ctx: RoleContext) -> list[Resource]:
         File(f"{lay.root}/airflow.env", env, mode=0o600, role=NAME, secret=True),
         File(f"{lay.root}/compose.yaml", compose, role=NAME),
         *airflow_celery.resources(ctx),
-        ComposeProject(lay.root, "airflow", (compose, env, image.encode()), services(af),
+        ComposeProject(lay.root, "airflow", (compose, env, image.encode()), services(ctx.env),
                        before_up=f"{lay.compose} --profile init run --rm airflow-init >/dev/null",
                        health_check=stack_health_command(lay.port, af.url_path), role=NAME),
         AirflowAccounts(af.database.name, lay.compose, accounts(af.accounts(), v), v[af.api_secret_key.name],
                         f"{lay.root}/config/{SEAL.rsplit('/', 1)[1]}",
                         "" if ctx.has("postgres") else API_CONTAINER, role=NAME),
         *nginx_files(af, lay.port, nginx, include_for(ctx, af.server_name) if af.server_name else ""),
+        execution_server(ctx, lay.port, nginx),
     ]
 
 
@@ -184,6 +212,19 @@ def nginx_files(af, port: int, reload_nginx: Handler, tls: str = "") -> list[Res
                 Absent(NGINX_LOCATION, role=NAME, notify=(reload_nginx,))]
     return [File(NGINX_LOCATION, render("airflow/nginx-location.conf.j2", **values), role=NAME, notify=(reload_nginx,)),
             Absent(NGINX_SERVER, role=NAME, notify=(reload_nginx,))]
+
+
+NGINX_EXECUTION = "/etc/nginx/conf.d/dropship-airflow-execution.conf"   # for airflow_worker hosts
+
+
+def execution_server(ctx: RoleContext, port: int, reload_nginx: Handler) -> Resource:
+    """With worker hosts, nginx serves the execution API on the private address; else none."""
+    if not airflow_celery.worker_hosts(ctx.env):
+        return Absent(NGINX_EXECUTION, role=NAME, notify=(reload_nginx,))
+    address = airflow_celery.private_of(ctx.env, ctx.host.name, ctx.addresses)
+    return File(NGINX_EXECUTION, render("airflow/nginx-execution.conf.j2", address=address,
+                                        listen_port=airflow_celery.EXECUTION_PORT, port=port,
+                                        url_path=ctx.settings.airflow.url_path), role=NAME, notify=(reload_nginx,))
 
 
 ROLE = Role(NAME, packages, resources)

@@ -9,6 +9,7 @@ from .. import balancer, placement
 from ..engine.system import Firewall, Service, Swapfile, Timezone, User
 from ..templates import render
 from . import Role, RoleContext
+from . import airflow_celery
 from .airflow_celery import REDIS_PORT
 
 NAME = "base"
@@ -29,14 +30,23 @@ def swap_size_mb(memory_mb: int) -> int:
 def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
     """The inventory's ports, plus from Docker's networks only what Airflow's containers reach on the
     host (PostgreSQL, and Redis: the CeleryExecutor's broker), PostgreSQL from each of its client
-    hosts (over the private network) on the postgres host, and port 80 from the lb on web hosts."""
-    rules, subnet, af = ctx.settings.firewall_allow, ctx.settings.postgres.docker_subnet, ctx.settings.airflow
+    hosts (over the private network) on the postgres host, port 80 from the lb on web hosts, Redis and
+    the execution API from the airflow_worker hosts on the airflow host, and a worker host's log
+    server from the airflow host."""
+    pg, af = ctx.settings.postgres, ctx.settings.airflow
+    rules, docker = ctx.settings.firewall_allow, f"from {pg.docker_subnet} to {pg.docker_bridge_address}"
+    # only to the bridge's address: a private network inside Docker's ranges (local droplets) stays out
     if ctx.has("airflow") and ctx.has("postgres"):
-        rules += (f"5432/tcp from {subnet}",)
+        rules += (f"5432/tcp {docker}",)
     if ctx.has("airflow") and af and af.celery:
-        rules += (f"{REDIS_PORT}/tcp from {subnet}",)
+        rules += (f"{REDIS_PORT}/tcp {docker}",)
     if ctx.has("postgres"):
         rules += placement.firewall_rules(placement.clients(ctx.env), ctx.addresses)
+    workers = [h.name for h in airflow_celery.worker_hosts(ctx.env)]
+    if ctx.has("airflow") and af and af.celery and workers:
+        rules += airflow_celery.firewall_rules(workers, ctx.addresses)
+    if ctx.has("airflow_worker"):
+        rules += airflow_celery.worker_firewall_rules(airflow_celery.airflow_host(ctx.env).name, ctx.addresses)
     return rules + balancer.firewall_rules(ctx.env, ctx.host, ctx.addresses)
 
 

@@ -17,11 +17,14 @@ from ..errors import DropshipError, RemoteError
 from ..image_on_host import build_on_host, pull_on_host, ship_image
 from ..inventory import Environment
 from ..redact import Redactor
+from ..roles import airflow_celery
 from ..roles.airflow import LAYOUT, services
+from ..roles.airflow_celery import WORKER
 from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, connect
 from .. import hosts as host_selection
+from .on_hosts import read_hosts
 
 CHECK_DAGS = r"""
 import json, sys
@@ -157,7 +160,8 @@ class HostDags:
         return DagState(store.links.get("current"), [r for r in store.releases if r != "empty"],
                         store.manifests.get("current"))
 
-    def deploy(self, ship) -> None:
+    def upload(self, ship) -> str | None:
+        """Upload ``ship`` as a new release beside ``current`` (not switched); the previous release."""
         state = self.state()
         if ship.id == state.current:
             raise RemoteError(self.session.name, "DAG release id", f"DAG release {ship.id} is already current "
@@ -169,15 +173,27 @@ class HostDags:
                   rel.upload_command(f"{LAYOUT.dags}/releases", ship.id, previous, upload,
                                      rel.tarball(ship.source, upload.changed), json.dumps(ship.manifest).encode(),
                                      json.dumps(ship.info).encode()) + f"\nchown -R 50000:0 {q(target)}")
+        return previous
+
+    def discard(self, release: str) -> None:
+        """Remove an uploaded release that was never switched to."""
+        self.session.script(f"rm -rf {q(LAYOUT.release(release))}", timeout=60)
+
+    def prune(self, keep: list[str]) -> None:
+        self.step("prune old DAG releases", rel.prune_command(f"{LAYOUT.dags}/releases", keep,
+                                                             self.env.settings.app.keep_releases
+                                                             if self.env.settings.app else 5))
+
+    def deploy(self, ship) -> None:
+        """Upload, check, switch, wait for the parse, prune: the release on this host alone."""
+        previous = self.upload(ship)
         try:
             dag_ids = self.check(ship.id)
         except RemoteError:
-            self.session.script(f"rm -rf {q(target)}", timeout=60)
+            self.discard(ship.id)
             raise
         self.wait_parsed(dag_ids, self.switch(ship.id))
-        self.step("prune old DAG releases", rel.prune_command(f"{LAYOUT.dags}/releases", [ship.id, previous or ""],
-                                                             self.env.settings.app.keep_releases
-                                                             if self.env.settings.app else 5))
+        self.prune([ship.id, previous or ""])
 
     def check(self, release: str) -> list[str]:
         """Parse the new DAG folder inside the Airflow image; any import error refuses the deploy.
@@ -218,7 +234,8 @@ class HostDags:
         for path, error in sorted(errors.items()):
             self.progress.step(self.session.name, "warning", f"the DAG processor reports {path}: {error}")
 
-    def rollback(self, to: str | None) -> str:
+    def rollback_target(self, to: str | None) -> str:
+        """The release a rollback switches to: ``to`` or the one before ``current`` (checked here)."""
         state = self.state()
         older = [r for r in state.releases if state.current and r < state.current]
         target = to or (older[-1] if older else None)
@@ -228,6 +245,10 @@ class HostDags:
         if target not in state.releases:
             raise RemoteError(self.session.name, "rollback DAGs", f"unknown DAG release {target}",
                               f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}")
+        return target
+
+    def rollback(self, to: str | None) -> str:
+        target = self.rollback_target(to)
         self.switch(target)           # instant: no wait for the parse (the release was checked when deployed)
         return target
 
@@ -257,7 +278,25 @@ def run(env: Environment, command: str, on_line=None, timeout: float = 3600) -> 
 
 
 def status(env: Environment) -> list[dict]:
-    rc, out = run(env, f"{LAYOUT.compose} ps -a --format json", timeout=60)
+    """Every Airflow service with its host, state and health: the airflow host's, then the worker of
+    each airflow_worker host (a host that does not answer is one row saying so)."""
+    ps = f"{LAYOUT.compose} ps -a --format json"
+    home = airflow_hosts(env)[0].name
+    rc, out = run(env, ps, timeout=60)
+    rows = [{"host": home, **r} for r in ps_rows(out, services(env))]
+    workers = airflow_celery.worker_hosts(env)
+    found = read_hosts(env, workers, lambda h: ps, lambda text, now: {"rows": ps_rows(text, (WORKER,))},
+                       "airflow.status") if workers else {}
+    for h in workers:
+        got = found.get(h.name, {"error": "no answer"})
+        rows += [{"host": h.name, **r} for r in got.get("rows", [])] or \
+            [{"host": h.name, "service": WORKER, "state": "unreachable", "health": "", "status": got.get("error", "")}]
+    return rows
+
+
+def ps_rows(out: str, expected: tuple[str, ...]) -> list[dict]:
+    """``docker compose ps --format json`` as rows (service, state, health, status), the expected
+    services that are not there as ``missing``, sorted, without the one-shot init (pure)."""
     rows = []
     for line in out.splitlines():
         line = line.strip()
@@ -268,8 +307,7 @@ def status(env: Environment) -> list[dict]:
             rows.append({"service": row.get("Service"), "state": row.get("State"), "health": row.get("Health") or "",
                          "status": row.get("Status", "")})
     known = {r["service"] for r in rows}
-    rows += [{"service": s, "state": "missing", "health": "", "status": ""} for s in services(env.settings.airflow)
-             if s not in known]
+    rows += [{"service": s, "state": "missing", "health": "", "status": ""} for s in expected if s not in known]
     return sorted((r for r in rows if r["service"] != "airflow-init"), key=lambda r: r["service"])
 
 

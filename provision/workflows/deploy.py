@@ -21,18 +21,17 @@ from ..keys import key_path, public_key
 from ..redact import Redactor
 from ..report import Report
 from ..roles import RoleContext, host_resources
-from ..roles.airflow import LAYOUT as AIRFLOW
 from ..roles.app import SLOTS, layout
 from ..secrets import SecretStore, redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, Target, connect
 from .host_deploy import AppDeploy, Steps, app_state_command
+from .dag_release import DAG_LOCK, dag_hosts, deploy_dags, rollback_dags
 from .on_hosts import lead_then_rest, run_on_hosts
 from .provision import resolve_secrets
 from .rolling import Rollout
 from .shipment import app_shipment, checked_out, dag_shipment
 
-DAG_LOCK, DAG_AUDIT = f"{AIRFLOW.root}/deploy.lock", f"{AIRFLOW.root}/audit.log"
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,27 @@ def ships_dags(env: Environment, only: str | None = None) -> bool:
 
 
 def deployed_roles(env: Environment, host: HostSpec, only: str | None = None) -> tuple[str, ...]:
-    """What a deploy ships to ``host``: apps, DAGs, or both."""
-    wanted = {"app": bool(chosen_apps(env, only)), "airflow": ships_dags(env, only)}
-    return tuple(r for r in ("app", "airflow") if r in host.roles and wanted[r])
+    """What a deploy ships to ``host``: apps, DAGs (to the airflow and airflow_worker hosts), or both."""
+    dags = ships_dags(env, only)
+    wanted = {"app": bool(chosen_apps(env, only)), "airflow": dags, "airflow_worker": dags}
+    return tuple(r for r in ("app", "airflow", "airflow_worker") if r in host.roles and wanted[r])
+
+
+def reads_dags(roles: tuple[str, ...]) -> bool:
+    return "airflow" in roles or "airflow_worker" in roles
+
+
+def check_dag_hosts(env: Environment, chosen: list[HostSpec], only: str | None = None) -> list[HostSpec]:
+    """The chosen hosts a DAG release switches together; refused when --hosts leaves one out."""
+    if not ships_dags(env, only):
+        return []
+    every = [h.name for h in env.hosts if reads_dags(deployed_roles(env, h, only))]
+    picked = [h.name for h in chosen if h.name in every]
+    if picked and len(picked) != len(every):
+        missing = [n for n in every if n not in picked]
+        raise DropshipError(f"DAG releases switch on every Airflow host together, and --hosts leaves out "
+                            f"{', '.join(missing)}", f"add {', '.join(missing)} to --hosts, or pass --only app")
+    return dag_hosts(env, [h for h in chosen if h.name in every])
 
 
 def app_hosts(env: Environment, names: tuple[str, ...] | None, only: str | None = None) -> list[HostSpec]:
@@ -157,10 +174,11 @@ def app_deploys(env: Environment, host: HostSpec, session: Session, db: Target |
 # --- the workflows ------------------------------------------------------------------------------------
 
 def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Report:
-    from .airflow import HostDags, ensure_image, prepare_image
+    from .airflow import ensure_image, prepare_image
 
     apps, dags_too = chosen_apps(env, options.only), ships_dags(env, options.only)
     chosen = app_hosts(env, options.hosts, options.only)
+    together = check_dag_hosts(env, chosen, options.only)
     redactor = redactor_for(env)
     targets = preflight(env, chosen, redactor)
     addresses = host_selection.private_addresses(env)
@@ -180,14 +198,14 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
         release_id = next(iter(ships.values())).id if ships else rel.release_id(rel.git_sha(env.settings.airflow.dags))
         dags = dag_shipment(env.settings.airflow, rel.git_sha(env.settings.airflow.dags), release_id) \
             if dags_too else None
-        image = prepare_image(env) if dags_too and any("airflow" in h.roles for h in chosen) else None
+        image = prepare_image(env) if together else None
 
         def work(host: HostSpec, session: Session) -> HostOutcome:
             started = time.monotonic()
             roles = deployed_roles(env, host, options.only)
             outcome = HostOutcome(host.name)
             try:
-                if "airflow" in roles:
+                if reads_dags(roles):
                     ensure_image(session, image, progress)
                 laid_out = Converge(session=session, progress=progress, build=lambda facts: host_resources(
                     RoleContext(env, host, facts, pub, values, image.tag if image else "", addresses), roles,
@@ -205,15 +223,6 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                     migrate = first is None or host.name == first   # the release command runs once
                     _merge(outcome, deploy_app.steps.attempt("deploy", ship.id, env.name,
                                                              lambda: deploy_app.deploy(ship, values, migrate)))
-            if "airflow" in roles:
-                steps = Steps(session, progress, redactor, DAG_LOCK, DAG_AUDIT, lock_wait=options.lock_wait)
-
-                def ship_dags() -> str:
-                    HostDags(env, session, progress, redactor, steps.step).deploy(dags)
-                    steps.outcome.changed += 1
-                    return dags.id
-
-                _merge(outcome, steps.attempt("deploy", dags.id, env.name, ship_dags))
             outcome.seconds = time.monotonic() - started
             return outcome
 
@@ -229,18 +238,36 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
         releases = {name: s.id for name, s in ships.items()} | ({"airflow": dags.id} if dags else {})
         extra = {"release": release_id, "releases": releases}
         if lb:
-            return Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, options.parallel,
-                           "deploy", work, undo, first_alone=True).run(extra)
-        if first:
-            return lead_then_rest(env, chosen, targets, redactor, options.parallel, work, "deploy", first, extra)
-        return run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy", extra)
+            report = Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, options.parallel,
+                             "deploy", work, undo, first_alone=True).run(extra)
+        elif first:
+            report = lead_then_rest(env, chosen, targets, redactor, options.parallel, work, "deploy", first, extra)
+        else:
+            report = run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy", extra)
+        if together:
+            merge_dags(report, together, lambda: deploy_dags(env, together, dags, progress, redactor,
+                                                            options.lock_wait), progress)
+        return report
+
+
+def merge_dags(report: Report, hosts: list[HostSpec], run, progress: Progress) -> None:
+    """The DAG release's outcomes into ``report``; not attempted when one of its hosts failed already."""
+    failed = next((h.name for h in hosts if report.hosts[h.name].failed), None)
+    if failed:
+        for h in hosts:
+            if h.name != failed:
+                error = f"DAG release not switched: {failed} failed"
+                _merge(report.hosts[h.name], HostOutcome(h.name, failed=1, error=error))
+                progress.step(h.name, "failed", error)
+        return
+    for name, outcome in run().items():
+        _merge(report.hosts[name], outcome)
 
 
 def rollback(env: Environment, to: str | None, hosts, progress: Progress, parallel: int = 10,
              app_name: str | None = None, with_db: bool = False, db_method: str | None = None,
              confirm=None) -> Report:
     """Switch back; ``with_db``: the app database too (see db_rollback), ``confirm(message)`` asked first."""
-    from .airflow import HostDags
     from .db_rollback import rollback_with_db
 
     apps = chosen_apps(env, app_name)
@@ -258,6 +285,7 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
                                 "roll back without --with-db, or pick an app with a database with --app")
     redactor = redactor_for(env)
     chosen = app_hosts(env, hosts, app_name)
+    together = [] if with_db else check_dag_hosts(env, chosen, app_name)
     targets = preflight(env, chosen, redactor)
     addresses = host_selection.private_addresses(env)
     db = database_target(env, chosen, apps, redactor) if with_db else None
@@ -283,24 +311,19 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
                                                        back_with_db))
                     continue
                 _merge(outcome, back.steps.attempt("rollback", to or "previous", env.name, lambda: back.rollback(to)))
-        if "airflow" in roles and not with_db:
-            steps = Steps(session, progress, redactor, DAG_LOCK, DAG_AUDIT)
-
-            def back() -> str:
-                target = HostDags(env, session, progress, redactor, steps.step).rollback(to)
-                steps.outcome.changed += 1
-                return target
-
-            _merge(outcome, steps.attempt("rollback", to or "previous", env.name, back))
         outcome.seconds = time.monotonic() - started
         return outcome
 
     extra = {"release": to} | ({"database": said} if with_db else {})
     lb = rolling_lb(env, chosen, apps, redactor) if not with_db else None
     if lb:
-        return Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, parallel, "rollback",
-                       work).run(extra)
-    return run_on_hosts(env, chosen, targets, redactor, parallel, work, "rollback", extra)
+        report = Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, parallel, "rollback",
+                         work).run(extra)
+    else:
+        report = run_on_hosts(env, chosen, targets, redactor, parallel, work, "rollback", extra)
+    if together:
+        merge_dags(report, together, lambda: rollback_dags(env, together, to, progress, redactor), progress)
+    return report
 
 
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:

@@ -24,6 +24,8 @@ from ..transport.ssh import Session, Target, connect
 from .airflow import ImagePlan, ensure_image, prepare_image
 from .rolling import drain_departed, serving_web_hosts
 
+AIRFLOW_ROLES = ("airflow", "airflow_worker")     # the hosts that run the Airflow image
+
 
 @dataclass(frozen=True)
 class ProvisionOptions:
@@ -91,16 +93,16 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
                              image, addresses, live_web)
 
     image = None
-    if any("airflow" in h.roles for h in chosen) and (not options.roles or "airflow" in options.roles):
+    if any(set(h.roles) & set(AIRFLOW_ROLES) for h in chosen) and \
+            (not options.roles or set(options.roles) & set(AIRFLOW_ROLES)):
         image = prepare_image(env, options.dry_run)
 
     report = Report("provision", env.name, dry_run=options.dry_run)
-    first, then = waves(env, targets)
-    for wave in (first, then):
-        pg_failed = [n for n, h in report.hosts.items() if h.failed]
-        if pg_failed and wave is then:      # its clients would find no database: leave them as they are
+    for wave in waves(env, targets):
+        failed = [n for n, h in report.hosts.items() if h.failed]
+        if failed:      # they would find no database (or no broker): leave them as they are
             for target in wave:
-                error = f"not provisioned: its database host {pg_failed[0]} failed"
+                error = f"not provisioned: {failed[0]}, which it depends on, failed"
                 report.hosts[target.name] = HostOutcome(target.name, failed=1, error=error)
                 progress.step(target.name, "failed", error)
             continue
@@ -122,12 +124,15 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
     return report
 
 
-def waves(env: Environment, targets: list[Target]) -> tuple[list[Target], list[Target]]:
+def waves(env: Environment, targets: list[Target]) -> list[list[Target]]:
     """The postgres host first (its databases and roles exist before their clients need them), then
-    the others; one host holding every role is one wave."""
+    the others, then the airflow_worker hosts (Redis, the execution API and Airflow's database
+    migrated before their workers start); empty waves left out."""
     pg = placement.postgres_host(env)
+    workers = {h.name for h in env.hosts if "airflow_worker" in h.roles}
     first = [t for t in targets if pg and t.name == pg.name]
-    return first, [t for t in targets if t not in first]
+    last = [t for t in targets if t.name in workers and t not in first]
+    return [w for w in (first, [t for t in targets if t not in first and t not in last], last) if w]
 
 
 def converge_host(env: Environment, host: HostSpec, target: Target, known: KnownHosts, redactor: Redactor,
@@ -140,7 +145,7 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
 
     def get_image(phase: int) -> None:
         """Before the services (compose up), once Docker runs as configured, the host needs the image."""
-        if image and "airflow" in only and phase == PHASE_SERVICES and not shipped and _has_docker(session):
+        if image and set(only) & set(AIRFLOW_ROLES) and phase == PHASE_SERVICES and not shipped and _has_docker(session):
             ensure_image(session, image, progress)
             shipped.append(image)
 

@@ -31,7 +31,7 @@ from ..transport.ssh import Session, Target, connect
 from .droplets import provider_for
 from .provision import ProvisionOptions, provision
 
-SIZE_ROLES = ("base", "postgres", "app", "airflow")     # the roles whose settings derive from the size
+SIZE_ROLES = ("base", "postgres", "app", "airflow", "airflow_worker")   # the roles whose settings derive from the size
 SSH_WAIT = 300
 SETTLE = 2.0             # the prober must see only good answers this long before the downtime is read
 EXPECTED_DOWNTIME = {"local": "about 30-90 s (a reboot, then the services' start and health gates)",
@@ -70,8 +70,11 @@ def size_settings(env: Environment, host: HostSpec, vcpus: int, memory_mb: int) 
     cpus = min(vcpus, os.cpu_count() or vcpus) if env.provider == "local" else vcpus
     apps = {a.name: a.workers for a in env.settings.apps} if "app" in host.roles else {}
     af = env.settings.airflow if "airflow" in host.roles else None
-    return sizing.derived(cpus, memory_mb, apps, airflow=af is not None, postgres="postgres" in host.roles,
-                          celery=bool(af and af.celery))
+    out = sizing.derived(cpus, memory_mb, apps, airflow=af is not None, postgres="postgres" in host.roles,
+                         celery=bool(af and af.celery))
+    if "airflow_worker" in host.roles and env.settings.airflow:
+        out["airflow worker concurrency"] = str(sizing.airflow_worker_concurrency(cpus, memory_mb))
+    return out
 
 
 def plan(env: Environment, options: ResizeOptions, provider: Provider) -> tuple[list[HostPlan], list[str]]:
@@ -260,7 +263,7 @@ class HostResize:
         if "app" in roles:
             units = [layout(a).unit(s) for a in self.env.settings.apps for s in SLOTS]
             script.append(f"systemctl stop {' '.join(rel.q(u) for u in units)} 2>/dev/null || true")
-        if "airflow" in roles and self.env.settings.airflow:
+        if ("airflow" in roles or "airflow_worker" in roles) and self.env.settings.airflow:
             script.append(f"if [ -f {AIRFLOW.root}/compose.yaml ]; then {AIRFLOW.compose} stop --timeout 60; fi")
         if script:
             _run(self.session(30), "\n".join(script), 300)

@@ -22,8 +22,9 @@ def celery_context(**changes):
 def test_redis_conf_exact():
     assert airflow_celery.redis_conf("s3cr3t-pw", ["127.0.0.1", "-::1", "172.17.0.1"]).decode() == (
         "# Managed by Dropship (airflow role): Redis as the Celery executor's broker. Debian's settings, then\n"
-        "# these: on localhost and the Docker bridge only (Airflow's containers reach it as\n"
-        "# host.docker.internal), with a password. Secret inside: keep it 0640 root:redis.\n"
+        "# these: on localhost and the Docker bridge (Airflow's containers reach it as host.docker.internal),\n"
+        "# and the private address when airflow_worker hosts exist (ufw lets only them in), with a password.\n"
+        "# Secret inside: keep it 0640 root:redis.\n"
         "include /etc/redis/redis.conf\n"
         "bind 127.0.0.1 -::1 172.17.0.1\n"
         "port 6379\n"
@@ -66,10 +67,10 @@ def test_redis_only_with_the_celery_executor():
 
 
 def test_firewall_lets_docker_networks_reach_redis_only_with_celery():
-    assert base.firewall_rules(celery_context()) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12",
-                                                     "6379/tcp from 172.16.0.0/12")
+    assert base.firewall_rules(celery_context()) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12 to 172.17.0.1",
+                                                     "6379/tcp from 172.16.0.0/12 to 172.17.0.1")
     assert base.firewall_rules(with_airflow(context())) == ("22/tcp", "80/tcp", "443/tcp",
-                                                            "5432/tcp from 172.16.0.0/12")
+                                                            "5432/tcp from 172.16.0.0/12 to 172.17.0.1")
 
 
 # --- Airflow's settings -------------------------------------------------------------------------------
@@ -126,11 +127,11 @@ def test_compose_worker_service_exact():
 
 
 def test_the_stack_waits_for_the_worker_and_status_lists_it():
-    af = celery_context().settings.airflow
-    assert airflow.services(af) == (*airflow.SERVICES, "airflow-worker")
-    assert airflow.services(context().settings.airflow) == airflow.SERVICES
+    env = celery_context().env
+    assert airflow.services(env) == (*airflow.SERVICES, "airflow-worker")
+    assert airflow.services(context().env) == airflow.SERVICES
     project = next(r for r in airflow.resources(celery_context()) if r.key == "compose airflow")
-    assert project.services == airflow.services(af)
+    assert project.services == airflow.services(env)
     up = next(c for c in project.plan({"stamp": "", "services": {}})[0].commands if " up -d " in c)
     assert up.endswith(" airflow-apiserver airflow-scheduler airflow-dag-processor airflow-triggerer airflow-worker")
 

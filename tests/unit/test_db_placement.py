@@ -226,7 +226,7 @@ def test_one_host_keeps_its_configuration(tmp_path):
         "host    all       all       172.16.0.0/12   scram-sha-256\n")
     assert [r.key for r in resources if r.key.startswith("postgres ")] == ["postgres role names",
                                                                            "postgres database names"]
-    assert base.firewall_rules(ctx(env, "web-1", {})) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12")
+    assert base.firewall_rules(ctx(env, "web-1", {})) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12 to 172.17.0.1")
     line = next(ln for ln in airflow_env(ctx(env, "web-1", {})).decode().splitlines() if "SQL_ALCHEMY_CONN" in ln)
     assert line.endswith("@host.docker.internal:5432/airflow")
 
@@ -245,7 +245,7 @@ def test_provision_waves_put_the_postgres_host_first(tmp_path):
     first, then = waves(env, targets)
     assert [t.name for t in first] == ["db-1"] and [t.name for t in then] == ["web-1", "out-1"]
     one = load(tmp_path, ONE)
-    assert waves(one, targets[:1]) == (targets[:1], [])
+    assert waves(one, targets[:1]) == [targets[:1]]
 
 
 # --- the providers' private addresses -----------------------------------------------------------------

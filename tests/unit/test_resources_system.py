@@ -370,3 +370,14 @@ def test_download_executes_atomically_from_a_file_url(tmp_path):
     assert os.stat(tmp_path / "keyrings" / "docker.asc").st_mode & 0o777 == 0o644
     assert os.listdir(tmp_path / "keyrings") == ["docker.asc"]
     assert dl.parse(run(dl.probe()).stdout) is True
+
+
+def test_firewall_rules_to_one_address_of_the_host():
+    from provision.engine.system import Firewall, ufw_rule_args
+
+    rule = "5432/tcp from 172.16.0.0/12 to 172.17.0.1"
+    assert ufw_rule_args(rule) == "proto tcp from 172.16.0.0/12 to 172.17.0.1 port 5432"
+    assert ufw_rule_args("6379/tcp from 10.110.0.3") == "proto tcp from 10.110.0.3 to any port 6379"
+    facts = Firewall((rule,)).parse("### tuple ### allow tcp 5432 172.17.0.1 any 172.16.0.0/12 in\n"
+                                    "### tuple ### allow tcp 6379 0.0.0.0/0 any 10.110.0.3 in\n")
+    assert facts["rules"] == {rule, "6379/tcp from 10.110.0.3"}

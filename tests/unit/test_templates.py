@@ -8,7 +8,7 @@ import jinja2
 import pytest
 
 from provision import sizing, templates
-from provision.inventory import AirflowSettings, BackupSettings, OffsiteSettings, SecretRef, ServerTls
+from provision.inventory import AirflowSettings, BackupSettings, HostSpec, OffsiteSettings, SecretRef, ServerTls
 from provision.engine.files import Directory, File
 from provision.engine.model import PHASE_LOCKDOWN, PHASE_PACKAGES
 from provision.engine.postgres import PgDatabase, PgRole
@@ -49,6 +49,14 @@ def with_airflow(ctx: RoleContext, **changes) -> RoleContext:
     af = replace(REGISTRY_AIRFLOW, **changes)
     return replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=af)),
                    host=replace(ctx.host, roles=ctx.host.roles + ("airflow",)))
+
+
+def with_worker_host(ctx: RoleContext) -> RoleContext:
+    """A Celery airflow host and an airflow_worker host beside it; the worker host's context."""
+    airflow = with_airflow(ctx, executor="CeleryExecutor")
+    worker = HostSpec("worker-1", ("base", "docker", "airflow_worker"))
+    env = replace(airflow.env, hosts=(airflow.host, worker))
+    return replace(airflow, env=env, host=worker, addresses={airflow.host.name: "10.110.0.2", "worker-1": "10.110.0.3"})
 
 
 BACKUPS = BackupSettings(schedule="*-*-* 03:15:00", offsite=OffsiteSettings(
@@ -114,9 +122,10 @@ def test_every_template_renders_through_the_roles(rendered, facts, env_name):
     own_server = with_airflow(plain, server_name="airflow.example.com", url_path="")
     for ctx in (plain, context(facts, env_name, postgres=bridge), without_app, with_airflow(plain), own_server,
                 several_apps(plain), tls_context(), with_backups(with_airflow(plain)),
-                with_airflow(plain, executor="CeleryExecutor")):
+                with_airflow(plain, executor="CeleryExecutor"), (worker := with_worker_host(plain)),
+                replace(worker, host=worker.env.hosts[0])):
         for role in registry().values():
-            assert role.packages(ctx) or role.name == "airflow"   # airflow runs in Docker (Redis aside)
+            assert role.packages(ctx) or role.name.startswith("airflow")   # Airflow runs in Docker (Redis aside)
             for resource in role.resources(ctx):
                 if isinstance(resource, File):
                     text = resource.content.decode()
