@@ -7,7 +7,7 @@ import pytest
 from provision.errors import DropshipError, RemoteError
 from provision.workflows.dag_release import Member, dag_hosts, switch_all
 from provision.workflows.deploy import check_dag_hosts, deployed_roles
-from tests.unit.test_airflow_workers import WORKERS, load
+from tests.unit.test_airflow_workers_rules import WORKERS, load
 
 
 class FakeDags:
