@@ -177,13 +177,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
         PgDatabase(af.database.name, af.database.user, role=NAME),
     ] if ctx.has("postgres") else []
     return local_db + [
-        Directory(lay.root, role=NAME),
-        Directory(lay.dags, UID, "root", 0o755, role=NAME),
-        Directory(f"{lay.dags}/releases", UID, "root", 0o755, role=NAME),
-        Directory(f"{lay.dags}/releases/empty", UID, "root", 0o755, role=NAME),
-        Symlink(lay.current, "releases/empty", role=NAME, replace=False),
-        Directory(f"{lay.root}/logs", UID, "root", 0o775, role=NAME),
-        Directory(f"{lay.root}/config", UID, "root", 0o700, role=NAME),
+        *folders(NAME),
         Absent(f"{lay.root}/config/passwords.json", role=NAME),      # the Simple auth manager's, before FAB
         File(f"{lay.root}/airflow.env", env, mode=0o600, role=NAME, secret=True),
         File(f"{lay.root}/compose.yaml", compose, role=NAME),
@@ -196,6 +190,21 @@ def resources(ctx: RoleContext) -> list[Resource]:
                         "" if ctx.has("postgres") else API_CONTAINER, role=NAME),
         *nginx_files(af, lay.port, nginx, include_for(ctx, af.server_name) if af.server_name else ""),
         execution_server(ctx, lay.port, nginx),
+    ]
+
+
+def folders(role: str) -> list[Resource]:
+    """The layout every host running Airflow services has: root, DAG releases (``current`` at an
+    empty one until a deploy), logs and config."""
+    lay = LAYOUT
+    return [
+        Directory(lay.root, role=role),
+        Directory(lay.dags, UID, "root", 0o755, role=role),
+        Directory(f"{lay.dags}/releases", UID, "root", 0o755, role=role),
+        Directory(f"{lay.dags}/releases/empty", UID, "root", 0o755, role=role),
+        Symlink(lay.current, "releases/empty", role=role, replace=False),
+        Directory(f"{lay.root}/logs", UID, "root", 0o775, role=role),
+        Directory(f"{lay.root}/config", UID, "root", 0o700, role=role),
     ]
 
 

@@ -5,11 +5,11 @@ addresses), a compose project with only ``airflow-worker``, and the DAG folder d
 from __future__ import annotations
 
 from ..engine.compose import ComposeProject
-from ..engine.files import Directory, File, Symlink
+from ..engine.files import File
 from ..engine.model import Resource
 from ..templates import render
 from . import Role, RoleContext
-from .airflow import LAYOUT, UID, airflow_env, image_ref
+from .airflow import LAYOUT, airflow_env, folders, image_ref
 from .airflow_celery import LOG_PORT, WORKER
 
 NAME = "airflow_worker"
@@ -41,13 +41,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
     env, image = airflow_env(ctx), image_ref(ctx)
     compose = worker_compose(af.version, image, lay.root)
     return [
-        Directory(lay.root, role=NAME),
-        Directory(lay.dags, UID, "root", 0o755, role=NAME),
-        Directory(f"{lay.dags}/releases", UID, "root", 0o755, role=NAME),
-        Directory(f"{lay.dags}/releases/empty", UID, "root", 0o755, role=NAME),
-        Symlink(lay.current, "releases/empty", role=NAME, replace=False),
-        Directory(f"{lay.root}/logs", UID, "root", 0o775, role=NAME),
-        Directory(f"{lay.root}/config", UID, "root", 0o700, role=NAME),
+        *folders(NAME),
         File(f"{lay.root}/airflow.env", env, mode=0o600, role=NAME, secret=True),
         File(f"{lay.root}/compose.yaml", compose, role=NAME),
         ComposeProject(lay.root, "airflow", (compose, env, image.encode()), (WORKER,),
