@@ -4,7 +4,9 @@ Preflight for every host before anything stops (the provider's rules: the size e
 in the region, fits the image and the disk; no action in progress), then per host: snapshot →
 stop the apps' slots and Airflow → shutdown (a hard power-off after a timeout) → resize → power on
 → SSH → retune what derives from the size (re-run of the size-dependent roles) → health gates →
-the downtime seen by a prober outside. A failure powers the droplet back on (at the old size when
+the downtime seen by a prober outside. A web host behind the load balancer is drained from its
+upstream first and put back after a gate from the lb (the prober then asks the lb: the service
+stays up while the web tier resizes host by host). A failure powers the droplet back on (at the old size when
 the resize itself failed) and names the step and the snapshot to restore from.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from .. import balancer
 from .. import hosts as host_selection
 from .. import release as rel
 from .. import sizing
@@ -28,8 +31,10 @@ from ..roles.app import SLOTS, layout
 from ..state import load_droplets, mark_resizing, resizing, save_droplets
 from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, Target, connect
+from .deploy import rolling_lb
 from .droplets import provider_for
 from .provision import ProvisionOptions, provision
+from .rolling import Detour
 
 SIZE_ROLES = ("base", "postgres", "app", "airflow", "airflow_worker")   # the roles whose settings derive from the size
 SSH_WAIT = 300
@@ -100,16 +105,26 @@ def plan(env: Environment, options: ResizeOptions, provider: Provider) -> tuple[
     return plans, same
 
 
+def behind_lb(env: Environment, host: HostSpec) -> bool:
+    """The host serves the apps behind the lb with another web host beside it (it can be drained)."""
+    return balancer.lb_host(env) is not None and "app" in host.roles and bool(env.settings.apps) and \
+        len(balancer.web_hosts(env)) > 1
+
+
 def plan_lines(env: Environment, p: HostPlan, options: ResizeOptions) -> list[str]:
     """What a dry run prints for one host."""
     t = p.target
+    lb = balancer.lb_host(env)
+    drain = behind_lb(env, p.host)
     lines = [f"{p.droplet.size} -> {t.slug} ({t.vcpus} vCPU, {t.memory_mb} MB, {t.disk_gb} GB disk"
              f"{', disk grows: permanent' if options.disk else ''})",
              "steps: finish a resize that did not end: power on (if off), retune, health gates" if p.resume else
-             f"steps: {'snapshot, ' if options.snapshot else ''}stop apps and Airflow, shutdown, resize, power on, "
-             "retune, health gates"]
+             f"steps: {'snapshot, ' if options.snapshot else ''}{f'drain from {lb.name}, ' if drain else ''}"
+             f"stop apps and Airflow, shutdown, resize, power on, retune, health gates"
+             f"{f', gate from {lb.name}, put back' if drain else ''}"]
     lines += [f"{k}: {a} -> {b}" for k, a, b in p.settings] or ["no size-derived setting changes"]
-    lines.append(f"expected downtime: {EXPECTED_DOWNTIME.get(env.provider, 'a few minutes')}")
+    lines.append(f"expected downtime: none through {lb.name} (the other web hosts serve)" if drain else
+                 f"expected downtime: {EXPECTED_DOWNTIME.get(env.provider, 'a few minutes')}")
     return lines
 
 
@@ -132,8 +147,11 @@ def resize(env: Environment, options: ResizeOptions, progress: Progress) -> Repo
         report.seconds = time.monotonic() - started
         return report
     downtimes: dict[str, dict] = {}
+    redactor = Redactor()
     for i, p in enumerate(plans):
-        outcome, down = HostResize(env, p, provider, progress, options).run()
+        lb = rolling_lb(env, [p.host], env.settings.apps, redactor) if behind_lb(env, p.host) else None
+        detour = Detour(env, p.name, lb, redactor, progress) if lb else None
+        outcome, down = HostResize(env, p, provider, progress, options, detour).run()
         report.hosts[p.name] = outcome
         if down is not None:
             downtimes[p.name] = {"seconds": None if down.seconds is None else round(down.seconds, 2),
@@ -152,8 +170,9 @@ class HostResize:
     """The resize of one droplet, step by step; ``run`` never raises for a failed step."""
 
     def __init__(self, env: Environment, p: HostPlan, provider: Provider, progress: Progress,
-                 options: ResizeOptions):
+                 options: ResizeOptions, detour: Detour | None = None):
         self.env, self.p, self.provider, self.progress, self.options = env, p, provider, progress, options
+        self.detour, self.drained = detour, False
         self.name = p.name
         self.outcome = HostOutcome(p.name)
         self.redactor = Redactor()
@@ -180,8 +199,11 @@ class HostResize:
                 stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
                 self.snapshot_id = self.step("snapshot", lambda: self.provider.snapshot(
                     self.name, f"pre-resize-{stamp}"))
-            probe = probe_target(self.env, p.host, p.droplet)
-            prober = Prober(*probe) if probe else None
+            if self.detour:
+                self.drained = self.step(f"drain from {self.detour.lb.name}", self.detour.leave)
+            probe = probe_target(self.env, p.host, p.droplet, self.drained)
+            # through the lb a slower answer is still an answer: the bar is a failed request, not a slow one
+            prober = (Prober(*probe, timeout=2.0, workers=64) if self.drained else Prober(*probe)) if probe else None
             if prober:
                 prober.__enter__()
             mark_resizing(self.env, self.name, p.target.slug)
@@ -203,6 +225,9 @@ class HostResize:
             self.step("wait for SSH", lambda: self.session().close())
             self.step("retune size-derived settings", self.retune)
             self.step("health gates", self.health_gates)
+            if self.detour:
+                self.step(f"gate from {self.detour.lb.name}, put back", self.detour.rejoin)
+                self.drained = False
             down = None
             if prober:
                 self.step("first good answer from outside", lambda: _wait_good(prober))
@@ -236,12 +261,18 @@ class HostResize:
                 now = f"still off ({exc})"
         snap = (f"snapshot {self.snapshot_id} holds the droplet as it was before the resize"
                 if self.snapshot_id else "no snapshot was taken")
+        if self.drained:
+            snap += f"; it stays drained from {self.detour.lb.name} (the other web hosts serve)"
         return (f"{self.name}: resize: {failed.step} failed: {failed.exc}; the droplet is {now}; {snap} "
                 f"(fix: fix the cause, then run `invoke droplet.resize --env {self.env.name} --hosts {self.name}` "
                 f"again, or `invoke provision --env {self.env.name} --hosts {self.name}` to retune at this size)")
 
     def record(self, droplet: Droplet) -> None:
         state = load_droplets(self.env)
+        before = state[self.name].private_address if self.name in state else ""
+        if before and droplet.private_address and droplet.private_address != before:
+            self.progress.step(self.name, "ok", f"private address moved {before} -> {droplet.private_address}: "
+                               f"run `invoke provision --env {self.env.name}` so the hosts that let it in know it")
         state[self.name] = droplet
         save_droplets(self.env, state)
 
@@ -307,10 +338,13 @@ class _Failed(Exception):
         self.step, self.exc = step, exc
 
 
-def probe_target(env: Environment, host: HostSpec, droplet: Droplet) -> tuple[str, str | None] | None:
-    """(URL, Host header) a prober outside asks: the first app's health path through nginx, else
-    Airflow's health endpoint; None when the host serves neither."""
-    base = f"http://{droplet.address}:{droplet.port(80)}"
+def probe_target(env: Environment, host: HostSpec, droplet: Droplet,
+                 via_lb: bool = False) -> tuple[str, str | None] | None:
+    """(URL, Host header) a prober outside asks: the first app's health path through nginx (the lb's,
+    ``via_lb``), else Airflow's health endpoint; None when the host serves neither."""
+    lb = balancer.lb_host(env) if via_lb else None
+    seen = load_droplets(env).get(lb.name) if lb else droplet
+    base = f"http://{seen.address}:{seen.port(80)}" if seen else f"http://{lb.address}"
     if "app" in host.roles and env.settings.apps:
         app = env.settings.apps[0]
         name = app.server_name.split()[0] if app.server_name else None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import balancer
+from .. import hosts as host_selection
 from ..engine.model import q
 from ..engine.runner import HostOutcome, Progress
 from ..errors import DropshipError, RemoteError
@@ -45,7 +46,7 @@ class Upstream:
     """The lb's upstream as a rollout changes it, over the lb's session (``steps``)."""
 
     def __init__(self, env: Environment, steps: Steps, addresses: dict[str, str], web: list[str]):
-        self.env, self.steps, self.addresses = env, steps, addresses
+        self.env, self.steps, self.addresses, self.all = env, steps, addresses, web
         text = steps.step("read the upstream", f"cat {q(balancer.UPSTREAM_FILE)} 2>/dev/null; true", timeout=30)
         self.members = balancer.members(text, web, addresses)
         self.departed = sorted(balancer.listed(text) - {addresses[h] for h in self.members})
@@ -185,3 +186,41 @@ class Rollout:
         first = outcomes[host]
         first.error = (f"{first.error.split(' (fix: ')[0]}; {'; '.join(said)} (fix: fix the cause, then run "
                        f"`invoke {self.command} --env {self.env.name}` again)")
+
+
+class Detour:
+    """One web host out of the lb's upstream while it is away (a resize), then gated from the lb and
+    put back; each visit to the lb is its own short session."""
+
+    def __init__(self, env: Environment, host: str, lb: Target, redactor: Redactor, progress: Progress):
+        self.env, self.host, self.lb, self.redactor, self.progress = env, host, lb, redactor, progress
+
+    def _visit(self, then: Callable[[Upstream], None]) -> None:
+        addresses = host_selection.private_addresses(self.env)      # as recorded now (a power cycle may move one)
+        balancer.require_addresses(self.env, addresses)
+        session = connect(self.lb, KnownHosts(self.env.workspace.known_hosts_path), self.redactor)
+        try:
+            then(Upstream(self.env, Steps(session, self.progress, self.redactor, "", ""), addresses,
+                          [h.name for h in balancer.web_hosts(self.env)]))
+        finally:
+            session.close()
+
+    def leave(self) -> bool:
+        """Mark the host down in the upstream (graceful reload); False when no other server would be
+        left to serve (then it is not drained)."""
+        drained = []
+
+        def out(upstream: Upstream) -> None:
+            drained.extend(balancer.drainable(upstream.members, [self.host]))
+            if drained:
+                upstream.write(f"drain {self.host} from {self.lb.name}", "drain", tuple(drained))
+        self._visit(out)
+        return bool(drained)
+
+    def rejoin(self) -> None:
+        """Gate the host from the lb through its private address, then put it back."""
+        def back(upstream: Upstream) -> None:
+            upstream.gate(self.host, self.env.settings.apps)
+            upstream.members = [h for h in upstream.all if h in upstream.members or h == self.host]
+            upstream.write(f"put back {self.host} in {self.lb.name}", "undrain")
+        self._visit(back)

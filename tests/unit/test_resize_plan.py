@@ -152,3 +152,45 @@ def test_a_resize_that_did_not_end_is_finished_by_the_next_run(env):
     provider.droplets["jobs-box"].status = "off"                      # left off after its shutdown
     [p], _ = plan(env, ResizeOptions(), provider)
     assert (p.name, p.resume) == ("jobs-box", True)
+
+
+WEB_TIER = """\
+environments:
+  shop_live:
+    provider: digitalocean
+    token: {env: DO_TOKEN_FOR_TESTS}
+    droplets:
+      - {name: front, size: s-1vcpu-1gb, region: ams3, image: ubuntu-24-04-x64, roles: [base, nginx, lb]}
+      - {name: app-a, size: s-1vcpu-2gb, region: ams3, image: ubuntu-24-04-x64, roles: [base, nginx, app]}
+      - {name: app-b, size: s-1vcpu-2gb, region: ams3, image: ubuntu-24-04-x64, roles: [base, nginx, app]}
+      - {name: pg, size: s-2vcpu-4gb, region: ams3, image: ubuntu-24-04-x64, roles: [base, postgres]}
+    apps:
+      - name: store
+        server_name: store.example.net www.store.example.net
+        health: {path: /-/alive}
+"""
+
+
+def test_a_web_host_behind_the_lb_is_drained_and_probed_through_the_lb(tmp_path: Path):
+    from provision.state import save_droplets
+    from provision.workflows.resize import behind_lb
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text(WEB_TIER)
+    env = load_inventory(path)["shop_live"]
+    assert [behind_lb(env, env.host(n)) for n in ("front", "app-a", "app-b", "pg")] == [False, True, True, False]
+    provider = Provider({"front": "s-1vcpu-1gb", "app-a": "s-1vcpu-2gb", "app-b": "s-1vcpu-2gb",
+                         "pg": "s-2vcpu-4gb"})
+    [p], _ = plan(env, ResizeOptions(size="s-2vcpu-4gb", hosts=("app-a",)), provider)
+    lines = plan_lines(env, p, ResizeOptions())
+    assert lines[1] == ("steps: snapshot, drain from front, stop apps and Airflow, shutdown, resize, power on, "
+                        "retune, health gates, gate from front, put back")
+    assert lines[-1] == "expected downtime: none through front (the other web hosts serve)"
+    lb = Droplet("front", "9", "active", "198.51.100.4", ports={80: 80})
+    save_droplets(env, {"front": lb})
+    a = Droplet("app-a", "10", "active", "198.51.100.5", ports={80: 80})
+    assert probe_target(env, env.host("app-a"), a, via_lb=True) == \
+        ("http://198.51.100.4:80/-/alive", "store.example.net")
+    assert probe_target(env, env.host("app-a"), a) == ("http://198.51.100.5:80/-/alive", "store.example.net")
+    [pg], _ = plan(env, ResizeOptions(size="s-4vcpu-8gb", hosts=("pg",)), provider)
+    assert plan_lines(env, pg, ResizeOptions())[-1].startswith("expected downtime: about")
