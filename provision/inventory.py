@@ -167,6 +167,16 @@ EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}   # airflow.e
 
 
 @dataclass(frozen=True)
+class AirflowFlower:
+    """Flower, Celery's monitoring UI: behind nginx at ``url_path`` of Airflow's server, behind its
+    own login (``user`` and the secret ``password``)."""
+
+    url_path: str = "/flower"
+    user: str = "flower"
+    password: SecretRef = SecretRef("secret", "airflow_flower_password", "")
+
+
+@dataclass(frozen=True)
 class AirflowUser:
     """An account of the Airflow UI and REST API (FAB auth manager); its password is a secret."""
 
@@ -200,6 +210,7 @@ class AirflowSettings:
     redis_password: SecretRef = SecretRef("secret", "airflow_redis_password", "")   # the broker's (Celery)
     env: tuple[tuple[str, str], ...] = ()
     tls: ServerTls = ServerTls()     # of its own server
+    flower: AirflowFlower | None = None    # CeleryExecutor only
 
     @property
     def celery(self) -> bool:
@@ -312,6 +323,7 @@ class Environment:
             refs += [af.admin_password, af.fernet_key, af.jwt_secret, af.api_secret_key, af.database.password]
             refs += [u.password for u in af.users if u.name != af.admin_user]
             refs += [af.redis_password] if af.celery else []
+            refs += [af.flower.password] if af.flower else []
         servers = [self.settings.nginx.tls] + [a.tls for a in self.settings.apps] + ([af.tls] if af else [])
         refs += [r for t in servers for r in (t.certificate, t.key) if r]
         bk = self.settings.backups
@@ -850,6 +862,8 @@ def _check_against(c: _Cursor, app: AppSettings, earlier: list[AppSettings], air
         (c.child("port") or c).fail("port 8080 is the Airflow api-server's", "choose another port, e.g. 8100")
     if airflow and not airflow.server_name and app.path and app.path == airflow.url_path:
         c.child("path").fail(f"{app.path} is Airflow's url_path", "choose another path for the app")
+    if airflow and airflow.flower and not airflow.server_name and app.path == airflow.flower.url_path:
+        c.child("path").fail(f"{app.path} is Flower's url_path (airflow.flower)", "choose another path for the app")
     if airflow and airflow.server_name and app.server_name and airflow.server_name in app.server_name.split():
         c.child("server_name").fail(f"{airflow.server_name} is airflow.server_name", "give the app another name")
 
@@ -995,7 +1009,8 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
     if c is None:
         return None
     c.mapping(("version", "image", "build", "dags", "url_path", "server_name", "admin_user", "admin_password", "fernet_key",
-               "jwt_secret", "api_secret_key", "users", "database", "executor", "redis_password", "env", "tls"))
+               "jwt_secret", "api_secret_key", "users", "database", "executor", "redis_password", "env", "tls",
+               "flower"))
     version = c.child("version", required=True).str(re.compile(r"^\d+\.\d+\.\d+$"), "'3.3.2'")
     image, build = c.child("image"), c.child("build")
     if (image is None) == (build is None):
@@ -1046,6 +1061,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
                       "use a path like '/airflow', or set airflow.server_name")
         url_path = ""
     d = AirflowSettings
+    executor = _executor(opt["executor"]) if opt["executor"] else d.executor
     return AirflowSettings(
         version=version, image=image.str() if image else None, build=built, dags=dags_path,
         url_path=url_path, server_name=server_name,
@@ -1056,10 +1072,29 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         api_secret_key=opt["api_secret_key"].secret() if opt["api_secret_key"] else d.api_secret_key,
         users=_airflow_users(c.child("users")),
         database=database,
-        executor=_executor(opt["executor"]) if opt["executor"] else d.executor,
+        executor=executor,
         redis_password=opt["redis_password"].secret() if opt["redis_password"] else d.redis_password,
         env=tuple(env), tls=_server_tls(tls),
+        flower=_flower(c.child("flower"), executor, url_path),
     )
+
+
+def _flower(c: _Cursor | None, executor: str, airflow_path: str) -> AirflowFlower | None:
+    """``flower: true`` (the defaults) or ``{url_path, user, password}``; the CeleryExecutor's only."""
+    if c is None or (not isinstance(c.node, dict) and not c.bool()):
+        return None
+    if executor != EXECUTORS["celery"]:
+        c.fail("Flower watches Celery workers", "set airflow.executor: celery, or remove airflow.flower")
+    d = AirflowFlower()
+    if not isinstance(c.node, dict):
+        return d
+    c.mapping(("url_path", "user", "password"))
+    path, user, password = c.child("url_path"), c.child("user"), c.child("password")
+    url_path = path.str(re.compile(r"^/[a-z0-9_-]+$"), "'/flower'") if path else d.url_path
+    if url_path == airflow_path:
+        path.fail(f"{url_path} is Airflow's url_path", "give Flower a path of its own, e.g. '/flower'")
+    return AirflowFlower(url_path, user.str(_IDENT, "'flower'") if user else d.user,
+                         password.secret() if password else d.password)
 
 
 def _executor(c: _Cursor) -> str:

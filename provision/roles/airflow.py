@@ -29,12 +29,27 @@ UID = "50000"            # the Airflow image convention (user airflow, group roo
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 API_CONTAINER = "airflow-airflow-apiserver-1"       # compose's name of the api-server (project airflow)
 SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+FLOWER = "airflow-flower"
+FLOWER_PORT = 5555       # Flower, published on 127.0.0.1 only (nginx proxies it)
 
 
 def services(env) -> tuple[str, ...]:
     """The compose services the airflow host runs (the Celery worker with the CeleryExecutor, unless
-    airflow_worker hosts run the workers)."""
-    return SERVICES + ((airflow_celery.WORKER,) if own_worker(env) else ())
+    airflow_worker hosts run the workers; Flower when asked for)."""
+    af = env.settings.airflow
+    return SERVICES + ((airflow_celery.WORKER,) if own_worker(env) else ()) + ((FLOWER,) if af and af.flower else ())
+
+
+def flower_env(af, secrets: dict[str, str]) -> list[tuple[str, str]]:
+    """Flower's path and login (env file lines); a password Flower cannot take is refused (pure)."""
+    if not af.flower:
+        return []
+    password = secrets[af.flower.password.name]
+    if "," in password or "\n" in password:
+        raise DropshipError(f"secret {af.flower.password.name}: Flower's basic auth cannot hold ',' or a newline",
+                            "choose a password without them")
+    return [("AIRFLOW__CELERY__FLOWER_URL_PREFIX", af.flower.url_path),
+            ("AIRFLOW__CELERY__FLOWER_BASIC_AUTH", f"{af.flower.user}:{password}")]
 
 
 def own_worker(env) -> bool:
@@ -111,6 +126,7 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__CORE__PARALLELISM", str(airflow_parallelism(ctx.facts.cpus, ctx.facts.memory_mb))),
         *(airflow_celery.celery_env(af, v, airflow_worker_concurrency(ctx.facts.cpus, ctx.facts.memory_mb),
                                     broker, host) if af.celery else []),
+        *(flower_env(af, v) if ctx.has("airflow") else []),
         *remote,
         *af.env,
     ]
@@ -167,7 +183,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
     image = image_ref(ctx)
     compose = render("airflow/compose.yaml.j2", version=af.version, executor=af.executor, image=image,
                      root=lay.root, port=lay.port, url_path=af.url_path, celery=own_worker(ctx.env),
-                     worker_hosts=worker_extra_hosts(ctx))
+                     worker_hosts=worker_extra_hosts(ctx), flower=af.flower, flower_port=FLOWER_PORT)
     nginx = RELOAD_NGINX
     local_db: list[Resource] = [    # else the postgres host makes the database (roles/postgres.py)
         Directory("/etc/systemd/system/postgresql@.service.d", role=NAME),
@@ -215,7 +231,8 @@ NGINX_SERVER = "/etc/nginx/conf.d/dropship-airflow.conf"         # a server of i
 def nginx_files(af, port: int, reload_nginx: Handler, tls: str = "") -> list[Resource]:
     """The UI behind nginx: a location of the default server, or a server of its own (with the HTTPS
     snippet ``tls``); the other removed."""
-    values = dict(url_path=af.url_path, port=port, server_name=af.server_name, tls=tls)
+    values = dict(url_path=af.url_path, port=port, server_name=af.server_name, tls=tls, flower=af.flower,
+                  flower_port=FLOWER_PORT)
     if af.server_name:
         return [File(NGINX_SERVER, render("airflow/nginx-server.conf.j2", **values), role=NAME, notify=(reload_nginx,)),
                 Absent(NGINX_LOCATION, role=NAME, notify=(reload_nginx,))]
