@@ -183,14 +183,17 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
         owners[airflow.database.name] = airflow.database.user
     session = _session(env)
     af_host = next((h for h in env.hosts if "airflow" in h.roles), None) if airflow else None
-    opened = []          # a session to the airflow host, when it is not the postgres host
+    # where Airflow runs: the airflow host, then its worker hosts (stopped too while its database is replaced)
+    af_hosts = [af_host] + [h for h in env.hosts if "airflow_worker" in h.roles] if af_host else []
+    opened: dict[str, object] = {}       # sessions to those hosts that are not the postgres host
 
-    def airflow_session():
-        if af_host.name == session.name:
+    def airflow_session(host=None):
+        host = host or af_host
+        if host.name == session.name:
             return session
-        if not opened:
-            opened.append(host_session(env, af_host))
-        return opened[0]
+        if host.name not in opened:
+            opened[host.name] = host_session(env, host)
+        return opened[host.name]
 
     try:
         found = parse_list(session.redact(session.script(list_command(remote(env) if where == "offsite" else ""),
@@ -227,14 +230,16 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
                 if dumped.rc != 0:
                     raise _failed(session, f"safety dump of {db}", dumped.stdout, "nothing was replaced; check the disk")
                 is_airflow = af_host is not None and db == airflow.database.name
-                if is_airflow:     # Airflow stops (where it runs) while its database is replaced
-                    airflow_session().script(f"{AirflowLayout().compose} stop >/dev/null 2>&1 || true", timeout=300)
+                if is_airflow:     # Airflow stops (wherever it runs) while its database is replaced
+                    for h in af_hosts:
+                        airflow_session(h).script(f"{AirflowLayout().compose} stop >/dev/null 2>&1 || true",
+                                                  timeout=300)
                 on_line(f"[{session.name}] decrypt here and pg_restore {db}")
                 try:
                     result = _decrypt_into(session, key, cipher, pg_restore_command(db, owners[db]))
                 finally:
-                    if is_airflow:
-                        airflow_session().script(f"{AirflowLayout().compose} start >/dev/null", timeout=600)
+                    for h in af_hosts if is_airflow else ():
+                        airflow_session(h).script(f"{AirflowLayout().compose} start >/dev/null", timeout=600)
                 if is_airflow:
                     on_line(f"[{af_host.name}] waiting for Airflow to be healthy")
                     healthy = airflow_session().script(stack_health_command(AirflowLayout().port, airflow.url_path),
@@ -249,7 +254,7 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
         return stamp
     finally:
         session.close()
-        for other in opened:
+        for other in opened.values():
             other.close()
 
 

@@ -258,11 +258,11 @@ def _hosts(env: Environment, names, role: str | None = None) -> list[HostSpec]:
 
 def status(env: Environment, names=None) -> dict[str, dict]:
     """Per host: each app's slots (live and warm, release, health), the newest dump, Airflow's
-    services, disk and memory use; a host that does not answer says why."""
+    services (a worker host's too), disk and memory use; a host that does not answer says why."""
 
     def script(host: HostSpec) -> str:
         apps = env.settings.apps if "app" in host.roles else ()
-        airflow = "airflow" in host.roles and env.settings.airflow is not None
+        airflow = bool({"airflow", "airflow_worker"} & set(host.roles)) and env.settings.airflow is not None
         backups = "postgres" in host.roles and env.settings.backups is not None
         here = "postgres" in host.roles       # dumps are where the database is
         databases = tuple(dict.fromkeys(a.database.name for a in env.settings.apps if a.database)) if here else ()
