@@ -27,7 +27,8 @@ from ..transport.hostkeys import KnownHosts
 from ..transport.ssh import Session, Target, connect
 from .host_deploy import AppDeploy, Steps, app_state_command
 from .dag_release import DAG_LOCK, dag_hosts, deploy_dags, rollback_dags
-from .on_hosts import lead_then_rest, run_on_hosts
+from .migration_gate import MigrationGate
+from .on_hosts import run_on_hosts
 from .provision import resolve_secrets
 from .rolling import Rollout
 from .shipment import app_shipment, checked_out, dag_shipment
@@ -188,6 +189,7 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
     lb = rolling_lb(env, chosen, apps, redactor)
     web = [h.name for h in chosen if "app" in h.roles]
     first = web[0] if lb or len(web) > 1 else None      # several app hosts share the database: one migrates
+    gate = MigrationGate(first) if first and not lb else None   # without an lb, the others wait for its migrations
     values = resolve_secrets(env, SecretStore(env, redactor), dry_run=False)
     pub = public_key(env)
     with ExitStack() as stack:
@@ -201,6 +203,14 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
         image = prepare_image(env) if together else None
 
         def work(host: HostSpec, session: Session) -> HostOutcome:
+            if gate is None or host.name != gate.lead:
+                return deploy_host(host, session)
+            try:
+                return deploy_host(host, session)
+            finally:      # whatever the lead did not open stays closed: the others keep their old release
+                gate.settle([a.name for a in apps], f"{host.name} failed before it")
+
+        def deploy_host(host: HostSpec, session: Session) -> HostOutcome:
             started = time.monotonic()
             roles = deployed_roles(env, host, options.only)
             outcome = HostOutcome(host.name)
@@ -222,7 +232,7 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                     ship = ships[app.name]
                     migrate = first is None or host.name == first   # the release command runs once
                     _merge(outcome, deploy_app.steps.attempt("deploy", ship.id, env.name,
-                                                             lambda: deploy_app.deploy(ship, values, migrate)))
+                                                             lambda: deploy_app.deploy(ship, values, migrate, gate)))
             outcome.seconds = time.monotonic() - started
             return outcome
 
@@ -240,8 +250,11 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
         if lb:
             report = Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, options.parallel,
                              "deploy", work, undo, first_alone=True).run(extra)
-        elif first:
-            report = lead_then_rest(env, chosen, targets, redactor, options.parallel, work, "deploy", first, extra)
+        elif gate:        # every host at once, the lead first in line (a bounded pool starts it first)
+            lead_first = sorted(range(len(chosen)), key=lambda i: chosen[i].name != gate.lead)
+            report = run_on_hosts(env, [chosen[i] for i in lead_first], [targets[i] for i in lead_first], redactor,
+                                  options.parallel, work, "deploy", extra)
+            report.hosts = {h.name: report.hosts[h.name] for h in chosen}
         else:
             report = run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy", extra)
         if together:

@@ -19,6 +19,7 @@ from ..roles.app import SLOTS, AppLayout, layout
 from ..templates import render
 from ..transport.ssh import Session
 from .database import backup_command, backup_dir, prune_dumps_command
+from .migration_gate import MigrationGate
 from .shipment import Shipment, app_environment, now, who
 
 
@@ -164,9 +165,11 @@ class AppDeploy:
                               "list the proxy's CA certificate under ca_certificates: in the inventory, run "
                               "`invoke provision`, then deploy again; the old release is still serving") from None
 
-    def deploy(self, ship: Shipment, values: dict[str, str], release_command: bool = True) -> str:
+    def deploy(self, ship: Shipment, values: dict[str, str], release_command: bool = True,
+               gate: MigrationGate | None = None) -> str:
         """Ship and switch to ``ship``; without ``release_command`` its release command is not run
-        (a rolling deploy runs it once, on the first host)."""
+        (a rolling deploy runs it once, on the first host). With ``gate``, the host that runs it opens
+        the gate after it, the others wait there before starting the release."""
         state = self.state()
         in_slots = [r for r in state.slots.values() if r]
         if ship.id in in_slots:
@@ -199,6 +202,12 @@ class AppDeploy:
                               "is still serving")
                 if app.database:
                     self.record_revision(release_dir)
+                if gate:
+                    gate.open(app.name)
+            elif app.release_command and gate:
+                label = f"{self.steps.prefix}wait for {gate.lead}'s release command"
+                self.steps.progress.step(self.session.name, "ok", label)
+                gate.wait(app.name, self.session.name, label)
             self.step("release ready", rel.unfinished_command(release_dir, done=True))
         except RemoteError:
             self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)

@@ -39,24 +39,6 @@ def run_on_hosts(env: Environment, hosts: list[HostSpec], targets, redactor: Red
     return report
 
 
-def lead_then_rest(env: Environment, hosts: list[HostSpec], targets, redactor: Redactor, parallel: int, work,
-                   command: str, lead: str, extra: dict | None = None) -> Report:
-    """``run_on_hosts`` on host ``lead`` alone first (e.g. the one that runs the migrations), then on the
-    others at once; when the lead fails the others are skipped (they keep what they run)."""
-    started = time.monotonic()
-    first = run_on_hosts(env, [h for h in hosts if h.name == lead], [t for t in targets if t.name == lead],
-                         redactor, parallel, work, command, extra)
-    rest = [h for h in hosts if h.name != lead]
-    if first.hosts[lead].failed:
-        outcomes = first.hosts | {h.name: HostOutcome(h.name, skipped=1) for h in rest}
-    else:
-        outcomes = first.hosts | run_on_hosts(env, rest, [t for t in targets if t.name != lead], redactor, parallel,
-                                              work, command).hosts
-    first.hosts = {h.name: outcomes[h.name] for h in hosts}
-    first.seconds = time.monotonic() - started
-    return first
-
-
 def read_hosts(env: Environment, hosts: list[HostSpec], script, parse, command: str) -> dict[str, dict]:
     """Per host: ``parse(output, now)`` of ``script(host)`` run there (secrets masked), or
     ``{"error": ...}`` for a host that does not answer; in the hosts' order."""
