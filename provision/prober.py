@@ -73,9 +73,10 @@ class Prober:
         return len(self.samples) / span if span > 0 else 0.0
 
     def good_since(self, seconds: float) -> bool:
-        """Every sample of the last ``seconds`` (of those answered) was good, and there was one."""
-        now = time.monotonic()
-        recent = [ok for t, ok in self._sorted() if now - seconds <= t <= now - self.timeout]
+        """Every sample of a span of ``seconds`` was good, and there was one: the span ends ``timeout``
+        ago, so each of its requests has had its answer."""
+        settled = time.monotonic() - self.timeout
+        recent = [ok for t, ok in self._sorted() if settled - seconds <= t <= settled]
         return bool(recent) and all(recent)
 
     def _sorted(self) -> list[tuple[float, bool]]:

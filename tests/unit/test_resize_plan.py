@@ -194,3 +194,17 @@ def test_a_web_host_behind_the_lb_is_drained_and_probed_through_the_lb(tmp_path:
     assert probe_target(env, env.host("app-a"), a) == ("http://198.51.100.5:80/-/alive", "store.example.net")
     [pg], _ = plan(env, ResizeOptions(size="s-4vcpu-8gb", hosts=("pg",)), provider)
     assert plan_lines(env, pg, ResizeOptions())[-1].startswith("expected downtime: about")
+
+
+def test_the_prober_reads_good_only_from_settled_answers():
+    import time
+
+    from provision.prober import Prober
+
+    p = Prober("http://198.51.100.4/-/alive", timeout=2.0)
+    now = time.monotonic()
+    p.samples = [(now - 3.5, True), (now - 2.5, True), (now - 0.1, False)]     # the last has not had its answer
+    assert p.good_since(2.0)
+    p.samples.append((now - 3.0, False))
+    assert not p.good_since(2.0)
+    assert not Prober("http://198.51.100.4/").good_since(2.0)                    # no sample: nothing seen yet
