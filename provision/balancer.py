@@ -45,12 +45,16 @@ def web_hosts(env: Environment) -> list[HostSpec]:
     return [h for h in env.hosts if "app" in h.roles]
 
 
-def server_names(env: Environment) -> str:
-    """The lb server's names: the default server's, then every app's own (each once)."""
-    names = env.settings.nginx.server_name.split()
-    for app in env.settings.apps:
-        names += (app.server_name or "").split()
-    return " ".join(dict.fromkeys(names))
+def site_servers(env: Environment) -> list[tuple[str, str]]:
+    """The lb site's server blocks, the default one first, each as (its names, the server names whose
+    HTTPS it serves): the default server's names with every app's own, except an app's server while
+    HTTPS is on for it or for the default server (a certificate and a redirect each): a block of its own."""
+    s = env.settings
+    own = [a.server_name for a in s.apps if a.server_name and (a.tls.on or s.nginx.tls.on)]
+    names = s.nginx.server_name.split()
+    for app in s.apps:
+        names += (app.server_name or "").split() if app.server_name not in own else []
+    return [(" ".join(dict.fromkeys(names)), s.nginx.server_name)] + [(n, n) for n in dict.fromkeys(own)]
 
 
 def upstream_file(backends: list[Backend]) -> bytes:
