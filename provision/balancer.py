@@ -23,6 +23,7 @@ SITE = "/etc/nginx/sites-available/dropship-lb.conf"
 SITE_ENABLED = "/etc/nginx/sites-enabled/dropship-lb.conf"
 PLACEHOLDER = "127.0.0.1:8099"          # the lb site's own 503 server, while no web host serves
 WEB_PORT = 80
+FORWARDED_PROTO = "$dropship_forwarded_proto"   # the nginx role's map: the lb's X-Forwarded-Proto, from the lb
 _SERVER = re.compile(r"^\s*server\s+(\d{1,3}(?:\.\d{1,3}){3}):80\b")
 
 
@@ -131,9 +132,21 @@ def require_addresses(env: Environment, addresses: dict[str, str]) -> None:
         checked_ipv4(addresses[h.name], h.name)
 
 
-def firewall_rules(env: Environment, host: HostSpec, addresses: dict[str, str]) -> tuple[str, ...]:
-    """ufw on a web host: port 80 from the lb's private address."""
+def lb_address_for(env: Environment, host: HostSpec, addresses: dict[str, str]) -> str:
+    """The lb's private address when ``host`` is a web host behind it ("" otherwise, or while unknown)."""
     lb = lb_host(env)
     if lb is None or "app" not in host.roles or not addresses.get(lb.name):
-        return ()
-    return (f"{WEB_PORT}/tcp from {checked_ipv4(addresses[lb.name], lb.name)}",)
+        return ""
+    return checked_ipv4(addresses[lb.name], lb.name)
+
+
+def forwarded_proto(env: Environment, host: HostSpec, addresses: dict[str, str]) -> str:
+    """The X-Forwarded-Proto a web host's nginx passes to its apps: behind the lb, the scheme the lb's
+    clients used (the nginx role's map, trusting the header from the lb's address alone)."""
+    return FORWARDED_PROTO if lb_address_for(env, host, addresses) else "$scheme"
+
+
+def firewall_rules(env: Environment, host: HostSpec, addresses: dict[str, str]) -> tuple[str, ...]:
+    """ufw on a web host: port 80 from the lb's private address."""
+    address = lb_address_for(env, host, addresses)
+    return (f"{WEB_PORT}/tcp from {address}",) if address else ()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -116,8 +117,7 @@ def test_https_through_the_lb_proxies_to_the_web_host_and_http_redirects(balance
     # the upstream is the deploys' (no release yet: the lb's placeholder); point it at web-1 as a deploy would
     net = network_name(balanced.box.env)
     address = network_addresses(net, f"dropship-{balanced.box.env}-{WEB}")[1]
-    content = balancer.upstream_file(balancer.backends([WEB], {WEB: address})).decode()
-    balanced.run(LB, f"cat > {balancer.UPSTREAM_FILE} <<'EOF'\n{content}EOF\nnginx -t -q && systemctl reload nginx")
+    balanced.run(LB, balancer.upstream_command(balancer.backends([WEB], {WEB: address}), "put back"))
 
     for name in NAMES.split():
         status, headers, body, cert = balanced.https("/nginx-health", name)   # verified: pebble's chain, the name
@@ -148,6 +148,10 @@ def test_the_web_host_has_no_certificate_and_no_https_server(balanced):
     lines = out.split()
     assert lines[:3] == ["none", "0", "0"], out
     assert "enabled" not in lines[3:], out
+    # its apps get the scheme the lb's clients used, trusted from the lb's private address alone
+    lb_address = network_addresses(network_name(balanced.box.env), f"dropship-{balanced.box.env}-{LB}")[1]
+    conf = balanced.run(WEB, "nginx -T 2>/dev/null")
+    assert f"    {lb_address} 1;\n" in conf and "X-Forwarded-Proto $dropship_forwarded_proto;" in conf, conf[-3000:]
 
 
 def test_a_forced_renewal_on_the_lb_reloads_its_nginx(balanced):
@@ -155,6 +159,9 @@ def test_a_forced_renewal_on_the_lb_reloads_its_nginx(balanced):
     balanced.run(LB, "systemctl set-environment DROPSHIP_RENEW_FLAGS=--force-renewal && "
                      "systemctl start dropship-certbot-renew.service; rc=$?; "
                      "systemctl unset-environment DROPSHIP_RENEW_FLAGS; exit $rc")
+    deadline = time.monotonic() + 15       # the hook's reload is a signal: the old workers finish first
+    while int(balanced.https("/nginx-health")[3]["serialNumber"], 16) == before and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert int(balanced.https("/nginx-health")[3]["serialNumber"], 16) != before
     renewal = balanced.status()[LB]["renewal"]
     assert renewal["result"] == "success" and renewal["exit_status"] == 0

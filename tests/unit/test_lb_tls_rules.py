@@ -228,3 +228,41 @@ def test_the_firewall_rule_only_applies_with_https_at_an_lb(tmp_path):
         size: s-1vcpu-1gb
         roles: [base, nginx, lb]
 """, "") + "    firewall: {allow: [22, 80]}\n")
+
+
+# --- the scheme the apps behind the lb see ---------------------------------------------------------
+
+def test_web_hosts_pass_on_the_lbs_scheme_trusted_from_the_lb_alone(tmp_path):
+    env = load(tmp_path)
+    conf = {r.path: r for r in nginx_role.resources(ctx(env, "web-1")) if isinstance(r, File)}
+    assert conf["/etc/nginx/conf.d/00-dropship.conf"].content.decode().endswith("""\
+# The scheme an app's clients used: a web host's own, or behind the load balancer the lb's
+# X-Forwarded-Proto, trusted from the lb's address alone.
+geo $dropship_from_lb {
+    default 0;
+    10.110.0.2 1;
+}
+map "$dropship_from_lb:$http_x_forwarded_proto" $dropship_forwarded_proto {
+    "1:https" https;
+    "1:http" http;
+    default $scheme;
+}
+""")
+    web, lb_ctx = ctx(env, "web-1"), ctx(env, "lb-1")
+    for app in env.settings.apps:
+        assert b"        proxy_set_header X-Forwarded-Proto $dropship_forwarded_proto;\n" in app_site(web, app) \
+            or app.path
+    lb_conf = {r.path: r for r in nginx_role.resources(lb_ctx) if isinstance(r, File)}
+    assert "    default 0;\n}\n" in lb_conf["/etc/nginx/conf.d/00-dropship.conf"].content.decode()
+    assert "X-Forwarded-Proto $scheme;" in lb_role.site_config(lb_ctx).decode()
+    assert lb.forwarded_proto(env, env.host("web-1"), {}) == "$scheme"      # the lb's address not known yet
+
+
+def test_without_an_lb_apps_get_the_hosts_own_scheme(tmp_path):
+    env = load(tmp_path, INVENTORY.replace("""\
+      - name: lb-1
+        size: s-1vcpu-1gb
+        roles: [base, nginx, lb]
+""", ""))
+    assert b"X-Forwarded-Proto $scheme;" in app_site(ctx(env, "web-1"), env.settings.apps[0])
+    assert lb.forwarded_proto(env, env.host("web-1"), ADDRESSES) == "$scheme"
