@@ -23,6 +23,7 @@ SITE = "/etc/nginx/sites-available/dropship-lb.conf"
 SITE_ENABLED = "/etc/nginx/sites-enabled/dropship-lb.conf"
 PLACEHOLDER = "127.0.0.1:8099"          # the lb site's own 503 server, while no web host serves
 WEB_PORT = 80
+FORWARDED_PROTO = "$dropship_forwarded_proto"   # the nginx role's map: the lb's X-Forwarded-Proto, from the lb
 _SERVER = re.compile(r"^\s*server\s+(\d{1,3}(?:\.\d{1,3}){3}):80\b")
 
 
@@ -45,12 +46,16 @@ def web_hosts(env: Environment) -> list[HostSpec]:
     return [h for h in env.hosts if "app" in h.roles]
 
 
-def server_names(env: Environment) -> str:
-    """The lb server's names: the default server's, then every app's own (each once)."""
-    names = env.settings.nginx.server_name.split()
-    for app in env.settings.apps:
-        names += (app.server_name or "").split()
-    return " ".join(dict.fromkeys(names))
+def site_servers(env: Environment) -> list[tuple[str, str]]:
+    """The lb site's server blocks, the default one first, each as (its names, the server names whose
+    HTTPS it serves): the default server's names with every app's own, except an app's server while
+    HTTPS is on for it or for the default server (a certificate and a redirect each): a block of its own."""
+    s = env.settings
+    own = [a.server_name for a in s.apps if a.server_name and (a.tls.on or s.nginx.tls.on)]
+    names = s.nginx.server_name.split()
+    for app in s.apps:
+        names += (app.server_name or "").split() if app.server_name not in own else []
+    return [(" ".join(dict.fromkeys(names)), s.nginx.server_name)] + [(n, n) for n in dict.fromkeys(own)]
 
 
 def upstream_file(backends: list[Backend]) -> bytes:
@@ -127,9 +132,21 @@ def require_addresses(env: Environment, addresses: dict[str, str]) -> None:
         checked_ipv4(addresses[h.name], h.name)
 
 
-def firewall_rules(env: Environment, host: HostSpec, addresses: dict[str, str]) -> tuple[str, ...]:
-    """ufw on a web host: port 80 from the lb's private address."""
+def lb_address_for(env: Environment, host: HostSpec, addresses: dict[str, str]) -> str:
+    """The lb's private address when ``host`` is a web host behind it ("" otherwise, or while unknown)."""
     lb = lb_host(env)
     if lb is None or "app" not in host.roles or not addresses.get(lb.name):
-        return ()
-    return (f"{WEB_PORT}/tcp from {checked_ipv4(addresses[lb.name], lb.name)}",)
+        return ""
+    return checked_ipv4(addresses[lb.name], lb.name)
+
+
+def forwarded_proto(env: Environment, host: HostSpec, addresses: dict[str, str]) -> str:
+    """The X-Forwarded-Proto a web host's nginx passes to its apps: behind the lb, the scheme the lb's
+    clients used (the nginx role's map, trusting the header from the lb's address alone)."""
+    return FORWARDED_PROTO if lb_address_for(env, host, addresses) else "$scheme"
+
+
+def firewall_rules(env: Environment, host: HostSpec, addresses: dict[str, str]) -> tuple[str, ...]:
+    """ufw on a web host: port 80 from the lb's private address."""
+    address = lb_address_for(env, host, addresses)
+    return (f"{WEB_PORT}/tcp from {address}",) if address else ()

@@ -557,6 +557,7 @@ def _check_placement(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings
     database or Airflow needs it (its clients reach it over the private network)."""
     items = _host_items(c)
     _check_balancer(items, hosts)
+    _check_balancer_tls(c, hosts, settings)
     pg = [i for i, h in enumerate(hosts) if "postgres" in h.roles]
     if len(pg) > 1:
         second, first = hosts[pg[1]].name, hosts[pg[0]].name
@@ -591,6 +592,21 @@ def _check_balancer(items: list[_Cursor], hosts: tuple[HostSpec, ...]) -> None:
     if not any("app" in h.roles for h in hosts):
         roles.fail(f"host '{first}' balances web hosts, and no host has the app role",
                    "add app to the roles of one or more web hosts, e.g. 'web-1' with roles: [base, nginx, app]")
+
+
+def _check_balancer_tls(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings) -> None:
+    """With an lb host, HTTPS of the default server and of the apps' own servers is the lb's: the
+    firewall must let in 443 (and 80, where letsencrypt validates and HTTP redirects)."""
+    lb = next((h.name for h in hosts if "lb" in h.roles), None)
+    servers = [settings.nginx.tls] + [a.tls for a in settings.apps if a.server_name]
+    if lb is None or not any(t.on for t in servers) or c.child("firewall") is None:
+        return
+    allow = c.child("firewall").child("allow")
+    for port in ("80/tcp", "443/tcp"):
+        if port not in settings.firewall_allow:
+            allow.fail(f"host '{lb}' serves HTTPS for the web hosts, and {port.split('/')[0]} is not allowed",
+                       f"add {port.split('/')[0]} to firewall.allow (HTTPS, and port 80 for the ACME "
+                       "validations and the redirect to HTTPS)")
 
 
 def _check_workers(c: _Cursor, hosts: tuple[HostSpec, ...], settings: Settings) -> None:

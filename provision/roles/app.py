@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import balancer
 from ..engine.files import Absent, Directory, File, Symlink
 from ..engine.model import Resource
 from ..engine.system import User
@@ -113,7 +114,8 @@ def site_config(ctx: RoleContext, app: AppSettings) -> bytes:
     mode = "root" if app.is_root else ("server" if app.server_name else "path")
     names = app.server_name or ctx.settings.nginx.server_name
     return render("app/site.conf.j2", app=app.name, upstream=lay.upstream, upstream_file=lay.upstream_file,
-                  mode=mode, server_name=names, locations=LOCATIONS, tls=include_for(ctx, names))
+                  mode=mode, server_name=names, locations=LOCATIONS, tls=include_for(ctx, names),
+                  forwarded_proto=balancer.forwarded_proto(ctx.env, ctx.host, ctx.addresses))
 
 
 def workers(ctx: RoleContext, app: AppSettings) -> int:
@@ -142,8 +144,9 @@ def app_resources(ctx: RoleContext, app: AppSettings) -> list[Resource]:
         Symlink(lay.site_enabled, lay.site, role=NAME, notify=(RELOAD_NGINX,)),
     ]
     if app.path:
-        out.append(File(lay.location_file, render("app/location.conf.j2", path=app.path, upstream=lay.upstream),
-                        role=NAME, notify=(RELOAD_NGINX,)))
+        proto = balancer.forwarded_proto(ctx.env, ctx.host, ctx.addresses)
+        out.append(File(lay.location_file, render("app/location.conf.j2", path=app.path, upstream=lay.upstream,
+                                                  forwarded_proto=proto), role=NAME, notify=(RELOAD_NGINX,)))
     else:
         out.append(Absent(lay.location_file, role=NAME, notify=(RELOAD_NGINX,)))
     return out

@@ -9,7 +9,7 @@ from .. import balancer
 from ..engine.files import Absent, File, Symlink
 from ..engine.model import Resource
 from ..templates import render
-from . import Role, RoleContext
+from . import Role, RoleContext, tls
 from .app import NGINX_DEFAULT_SITE
 from .handlers import NGINX_TEST, RELOAD_NGINX
 
@@ -21,8 +21,11 @@ def packages(ctx: RoleContext) -> list[str]:
 
 
 def site_config(ctx: RoleContext) -> bytes:
+    """The lb's site: a server block per entry of ``balancer.site_servers``, each including the tls
+    role's snippet of its server when HTTPS is on for it (the certificates are the lb's)."""
+    servers = [{"names": names, "tls": tls.include_for(ctx, owner)} for names, owner in balancer.site_servers(ctx.env)]
     return render("lb/site.conf.j2", upstream=balancer.UPSTREAM, upstream_file=balancer.UPSTREAM_FILE,
-                  placeholder=balancer.PLACEHOLDER, server_name=balancer.server_names(ctx.env))
+                  placeholder=balancer.PLACEHOLDER, servers=servers)
 
 
 def resources(ctx: RoleContext) -> list[Resource]:

@@ -183,7 +183,7 @@ def test_lb_server_names_are_the_default_servers_then_the_apps(tmp_path):
     env = load(tmp_path, INVENTORY.replace("      name: names\n", "      name: names\n      server_name: "
                                            "names.example.com www.example.com\n") +
                "    nginx: {server_name: example.com www.example.com}\n")
-    assert lb.server_names(env) == "example.com www.example.com names.example.com"
+    assert lb.site_servers(env) == [("example.com www.example.com names.example.com", "example.com www.example.com")]
 
 
 def test_the_lb_role_writes_its_upstream_only_when_absent_with_the_serving_web_hosts(tmp_path):
