@@ -1,7 +1,7 @@
 """Integration tier: real local droplets (systemd containers with sshd) reached over real SSH.
 
 Droplets created and provisioned once per session are shared by the tests that only read them
-or restore what they change (``web``: the base roles; ``app_stack``: two apps and Airflow,
+or restore what they change (``web``: the base roles; ``app_stack``: two apps and Airflow (Celery),
 deployed); droplets of killed earlier runs are reaped first.
 """
 from __future__ import annotations
@@ -44,7 +44,8 @@ def web(tmp_path_factory):
 
 class AppStack:
     """A droplet running two apps of different shapes (names at the root, guestbook at /guestbook)
-    and Airflow, deployed, with NAMES and ENTRIES added through the apps' forms."""
+    and Airflow with the CeleryExecutor (its worker on the same host), deployed, with NAMES and
+    ENTRIES added through the apps' forms."""
 
     NAMES = ["Ada", "Grace O'Hara", "Zoë; $(reboot)"]
     ENTRIES = [("Linus", "hello from before the resize"), ("Margaret", "`backticks` and \"quotes\"")]
@@ -81,6 +82,7 @@ for app in names guestbook; do
   echo "gunicorn workers ($app)=$(pgrep -c -P "$pid")"
 done
 echo "airflow parallelism=$(cd /srv/airflow && docker compose -p airflow exec -T airflow-scheduler printenv AIRFLOW__CORE__PARALLELISM)"
+echo "airflow worker concurrency=$(cd /srv/airflow && docker compose -p airflow exec -T airflow-worker printenv AIRFLOW__CELERY__WORKER_CONCURRENCY)"
 """)
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -94,7 +96,8 @@ def app_stack(tmp_path_factory):
         DagRepo.create(root / "dags")
     (root / "env").mkdir()
     box = Sandbox(root / "env", run_name())
-    defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"}, "airflow": airflow_settings(dags.root),
+    defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"},
+                "airflow": {**airflow_settings(dags.root), "executor": "celery"},
                 "apps": [app_settings(names.root), guestbook(book.root)]}
     droplet = droplet_spec("web-1", APP_STACK_ROLES, AppStack.SIZE, warm=True)
     box.write({box.env: {"provider": "local", "droplets": [droplet]}}, defaults)

@@ -32,7 +32,7 @@ def test_status_shows_releases_health_backups_airflow_disk_and_memory(app_stack)
         live = [s for s in st["apps"][app] if s["role"] == "live"]
         assert len(live) == 1 and live[0]["health"] == 200 and live[0]["release"], st["apps"]
     assert {s["service"] for s in st["airflow"]} == {"airflow-apiserver", "airflow-scheduler",
-                                                     "airflow-dag-processor", "airflow-triggerer"}
+                                                     "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
     assert all(s["state"] == "running" for s in st["airflow"])
     assert st["memory"]["total_mb"] == 4096 and 0 < st["memory"]["used_mb"] < 4096    # the droplet's, not the machine's
     assert 0 < st["disk"]["used_pct"] <= 100

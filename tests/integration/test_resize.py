@@ -29,7 +29,8 @@ NAMES, ENTRIES = AppStack.NAMES, AppStack.ENTRIES
 
 def expected(size: str) -> dict[str, str]:
     vcpus, memory_mb, _ = BASIC_SIZES[size]
-    derived = sizing.derived(min(vcpus, os.cpu_count()), memory_mb, {"names": None, "guestbook": None}, True)
+    derived = sizing.derived(min(vcpus, os.cpu_count()), memory_mb, {"names": None, "guestbook": None}, True,
+                             celery=True)
     pg = {k: v for k, v in derived.items() if k.startswith("postgres")}
     # PostgreSQL shows sizes in its own units (2048MB is "2GB")
     pg = {k: (f"{int(v[:-2]) // 1024}GB" if int(v[:-2]) % 1024 == 0 else v) for k, v in pg.items()}

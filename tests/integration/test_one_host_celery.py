@@ -1,10 +1,9 @@
-"""Airflow with the CeleryExecutor on a real local droplet: Redis (Debian's) as the broker on the
-host, a Celery worker that runs the tasks, nothing of it reachable without the password or from
-outside, a second provision that changes nothing, and no secret in any output.
+"""Airflow with the CeleryExecutor on one real local droplet: Redis (Debian's) as the broker on the
+host, a Celery worker beside the scheduler that runs the tasks, nothing of it reachable without the
+password or from outside, a second provision that changes nothing, and no secret in any output.
 
-The module's droplet (warm image; roles base, postgres, docker, nginx, airflow; no app) runs the
-repository's airflow settings with ``executor: celery``; it is created, provisioned and deployed
-once, and destroyed at the end.
+The droplet is the session's app stack (two apps and Airflow with ``executor: celery``, brought up
+by `invoke up`); these tests leave it as they found it.
 """
 from __future__ import annotations
 
@@ -18,13 +17,10 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from tests.support import (DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec, droplet_spec,
-                           last_json, run_name, sandbox_secret)
+from tests.support import AirflowAPI, Sandbox, docker_exec, last_json, sandbox_secret
 
 pytestmark = pytest.mark.integration
 
-ROLES = ["base", "postgres", "docker", "nginx", "airflow"]
-SIZE = "s-2vcpu-4gb"
 DAG = "Helloworld"
 SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
 BRIDGE = "172.17.0.1"
@@ -45,26 +41,10 @@ class Celery:
 
 
 @pytest.fixture(scope="module")
-def celery(tmp_path_factory):
-    root = tmp_path_factory.mktemp("airflow-celery")
-    repo = DagRepo.create(root / "dags")
-    (root / "env").mkdir()
-    box = Sandbox(root / "env", run_name())
-    airflow = {**airflow_settings(repo.root), "executor": "celery"}
-    defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"}, "airflow": airflow}
-    box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, SIZE, warm=True)]}}, defaults)
-    try:
-        stack = Celery(box, None, f"dropship-{box.env}-web-1")
-        proc = stack.invoke("droplet.create", "--env", box.env)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        proc = stack.invoke("provision", "--env", box.env, "--json")
-        assert proc.returncode == 0 and last_json(proc)["ok"], proc.stdout[-3000:] + proc.stderr[-5000:]
-        proc = stack.invoke("deploy", "--env", box.env, "--only", "airflow", "--json")
-        assert proc.returncode == 0 and last_json(proc)["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
-        stack.api = AirflowAPI.of(box)
-        yield stack
-    finally:
-        box.invoke("droplet.destroy", "--env", box.env, "--yes")
+def celery(app_stack):
+    """The session's app stack (two apps and Airflow with the CeleryExecutor on one droplet)."""
+    box = app_stack.box
+    return Celery(box, AirflowAPI.of(box), f"dropship-{box.env}-web-1")
 
 
 def poll(what: str, probe, within: float, every: float = 2.0):
