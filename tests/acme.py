@@ -5,6 +5,7 @@ machine), behind a certificate of a CA made here; DNS and the management API sta
 HTTP-01 validations go from pebble to the droplet's port 80: nothing is "always valid"."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 import datetime
 import ipaddress
 import json
@@ -68,6 +69,20 @@ def network_addresses(network: str, container: str) -> tuple[str, str]:
     found = [c["IPv4Address"].split("/")[0] for c in address.values() if c["Name"] == container]
     assert found, f"{container} is not on {network}"
     return gateway, found[0]
+
+
+@contextmanager
+def provisioned_with_pebble(box, host: str, write):
+    """Pebble validating against ``host``, a created droplet of the sandbox ``box``: ``write(acme)``
+    rewrites the inventory with these ACME settings, the provision must succeed; yields pebble."""
+    from provision.providers.local import network_name
+
+    gateway, address = network_addresses(network_name(box.env), f"dropship-{box.env}-{host}")
+    with Pebble(box.root, gateway, address) as pebble:
+        write({"acme_server": pebble.directory, "acme_ca": str(pebble.ca), "email": "ops@dropship.test"})
+        report, proc = box.provision_json()
+        assert report["ok"], f"provision failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        yield pebble
 
 
 class Pebble:

@@ -176,6 +176,22 @@ def ssh_script(box: Sandbox, script: str, host: str = "web-1") -> str:
     return result.stdout
 
 
+def poll(what: str, probe, within: float, every: float = 1.0):
+    """Call ``probe()`` until it returns something true; that value. Fails with the last value."""
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {within:.0f} s (last: {value!r})")
+        time.sleep(every)
+
+
 def docker_exec(container: str, script: str, check: bool = True) -> str:
     """Run a shell script in a local droplet through Docker (a channel that is not SSH)."""
     proc = subprocess.run(["docker", "exec", "-i", container, "sh", "-s"], input=script, text=True,

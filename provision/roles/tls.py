@@ -9,7 +9,7 @@ from ..engine.files import Directory, File
 from ..engine.model import Resource
 from ..engine.system import Service
 from .. import balancer
-from ..inventory import Environment, HostSpec, ServerTls, Settings
+from ..inventory import Environment, HostSpec, ServerTls
 from ..templates import render
 from . import RoleContext
 from .handlers import DAEMON_RELOAD, NGINX_TEST, RELOAD_NGINX
@@ -44,13 +44,6 @@ class TlsServer:
         return f"{SNIPPETS}/tls-{self.cert_name}.conf"
 
 
-def web_servers(settings: Settings, default: bool = True, apps: bool = True) -> list[TlsServer]:
-    """The default server's HTTPS (``default``) and the apps' own servers' (``apps``), those that are on."""
-    s = settings
-    out = [TlsServer(s.nginx.server_name, s.nginx.tls, default=True)] if default and s.nginx.tls.on else []
-    return out + ([TlsServer(a.server_name, a.tls) for a in s.apps if a.server_name and a.tls.on] if apps else [])
-
-
 def terminates_web(env: Environment, host: HostSpec) -> bool:
     """Whether ``host`` holds the certificates of the default server and the apps' own servers: the
     lb host when the environment has one (the web hosts behind it stay plain HTTP), else each host
@@ -64,7 +57,10 @@ def servers(ctx: RoleContext) -> list[TlsServer]:
     lb host, the default server's and the apps' are the lb's."""
     s = ctx.settings
     web = terminates_web(ctx.env, ctx.host)
-    out = web_servers(s, default=web and ctx.has("nginx"), apps=web and (ctx.has("app") or ctx.has("lb")))
+    out = [TlsServer(s.nginx.server_name, s.nginx.tls, default=True)] if web and ctx.has("nginx") and s.nginx.tls.on \
+        else []
+    if web and (ctx.has("app") or ctx.has("lb")):
+        out += [TlsServer(a.server_name, a.tls) for a in s.apps if a.server_name and a.tls.on]
     if ctx.has("airflow") and s.airflow and s.airflow.server_name and s.airflow.tls.on:
         out.append(TlsServer(s.airflow.server_name, s.airflow.tls))
     return out

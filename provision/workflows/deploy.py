@@ -251,9 +251,8 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
             report = Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, options.parallel,
                              "deploy", work, undo, first_alone=True).run(extra)
         elif gate:        # every host at once, the lead first in line (a bounded pool starts it first)
-            lead_first = sorted(range(len(chosen)), key=lambda i: chosen[i].name != gate.lead)
-            report = run_on_hosts(env, [chosen[i] for i in lead_first], [targets[i] for i in lead_first], redactor,
-                                  options.parallel, work, "deploy", extra)
+            lead_first = sorted(targets, key=lambda t: t.name != gate.lead)
+            report = run_on_hosts(env, chosen, lead_first, redactor, options.parallel, work, "deploy", extra)
             report.hosts = {h.name: report.hosts[h.name] for h in chosen}
         else:
             report = run_on_hosts(env, chosen, targets, redactor, options.parallel, work, "deploy", extra)

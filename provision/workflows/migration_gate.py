@@ -35,13 +35,10 @@ class MigrationGate:
         """The lead ran ``app``'s release command: the others may start the release."""
         self._decide(app, "")
 
-    def close(self, app: str, why: str) -> None:
-        self._decide(app, why or "it failed")
-
     def settle(self, apps, why: str) -> None:
         """The lead is done: every app it did not open stays closed, for ``why``."""
         for app in apps:
-            self.close(app, why)
+            self._decide(app, why or "it failed")
 
     def wait(self, app: str, host: str, step: str) -> None:
         """Block until the lead decides for ``app``; a RemoteError naming ``host`` and ``step`` when it

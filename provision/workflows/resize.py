@@ -203,7 +203,8 @@ class HostResize:
                 self.drained = self.step(f"drain from {self.detour.lb.name}", self.detour.leave)
             probe = probe_target(self.env, p.host, p.droplet, self.drained)
             # through the lb a slower answer is still an answer: the bar is a failed request, not a slow one
-            prober = (Prober(*probe, timeout=2.0, workers=64) if self.drained else Prober(*probe)) if probe else None
+            slack = {"timeout": 2.0, "workers": 64} if self.drained else {}
+            prober = Prober(*probe, **slack) if probe else None
             if prober:
                 prober.__enter__()
             mark_resizing(self.env, self.name, p.target.slug)

@@ -22,7 +22,7 @@ import yaml
 
 from tests.browser import airflow_login
 from tests.support import (AIRFLOW_SOURCE, DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec,
-                           droplet_spec, http_base, last_json, run_name, sandbox_secret)
+                           droplet_spec, http_base, last_json, poll, run_name, sandbox_secret)
 
 pytestmark = pytest.mark.integration
 
@@ -95,18 +95,6 @@ def stack(tmp_path_factory):
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-def poll(what: str, probe, within: float, every: float = 1.0):
-    """Call ``probe()`` until it returns something true; that value. Fails with the last value."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {within:.0f} s (last: {value!r})")
-        time.sleep(every)
-
 
 def dags_json(stack: Stack) -> dict:
     proc = stack.invoke("airflow.dags", "--env", stack.env, "--json")

@@ -16,7 +16,7 @@ import pytest
 from provision import balancer
 from provision.providers.local import network_name, reap
 from provision.state import load_droplets
-from tests.acme import Pebble, network_addresses
+from tests.acme import Pebble, network_addresses, provisioned_with_pebble
 from tests.support import DEFAULTS, GUESTBOOK_SOURCE, Sandbox, docker_exec, droplet_spec, last_json, run_name
 
 pytestmark = pytest.mark.integration
@@ -84,12 +84,8 @@ def balanced(tmp_path_factory):
     box.write({box.env: inventory(None)}, DEFAULTS_NO_APP)
     box.invoke("droplet.create", "--env", box.env, check=True)
     try:
-        gateway, address = network_addresses(network_name(box.env), f"dropship-{box.env}-{LB}")
-        with Pebble(box.root, gateway, address) as pebble:
-            box.write({box.env: inventory({"acme_server": pebble.directory, "acme_ca": str(pebble.ca),
-                                           "email": "ops@dropship.test"})}, DEFAULTS_NO_APP)
-            report, proc = box.provision_json()
-            assert report["ok"], f"provision failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        with provisioned_with_pebble(box, LB, lambda acme: box.write({box.env: inventory(acme)},
+                                                                     DEFAULTS_NO_APP)) as pebble:
             yield Balanced(box, pebble)
     finally:
         box.invoke("droplet.destroy", "--env", box.env, "--yes")

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 
 import pytest
 import yaml
 
-from tests.support import AirflowAPI, Sandbox, docker_exec, last_json, sandbox_secret
+from tests.support import AirflowAPI, Sandbox, docker_exec, last_json, poll, sandbox_secret
 
 pytestmark = pytest.mark.integration
 
@@ -47,17 +46,6 @@ def celery(app_stack):
     return Celery(box, AirflowAPI.of(box), f"dropship-{box.env}-web-1")
 
 
-def poll(what: str, probe, within: float, every: float = 2.0):
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {within:.0f} s (last: {value!r})")
-        time.sleep(every)
-
-
 def worker_hostname(stack: Celery) -> str:
     """The worker container's hostname (asked through Docker on the droplet, not SSH)."""
     out = docker_exec(stack.container, f"docker inspect --format '{{{{.Config.Hostname}}}}' "
@@ -84,7 +72,7 @@ def test_a_run_succeeds_and_its_tasks_ran_on_the_worker(celery):
         state = celery.api.get(path)["state"]
         return state if state in ("success", "failed") else None
 
-    assert poll(f"run {run['dag_run_id']} finished", finished, 300) == "success"
+    assert poll(f"run {run['dag_run_id']} finished", finished, 300, every=2) == "success"
     tis = celery.api.get(path + "/taskInstances")["task_instances"]
     assert sorted((t["task_id"], t["state"]) for t in tis) == [(f"task_{n}", "success") for n in range(1, 5)], tis
     worker = worker_hostname(celery)

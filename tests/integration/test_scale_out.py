@@ -29,7 +29,7 @@ from provision.providers.local import reap
 from provision.state import load_droplets
 from tests.loadgen import LoadGenerator
 from tests.support import (DEFAULTS, AirflowAPI, AppRepo, Browser, DagRepo, Sandbox, airflow_settings, app_settings,
-                           docker_exec, droplet_spec, heading, http_base, last_json, run_name, sandbox_secret,
+                           docker_exec, droplet_spec, heading, http_base, last_json, poll, run_name, sandbox_secret,
                            ssh_script)
 
 pytestmark = pytest.mark.integration
@@ -132,17 +132,6 @@ def farm(tmp_path_factory):
     finally:
         farm.box.invoke("droplet.destroy", "--env", farm.box.env, "--yes")
         reap({"dropship.env": farm.box.env})
-
-
-def poll(what: str, probe, within: float, every: float = 2.0):
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {within:.0f} s (last: {value!r})")
-        time.sleep(every)
 
 
 def under_load(farm: Farm, action, what: str):
@@ -291,7 +280,7 @@ def test_a_helloworld_run_executes_on_worker_1_against_db_1(farm):
         state = api.get(path)["state"]
         return state if state in ("success", "failed") else None
 
-    assert poll(f"run {run['dag_run_id']} finished", finished, 400) == "success"
+    assert poll(f"run {run['dag_run_id']} finished", finished, 400, every=2) == "success"
     tis = api.get(path + "/taskInstances")["task_instances"]
     assert sorted((t["task_id"], t["state"]) for t in tis) == [(f"task_{n}", "success") for n in range(1, 5)], tis
     hostname = docker_exec(farm.container(WORKER), f"{COMPOSE} exec -T airflow-worker hostname").strip()

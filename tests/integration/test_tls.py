@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from provision.providers.local import network_name
 from provision.state import load_droplets
-from tests.acme import Pebble, make_ca_and_server_cert, network_addresses
+from tests.acme import Pebble, make_ca_and_server_cert, provisioned_with_pebble
 from tests.loadgen import LoadGenerator
 from tests.support import (DEFAULTS, GUESTBOOK_SOURCE, Sandbox, docker_exec, droplet_spec, last_json, one_error_line,
                            run_name)
@@ -85,12 +84,8 @@ def tls(tmp_path_factory):
     box.write({box.env: inventory(None)}, defaults)
     box.invoke("droplet.create", "--env", box.env, check=True)
     try:
-        gateway, address = network_addresses(network_name(box.env), f"dropship-{box.env}-web-1")
-        with Pebble(box.root, gateway, address) as pebble:
-            box.write({box.env: inventory({"acme_server": pebble.directory, "acme_ca": str(pebble.ca),
-                                           "email": "ops@dropship.test"})}, defaults)
-            first, proc = box.provision_json()
-            assert first["ok"], f"provision failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        with provisioned_with_pebble(box, "web-1", lambda acme: box.write({box.env: inventory(acme)},
+                                                                          defaults)) as pebble:
             yield TlsDroplet(box, pebble)
     finally:
         box.invoke("droplet.destroy", "--env", box.env, "--yes")
