@@ -222,7 +222,9 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
 
 def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -> str:
     """Build the virtualenv once per requirements hash with uv (pip where provision has not installed
-    uv yet); marked complete only when the install succeeded, a half-built one is removed."""
+    uv yet); marked complete only when the install succeeded, a half-built one is removed. Bytecode
+    is compiled as root, once: the venv's (an older venv's on its next use) and the release's, whose
+    files its user cannot write to (a source that does not compile is the health check's to report)."""
     venv, req = f"{venvs}/{digest}", f"{release_dir}/{requirements}"
     return f"""
 if [ ! -e {q(venv)}/.complete ]; then
@@ -235,15 +237,20 @@ if [ ! -e {q(venv)}/.complete ]; then
       -r {q(req)} && ok=1
   fi
   if [ -n "$ok" ]; then
-    touch {q(venv)}/.complete
+    touch {q(venv)}/.bytecode {q(venv)}/.complete
     echo BUILT
   else
     rm -rf {q(venv)}
     echo "installing -r {requirements} failed (see above)"
     exit 1
   fi
+elif [ ! -e {q(venv)}/.bytecode ]; then
+  {q(venv)}/bin/python -m compileall -q -j 0 {q(venv)}/lib >/dev/null 2>&1
+  touch {q(venv)}/.bytecode
 fi
 ln -sfn {q(venv)} {q(release_dir)}/.venv
+{q(venv)}/bin/python -m compileall -q --invalidation-mode checked-hash {q(release_dir)} >/dev/null 2>&1
+true
 """
 
 
@@ -281,9 +288,10 @@ def release_command(release_dir: str, user: str, command: str) -> str:
 
 
 def start_slot_command(slots: str, slot: str, release: str, unit: str) -> str:
+    """Point ``slot`` at ``release`` and (re)start its unit; enabled once (enabling reloads systemd)."""
     link = f"{slots}/{slot}"
     return (f"ln -sfn ../releases/{q(release)} {q(link)}.new && mv -T {q(link)}.new {q(link)}\n"
-            f"systemctl enable -q {q(unit)} 2>/dev/null || true\n"
+            f"systemctl is-enabled -q {q(unit)} 2>/dev/null || systemctl enable -q {q(unit)} 2>/dev/null || true\n"
             f"systemctl restart {q(unit)}")
 
 

@@ -29,9 +29,12 @@ def install_command() -> str:
 
 
 def venv_commands(venv: str, requirements: str) -> str:
-    """Create ``venv`` (with pip, as ``python3 -m venv`` would) and install ``requirements`` into it."""
+    """Create ``venv`` (with pip, as ``python3 -m venv`` would) and install ``requirements`` into it,
+    bytecode compiled: the app's user cannot write it into the root-owned venv, and without it every
+    process would compile its imports afresh (about 0.8 s of CPU for a Flask + SQLAlchemy app)."""
     return (f"{UV_ENV} {UV} venv -q --seed --python /usr/bin/python3 {q(venv)} && "
-            f"{UV_ENV} {UV} pip install -q --python {q(venv + '/bin/python')} -r {q(requirements)}")
+            f"{UV_ENV} {UV} pip install -q --compile-bytecode --python {q(venv + '/bin/python')} "
+            f"-r {q(requirements)}")
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,15 @@ def test_app_state_command_is_the_shared_one():
         marks=(".dropship-db-revision", ".dropship-db-left"))
 
 
+def test_start_slot_command_exact():
+    assert rel.start_slot_command("/srv/my app/slots", "blue", "r1;x", "my app@blue.service") == (
+        "ln -sfn ../releases/'r1;x' '/srv/my app/slots/blue'.new && mv -T '/srv/my app/slots/blue'.new "
+        "'/srv/my app/slots/blue'\n"
+        "systemctl is-enabled -q 'my app@blue.service' 2>/dev/null || systemctl enable -q 'my app@blue.service' "
+        "2>/dev/null || true\n"
+        "systemctl restart 'my app@blue.service'")
+
+
 def test_health_command_exact():
     assert rel.health_command("http://127.0.0.1:8001/healthz") == """
 i=0; code=""; body=""

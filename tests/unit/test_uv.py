@@ -38,7 +38,8 @@ def test_venv_commands_trust_the_system_store_and_quote_paths():
         "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
         "venv -q --seed --python /usr/bin/python3 /srv/shop/venvs/ab12 && "
         "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
-        "pip install -q --python /srv/shop/venvs/ab12/bin/python -r /srv/shop/releases/r1/requirements/prod.txt")
+        "pip install -q --compile-bytecode --python /srv/shop/venvs/ab12/bin/python "
+        "-r /srv/shop/releases/r1/requirements/prod.txt")
     hostile = venv_commands("/srv/a b/v", "/srv/x/r;$(reboot)/req `x`.txt")
     assert "--python '/srv/a b/v/bin/python'" in hostile and "-r '/srv/x/r;$(reboot)/req `x`.txt'" in hostile
 
@@ -57,15 +58,20 @@ install --disable-pip-version-check -q \\
       -r /srv/shop/releases/r1/requirements.txt && ok=1
   fi
   if [ -n "$ok" ]; then
-    touch /srv/shop/venvs/ab12/.complete
+    touch /srv/shop/venvs/ab12/.bytecode /srv/shop/venvs/ab12/.complete
     echo BUILT
   else
     rm -rf /srv/shop/venvs/ab12
     echo "installing -r requirements.txt failed (see above)"
     exit 1
   fi
+elif [ ! -e /srv/shop/venvs/ab12/.bytecode ]; then
+  /srv/shop/venvs/ab12/bin/python -m compileall -q -j 0 /srv/shop/venvs/ab12/lib >/dev/null 2>&1
+  touch /srv/shop/venvs/ab12/.bytecode
 fi
 ln -sfn /srv/shop/venvs/ab12 /srv/shop/releases/r1/.venv
+/srv/shop/venvs/ab12/bin/python -m compileall -q --invalidation-mode checked-hash /srv/shop/releases/r1 >/dev/null 2>&1
+true
 """
 
 
