@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +35,28 @@ def droplets(count: int) -> list[dict]:
     """The environment's droplets for a web tier of ``count`` hosts (pure)."""
     return [droplet_spec("h01", DB_ROLES, SIZE, warm=True)] + \
         [droplet_spec(f"h{i:02d}", WEB_ROLES, SIZE, warm=True) for i in range(2, count + 1)]
+
+
+def droplets_cpu(env: str) -> float | None:
+    """CPU seconds the environment's local droplets have used (their cgroups), None where unreadable."""
+    ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=dropship.env={env}"],
+                         capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for cid in ids:
+        for path, scale in ((f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage", 1e-9),
+                            (f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", 1e-6),
+                            (f"/sys/fs/cgroup/unified/docker/{cid}/cpu.stat", 1e-6)):
+            try:
+                text = Path(path).read_text()
+            except OSError:
+                continue
+            usage = text.split()[0] if path.endswith(".usage") else dict(
+                line.split() for line in text.splitlines())["usage_usec"]
+            total += int(usage) * scale
+            break
+        else:
+            return None
+    return total
 
 
 def timed(box: Sandbox, task: str) -> tuple[float, dict]:
@@ -73,17 +97,25 @@ def main() -> None:
                 timed(box, "deploy")
                 print(f"{n} host(s): created, provisioned and deployed in {time.perf_counter() - t0:.0f} s",
                       flush=True)
-                noop, deploys = [], []
+                noop, deploys, cpu = [], [], []
                 for i in range(args.runs):
                     seconds, report = timed(box, "provision")
                     if changed(report):
                         raise SystemExit(f"not a no-op provision at {n} hosts: changed={changed(report)}")
                     noop.append(seconds)
                     repo.version(f"bench {n}.{i}")
+                    before = droplets_cpu(box.env)
                     deploys.append(timed(box, "deploy")[0])
+                    after = droplets_cpu(box.env)
+                    if before is not None and after is not None:
+                        cpu.append(after - before)
                 rows[n] = {"noop_provision_s": statistics.median(noop), "deploy_s": statistics.median(deploys)}
+                used = (f"; the droplets used {statistics.median(cpu):.1f} CPU-s per deploy, {os.cpu_count()} "
+                        f"CPU(s) here") if cpu else ""
+                if cpu:
+                    rows[n]["deploy_droplet_cpu_s"] = statistics.median(cpu)
                 print(f"{n:>3} host(s): no-op provision median {rows[n]['noop_provision_s']:.2f} s, "
-                      f"one-file deploy median {rows[n]['deploy_s']:.2f} s ({args.runs} runs each)", flush=True)
+                      f"one-file deploy median {rows[n]['deploy_s']:.2f} s ({args.runs} runs each){used}", flush=True)
         finally:
             box.invoke("droplet.destroy", "--env", box.env, "--yes", timeout=3600)
 
@@ -92,6 +124,10 @@ def main() -> None:
     for n, row in rows.items():
         print(f"{n:>5}  {row['noop_provision_s']:>14.2f} s  {row['deploy_s']:>14.2f} s")
     verdicts = {}
+    if all("deploy_droplet_cpu_s" in r for r in rows.values()):
+        floor = rows[last]["deploy_droplet_cpu_s"] / (os.cpu_count() or 1)
+        print(f"the droplets share this machine's {os.cpu_count()} CPU(s): {last} hosts' deploy needs >= {floor:.1f} s "
+              f"of their CPU time alone; on DigitalOcean each droplet has CPUs of its own")
     for key, what in (("noop_provision_s", "no-op provision"), ("deploy_s", "one-file deploy")):
         ratio = rows[last][key] / rows[first][key]
         verdicts[key] = round(ratio, 2)

@@ -120,3 +120,36 @@ class Certificate(Resource):
              link_command(self.cert_name, self.folder)],
             fix=f"point the DNS name(s) {' '.join(self.names)} at this droplet and let port 80 in, then re-run "
                 "provision (the site keeps serving over HTTP until the certificate is issued)")]
+
+
+def retire_command(cert_name: str, folder: str, snippet: str) -> str:
+    """Forget a certificate the host no longer serves: certbot's lineage (so it is not renewed), the
+    folder nginx read it from (private key included) and the server snippet that named it."""
+    renewal = f"/etc/letsencrypt/renewal/{cert_name}.conf"
+    return (f"if [ -e {q(renewal)} ]; then certbot delete --non-interactive --quiet --cert-name {q(cert_name)}; fi\n"
+            f"rm -rf {q(folder)}\nrm -f {q(snippet)}")
+
+
+@dataclass(frozen=True)
+class RetiredCertificates(Resource):
+    """No certificate folder under ``tls_dir`` but those of ``keep`` (the certificate names the host
+    serves): one left by a server that moved to the load balancer, turned ``tls: off`` or was renamed
+    is removed with its certbot lineage. Runs after nginx has reloaded without it."""
+
+    tls_dir: str
+    snippets: str                      # the folder of the servers' snippets, tls-<name>.conf
+    keep: tuple[str, ...] = ()
+    role: str = ""
+    phase: int = PHASE_SERVICES
+
+    @property
+    def key(self) -> str:
+        return f"retired certificates in {self.tls_dir}"
+
+    def probe(self, want_content: bool = False) -> str:
+        return f"ls -1 {q(self.tls_dir)} 2>/dev/null; true"
+
+    def plan(self, facts: str) -> list[Change]:
+        gone = [n for n in facts.splitlines() if n and n not in self.keep and "/" not in n and n not in (".", "..")]
+        return [self.change("remove", f"remove the certificate for {n} (no server here has HTTPS for it)",
+                            [retire_command(n, f"{self.tls_dir}/{n}", f"{self.snippets}/tls-{n}.conf")]) for n in gone]

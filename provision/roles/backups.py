@@ -10,13 +10,13 @@ from pathlib import Path
 from .. import placement
 from ..agekey import recipient_of
 from ..engine.files import Directory, File
-from ..engine.model import Handler, Resource, q, restart
+from ..engine.model import Resource, q, restart
 from ..engine.system import Service
 from ..errors import DropshipError
 from ..inventory import Environment
 from ..templates import render
 from . import RoleContext
-from .handlers import DAEMON_RELOAD
+from .handlers import DAEMON_RELOAD, retire_timer
 
 NAME = "postgres"                   # the postgres role brings them: dumps are taken where the data is
 CONF = "/etc/dropship/backup"
@@ -97,8 +97,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
     return out
 
 
-STOP_TIMER = Handler(f"stop {TIMER}", f"systemctl stop {TIMER} 2>/dev/null || true\n"
-                                       f"rm -f /etc/systemd/system/timers.target.wants/{TIMER}\nsystemctl daemon-reload")
+STOP_TIMER = retire_timer(TIMER)
 
 
 def retired() -> list[Resource]:

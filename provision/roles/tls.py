@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine.certs import Certificate, Placeholder
-from ..engine.files import Directory, File
+from ..engine.certs import Certificate, Placeholder, RetiredCertificates
+from ..engine.files import Absent, Directory, File
 from ..engine.model import Resource
 from ..engine.system import Service
 from .. import balancer
 from ..inventory import Environment, HostSpec, ServerTls
 from ..templates import render
 from . import RoleContext
-from .handlers import DAEMON_RELOAD, NGINX_TEST, RELOAD_NGINX
+from .handlers import DAEMON_RELOAD, NGINX_TEST, RELOAD_NGINX, retire_timer
 
 NAME = "nginx"
 TLS_DIR = "/etc/dropship/tls"
@@ -80,10 +80,24 @@ def packages(ctx: RoleContext) -> list[str]:
     return (["openssl"] if found else []) + (["certbot"] if any(t.tls.mode == "letsencrypt" for t in found) else [])
 
 
+STOP_RENEWALS = retire_timer(f"{RENEW_UNIT}.timer")
+
+
+def retired(keep: list[TlsServer]) -> list[Resource]:
+    """What a host keeps of HTTPS it no longer serves: no renewal timer without an ACME certificate,
+    no certificate but those of ``keep``."""
+    out: list[Resource] = [RetiredCertificates(TLS_DIR, SNIPPETS, tuple(t.cert_name for t in keep), role=NAME)]
+    if not any(t.tls.mode == "letsencrypt" for t in keep):
+        out += [Absent(f"/etc/systemd/system/{RENEW_UNIT}.timer", role=NAME, notify=(STOP_RENEWALS,)),
+                Absent(f"/etc/systemd/system/{RENEW_UNIT}.service", role=NAME, notify=(DAEMON_RELOAD,)),
+                Absent(HOOK, role=NAME)]
+    return out
+
+
 def resources(ctx: RoleContext) -> list[Resource]:
     found = servers(ctx)
     if not found:
-        return []
+        return retired(found)
     acme = ctx.settings.tls
     ca_bundle = ACME_CA if acme.acme_ca else ""
     out: list[Resource] = [Directory(TLS_DIR, mode=0o755, role=NAME), Directory(WEBROOT, role=NAME)]
@@ -112,4 +126,4 @@ def resources(ctx: RoleContext) -> list[Resource]:
                 Service("certbot.timer", role=NAME, phase=4, enabled=False)]    # the package's own: ours reports
         out += [Certificate(t.cert_name, tuple(t.names.split()), t.folder, WEBROOT, acme.acme_server, acme.email,
                             ca_bundle, role=NAME) for t in issued]
-    return out
+    return out + retired(found)

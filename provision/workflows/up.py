@@ -4,11 +4,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .. import balancer
 from .. import hosts as host_selection
 from ..engine.runner import Progress
 from ..inventory import Environment
 from ..keys import key_path
 from ..report import Report
+from ..roles.tls import terminates_web
 from .airflow import prepare_image
 from .deploy import DeployOptions, deploy, deployed_roles
 from .droplets import create as create_droplets
@@ -48,24 +50,30 @@ def up(env: Environment, progress: Progress, parallel: int = 10, on_report=None)
 
 
 def where_to_open(env: Environment, droplets) -> list[str]:
-    """Per droplet: its apps' URLs, the Airflow UI (and where its password is), the SSH command."""
+    """Per droplet: what it serves (with an lb, the apps are opened there; the web hosts behind it
+    only say so), the Airflow UI (and where its password is), the SSH command."""
+    lb = balancer.lb_host(env)
     lines = []
     for d in droplets:
-        port = 443 if env.settings.nginx.tls.on else 80
-        scheme = "https" if port == 443 else "http"
+        host = env.host(d.name)
+        tls = env.settings.nginx.tls.on and terminates_web(env, host)
+        port = 443 if tls else 80
+        scheme = "https" if tls else "http"
         http = f"{scheme}://{d.address}:{d.port(port)}/" if d.port(port) != port else f"{scheme}://{d.address}/"
-        roles = env.host(d.name).roles
-        apps = env.settings.apps if "app" in roles else ()
-        lines.append(f"{d.name}: open {http}")
-        for app in apps:
+        fronts_apps = "lb" in host.roles or ("app" in host.roles and lb is None)
+        af = env.settings.airflow if "airflow" in host.roles else None
+        if fronts_apps or (af and not af.server_name):
+            lines.append(f"{d.name}: open {http}")
+        else:
+            lines.append(f"{d.name}:" + (f" behind {lb.name}" if lb and "app" in host.roles else ""))
+        for app in env.settings.apps if fronts_apps else ():
             if app.server_name:
                 name = app.server_name.split()[0]
                 lines.append(f"  {app.name}: {'https' if app.tls.on else 'http'}://{name}/ "
                              f"(with {name} resolving to {d.address})")
             elif app.path:
                 lines.append(f"  {app.name}: {http}{app.path.lstrip('/')}/")
-        af = env.settings.airflow
-        if af and "airflow" in roles:
+        if af:
             ui = f"{'https' if af.tls.on else 'http'}://{af.server_name}{af.url_path}/ (with {af.server_name} resolving to {d.address})" \
                 if af.server_name else f"{http}{af.url_path.lstrip('/')}/"
             lines.append(f"  Airflow UI: {ui} (user {af.admin_user}; password: "

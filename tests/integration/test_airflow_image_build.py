@@ -185,9 +185,11 @@ def test_failed_build_ends_in_one_line_with_the_reason(box, built):
     assert "apache-airflow" in text and "0.0.1" in text and "see /" in text
 
 
-def test_bare_debian_base_gets_what_it_lacks(box, built):
+def test_bare_debian_base_gets_what_it_lacks_and_the_dags_requirements(box, built, tmp_path):
     """A Debian base with python3 but no python3-venv and no curl (as Debian's own images are): the
-    Dockerfile installs them with apt. The local droplet's rootfs is such a base (cached after one build)."""
+    Dockerfile installs them with apt. The local droplet's rootfs is such a base (cached after one build).
+    The build context's requirements.txt lists a package the DAGs need that no constraint pins, as a
+    user writes it: installed next to Airflow, every other package still the pinned one."""
     from provision.providers.local_image import debian_tags
 
     rootfs = debian_tags()[0]
@@ -195,13 +197,22 @@ def test_bare_debian_base_gets_what_it_lacks(box, built):
         pytest.skip(f"{rootfs} is not here (local droplets were built from a registry image)")
     assert subprocess.run(["docker", "run", "--rm", rootfs, "sh", "-c", "command -v curl || python3 -m venv /tmp/v"],
                           capture_output=True).returncode != 0
+    context = tmp_path / "airflow"
+    shutil.copytree(AIRFLOW_SRC, context, ignore=shutil.ignore_patterns("dags", "__pycache__"))
+    (context / "requirements.txt").write_text("# for the report DAGs\n\n  toolz==1.0.0   # pinned by us\n")
     env = box.environment()
     af = env.settings.airflow
-    env = replace(env, settings=replace(env.settings, airflow=replace(af, build=replace(af.build, base_image=rootfs))))
+    env = replace(env, settings=replace(env.settings, airflow=replace(
+        af, build=replace(af.build, base_image=rootfs, context=context))))
     tag = ai.build_image(env)
     assert tag != built[0]
-    out = run_in_image(tag, ["sh", "-c", "airflow version; curl --version | head -1; id -u"])
-    assert out.split("\n")[0] == VERSION and "curl " in out and out.split()[-1] == "50000"
+    out = run_in_image(tag, ["sh", "-c", "airflow version; curl --version | head -1; id -u; "
+                                         "python -c 'import toolz; print(toolz.__version__)'"])
+    assert out.split("\n")[0] == VERSION and "curl " in out and out.split()[-2:] == ["50000", "1.0.0"]
+    pins = AIRFLOW_SRC / "constraints" / f"airflow-{VERSION}-py3.13.txt"
+    wanted = {ln.lower() for ln in pins.read_text().splitlines() if ln and not ln.startswith("#")} | {"toolz==1.0.0"}
+    frozen = {ln.lower() for ln in run_in_image(tag, ["pip", "freeze"]).split()}
+    assert frozen == wanted, (sorted(frozen - wanted), sorted(wanted - frozen))
 
 
 # ---- shipping -----------------------------------------------------------------------------------------

@@ -179,3 +179,32 @@ def test_custom_certificate_given_as_secrets_then_back_to_letsencrypt(tls):
     report, proc = tls.box.provision_json()
     assert report["ok"], proc.stdout[-3000:]
     assert tls.https("/")[0] == 200                                          # pebble's again (relinked)
+
+
+def test_https_turned_off_leaves_no_certificate_key_or_renewal_behind(tls):
+    """A server whose HTTPS is turned off (or moved to a load balancer) loses its certificate, key,
+    certbot lineage and snippet; the last one takes the renewal timer with it."""
+    acme = {"acme_server": tls.pebble.directory, "acme_ca": str(tls.pebble.ca)}
+    defaults = {k: v for k, v in DEFAULTS.items() if k != "app"}
+    blog_off = inventory(acme)
+    blog_off["app"]["tls"] = "off"
+    tls.box.write({tls.box.env: blog_off}, defaults)
+    report, proc = tls.box.provision_json()
+    assert report["ok"], proc.stdout[-3000:]
+    assert f"remove the certificate for {BLOG}" in proc.stderr + proc.stdout
+    assert tls.run("ls -1 /etc/dropship/tls /etc/letsencrypt/renewal").split() == [
+        "/etc/dropship/tls:", SHOP, "/etc/letsencrypt/renewal:", f"{SHOP}.conf"]
+    assert tls.run(f"ls /etc/nginx/dropship/tls-{BLOG}.conf 2>&1; true").strip().endswith("No such file or directory")
+    assert tls.https("/")[0] == 200 and tls.http("/", BLOG)[0] != 301      # shop keeps HTTPS, blog is plain
+    assert "dropship-certbot-renew.timer" in tls.run("systemctl list-timers --all --no-pager")
+
+    tls.box.write({tls.box.env: inventory(None)}, defaults)
+    report, proc = tls.box.provision_json()
+    assert report["ok"], proc.stdout[-3000:]
+    assert tls.run("ls -A /etc/dropship/tls /etc/letsencrypt/renewal; ls /etc/systemd/system/dropship-certbot-*; "
+                   "true").split() == ["/etc/dropship/tls:", "/etc/letsencrypt/renewal:"]
+    assert tls.run("systemctl show -p LoadState -p ActiveState dropship-certbot-renew.timer").split() == [
+        "LoadState=not-found", "ActiveState=inactive"]                      # stopped, gone: it never fires again
+    assert tls.http("/")[0] == 200                                          # plain HTTP, no redirect
+    report, proc = tls.box.provision_json()
+    assert report["ok"] and report["hosts"]["web-1"]["changed"] == 0, proc.stdout[-3000:]

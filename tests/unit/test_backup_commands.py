@@ -263,4 +263,5 @@ def test_without_backups_the_timer_and_credentials_are_retired():
         "/etc/dropship/backup/rclone.conf", "/usr/local/sbin/dropship-backup"]
     assert res[0].notify[0].command == ("systemctl stop dropship-backup.timer 2>/dev/null || true\n"
                                         "rm -f /etc/systemd/system/timers.target.wants/dropship-backup.timer\n"
-                                        "systemctl daemon-reload")
+                                        "systemctl daemon-reload\n"
+                                        "systemctl reset-failed dropship-backup.timer 2>/dev/null || true")

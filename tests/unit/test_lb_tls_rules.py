@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from provision import balancer as lb
-from provision.engine.certs import Certificate, Placeholder
-from provision.engine.files import File
+from provision.engine.certs import Certificate, Placeholder, RetiredCertificates
+from provision.engine.files import Absent, File
 from provision.errors import InventoryError
 from provision.facts import SystemFacts
 from provision.inventory import ServerTls, load_inventory
@@ -163,7 +163,7 @@ def test_the_lb_holds_the_certificates_and_the_web_hosts_stay_plain(tmp_path):
     assert tls_role.packages(ctx(env, "lb-1")) == ["openssl", "certbot"]
     for host in ("web-1", "db-1"):
         assert tls_role.servers(ctx(env, host)) == [] and tls_role.packages(ctx(env, host)) == []
-        assert tls_role.resources(ctx(env, host)) == []
+        assert tls_role.resources(ctx(env, host)) == tls_role.retired([])    # nothing of HTTPS left behind
     assert [tls_role.terminates_web(env, h) for h in env.hosts] == [True, False, False]
     # web-1's sites have no 443 server: no snippet to include
     web = ctx(env, "web-1")
@@ -266,3 +266,57 @@ def test_without_an_lb_apps_get_the_hosts_own_scheme(tmp_path):
 """, ""))
     assert b"X-Forwarded-Proto $scheme;" in app_site(ctx(env, "web-1"), env.settings.apps[0])
     assert lb.forwarded_proto(env, env.host("web-1"), ADDRESSES) == "$scheme"
+
+
+def test_up_opens_the_apps_at_the_lb_and_says_the_web_hosts_are_behind_it(tmp_path):
+    from provision.providers.base import Droplet
+    from provision.workflows.up import where_to_open
+
+    env = load(tmp_path)
+    droplets = [Droplet(name=n, id=n, status="active", address=a, size="s-1vcpu-1gb", ssh_port=22, region="local",
+                        image="debian-13", ports={80: 80, 443: 443}) for n, a in ADDRESSES.items()]
+    lines = where_to_open(env, droplets)
+    assert lines[0] == "lb-1: open https://10.110.0.2/"
+    assert "  shop: https://shop.example.com/ (with shop.example.com resolving to 10.110.0.2)" in lines
+    assert "  blog: http://blog.example.com/ (with blog.example.com resolving to 10.110.0.2)" in lines
+    assert "web-1: behind lb-1" in lines and "db-1:" in lines
+    assert not any("10.110.0.3/" in line or "10.110.0.5/" in line for line in lines)     # no app URL but the lb's
+    assert sum(line.startswith("  ssh -i ") for line in lines) == 3
+
+
+# --- HTTPS a host no longer serves ------------------------------------------------------------------
+
+def test_a_host_that_stopped_serving_https_loses_its_certificates_and_renewal_timer(tmp_path):
+    env = load(tmp_path)
+    [certs, timer, service, hook] = tls_role.retired([])
+    assert certs == RetiredCertificates("/etc/dropship/tls", "/etc/nginx/dropship", (), role="nginx")
+    assert (timer.path, timer.notify) == ("/etc/systemd/system/dropship-certbot-renew.timer",
+                                          (tls_role.STOP_RENEWALS,))
+    assert (service.path, hook.path) == ("/etc/systemd/system/dropship-certbot-renew.service",
+                                         "/etc/dropship/certbot-deploy-hook")
+    assert tls_role.STOP_RENEWALS.command == (
+        "systemctl stop dropship-certbot-renew.timer 2>/dev/null || true\n"
+        "rm -f /etc/systemd/system/timers.target.wants/dropship-certbot-renew.timer\nsystemctl daemon-reload\n"
+        "systemctl reset-failed dropship-certbot-renew.timer 2>/dev/null || true")
+    # the lb keeps its own two and its timer; a server renamed or turned off loses its certificate
+    lb_resources = tls_role.resources(ctx(env, "lb-1"))
+    assert lb_resources[-1] == RetiredCertificates("/etc/dropship/tls", "/etc/nginx/dropship",
+                                                   ("example.com", "shop.example.com"), role="nginx")
+    assert not any(isinstance(r, Absent) for r in lb_resources)
+    all_off = load(tmp_path, INVENTORY.replace("tls: letsencrypt", "tls: off"))
+    assert tls_role.resources(ctx(all_off, "lb-1")) == tls_role.retired([])
+
+
+def test_retired_certificates_are_removed_with_their_lineage_and_snippet():
+    r = RetiredCertificates("/etc/dropship/tls", "/etc/nginx/dropship", ("example.com",))
+    assert r.probe() == "ls -1 /etc/dropship/tls 2>/dev/null; true"
+    assert r.plan("example.com\n") == [] and r.plan("") == []
+    [change] = r.plan("example.com\nold.example.com\n")
+    assert change.summary == "remove the certificate for old.example.com (no server here has HTTPS for it)"
+    assert change.commands == [
+        "if [ -e /etc/letsencrypt/renewal/old.example.com.conf ]; then certbot delete --non-interactive --quiet "
+        "--cert-name old.example.com; fi\n"
+        "rm -rf /etc/dropship/tls/old.example.com\nrm -f /etc/nginx/dropship/tls-old.example.com.conf"]
+    [hostile] = r.plan("x;$(reboot) `y`\n..\n.\n")
+    assert hostile.commands[0].endswith("rm -rf '/etc/dropship/tls/x;$(reboot) `y`'\n"
+                                        "rm -f '/etc/nginx/dropship/tls-x;$(reboot) `y`.conf'")
