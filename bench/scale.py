@@ -4,8 +4,10 @@ Creates a throwaway local environment from the warm droplet image: h01 holds Pos
 names app; every other host holds the app only and reaches h01's database over the private
 network. For each size (growing the same environment) it creates the new droplets, provisions
 and deploys once to settle, then times the CLI exactly as a user runs it: --runs no-op
-provisions and --runs deploys of a new commit changing one file. Bar: the largest size <= 2x the
-1-host time, for both. Everything it creates is removed at the end.
+provisions and --runs deploys of a new commit changing one file, and the CPU time the droplets
+used for each deploy (their cgroups): local droplets share this machine's CPUs, so that time over
+the CPU count is a floor no controller can beat. Bar: the largest size <= 2x the 1-host time, for
+both. Everything it creates is removed at the end.
 
     .venv/bin/python bench/scale.py [--sizes 1,5,10,20] [--runs 3] [--json]
 """
