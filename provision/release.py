@@ -18,7 +18,7 @@ from pathlib import Path
 from .engine.files import File
 from .engine.model import q
 from .engine.nginx import reload_and_wait
-from .engine.uv import SYSTEM_CAS, UV, venv_commands
+from .engine.uv import SYSTEM_CAS, UV, seed_command, seeded_venv_commands, venv_commands
 
 MANIFEST = ".dropship-manifest.json"
 INFO = ".dropship-release.json"
@@ -222,16 +222,24 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
 
 def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -> str:
     """Build the virtualenv once per requirements hash with uv (pip where provision has not installed
-    uv yet); marked complete only when the install succeeded, a half-built one is removed. Bytecode
-    is compiled as root, once: the venv's (an older venv's on its next use) and the release's, whose
-    files its user cannot write to (a source that does not compile is the health check's to report)."""
+    uv yet): from the newest venv when there is one, so that only what changed is installed (any
+    failure there, silent, falls back to a new venv); marked complete only when the install
+    succeeded, a half-built one is removed. Bytecode is compiled as root, once: the venv's (an older
+    venv's on its next use) and the release's, whose files its user cannot write to (a source that
+    does not compile is the health check's to report)."""
     venv, req = f"{venvs}/{digest}", f"{release_dir}/{requirements}"
     return f"""
 if [ ! -e {q(venv)}/.complete ]; then
   rm -rf {q(venv)}
   ok=
   if [ -x {UV} ]; then
-    {venv_commands(venv, req)} && ok=1
+    {seed_command(venvs).replace(chr(10), chr(10) + "    ")}
+    if [ -n "$seed" ] && ({seeded_venv_commands('"$seed"', venv, req)}) >/dev/null 2>&1; then
+      ok=1
+    else
+      rm -rf {q(venv)}
+      {venv_commands(venv, req)} && ok=1
+    fi
   else
     python3 -m venv {q(venv)} && PIP_CERT={SYSTEM_CAS} {q(venv)}/bin/pip install --disable-pip-version-check -q \\
       -r {q(req)} && ok=1

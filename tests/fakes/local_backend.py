@@ -10,7 +10,8 @@ port 22 exactly as on DigitalOcean::
         ...
     backend.destroy_all()
 
-The requested image is ignored: every droplet boots the local Debian 13 base image. The
+The requested image is ignored: every droplet boots the local Debian 13 base image, or the image
+given as ``boot_image`` (a test not about a first provision passes the warm one). The
 environment name (use ``tests.support.run_name()``) makes container names unique per run and
 lets ``reap_dead_runs`` remove the leftovers of a killed run.
 """
@@ -72,8 +73,8 @@ class LocalDropletBackend:
     """The fake API's Backend protocol on real local droplets, one LocalProvider per droplet."""
 
     def __init__(self, env: str, workspace: Workspace | Path,
-                 ca_certificates: list[Path] | None = None):
-        self.env = env
+                 ca_certificates: list[Path] | None = None, boot_image: str = BASE_IMAGE_NAME):
+        self.env, self.boot_image = env, boot_image
         self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
         # Like a local droplet, trust the controller's extra CAs (an egress proxy may need them).
         self.ca_certificates = [Path(p) for p in sorted(glob.glob(DEFAULT_LOCAL_CA_GLOB, recursive=True))] \
@@ -88,7 +89,7 @@ class LocalDropletBackend:
         """Boot a local droplet on a loopback address of its own; return that address."""
         if not public_keys:
             raise ValueError(f"{name}: a local droplet needs at least one SSH key (root has no password)")
-        spec = DropletSpec(name=name, size=size, region=region, image=BASE_IMAGE_NAME)
+        spec = DropletSpec(name=name, size=size, region=region, image=self.boot_image)
         with self._lock:
             if name in self.providers:
                 raise ValueError(f"{name}: already created by this backend")

@@ -241,6 +241,11 @@ def test_one_file_deploy_is_incremental(site):
     assert_live(site, "v4", "v2")
 
 
+def pyc_inode(host: str, venv: str) -> str:
+    """The inode of flask/app.py's bytecode in ``venv``."""
+    return docker_exec(host, f"stat -c %i {venv}/lib/python3*/site-packages/flask/__pycache__/app.*.pyc").strip()
+
+
 def test_requirement_change_builds_a_venv_with_uv_that_the_live_slot_runs_and_later_deploys_reuse(site):
     req = site.repo.root / "requirements.txt"
     req.write_text(req.read_text().rstrip("\n") + "\nsix==1.17.0\n")          # a package the app never needed
@@ -259,8 +264,24 @@ def test_requirement_change_builds_a_venv_with_uv_that_the_live_slot_runs_and_la
     assert f"/srv/names/slots/{live}/.venv/bin/gunicorn" in docker_exec(on_host, f"tr '\\0' ' ' < /proc/{pid}/cmdline")
     assert docker_exec(on_host, f"runuser -u names -- {venv}/bin/python -c 'import six, flask; print(six.__version__)'"
                        ).strip() == "1.17.0"
+    # made from the previous venv: its compiled files linked, not compiled again (uv links every venv's
+    # sources to its cache, bytecode is each venv's own); only six added; the previous one untouched
+    old = f"/srv/names/shared/venvs/{site.venv}"
+    assert pyc_inode(on_host, venv) == pyc_inode(on_host, old)
+    freeze = "/usr/local/lib/dropship/uv-{v}/bin/uv pip freeze -q --python {p}/bin/python".format
+    before, after = (set(docker_exec(on_host, freeze(v=UV_VERSION, p=p)).split()) for p in (old, venv))
+    assert after - before == {"six==1.17.0"} and before - after == set(), (before, after)
+    assert "No module named 'six'" in docker_exec(on_host, f"{old}/bin/python -c 'import six' 2>&1 || true")
     proc = deploy(site, "v6")                                                     # requirements unchanged
     assert VENV.search(proc.stderr).group(1) == digest and "BUILT" not in proc.stderr
+    # the newest venv cannot seed the next (it has no interpreter): a new one is built from scratch
+    docker_exec(on_host, "d=/srv/names/shared/venvs/0bad; mkdir -p $d/lib/$(basename $(readlink -f /usr/bin/python3)) && "
+                         "echo 'relocatable = true' > $d/pyvenv.cfg && touch $d/.complete")
+    req.write_text(req.read_text() + "# the same packages, another hash\n")
+    proc = deploy(site, "v6b")
+    fresh = f"/srv/names/shared/venvs/{VENV.search(proc.stderr).group(1)}"
+    assert fresh != venv and pyc_inode(on_host, fresh) != pyc_inode(on_host, venv)
+    docker_exec(on_host, "rm -rf /srv/names/shared/venvs/0bad")
 
 
 def test_installs_trust_the_system_ca_store_and_a_certificate_failure_says_so(site):

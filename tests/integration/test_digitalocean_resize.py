@@ -26,7 +26,8 @@ from provision.state import load_droplets
 from tests.fakes.do_api import fake_do_api
 from tests.fakes.local_backend import LocalDropletBackend
 from tests.integration.test_digitalocean_e2e import ENV, HOST, DoSandbox, do_environment
-from tests.support import DEFAULTS, AppRepo, Browser, app_settings, last_json, one_error_line, run_name
+from tests.support import (DEFAULTS, AppRepo, Browser, app_settings, last_json, one_error_line, run_name,
+                           warm_image)
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ def bed(tmp_path_factory):
     root = tmp_path_factory.mktemp("do-resize")
     token = f"dop_v1_{secrets.token_hex(32)}"
     repo = AppRepo.create(root / "names")
-    backend = LocalDropletBackend(run_name(), root / "backend")
+    backend = LocalDropletBackend(run_name(), root / "backend", boot_image=warm_image())   # not a first provision
     try:
         with fake_do_api(token=token, backend=backend) as api:
             box = DoSandbox(root, ENV, extra_env={"DIGITALOCEAN_TOKEN": token, "DIGITALOCEAN_API_URL": api.url})

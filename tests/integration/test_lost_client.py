@@ -1,5 +1,9 @@
-"""A lost client never blocks the next deploy: `invoke deploy` SIGKILLed at a random moment, then
+"""A lost client never blocks the next deploy: `invoke deploy` SIGKILLed at a moment of its run, then
 run again at once, must succeed every time, and the site must serve a whole release throughout.
+
+The kill moments are spread over a typical deploy: one at a random point of each of ROUNDS equal
+slices, so every phase (lock, upload, venv, release command, slot start, health gate, switch,
+prune) is hit whatever the seed.
 
 The host's watchdog ends the killed run's remote step when its SSH session goes away, so the lock
 it leaves is stale (taken over) or, for a moment, held by a step being stopped (waited for).
@@ -23,7 +27,7 @@ from tests.support import (DEFAULTS, INVOKE, AppRepo, Sandbox, app_settings, dro
 pytestmark = pytest.mark.integration
 
 ROLES = ["base", "postgres", "nginx", "app"]
-ROUNDS = 20
+ROUNDS = 12
 SEED = int(os.environ.get("DROPSHIP_LOST_CLIENT_SEED", "20261202"))
 
 
@@ -37,6 +41,12 @@ def page_heading(url: str) -> tuple[int | None, str]:
         return exc.code, exc.reason
     except OSError as exc:
         return None, str(exc)
+
+
+def kill_slice(n: int, typical: float) -> tuple[float, float]:
+    """The n-th (1-based) of ROUNDS equal slices of [0.2 s, the typical deploy's length]."""
+    step = (max(typical, 0.4) - 0.2) / ROUNDS
+    return 0.2 + (n - 1) * step, 0.2 + n * step
 
 
 def deploy(box: Sandbox) -> tuple[subprocess.CompletedProcess, float]:
@@ -67,7 +77,7 @@ def test_killed_deploy_then_rerun_succeeds_every_time(tmp_path):
             label = f"k{n}"
             repo.version(label)
             committed.add(heading(label))
-            delay = round(rng.uniform(0.2, max(typical, 0.4)), 2)
+            delay = round(rng.uniform(*kill_slice(n, typical)), 2)
             killed = subprocess.Popen(INVOKE + ["deploy", "--env", box.env], cwd=box.root, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             time.sleep(delay)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from provision import release as rel
 from provision.build_failures import CERTIFICATE, build_failure_cause
-from provision.engine.uv import UV, UV_VERSION, UvTool, install_command, venv_commands
+from provision.engine.uv import (UV, UV_VERSION, UvTool, install_command, seed_command, seeded_venv_commands,
+                                 venv_commands)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,12 +37,37 @@ def test_uv_tool_is_installed_once_per_version():
 def test_venv_commands_trust_the_system_store_and_quote_paths():
     assert venv_commands("/srv/shop/venvs/ab12", "/srv/shop/releases/r1/requirements/prod.txt") == (
         "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
-        "venv -q --seed --python /usr/bin/python3 /srv/shop/venvs/ab12 && "
+        "venv -q --seed --relocatable --python /usr/bin/python3 /srv/shop/venvs/ab12 && "
         "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
         "pip install -q --compile-bytecode --python /srv/shop/venvs/ab12/bin/python "
         "-r /srv/shop/releases/r1/requirements/prod.txt")
     hostile = venv_commands("/srv/a b/v", "/srv/x/r;$(reboot)/req `x`.txt")
     assert "--python '/srv/a b/v/bin/python'" in hostile and "-r '/srv/x/r;$(reboot)/req `x`.txt'" in hostile
+
+
+def test_a_new_venv_starts_from_the_newest_relocatable_one_for_this_python():
+    assert seed_command("/srv/a b/venvs") == (
+        'seed=; py=$(basename "$(readlink -f /usr/bin/python3)")\n'
+        "for m in '/srv/a b/venvs'/*/.complete; do\n"
+        '  s=${m%/.complete}\n'
+        '  [ -e "$m" ] && [ -d "$s/lib/$py" ] && grep -qx "relocatable = true" "$s/pyvenv.cfg" || continue\n'
+        '  { [ -z "$seed" ] || [ "$m" -nt "$seed/.complete" ]; } && seed=$s\n'
+        "done")
+
+
+def test_a_seeded_venv_is_linked_then_made_exactly_the_fresh_resolution():
+    uv = "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv"
+    assert seeded_venv_commands('"$seed"', "/srv/shop/venvs/ab12", "/srv/shop/releases/r1/req.txt") == (
+        'cp -al "$seed" /srv/shop/venvs/ab12 && rm -f /srv/shop/venvs/ab12/.complete /srv/shop/venvs/ab12/.bytecode '
+        "/srv/shop/venvs/ab12/requirements.lock && "
+        f"{uv} pip compile -q --python /srv/shop/venvs/ab12/bin/python -o /srv/shop/venvs/ab12/requirements.lock "
+        "/srv/shop/releases/r1/req.txt && "
+        f"{uv} pip install -q --exact --python /srv/shop/venvs/ab12/bin/python -r /srv/shop/releases/r1/req.txt "
+        "-c /srv/shop/venvs/ab12/requirements.lock && "
+        "{ /srv/shop/venvs/ab12/bin/python -m compileall -q -x /site-packages/pip/ /srv/shop/venvs/ab12/lib "
+        ">/dev/null 2>&1 || true; }")
+    hostile = seeded_venv_commands('"$seed"', "/srv/a b/v", "/srv/x/r;$(reboot)/req `x`.txt")
+    assert "cp -al \"$seed\" '/srv/a b/v' && " in hostile and " -r '/srv/x/r;$(reboot)/req `x`.txt' -c " in hostile
 
 
 def test_venv_command_marks_complete_only_after_the_install():
@@ -51,7 +77,14 @@ if [ ! -e /srv/shop/venvs/ab12/.complete ]; then
   rm -rf /srv/shop/venvs/ab12
   ok=
   if [ -x {UV} ]; then
-    {venv_commands("/srv/shop/venvs/ab12", "/srv/shop/releases/r1/requirements.txt")} && ok=1
+    {seed_command("/srv/shop/venvs").replace(chr(10), chr(10) + "    ")}
+    if [ -n "$seed" ] && ({seeded_venv_commands('"$seed"', "/srv/shop/venvs/ab12",
+                                                 "/srv/shop/releases/r1/requirements.txt")}) >/dev/null 2>&1; then
+      ok=1
+    else
+      rm -rf /srv/shop/venvs/ab12
+      {venv_commands("/srv/shop/venvs/ab12", "/srv/shop/releases/r1/requirements.txt")} && ok=1
+    fi
   else
     python3 -m venv /srv/shop/venvs/ab12 && PIP_CERT=/etc/ssl/certs/ca-certificates.crt /srv/shop/venvs/ab12/bin/pip \
 install --disable-pip-version-check -q \\
