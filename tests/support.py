@@ -56,6 +56,8 @@ def reap_dead_runs() -> int:
     ensure_engine()
     envs = set(docker("ps", "-a", "--filter", "label=dropship.env", "--format",
                       '{{.Label "dropship.env"}}').stdout.split())
+    envs |= set(docker("volume", "ls", "--filter", "label=dropship.env", "--format",     # volumes made before
+                       '{{.Label "dropship.env"}}').stdout.split())                      # their droplet
     snapshots = docker("images", "-q", "--filter", "label=dropship.env").stdout.split()   # of gone droplets too
     if snapshots:
         envs |= set(docker("image", "inspect", "--format", '{{index .Config.Labels "dropship.env"}}',
@@ -103,6 +105,13 @@ class Sandbox:
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         assert lines, f"no JSON on stdout:\n{proc.stdout}\n{proc.stderr}"
         return json.loads(lines[-1]), proc
+
+    def preload_airflow(self, *droplets: str) -> None:
+        """Put the environment's Airflow image on ``droplets`` before they are created (for tests not
+        about shipping it; see tests.image_volumes)."""
+        from tests.image_volumes import seed, template_volume
+
+        seed(self.env, template_volume(self.environment()), *droplets)
 
     def create_and_provision(self) -> dict:
         """``droplet.create`` then ``provision --json``, which must succeed; the provision report."""

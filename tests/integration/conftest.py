@@ -102,6 +102,7 @@ def app_stack(tmp_path_factory):
     droplet = droplet_spec("web-1", APP_STACK_ROLES, AppStack.SIZE, warm=True)
     box.write({box.env: {"provider": "local", "droplets": [droplet]}}, defaults)
     try:
+        box.preload_airflow("web-1")              # shipping the image is test_airflow_image_build's
         proc = box.invoke("up", "--env", box.env, timeout=1800)        # the README's main job, on this inventory
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert f"web-1: open {http_base(box)}/\n" in proc.stdout and "  guestbook: " in proc.stdout

@@ -75,6 +75,7 @@ def stack(tmp_path_factory):
     timings: dict[str, float] = {}
     try:
         t0 = time.monotonic()
+        box.preload_airflow("web-1")              # shipping the image is test_airflow_image_build's
         box.invoke("droplet.create", "--env", box.env, check=True)
         t1 = time.monotonic()
         report, proc = box.provision_json()

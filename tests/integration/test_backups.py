@@ -50,6 +50,7 @@ def drill(tmp_path_factory):
         s3.start(root / "moto.log")
         assert s3.request("PUT", f"/{BUCKET}")[0] == 200
         _write(box, root, s3, "no-such-bucket")           # first: a bucket that does not exist
+        box.preload_airflow("web-1")                      # shipping the image is test_airflow_image_build's
         box.create_and_provision()
         yield box, root, s3, AppStack(box)
     finally:
@@ -136,6 +137,7 @@ def test_timer_backup_is_encrypted_off_site_pruned_and_restores_on_a_new_droplet
 
     # (3) the droplet is gone; a new one, provisioned, restored from the bucket
     box.invoke("droplet.destroy", "--env", box.env, "--yes", check=True)
+    box.preload_airflow("web-1")
     box.create_and_provision()
     proc = box.invoke("db.restore", "--env", box.env, "--from", "offsite:LATEST", timeout=1800, env={"CI": ""})
     assert proc.returncode != 0 and "confirmation" in proc.stderr            # asks first

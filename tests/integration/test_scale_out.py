@@ -122,6 +122,7 @@ def farm(tmp_path_factory):
     farm = Farm(Sandbox(root / "env", run_name()), repo, dags)
     farm.write(WEB)
     try:
+        farm.box.preload_airflow(AIRFLOW, WORKER)     # shipping the image is test_airflow_image_build's
         farm.box.invoke("droplet.create", "--env", farm.box.env, check=True)
         report, proc = farm.box.provision_json()
         farm.output += proc.stdout + proc.stderr
