@@ -26,12 +26,12 @@ DROPLET_RIGHTS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--securit
 
 def template_volume(env) -> str:
     """The name of the template volume holding ``env``'s Airflow image (built here first if needed)."""
-    from provision.airflow_image import build
+    from provision.airflow_image import build, image_id
     from provision.providers.local_image import build_lock
     from tests.support import warm_image
 
     tag, warm = build(env).tag, warm_image()
-    name = "dropship-test-airflow-" + hashlib.sha256(f"{tag} {_image_id(warm)}".encode()).hexdigest()[:12]
+    name = "dropship-test-airflow-" + hashlib.sha256(f"{tag} {image_id(warm)}".encode()).hexdigest()[:12]
     if not _complete(name):
         with build_lock(what="the droplet volume holding the Airflow image"):
             if not _complete(name):
@@ -45,34 +45,26 @@ def seed(env_name: str, template: str, *droplets: str) -> None:
     Hard links, as the volumes share this machine's disk: a dockerd writes no stored layer in place
     (it unlinks, or replaces a file by renaming a new one over it), so the template stays intact."""
     from provision.providers.docker_engine import docker
-    from provision.providers.local import LABEL, volume_name
+    from provision.providers.local import volume_labels, volume_name
 
     source = _mountpoint(template)
     for droplet in droplets:
         volume = volume_name(env_name, droplet)
-        docker("volume", "create", "--label", f"{LABEL}.env={env_name}", "--label", f"{LABEL}.name={droplet}", volume)
+        docker("volume", "create", *volume_labels(env_name, droplet), volume)
         subprocess.run(["cp", "-al", *(f"{source}/{part}" for part in STORE), _mountpoint(volume) + "/"],
                        check=True, capture_output=True, timeout=600)
 
 
-def _mountpoint(volume: str) -> str:
+def _mountpoint(volume: str, check: bool = True) -> str:
+    """Where ``volume``'s files are on this machine ('' when there is no such volume, unless ``check``)."""
     from provision.providers.docker_engine import docker
 
-    return docker("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip()
-
-
-def _image_id(ref: str) -> str:
-    from provision.providers.docker_engine import docker
-
-    return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+    return docker("volume", "inspect", "--format", "{{.Mountpoint}}", volume, check=check).stdout.strip()
 
 
 def _complete(name: str) -> bool:
-    from provision.providers.docker_engine import docker
-
-    if docker("volume", "inspect", name, check=False).returncode != 0:
-        return False
-    return os.path.exists(f"{_mountpoint(name)}/{MARKER}")
+    where = _mountpoint(name, check=False)
+    return bool(where) and os.path.exists(f"{where}/{MARKER}")
 
 
 def _make(name: str, tag: str, warm: str) -> None:

@@ -47,6 +47,12 @@ def volume_name(env: str, name: str) -> str:
     return f"{container_name(env, name)}-docker"
 
 
+def volume_labels(env: str, name: str, extra: dict[str, str] | None = None) -> list[str]:
+    """``--label`` arguments of a droplet's Docker volume: reaping an environment finds it by them (pure)."""
+    labels = {**(extra or {}), f"{LABEL}.env": env, f"{LABEL}.name": name}
+    return [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+
+
 def network_name(env: str) -> str:
     """One network per environment, so equal droplet names in two environments never mix."""
     return f"dropship-{env}"
@@ -431,9 +437,7 @@ class LocalProvider:
                                     "remove unused networks with `docker network prune`")
 
     def _ensure_volume(self, name: str) -> None:
-        labels = {**self.labels, f"{LABEL}.env": self.env, f"{LABEL}.name": name}
-        docker("volume", "create", *[a for k, v in labels.items() for a in ("--label", f"{k}={v}")],
-               volume_name(self.env, name))
+        docker("volume", "create", *volume_labels(self.env, name, self.labels), volume_name(self.env, name))
 
     def _ready(self, name: str, public_key: str) -> Droplet:
         """Wait for boot, authorize the key, install CA certs, wait for sshd, read host keys."""

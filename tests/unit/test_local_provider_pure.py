@@ -11,7 +11,7 @@ from provision.providers.base import DropletSpec
 from provision.providers.local import (
     LocalProvider, check_name, choose_ports, connect_address, container_name, cpu_limit, current_size,
     droplet_from_inspect, droplet_labels, free_ports, host_key_line, label_filters, network_name, parse_tags, run_args,
-    status_of, volume_name,
+    status_of, volume_labels, volume_name,
 )
 
 SPEC = DropletSpec("web", "s-2vcpu-4gb", "nyc3", "debian-13-x64", ("app", "edge"))
@@ -306,3 +306,9 @@ def test_ensure_engine_gives_up(monkeypatch):
     _engine_down(monkeypatch, [False] * 1000)
     with pytest.raises(ProviderError, match="did not answer"):
         docker_engine.ensure_engine(timeout=0)
+
+
+def test_a_droplet_volume_is_labelled_for_its_environment_and_name():
+    assert volume_labels("staging", "web-1") == ["--label", "dropship.env=staging", "--label", "dropship.name=web-1"]
+    assert volume_labels("staging", "web-1", {"team": "data"}) == [
+        "--label", "team=data", "--label", "dropship.env=staging", "--label", "dropship.name=web-1"]
