@@ -1,6 +1,7 @@
 """Wall time of building the Airflow image here with its base image cached: the whole install of
 Airflow and the DAGs' requirements (uv, pinned by the constraints file), every layer after the
-base rebuilt.
+base rebuilt. With BuildKit uv's download cache (a cache mount) is warm after the first build on a
+machine, as it is for a user's later builds; `DOCKER_BUILDKIT=0` measures the legacy builder.
 
 Each run builds a copy of app_src/airflow whose constraints/ folder holds one extra file, so the
 local build cache cannot skip the install layers (the image the project uses is not touched);

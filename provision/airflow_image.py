@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .builder import LEGACY_DOCKERFILE, buildkit_cli, legacy_dockerfile
 from .build_failures import CERTIFICATE, DEPENDENCIES, NETWORK, failure_message, files_note
 from .engine.uv import UV_VERSION
 from .errors import DropshipError, ProviderError
@@ -171,7 +172,26 @@ def assemble_context(folder: Path, ca_files: Sequence[Path], dest: Path) -> list
     shutil.copyfile(controller_uv(), dest / "tools" / "uv")
     (dest / "tools" / "uv").chmod(0o755)
     written.append("tools/uv")
+    if add_legacy_dockerfile(dest):
+        written.append(LEGACY_DOCKERFILE)
     return sorted(written)
+
+
+def add_legacy_dockerfile(context: Path) -> bool:
+    """Write the legacy builder's Dockerfile (``legacy_dockerfile``) into ``context`` when it differs
+    from the Dockerfile; False when it does not, or cannot be made (the legacy build then says why)."""
+    dockerfile = context / "Dockerfile"
+    if not dockerfile.is_file():
+        return False
+    text = dockerfile.read_text()
+    try:
+        legacy = legacy_dockerfile(text)
+    except DropshipError:
+        return False
+    if legacy == text:
+        return False
+    (context / LEGACY_DOCKERFILE).write_text(legacy)
+    return True
 
 
 def controller_uv() -> Path:
@@ -187,10 +207,15 @@ def controller_uv() -> Path:
                         "run `bash scripts/setup.sh` (it installs the pinned requirements.txt)")
 
 
-def build_args(base_image: str, version: str, tag: str, context: Path | str) -> list[str]:
-    """The ``docker build`` arguments (any builder; the base must already be there)."""
-    return ["build", "--force-rm", "--build-arg", f"BASE_IMAGE={base_image}",
-            "--build-arg", f"AIRFLOW_VERSION={version}", "--label", "dropship.airflow=1", "-t", tag, str(context)]
+def build_args(base_image: str, version: str, tag: str, context: Path | str, buildkit: bool = True,
+               legacy_file: bool = False) -> list[str]:
+    """The ``docker build`` arguments (the base must already be there): BuildKit's with plain
+    progress, or the legacy builder's, on the context's ``LEGACY_DOCKERFILE`` with ``legacy_file``."""
+    how = ["--progress=plain"] if buildkit else ["--force-rm"]
+    if not buildkit and legacy_file:
+        how += ["-f", f"{context}/{LEGACY_DOCKERFILE}"]
+    return ["build", *how, "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"AIRFLOW_VERSION={version}",
+            "--label", "dropship.airflow=1", "-t", tag, str(context)]
 
 
 # ---- the local base image (no registry) ------------------------------------------------------------
@@ -295,8 +320,10 @@ def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
             return Built(tag, False, time.monotonic() - started)
         log.info("building %s on %s", tag, base)
         with tempfile.TemporaryDirectory(prefix="dropship-airflow-context-") as tmp:
-            assemble_context(spec.context, ca, Path(tmp))
-            _docker_build(build_args(base, settings.version, tag, Path(tmp)), tag, spec.context, len(ca))
+            legacy_file = LEGACY_DOCKERFILE in assemble_context(spec.context, ca, Path(tmp))
+            cli = buildkit_cli()
+            _docker_build(cli, build_args(base, settings.version, tag, Path(tmp), cli is not None, legacy_file),
+                          tag, spec.context, len(ca))
     return Built(tag, True, time.monotonic() - started)
 
 
@@ -322,9 +349,10 @@ class HostBuild:
     context: bytes       # the build context as a gzipped tarball
     ca_count: int = 0    # how many CA files the context holds (said when a build fails on certificates)
     source: Path | None = None   # the Dockerfile folder here (named in the fix of a failed build)
+    legacy_file: bool = False    # the context holds LEGACY_DOCKERFILE
 
-    def build_args(self, context_dir: str) -> list[str]:
-        return build_args(self.base, self.version, self.tag, context_dir)
+    def build_args(self, context_dir: str, buildkit: bool) -> list[str]:
+        return build_args(self.base, self.version, self.tag, context_dir, buildkit, self.legacy_file)
 
 
 def plan_host_build(env: Environment, ca_files: Sequence[Path] | None = None) -> HostBuild:
@@ -339,8 +367,9 @@ def plan_host_build(env: Environment, ca_files: Sequence[Path] | None = None) ->
     if spec.base_image == LOCAL_PYTHON_BASE:
         ensure_python_base_image()
     base, base_id, ship = _host_base(spec.base_image)
-    return HostBuild(image_tag(settings, ca, base_id), settings.version, base, ship, context_tarball(spec.context, ca),
-                     len(ca), spec.context)
+    context, written = context_tarball(spec.context, ca)
+    return HostBuild(image_tag(settings, ca, base_id), settings.version, base, ship, context, len(ca), spec.context,
+                     LEGACY_DOCKERFILE in written)
 
 
 def _host_base(base_image: str) -> tuple[str, str, bool]:
@@ -358,21 +387,24 @@ def planned_tag(env: Environment) -> str:
     return image_tag(settings, build_ca_files(env))
 
 
-def context_tarball(folder: Path, ca_files: Sequence[Path]) -> bytes:
-    """``assemble_context`` as a gzipped tarball (what is streamed to a host that builds)."""
+def context_tarball(folder: Path, ca_files: Sequence[Path]) -> tuple[bytes, list[str]]:
+    """``assemble_context`` as a gzipped tarball (what is streamed to a host that builds), and the
+    files in it."""
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="dropship-airflow-context-") as tmp:
-        assemble_context(folder, ca_files, Path(tmp))
+        written = assemble_context(folder, ca_files, Path(tmp))
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             tar.add(tmp, arcname=".")
-    return buf.getvalue()
+    return buf.getvalue(), written
 
 
-def _docker_build(args: list[str], tag: str, source: Path, ca_count: int) -> None:
+def _docker_build(buildkit: str | None, args: list[str], tag: str, source: Path, ca_count: int) -> None:
+    """``docker build`` with BuildKit through the CLI ``buildkit``, or with the legacy builder (None)."""
     log_path = Path(tempfile.gettempdir()) / f"dropship-airflow-build-{tag.rsplit('-', 1)[-1]}.log"
+    env = {**os.environ, "DOCKER_BUILDKIT": "1" if buildkit else "0"}
     with open(log_path, "wb") as out, ticker(tag, log_path):
         try:
-            rc = subprocess.run(["docker", *args], stdout=out, stderr=subprocess.STDOUT,
+            rc = subprocess.run([buildkit or "docker", *args], stdout=out, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, timeout=BUILD_TIMEOUT).returncode
         except subprocess.TimeoutExpired:
             rc = f"no end within {BUILD_TIMEOUT} s"

@@ -26,7 +26,7 @@ PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
                          r"|Failed getting release file", re.I)),
     (DEPENDENCIES, re.compile(r"ResolutionImpossible|conflicting dependencies|No matching distribution found"
                               r"|Could not find a version that satisfies|Unable to correct problems, you have held"
-                              r"|unmet dependencies", re.I)),
+                              r"|unmet dependencies|requirements are unsatisfiable", re.I)),
 )
 HINTS = {
     NETWORK: "the build could not reach a package server",
@@ -34,6 +34,9 @@ HINTS = {
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^Step \d+/\d+ : ", re.M)              # the legacy builder's step headers
+# BuildKit's plain progress: "#8 0.588 <output>" and "#8 ERROR: <why>" of step 8.
+_BK_ERROR = re.compile(r"^#(\d+) ERROR: ", re.M)
+_BK_RUN_FAILED = re.compile(r'^ERROR: (?:executor failed running \[.*\]|process ".*" did not complete successfully): ')
 NOISE = ("Removing intermediate container", "---> ", "Sending build context")
 
 
@@ -46,20 +49,33 @@ class Cause:
 def build_failure_cause(log_text: str) -> Cause | None:
     """The cause of a failed build from its log, or None when it says nothing known.
 
-    Only the failing step is read when the log has ``Step n/m`` headers (a warning in a step that
-    passed is no cause); the most telling kind found wins.
+    Only the failing step is read (``failing_step``: a warning in a step that passed is no cause);
+    the most telling kind found wins.
     """
-    text = _ANSI.sub("", log_text or "")
-    steps = list(_STEP.finditer(text))
-    if steps:
-        text = text[steps[-1].start():]
-    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln.strip() for ln in failing_step(log_text).splitlines()]
     for kind, pattern in PATTERNS:
         for line in lines:
             found = pattern.search(line)
             if found:
                 return Cause(kind, shorten_around(line, found.start()))
     return None
+
+
+def failing_step(log_text: str) -> str:
+    """The failing step's part of a build log, without colours (pure): the legacy builder's last
+    ``Step n/m`` on; BuildKit's lines of the step that ended in ``#n ERROR``, without their ``#n 1.234``
+    prefixes and with the command left out of the error; else the whole log."""
+    text = _ANSI.sub("", log_text or "")
+    errors = list(_BK_ERROR.finditer(text))
+    if errors:
+        step = re.compile(rf"^#{errors[-1].group(1)} (?:\d+\.\d+ )?(.*)$")
+        own = (m.group(1) for m in map(step.match, text.splitlines()) if m)
+        return "\n".join(_BK_RUN_FAILED.sub("ERROR: ", ln) for ln in own if not ln.startswith(BUILDKIT_NOISE))
+    steps = list(_STEP.finditer(text))
+    return text[steps[-1].start():] if steps else text
+
+
+BUILDKIT_NOISE = ("[", "sha256:", "DONE ", "CACHED")
 
 
 def shorten_around(line: str, at: int, width: int = 200) -> str:
@@ -78,7 +94,10 @@ def meaningful_lines(build_log: str) -> list[str]:
 
 
 def failure_summary(build_log: str, lines: int = 6, limit: int = 900) -> str:
-    """The last meaningful lines of a failed ``docker build``, joined into one line (pure)."""
+    """The last meaningful lines of a failed ``docker build`` (of its failing step, with BuildKit),
+    joined into one line (pure)."""
+    if _BK_ERROR.search(_ANSI.sub("", build_log or "")):
+        build_log = failing_step(build_log)
     text = " | ".join(meaningful_lines(build_log)[-lines:])
     return text if len(text) <= limit else "…" + text[-limit:]
 

@@ -163,12 +163,19 @@ def unpack_command(context: str) -> str:
 def host_build_script(plan: HostBuild, context: str, build_log: str, tail: int = 200) -> str:
     """The host's side of a build: ``docker build`` under a lock, output to ``build_log`` (pure).
 
+    BuildKit when the host's docker has the buildx plugin, else the legacy builder (see ``builder``).
     On failure the log's last lines are printed (the caller finds the cause in them, often well above
     the end, and makes one line of it); on success the context and the log are removed.
     """
-    build = " ".join(q(a) for a in ["docker", *plan.build_args(context)])
+    lock = q(BUILD_DIR + ".lock")
+    buildkit = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=1", "docker", *plan.build_args(context, True)])
+    legacy = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=0", "docker", *plan.build_args(context, False)])
     return f"""
-flock {q(BUILD_DIR + ".lock")} {build} > {q(build_log)} 2>&1
+if docker buildx version >/dev/null 2>&1; then
+  flock {lock} {buildkit} > {q(build_log)} 2>&1
+else
+  flock {lock} {legacy} > {q(build_log)} 2>&1
+fi
 rc=$?
 if [ $rc -ne 0 ]; then tail -n {tail} {q(build_log)}; rm -rf {q(context)}; exit $rc; fi
 rm -rf {q(context)} {q(build_log)}

@@ -7,15 +7,19 @@ the image through ``docker save | ssh | docker load`` once; the second ship send
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from provision import airflow_image as ai
 from provision import image_on_host as ih
+from provision.builder import buildkit_cli
 from provision.errors import DropshipError, RemoteError
 from provision.redact import Redactor
 from provision.transport.hostkeys import KnownHosts
@@ -144,6 +148,8 @@ def test_airflow_version_and_conventions(built):
     run_in_image(tag, ["python", "-c", "import airflow.providers.standard.operators.bash, airflow.sdk, "
                                        "airflow.providers.postgres, psycopg2"])
     assert "airflow db migrate" in run_in_image(tag, ["airflow", "db", "migrate", "--help"])
+    # uv's download cache was a build-time mount (or not used): nothing of it is in the image
+    assert run_in_image(tag, ["sh", "-c", "ls -A /var/cache/uv 2>/dev/null | wc -l"]).strip() == "0"
 
 
 def test_every_package_is_the_pinned_one(built):
@@ -206,6 +212,12 @@ def test_bare_debian_base_gets_what_it_lacks_and_the_dags_requirements(box, buil
         af, build=replace(af.build, base_image=rootfs, context=context))))
     tag = ai.build_image(env)
     assert tag != built[0]
+    build_log = Path(tempfile.gettempdir(), f"dropship-airflow-build-{tag.rsplit('-', 1)[1]}.log").read_text()
+    if buildkit_cli():
+        # uv's cache mount kept the first build's downloads: only the package no earlier build had is fetched
+        downloads = re.findall(r"Downloading (\S+)", build_log) + re.findall(r"Downloaded (\S+)", build_log)
+        assert "RUN --mount=type=cache" in build_log and "apache-airflow-core" not in downloads, downloads
+        assert set(downloads) <= {"toolz"}, downloads
     out = run_in_image(tag, ["sh", "-c", "airflow version; curl --version | head -1; id -u; "
                                          "python -c 'import toolz; print(toolz.__version__)'"])
     assert out.split("\n")[0] == VERSION and "curl " in out and out.split()[-2:] == ["50000", "1.0.0"]

@@ -11,6 +11,7 @@ import pytest
 
 from provision import airflow_image as ai
 from provision.build_failures import failure_summary
+from provision.builder import LEGACY_DOCKERFILE, legacy_dockerfile
 from provision.errors import DropshipError
 from provision.inventory import LOCAL_PYTHON_BASE, AirflowBuild, AirflowSettings
 
@@ -100,7 +101,7 @@ def test_assemble_context_has_ca_folder_and_no_dags(folder, cas, tmp_path):
     dest = tmp_path / "ctx"
     dest.mkdir()
     written = ai.assemble_context(folder, cas, dest)
-    assert written == sorted([".dockerignore", "Dockerfile", "requirements.txt", PINS, OLDER_PINS,
+    assert written == sorted([".dockerignore", "Dockerfile", LEGACY_DOCKERFILE, "requirements.txt", PINS, OLDER_PINS,
                               "ca/00-corp-root.crt", "ca/01-corp-root.crt", "tools/uv"])
     assert (dest / "tools" / "uv").read_bytes() == ai.controller_uv().read_bytes()     # the pinned uv, runnable
     assert os.access(dest / "tools" / "uv", os.X_OK)
@@ -108,14 +109,25 @@ def test_assemble_context_has_ca_folder_and_no_dags(folder, cas, tmp_path):
     assert (dest / "ca" / "00-corp-root.crt").read_text() == cas[0].read_text()
     assert (dest / "ca" / "01-corp-root.crt").read_text() == cas[1].read_text()
     assert (dest / "Dockerfile").read_bytes() == (folder / "Dockerfile").read_bytes()
+    assert (dest / LEGACY_DOCKERFILE).read_text() == legacy_dockerfile((folder / "Dockerfile").read_text())
 
 
 def test_assemble_context_without_cas_keeps_an_empty_ca_folder(folder, tmp_path):
     dest = tmp_path / "ctx"
     dest.mkdir()
-    assert ai.assemble_context(folder, [], dest) == [".dockerignore", "Dockerfile", "ca/.keep", OLDER_PINS,
-                                                     PINS, "requirements.txt", "tools/uv"]
+    assert ai.assemble_context(folder, [], dest) == [".dockerignore", "Dockerfile", LEGACY_DOCKERFILE, "ca/.keep",
+                                                     OLDER_PINS, PINS, "requirements.txt", "tools/uv"]
     assert [p.name for p in (dest / "ca").iterdir()] == [".keep"]
+
+
+def test_a_legacy_dockerfile_only_where_it_differs_and_can_be_made(folder, tmp_path):
+    plain = "FROM python:3.12-slim\nRUN pip install x\n"
+    (folder / "Dockerfile").write_text(plain)
+    (tmp_path / "a").mkdir()
+    assert LEGACY_DOCKERFILE not in ai.assemble_context(folder, [], tmp_path / "a")
+    (folder / "Dockerfile").write_text("FROM python:3.12-slim\nRUN --mount=type=secret,id=t pip install x\n")
+    (tmp_path / "b").mkdir()
+    assert LEGACY_DOCKERFILE not in ai.assemble_context(folder, [], tmp_path / "b")   # the legacy build says why
 
 
 def test_a_stray_ca_folder_in_the_source_is_replaced(folder, cas, tmp_path):
@@ -141,10 +153,14 @@ def test_registry_image_has_nothing_to_build(folder):
 
 
 def test_build_args():
-    assert ai.build_args("dropship/python-base:trixie", "3.3.2", "dropship/airflow:3.3.2-abc", Path("/tmp/c")) == [
-        "build", "--force-rm", "--build-arg", "BASE_IMAGE=dropship/python-base:trixie",
-        "--build-arg", "AIRFLOW_VERSION=3.3.2", "--label", "dropship.airflow=1",
-        "-t", "dropship/airflow:3.3.2-abc", "/tmp/c"]
+    args = ("dropship/python-base:trixie", "3.3.2", "dropship/airflow:3.3.2-abc", Path("/tmp/c"))
+    tail = ["--build-arg", "BASE_IMAGE=dropship/python-base:trixie", "--build-arg", "AIRFLOW_VERSION=3.3.2",
+            "--label", "dropship.airflow=1", "-t", "dropship/airflow:3.3.2-abc", "/tmp/c"]
+    assert ai.build_args(*args) == ["build", "--progress=plain", *tail]
+    assert ai.build_args(*args, legacy_file=True) == ["build", "--progress=plain", *tail]
+    assert ai.build_args(*args, buildkit=False) == ["build", "--force-rm", *tail]
+    assert ai.build_args(*args, buildkit=False, legacy_file=True) == [
+        "build", "--force-rm", "-f", "/tmp/c/Dockerfile.dropship-legacy", *tail]
 
 
 def test_python_base_recipe():
@@ -183,10 +199,14 @@ def test_dockerfile_conventions():
     assert "ENTRYPOINT" not in text.replace("No ENTRYPOINT", "")
     assert 'CMD ["airflow", "version"]' in lines and "WORKDIR /opt/airflow" in lines
     assert "USER ${AIRFLOW_UID}" in lines and "ARG AIRFLOW_UID=50000" in lines
-    assert "COPY ca/ " in text and "update-ca-certificates" in text and "UV_NATIVE_TLS=1" in text
+    assert "COPY ca/ " in text and "update-ca-certificates" in text and "UV_SYSTEM_CERTS=1" in text
     assert "COPY tools/uv /usr/local/bin/uv" in lines and "pip install" not in text.replace("uv pip install", "")
     assert '"apache-airflow[postgres,fab,celery]==${AIRFLOW_VERSION}"' in text
     assert "dags/" in (AIRFLOW_SRC / ".dockerignore").read_text().split()
+    # uv's cache: a BuildKit cache mount, used only where it is one (never in a layer of the image)
+    assert text.count("RUN --mount=type=cache,id=dropship-uv,target=/var/cache/uv set -eu; \\\n"
+                      "    if grep -qs ' /var/cache/uv ' /proc/mounts; then unset UV_NO_CACHE; fi;") == 2
+    assert "UV_NO_CACHE=1 UV_CACHE_DIR=/var/cache/uv" in text and "--mount" not in legacy_dockerfile(text)
 
 
 def test_every_package_of_the_default_image_is_pinned():

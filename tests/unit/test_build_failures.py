@@ -13,8 +13,8 @@ import pytest
 
 from provision import airflow_image as ai
 from provision import image_on_host as ih
-from provision.build_failures import (CERTIFICATE, DEPENDENCIES, NETWORK, build_failure_cause, failure_message,
-                                      files_note, shorten_around)
+from provision.build_failures import (CERTIFICATE, DEPENDENCIES, NETWORK, build_failure_cause, failing_step,
+                                      failure_message, files_note, shorten_around)
 from provision.errors import RemoteError
 from provision.inventory import LOCAL_PYTHON_BASE, AirflowBuild, AirflowSettings
 from provision.report import last_log_line, ticker
@@ -83,6 +83,36 @@ DOCKER_REFUSED = """\
 Step 2/14 : FROM ${BASE_IMAGE}
 Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp 203.0.113.5:443: connect: connection refused
 """
+# BuildKit's plain progress (docker 20.10): step 5 warns and passes, step 8 fails; its lines interleave.
+BUILDKIT_UV = """\
+#5 [stage-0 3/9] RUN set -eu; apt-get update; apt-get install -y --no-install-recommends curl
+#5 sha256:386c82e382b18edb836f5388173894cb378caf5d0d91dd7fece70b4f2b8ae3eb
+#5 1.012 W: Failed to fetch http://deb.debian.org/debian/dists/trixie/InRelease  Temporary failure resolving 'deb.debian.org'
+#8 [stage-0 6/9] RUN --mount=type=cache,id=dropship-uv,target=/var/cache/uv set -eu; uv pip install "apache-airflow[postgres,fab,celery]==0.0.1"
+#8 sha256:1d8925fa357c29193a6e4250ba80eb4c1dafee79acc75cf034a5c0bca1ab780f
+#5 DONE 3.1s
+#8 0.536 Using Python 3.13.5 environment at: /opt/airflow-venv
+#8 0.588 error: No solution found when resolving dependencies
+#8 0.589   cause: Because there is no version of apache-airflow[postgres]==0.0.1 and you require apache-airflow[postgres]==0.0.1, we can conclude that your requirements are unsatisfiable.
+#8 ERROR: executor failed running [/bin/sh -c set -eu; uv pip install "apache-airflow[postgres,fab,celery]==${AIRFLOW_VERSION}"]: exit code: 1
+------
+ > [stage-0 6/9] RUN --mount=type=cache,id=dropship-uv,target=/var/cache/uv set -eu; uv pip install "apache-airflow[postgres,fab,celery]==0.0.1":
+------
+executor failed running [/bin/sh -c set -eu; uv pip install "apache-airflow[postgres,fab,celery]==${AIRFLOW_VERSION}"]: exit code: 1
+"""
+# buildx: uv behind a TLS-inspecting proxy without its CA.
+BUILDX_CERT = """\
+#9 [5/9] RUN --mount=type=cache,id=dropship-uv,target=/var/cache/uv set -eu; uv pip install x
+#9 1.204 error: Request failed after 3 retries
+#9 1.204   Caused by: Failed to fetch: `https://pypi.org/simple/apache-airflow/`
+#9 1.204   Caused by: invalid peer certificate: UnknownIssuer
+#9 ERROR: process "/bin/sh -c set -eu; uv pip install x" did not complete successfully: exit code: 2
+------
+ > [5/9] RUN --mount=type=cache,id=dropship-uv,target=/var/cache/uv set -eu; uv pip install x:
+1.204   Caused by: invalid peer certificate: UnknownIssuer
+------
+ERROR: failed to solve: process "/bin/sh -c set -eu; uv pip install x" did not complete successfully: exit code: 2
+"""
 DEBOOTSTRAP = """\
 I: Target architecture can be executed
 I: Retrieving InRelease
@@ -102,6 +132,8 @@ E: Failed getting release file http://deb.debian.org/debian/dists/trixie/Release
     (DEBOOTSTRAP, NETWORK, "Failed getting release file"),
     (PIP_CONFLICT, DEPENDENCIES, "conflicting dependencies"),
     (PIP_MISSING, DEPENDENCIES, "apache-airflow==0.0.1"),
+    (BUILDKIT_UV, DEPENDENCIES, "no version of apache-airflow[postgres]==0.0.1"),
+    (BUILDX_CERT, CERTIFICATE, "invalid peer certificate: UnknownIssuer"),
 ])
 def test_cause_is_found_in_the_log(log, kind, evidence):
     cause = build_failure_cause(log)
@@ -118,6 +150,27 @@ def test_only_the_failing_step_counts():
     """A timed-out retry in a step that passed is no cause: the conflict in the failing step is."""
     assert "Read timed out" in PIP_CONFLICT
     assert build_failure_cause(PIP_CONFLICT).kind == DEPENDENCIES
+
+
+def test_only_the_failing_step_counts_with_buildkit():
+    """The DNS failure of step 5 (which passed) is no cause; the failing step's lines are read."""
+    assert failing_step(BUILDKIT_UV) == (
+        "Using Python 3.13.5 environment at: /opt/airflow-venv\n"
+        "error: No solution found when resolving dependencies\n"
+        "  cause: Because there is no version of apache-airflow[postgres]==0.0.1 and you require "
+        "apache-airflow[postgres]==0.0.1, we can conclude that your requirements are unsatisfiable.\n"
+        "ERROR: exit code: 1")
+    assert failing_step(BUILDX_CERT).endswith("invalid peer certificate: UnknownIssuer\nERROR: exit code: 2")
+    assert failing_step(PIP_CONFLICT).startswith(PIP_STEP.splitlines()[0])
+    assert failing_step(DEBOOTSTRAP) == DEBOOTSTRAP
+
+
+def test_summary_of_a_buildkit_failure_is_its_failing_steps_last_lines():
+    message, _ = failure_message("building X", BUILDKIT_UV.replace("unsatisfiable", "odd"), "/l.log", "", FIXES, 1)
+    assert message == ("building X failed (1): Using Python 3.13.5 environment at: /opt/airflow-venv | "
+                       "error: No solution found when resolving dependencies | cause: Because there is no version "
+                       "of apache-airflow[postgres]==0.0.1 and you require apache-airflow[postgres]==0.0.1, we can "
+                       "conclude that your requirements are odd. | ERROR: exit code: 1")
 
 
 def test_evidence_is_shortened_around_the_match():

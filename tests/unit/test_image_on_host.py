@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -92,11 +93,31 @@ def test_build_on_host_pulls_the_base_streams_the_context_and_builds():
     (command, data), = session.streams
     assert "tar -xzf - -C /var/tmp/dropship-airflow-build-" in command and data == plan.context
     script = session.commands[-1]
-    assert "flock /var/tmp/dropship-airflow-build.lock docker build" in script
+    assert "flock /var/tmp/dropship-airflow-build.lock env DOCKER_BUILDKIT=1 docker build" in script
+    assert f"-f /var/tmp/dropship-airflow-build-{plan.tag.rsplit('-', 1)[1]}/Dockerfile.dropship-legacy" in script
     assert f"-t {plan.tag}" in script and "--build-arg AIRFLOW_VERSION=3.3.1" in script
     assert "--build-arg BASE_IMAGE=python:3.12-slim-bookworm" in script
     assert [s[2].split(" (")[0] for s in progress.steps] == ["pulled image python:3.12-slim-bookworm",
                                                               f"built image {plan.tag} on the host"]
+
+
+def test_host_build_script_uses_buildkit_where_the_host_has_buildx():
+    plan = ai.HostBuild("dropship/airflow:3.3.2-abc", "3.3.2", "python:3.12-slim", False, b"", legacy_file=True)
+    tail = ("--build-arg BASE_IMAGE=python:3.12-slim --build-arg AIRFLOW_VERSION=3.3.2 --label dropship.airflow=1 "
+            "-t dropship/airflow:3.3.2-abc '/var/tmp/c x' > /var/tmp/c.log 2>&1")
+    lock = "flock /var/tmp/dropship-airflow-build.lock env"
+    assert ih.host_build_script(plan, "/var/tmp/c x", "/var/tmp/c.log") == f"""
+if docker buildx version >/dev/null 2>&1; then
+  {lock} DOCKER_BUILDKIT=1 docker build --progress=plain {tail}
+else
+  {lock} DOCKER_BUILDKIT=0 docker build --force-rm -f '/var/tmp/c x/Dockerfile.dropship-legacy' {tail}
+fi
+rc=$?
+if [ $rc -ne 0 ]; then tail -n 200 /var/tmp/c.log; rm -rf '/var/tmp/c x'; exit $rc; fi
+rm -rf '/var/tmp/c x' /var/tmp/c.log
+"""
+    plain = ih.host_build_script(replace(plan, legacy_file=False), "/var/tmp/c", "/var/tmp/c.log")
+    assert "DOCKER_BUILDKIT=0 docker build --force-rm --build-arg" in plain
 
 
 def test_build_on_host_does_nothing_when_the_host_has_the_tag():
