@@ -303,6 +303,11 @@ def start_slot_command(slots: str, slot: str, release: str, unit: str) -> str:
             f"systemctl restart {q(unit)}")
 
 
+def stop_slot_command(unit: str) -> str:
+    """Have systemd stop ``unit`` without waiting for it (a later start or restart waits)."""
+    return f"systemctl stop --no-block {q(unit)}"
+
+
 def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: str = "", seconds: int = 30,
                    host: str = "") -> str:
     """Wait until ``url`` answers with an expected status (default any 2xx or 3xx) and, when given,
@@ -317,11 +322,11 @@ def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: s
         ok = f"printf '%s' \"$body\" | grep -qF -e {q(expect_text)} && {{ {ok}; }}"
     return f"""
 i=0; code=""; body=""
-while [ $i -lt {seconds * 4} ]; do
+while [ $i -lt {seconds * 10} ]; do
   out=$(curl -sS --max-time 2 -w '\\n%{{http_code}}' {header}{q(url)} 2>&1)
   code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d')
   case "$code" in {codes}) {ok} ;; esac
-  i=$((i + 1)); sleep 0.25
+  i=$((i + 1)); sleep 0.1
 done
 printf 'expected %s from %s within %s s; got HTTP %s: %s\\n' {q(want)} {q(url)} {seconds} "${{code:-none}}" \\
   "$(printf '%s' "${{body:-no response}}" | head -c 200 | tr -s '\\r\\n\\t' '   ')"

@@ -40,12 +40,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   uv_pin=$(grep -i '^uv==' requirements.txt)
   [ -x .venv/bin/uv ] || .venv/bin/pip install -q --disable-pip-version-check "$uv_pin" || true
   if [ -x .venv/bin/uv ]; then
-    UV_NATIVE_TLS=1 .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt
+    UV_SYSTEM_CERTS=1 .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt
   else
     .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   fi
   echo "$want" > "$stamp"
 fi
 
+# Dropship's own bytecode, once: every command imports it (Python writes none with PYTHONDONTWRITEBYTECODE).
+.venv/bin/python -m compileall -q provision tasks.py >/dev/null || true
 .venv/bin/python -c 'from provision.providers.docker_engine import ensure_engine; ensure_engine()'
 echo "setup: ready ($(docker version --format 'Docker engine {{.Server.Version}}'))"

@@ -14,7 +14,7 @@ SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 
 # uv trusts the system's CA store (a TLS-inspecting proxy's CA installed by ca_certificates), not
 # its own bundled roots; one cache per host, so a changed requirement fetches only what is new.
-UV_ENV = f"UV_NATIVE_TLS=1 UV_CACHE_DIR={UV_CACHE} UV_NO_PROGRESS=1"
+UV_ENV = f"UV_SYSTEM_CERTS=1 UV_CACHE_DIR={UV_CACHE} UV_NO_PROGRESS=1"
 
 
 def install_command() -> str:
@@ -53,12 +53,12 @@ def seeded_venv_commands(seed: str, venv: str, requirements: str) -> str:
     """Make ``venv`` from the venv at shell word ``seed``: hard links, as uv links its cache (nothing
     in a venv is written in place), then exactly what ``requirements`` resolve to afresh (the
     resolution a new venv would get, as constraints): only packages that differ are installed and
-    compiled."""
+    compiled (the files linked or written after the resolution: their inodes changed since)."""
     v, py, lock = q(venv), q(venv + "/bin/python"), q(venv + "/requirements.lock")
     return (f"cp -al {seed} {v} && rm -f {v}/.complete {v}/.bytecode {lock} && "
             f"{UV_ENV} {UV} pip compile -q --python {py} -o {lock} {q(requirements)} && "
             f"{UV_ENV} {UV} pip install -q --exact --python {py} -r {q(requirements)} -c {lock} && "
-            f"{{ {py} -m compileall -q -x /site-packages/pip/ {v}/lib >/dev/null 2>&1 || true; }}")
+            f"{{ find {v}/lib -cnewer {lock} -name '*.py' | {py} -m compileall -q -i - >/dev/null 2>&1 || true; }}")
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,10 @@ class AppDeploy:
         tar = rel.tarball(ship.source, upload.changed)
         release_dir = self.lay.release(ship.id)
         app = self.app
+        warm, unit = state.slots.get(state.idle), self.lay.unit(state.idle)
+        if warm:
+            # Its gunicorn stops while the release is made, not on the way to the switch.
+            self.step(f"stop slot {state.idle} ({warm}) for the new release", rel.stop_slot_command(unit))
         try:
             self.step(f"upload {len(upload.changed)} changed, {len(upload.removed)} removed file(s)",
                       rel.upload_command(self.lay.releases, ship.id, previous, upload, tar,
@@ -210,7 +214,8 @@ class AppDeploy:
                 gate.wait(app.name, self.session.name, label)
             self.step("release ready", rel.unfinished_command(release_dir, done=True))
         except RemoteError:
-            self.session.script(f"rm -rf {rel.q(release_dir)}", timeout=60)
+            restart = f"\nsystemctl start --no-block {rel.q(unit)}" if warm else ""
+            self.session.script(f"rm -rf {rel.q(release_dir)}{restart}", timeout=60)
             raise
         self.start_and_switch(state, ship.id, discard_on_failure=True)
         dumps = backup_dir(app.database.name) if app.database and not self.remote_db else ""

@@ -268,6 +268,8 @@ def test_requirement_change_builds_a_venv_with_uv_that_the_live_slot_runs_and_la
     # sources to its cache, bytecode is each venv's own); only six added; the previous one untouched
     old = f"/srv/names/shared/venvs/{site.venv}"
     assert pyc_inode(on_host, venv) == pyc_inode(on_host, old)
+    assert docker_exec(on_host, f"ls {venv}/lib/python3*/site-packages/__pycache__/ | grep -c '^six\\.'"
+                       ).strip() == "1"                                           # what was added is compiled
     freeze = "/usr/local/lib/dropship/uv-{v}/bin/uv pip freeze -q --python {p}/bin/python".format
     before, after = (set(docker_exec(on_host, freeze(v=UV_VERSION, p=p)).split()) for p in (old, venv))
     assert after - before == {"six==1.17.0"} and before - after == set(), (before, after)
@@ -291,7 +293,7 @@ def test_installs_trust_the_system_ca_store_and_a_certificate_failure_says_so(si
     try_install = ("rm -rf /tmp/v /tmp/c && /usr/local/lib/dropship/uv-{v}/bin/uv venv -q /tmp/v && "
                    "UV_CACHE_DIR=/tmp/c {tls}/usr/local/lib/dropship/uv-{v}/bin/uv pip install -q --python /tmp/v/bin/python "
                    "six==1.17.0 2>&1; echo rc=$?")
-    assert "rc=0" in docker_exec(on_host, try_install.format(v=UV_VERSION, tls="UV_NATIVE_TLS=1 "))
+    assert "rc=0" in docker_exec(on_host, try_install.format(v=UV_VERSION, tls="UV_SYSTEM_CERTS=1 "))
     behind_proxy = bool(controller_ca_files())
     bundled = docker_exec(on_host, try_install.format(v=UV_VERSION, tls=""))
     assert ("rc=0" not in bundled and "UnknownIssuer" in bundled) if behind_proxy else "rc=0" in bundled, bundled

@@ -75,14 +75,18 @@ def test_start_slot_command_exact():
         "systemctl restart 'my app@blue.service'")
 
 
+def test_stop_slot_command_exact():
+    assert rel.stop_slot_command("my app@green.service") == "systemctl stop --no-block 'my app@green.service'"
+
+
 def test_health_command_exact():
     assert rel.health_command("http://127.0.0.1:8001/healthz") == """
 i=0; code=""; body=""
-while [ $i -lt 120 ]; do
+while [ $i -lt 300 ]; do
   out=$(curl -sS --max-time 2 -w '\\n%{http_code}' http://127.0.0.1:8001/healthz 2>&1)
   code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d')
   case "$code" in 2??|3??) echo HEALTHY; exit 0 ;; esac
-  i=$((i + 1)); sleep 0.25
+  i=$((i + 1)); sleep 0.1
 done
 printf 'expected %s from %s within %s s; got HTTP %s: %s\\n' 'HTTP 2xx/3xx' http://127.0.0.1:8001/healthz 30 "${code:-none}" \\
   "$(printf '%s' "${body:-no response}" | head -c 200 | tr -s '\\r\\n\\t' '   ')"
@@ -90,7 +94,7 @@ exit 1
 """
     text = rel.health_command("http://127.0.0.1:8001/x?a=1&b=2", (200, 204), "it's $(ok)", 5)
     assert "case \"$code\" in 200|204) printf '%s' \"$body\" | grep -qF -e 'it'\"'\"'s $(ok)' && " in text
-    assert "while [ $i -lt 20 ]" in text and "'http://127.0.0.1:8001/x?a=1&b=2'" in text
+    assert "while [ $i -lt 50 ]" in text and "'http://127.0.0.1:8001/x?a=1&b=2'" in text
 
 
 @pytest.fixture(scope="module")

@@ -36,9 +36,9 @@ def test_uv_tool_is_installed_once_per_version():
 
 def test_venv_commands_trust_the_system_store_and_quote_paths():
     assert venv_commands("/srv/shop/venvs/ab12", "/srv/shop/releases/r1/requirements/prod.txt") == (
-        "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
+        "UV_SYSTEM_CERTS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
         "venv -q --seed --relocatable --python /usr/bin/python3 /srv/shop/venvs/ab12 && "
-        "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
+        "UV_SYSTEM_CERTS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv "
         "pip install -q --compile-bytecode --python /srv/shop/venvs/ab12/bin/python "
         "-r /srv/shop/releases/r1/requirements/prod.txt")
     hostile = venv_commands("/srv/a b/v", "/srv/x/r;$(reboot)/req `x`.txt")
@@ -56,7 +56,7 @@ def test_a_new_venv_starts_from_the_newest_relocatable_one_for_this_python():
 
 
 def test_a_seeded_venv_is_linked_then_made_exactly_the_fresh_resolution():
-    uv = "UV_NATIVE_TLS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv"
+    uv = "UV_SYSTEM_CERTS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv"
     assert seeded_venv_commands('"$seed"', "/srv/shop/venvs/ab12", "/srv/shop/releases/r1/req.txt") == (
         'cp -al "$seed" /srv/shop/venvs/ab12 && rm -f /srv/shop/venvs/ab12/.complete /srv/shop/venvs/ab12/.bytecode '
         "/srv/shop/venvs/ab12/requirements.lock && "
@@ -64,10 +64,12 @@ def test_a_seeded_venv_is_linked_then_made_exactly_the_fresh_resolution():
         "/srv/shop/releases/r1/req.txt && "
         f"{uv} pip install -q --exact --python /srv/shop/venvs/ab12/bin/python -r /srv/shop/releases/r1/req.txt "
         "-c /srv/shop/venvs/ab12/requirements.lock && "
-        "{ /srv/shop/venvs/ab12/bin/python -m compileall -q -x /site-packages/pip/ /srv/shop/venvs/ab12/lib "
-        ">/dev/null 2>&1 || true; }")
+        "{ find /srv/shop/venvs/ab12/lib -cnewer /srv/shop/venvs/ab12/requirements.lock -name '*.py' | "
+        "/srv/shop/venvs/ab12/bin/python -m compileall -q -i - >/dev/null 2>&1 || true; }")
     hostile = seeded_venv_commands('"$seed"', "/srv/a b/v", "/srv/x/r;$(reboot)/req `x`.txt")
     assert "cp -al \"$seed\" '/srv/a b/v' && " in hostile and " -r '/srv/x/r;$(reboot)/req `x`.txt' -c " in hostile
+    assert "{ find '/srv/a b/v'/lib -cnewer '/srv/a b/v/requirements.lock' -name '*.py' | '/srv/a b/v/bin/python' " \
+        in hostile
 
 
 def test_venv_command_marks_complete_only_after_the_install():
