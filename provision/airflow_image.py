@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .builder import LEGACY_DOCKERFILE, buildkit_cli, legacy_dockerfile
+from .builder import BUILDKIT, LEGACY, LEGACY_DOCKERFILE, build_command, legacy_dockerfile, local_builder
 from .build_failures import CERTIFICATE, DEPENDENCIES, NETWORK, failure_message, files_note
 from .engine.uv import UV_VERSION
 from .errors import DropshipError, ProviderError
@@ -207,14 +207,14 @@ def controller_uv() -> Path:
                         "run `bash scripts/setup.sh` (it installs the pinned requirements.txt)")
 
 
-def build_args(base_image: str, version: str, tag: str, context: Path | str, buildkit: bool = True,
+def build_args(base_image: str, version: str, tag: str, context: Path | str, builder: str = BUILDKIT,
                legacy_file: bool = False) -> list[str]:
-    """The ``docker build`` arguments (the base must already be there): BuildKit's with plain
-    progress, or the legacy builder's, on the context's ``LEGACY_DOCKERFILE`` with ``legacy_file``."""
-    how = ["--progress=plain"] if buildkit else ["--force-rm"]
-    if not buildkit and legacy_file:
+    """The ``docker build`` arguments for a ``builder`` kind (the base must already be there); the
+    legacy builder's use the context's ``LEGACY_DOCKERFILE`` with ``legacy_file``."""
+    how = build_command(builder)
+    if builder == LEGACY and legacy_file:
         how += ["-f", f"{context}/{LEGACY_DOCKERFILE}"]
-    return ["build", *how, "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"AIRFLOW_VERSION={version}",
+    return [*how, "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"AIRFLOW_VERSION={version}",
             "--label", "dropship.airflow=1", "-t", tag, str(context)]
 
 
@@ -321,8 +321,8 @@ def build(env: Environment, ca_files: Sequence[Path] | None = None) -> Built:
         log.info("building %s on %s", tag, base)
         with tempfile.TemporaryDirectory(prefix="dropship-airflow-context-") as tmp:
             legacy_file = LEGACY_DOCKERFILE in assemble_context(spec.context, ca, Path(tmp))
-            cli = buildkit_cli()
-            _docker_build(cli, build_args(base, settings.version, tag, Path(tmp), cli is not None, legacy_file),
+            cli, kind = local_builder()
+            _docker_build(cli, kind, build_args(base, settings.version, tag, Path(tmp), kind, legacy_file),
                           tag, spec.context, len(ca))
     return Built(tag, True, time.monotonic() - started)
 
@@ -351,8 +351,8 @@ class HostBuild:
     source: Path | None = None   # the Dockerfile folder here (named in the fix of a failed build)
     legacy_file: bool = False    # the context holds LEGACY_DOCKERFILE
 
-    def build_args(self, context_dir: str, buildkit: bool) -> list[str]:
-        return build_args(self.base, self.version, self.tag, context_dir, buildkit, self.legacy_file)
+    def build_args(self, context_dir: str, builder: str) -> list[str]:
+        return build_args(self.base, self.version, self.tag, context_dir, builder, self.legacy_file)
 
 
 def plan_host_build(env: Environment, ca_files: Sequence[Path] | None = None) -> HostBuild:
@@ -398,13 +398,13 @@ def context_tarball(folder: Path, ca_files: Sequence[Path]) -> tuple[bytes, list
     return buf.getvalue(), written
 
 
-def _docker_build(buildkit: str | None, args: list[str], tag: str, source: Path, ca_count: int) -> None:
-    """``docker build`` with BuildKit through the CLI ``buildkit``, or with the legacy builder (None)."""
+def _docker_build(cli: str, kind: str, args: list[str], tag: str, source: Path, ca_count: int) -> None:
+    """``cli build`` with the builder ``kind`` (``builder``'s LEGACY, BUILDKIT or BUILDX)."""
     log_path = Path(tempfile.gettempdir()) / f"dropship-airflow-build-{tag.rsplit('-', 1)[-1]}.log"
-    env = {**os.environ, "DOCKER_BUILDKIT": "1" if buildkit else "0"}
+    env = {**os.environ, "DOCKER_BUILDKIT": "0" if kind == LEGACY else "1"}
     with open(log_path, "wb") as out, ticker(tag, log_path):
         try:
-            rc = subprocess.run([buildkit or "docker", *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+            rc = subprocess.run([cli, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, timeout=BUILD_TIMEOUT).returncode
         except subprocess.TimeoutExpired:
             rc = f"no end within {BUILD_TIMEOUT} s"

@@ -1,7 +1,8 @@
 """Which Docker builder builds an image, and the Dockerfile the legacy builder gets.
 
 BuildKit (``DOCKER_BUILDKIT=1``) is used wherever the docker CLI offers it: a CLI older than 23 has
-it built in, a newer one needs the buildx plugin. It keeps caches between builds
+it built in (``BUILDKIT``), a newer one needs the buildx plugin (``BUILDX``: ``docker buildx build --load``; without
+``--load`` a builder of buildx's docker-container driver would keep the image to itself). It keeps caches between builds
 (``RUN --mount=type=cache``), such as uv's downloads. The legacy builder gets the Dockerfile with its
 cache mounts taken out: a cache changes how fast a step runs, never what it makes. Any other mount
 (secret, ssh, bind) changes what a step sees, so a Dockerfile with one needs BuildKit.
@@ -19,6 +20,7 @@ from typing import Callable
 from .errors import DropshipError
 
 LEGACY_DOCKERFILE = "Dockerfile.dropship-legacy"     # written next to the Dockerfile in a build context
+LEGACY, BUILDKIT, BUILDX = "legacy", "buildkit", "buildx"     # how a docker CLI builds
 BUILDX_FIX = "install Docker's buildx plugin (Debian and Ubuntu: apt-get install docker-buildx)"
 _RUN = re.compile(r"^(\s*RUN\s+)((?:--\S+\s+)*)", re.I)
 _VERSION = re.compile(r"version (\d+)\.(\d+)", re.I)
@@ -66,19 +68,26 @@ def docker_clis(path: str) -> list[str]:
     return out
 
 
-def find_buildkit_cli(path: str, environ: dict[str, str],
-                      run: Callable[[list[str]], tuple[int, str]]) -> str | None:
-    """The first docker CLI on ``path`` that builds with BuildKit, or None (legacy builder).
+def build_command(kind: str) -> list[str]:
+    """The docker subcommand and flags that build with a builder ``kind`` (pure)."""
+    return {LEGACY: ["build", "--force-rm"], BUILDKIT: ["build", "--progress=plain"],
+            BUILDX: ["buildx", "build", "--progress=plain", "--load"]}[kind]
 
-    ``run(argv)`` gives (exit status, stdout)."""
+
+def find_builder(path: str, environ: dict[str, str],
+                 run: Callable[[list[str]], tuple[int, str]]) -> tuple[str, str]:
+    """(docker CLI, builder kind): the first CLI on ``path`` that builds with BuildKit, else
+    ``("docker", LEGACY)``. ``run(argv)`` gives (exit status, stdout)."""
     if environ.get("DOCKER_BUILDKIT", "").strip().lower() in ("0", "false"):
-        return None
+        return "docker", LEGACY
     for cli in docker_clis(path):
         rc, out = run([cli, "--version"])
         version = client_version(out) if rc == 0 else None
-        if has_builtin_buildkit(version) or (version and run([cli, "buildx", "version"])[0] == 0):
-            return cli
-    return None
+        if has_builtin_buildkit(version):
+            return cli, BUILDKIT
+        if version and run([cli, "buildx", "version"])[0] == 0:
+            return cli, BUILDX
+    return "docker", LEGACY
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
@@ -90,6 +99,6 @@ def _run(argv: list[str]) -> tuple[int, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def buildkit_cli() -> str | None:
-    """``find_buildkit_cli`` for this machine (asked once per process)."""
-    return find_buildkit_cli(os.environ.get("PATH", os.defpath), dict(os.environ), _run)
+def local_builder() -> tuple[str, str]:
+    """``find_builder`` for this machine (asked once per process)."""
+    return find_builder(os.environ.get("PATH", os.defpath), dict(os.environ), _run)

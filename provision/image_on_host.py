@@ -16,6 +16,7 @@ from typing import Iterator
 
 from .airflow_image import BUILD_TIMEOUT, CHUNK, PULL_TIMEOUT, SHIP_TIMEOUT, HostBuild, build_fixes
 from .build_failures import failure_message, files_note
+from .builder import BUILDX, LEGACY
 from .engine.model import q
 from .errors import DropshipError, RemoteError
 from .providers.docker_engine import last_line
@@ -168,8 +169,8 @@ def host_build_script(plan: HostBuild, context: str, build_log: str, tail: int =
     the end, and makes one line of it); on success the context and the log are removed.
     """
     lock = q(BUILD_DIR + ".lock")
-    buildkit = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=1", "docker", *plan.build_args(context, True)])
-    legacy = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=0", "docker", *plan.build_args(context, False)])
+    buildkit = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=1", "docker", *plan.build_args(context, BUILDX)])
+    legacy = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=0", "docker", *plan.build_args(context, LEGACY)])
     return f"""
 if docker buildx version >/dev/null 2>&1; then
   flock {lock} {buildkit} > {q(build_log)} 2>&1

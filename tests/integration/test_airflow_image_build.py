@@ -19,7 +19,7 @@ import pytest
 
 from provision import airflow_image as ai
 from provision import image_on_host as ih
-from provision.builder import buildkit_cli
+from provision.builder import LEGACY, local_builder
 from provision.errors import DropshipError, RemoteError
 from provision.redact import Redactor
 from provision.transport.hostkeys import KnownHosts
@@ -213,7 +213,7 @@ def test_bare_debian_base_gets_what_it_lacks_and_the_dags_requirements(box, buil
     tag = ai.build_image(env)
     assert tag != built[0]
     build_log = Path(tempfile.gettempdir(), f"dropship-airflow-build-{tag.rsplit('-', 1)[1]}.log").read_text()
-    if buildkit_cli():
+    if local_builder()[1] != LEGACY:
         # uv's cache mount kept the first build's downloads: only the package no earlier build had is fetched
         downloads = re.findall(r"Downloading (\S+)", build_log) + re.findall(r"Downloaded (\S+)", build_log)
         assert "RUN --mount=type=cache" in build_log and "apache-airflow-core" not in downloads, downloads

@@ -158,8 +158,9 @@ def test_build_args():
             "--label", "dropship.airflow=1", "-t", "dropship/airflow:3.3.2-abc", "/tmp/c"]
     assert ai.build_args(*args) == ["build", "--progress=plain", *tail]
     assert ai.build_args(*args, legacy_file=True) == ["build", "--progress=plain", *tail]
-    assert ai.build_args(*args, buildkit=False) == ["build", "--force-rm", *tail]
-    assert ai.build_args(*args, buildkit=False, legacy_file=True) == [
+    assert ai.build_args(*args, "buildx") == ["buildx", "build", "--progress=plain", "--load", *tail]
+    assert ai.build_args(*args, "legacy") == ["build", "--force-rm", *tail]
+    assert ai.build_args(*args, "legacy", legacy_file=True) == [
         "build", "--force-rm", "-f", "/tmp/c/Dockerfile.dropship-legacy", *tail]
 
 

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from provision.builder import (client_version, docker_clis, find_buildkit_cli, has_builtin_buildkit,
-                               legacy_dockerfile)
+from provision.builder import (BUILDKIT, BUILDX, LEGACY, build_command, client_version, docker_clis, find_builder,
+                               has_builtin_buildkit, legacy_dockerfile)
 from provision.errors import DropshipError
 
 
@@ -66,9 +66,15 @@ def test_the_first_cli_that_builds_with_buildkit(tmp_path):
             return (0, "github.com/docker/buildx v0.13.1") if buildx else (1, "")
         return answer
 
-    assert find_buildkit_cli(path, {}, run(buildx=False)) == old           # 28 without buildx: the next one
+    assert find_builder(path, {}, run(buildx=False)) == (old, BUILDKIT)      # 28 without buildx: the next one
     assert asked == [[new, "--version"], [new, "buildx", "version"], [old, "--version"]]
-    assert find_buildkit_cli(path, {}, run(buildx=True)) == new             # 28 with buildx
-    assert find_buildkit_cli(path, {"DOCKER_BUILDKIT": "0"}, run(buildx=True)) is None
-    assert find_buildkit_cli(str(tmp_path / "local"), {}, run(buildx=False)) is None
-    assert find_buildkit_cli(str(tmp_path / "none"), {}, run(buildx=True)) is None
+    assert find_builder(path, {}, run(buildx=True)) == (new, BUILDX)         # 28 with buildx
+    assert find_builder(path, {"DOCKER_BUILDKIT": "0"}, run(buildx=True)) == ("docker", LEGACY)
+    assert find_builder(str(tmp_path / "local"), {}, run(buildx=False)) == ("docker", LEGACY)
+    assert find_builder(str(tmp_path / "none"), {}, run(buildx=True)) == ("docker", LEGACY)
+
+
+def test_build_command():
+    assert build_command(LEGACY) == ["build", "--force-rm"]
+    assert build_command(BUILDKIT) == ["build", "--progress=plain"]
+    assert build_command(BUILDX) == ["buildx", "build", "--progress=plain", "--load"]   # --load: see builder

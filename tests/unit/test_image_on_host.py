@@ -93,7 +93,8 @@ def test_build_on_host_pulls_the_base_streams_the_context_and_builds():
     (command, data), = session.streams
     assert "tar -xzf - -C /var/tmp/dropship-airflow-build-" in command and data == plan.context
     script = session.commands[-1]
-    assert "flock /var/tmp/dropship-airflow-build.lock env DOCKER_BUILDKIT=1 docker build" in script
+    buildx = "flock /var/tmp/dropship-airflow-build.lock env DOCKER_BUILDKIT=1 docker buildx build --progress=plain --load "
+    assert buildx in script
     assert f"-f /var/tmp/dropship-airflow-build-{plan.tag.rsplit('-', 1)[1]}/Dockerfile.dropship-legacy" in script
     assert f"-t {plan.tag}" in script and "--build-arg AIRFLOW_VERSION=3.3.1" in script
     assert "--build-arg BASE_IMAGE=python:3.12-slim-bookworm" in script
@@ -108,7 +109,7 @@ def test_host_build_script_uses_buildkit_where_the_host_has_buildx():
     lock = "flock /var/tmp/dropship-airflow-build.lock env"
     assert ih.host_build_script(plan, "/var/tmp/c x", "/var/tmp/c.log") == f"""
 if docker buildx version >/dev/null 2>&1; then
-  {lock} DOCKER_BUILDKIT=1 docker build --progress=plain {tail}
+  {lock} DOCKER_BUILDKIT=1 docker buildx build --progress=plain --load {tail}
 else
   {lock} DOCKER_BUILDKIT=0 docker build --force-rm -f '/var/tmp/c x/Dockerfile.dropship-legacy' {tail}
 fi
