@@ -1,12 +1,13 @@
 """Which Docker builder builds an image, and the Dockerfile the legacy builder gets.
 
-BuildKit (``DOCKER_BUILDKIT=1``) is used wherever the docker CLI offers it: a CLI older than 23 has
-it built in (``BUILDKIT``), a newer one needs the buildx plugin (``BUILDX``: ``docker buildx build --load``; without
-``--load`` a builder of buildx's docker-container driver would keep the image to itself). It keeps caches between builds
-(``RUN --mount=type=cache``), such as uv's downloads. The legacy builder gets the Dockerfile with its
-cache mounts taken out: a cache changes how fast a step runs, never what it makes. Any other mount
-(secret, ssh, bind) changes what a step sees, so a Dockerfile with one needs BuildKit.
-``DOCKER_BUILDKIT=0`` in the environment asks for the legacy builder, as it does for docker itself.
+BuildKit is used wherever the docker CLI offers it: a CLI older than 23 has it built in
+(``BUILDKIT``), a newer one needs the buildx plugin (``BUILDX``: ``docker buildx build --load``;
+without ``--load`` a builder of buildx's docker-container driver would keep the image to itself).
+BuildKit keeps caches between builds (``RUN --mount=type=cache``), such as uv's downloads. The
+legacy builder gets the Dockerfile with its cache mounts taken out: a cache changes how fast a step
+runs, never what it makes. Any other mount (secret, ssh, bind) changes what a step sees, so a
+Dockerfile with one needs BuildKit. ``DOCKER_BUILDKIT=0`` in the environment asks for the legacy
+builder, as it does for docker itself.
 """
 from __future__ import annotations
 
