@@ -38,6 +38,7 @@ _STEP = re.compile(r"^Step \d+/\d+ : ", re.M)              # the legacy builder'
 _BK_ERROR = re.compile(r"^#(\d+) ERROR: ", re.M)
 _BK_RUN_FAILED = re.compile(r'^ERROR: (?:executor failed running \[.*\]|process ".*" did not complete successfully): ')
 NOISE = ("Removing intermediate container", "---> ", "Sending build context")
+BUILDKIT_NOISE = ("[", "sha256:", "DONE ", "CACHED")
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,6 @@ def failing_step(log_text: str) -> str:
         return "\n".join(_BK_RUN_FAILED.sub("ERROR: ", ln) for ln in own if not ln.startswith(BUILDKIT_NOISE))
     steps = list(_STEP.finditer(text))
     return text[steps[-1].start():] if steps else text
-
-
-BUILDKIT_NOISE = ("[", "sha256:", "DONE ", "CACHED")
 
 
 def shorten_around(line: str, at: int, width: int = 200) -> str:

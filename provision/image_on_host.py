@@ -168,14 +168,15 @@ def host_build_script(plan: HostBuild, context: str, build_log: str, tail: int =
     On failure the log's last lines are printed (the caller finds the cause in them, often well above
     the end, and makes one line of it); on success the context and the log are removed.
     """
-    lock = q(BUILD_DIR + ".lock")
-    buildkit = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=1", "docker", *plan.build_args(context, BUILDX)])
-    legacy = " ".join(q(a) for a in ["env", "DOCKER_BUILDKIT=0", "docker", *plan.build_args(context, LEGACY)])
+    def build(kind: str) -> str:
+        argv = ["env", f"DOCKER_BUILDKIT={int(kind != LEGACY)}", "docker", *plan.build_args(context, kind)]
+        return f"flock {q(BUILD_DIR + '.lock')} {' '.join(q(a) for a in argv)} > {q(build_log)} 2>&1"
+
     return f"""
 if docker buildx version >/dev/null 2>&1; then
-  flock {lock} {buildkit} > {q(build_log)} 2>&1
+  {build(BUILDX)}
 else
-  flock {lock} {legacy} > {q(build_log)} 2>&1
+  {build(LEGACY)}
 fi
 rc=$?
 if [ $rc -ne 0 ]; then tail -n {tail} {q(build_log)}; rm -rf {q(context)}; exit $rc; fi
