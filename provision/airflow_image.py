@@ -11,7 +11,7 @@ A build here goes through this machine's network: it gets this machine's extra C
 (``DEFAULT_LOCAL_CA_GLOB``) besides the environment's, whatever the provider.
 
 Without a registry the base is ``dropship/python-base:trixie``: a Debian 13 minbase rootfs with
-python3 made with debootstrap and ``docker import``-ed here (as the local droplet image is).
+python3, made (mmdebstrap or debootstrap) and ``docker import``-ed here as the local droplet image is.
 """
 from __future__ import annotations
 
@@ -36,9 +36,8 @@ from .engine.uv import UV_VERSION
 from .errors import DropshipError, ProviderError
 from .inventory import DEFAULT_LOCAL_CA_GLOB, LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
-from .providers.local_image import (MIRROR, SOURCES_LIST, SUITE, _remove_rootfs, build_lock, debootstrap,
-                                    require_debootstrap,
-                                    import_rootfs, recipe_hash)
+from .providers.local_image import SOURCES_LIST, build_lock, recipe_hash
+from .providers.rootfs import MIRROR, SUITE, import_rootfs, make_rootfs, remove_rootfs, require_bootstrap_tool
 from .report import ticker
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ PYTHON_BASE_CLEANUP = ("rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin 
 
 BUILD_LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-airflow-build.lock"
 PYTHON_BASE_LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-python-base-build.lock"
-PYTHON_BASE_LOG = Path(tempfile.gettempdir()) / "dropship-python-base-debootstrap.log"
+PYTHON_BASE_LOG = Path(tempfile.gettempdir()) / "dropship-python-base-rootfs.log"
 BUILD_TIMEOUT = 1800
 PULL_TIMEOUT = 900
 SHIP_TIMEOUT = 3600
@@ -245,16 +244,16 @@ def ensure_python_base_image() -> str:
 
 
 def _build_python_base(tag: str) -> None:
-    require_debootstrap("the Airflow base image",
-                        "apt-get install debootstrap, or set airflow.build.base_image to an image you have")
+    tool = require_bootstrap_tool("the Airflow base image",
+                                  "apt-get install mmdebstrap, or set airflow.build.base_image to an image you have")
     target = Path(tempfile.mkdtemp(prefix="dropship-python-rootfs-", dir="/var/tmp"))
     try:
-        debootstrap(target, PYTHON_BASE_ARGS, PYTHON_BASE_LOG)
+        make_rootfs(tool, target, PYTHON_BASE_ARGS, PYTHON_BASE_LOG)
         (target / "etc/apt/sources.list").write_text(SOURCES_LIST)
         subprocess.run(["sh", "-c", PYTHON_BASE_CLEANUP], cwd=target, check=True)
         import_rootfs(target, tag, tuple(PYTHON_BASE_CHANGES))
     finally:
-        _remove_rootfs(target)
+        remove_rootfs(target)
 
 
 # ---- building ---------------------------------------------------------------------------------------
@@ -358,7 +357,7 @@ class HostBuild:
 def plan_host_build(env: Environment, ca_files: Sequence[Path] | None = None) -> HostBuild:
     """The recipe of a ``build.where: host`` image: its tag, base and context (nothing is built here).
 
-    The local python base is made here (debootstrap, once) and shipped, named by its recipe-hash tag
+    The local python base is made here (a Debian rootfs, once) and shipped, named by its recipe-hash tag
     so a host never builds on a stale copy; any other base is pulled by the host, and only its name
     goes into the tag.
     """

@@ -26,7 +26,8 @@ PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
                          r"|Failed getting release file", re.I)),
     (DEPENDENCIES, re.compile(r"ResolutionImpossible|conflicting dependencies|No matching distribution found"
                               r"|Could not find a version that satisfies|Unable to correct problems, you have held"
-                              r"|unmet dependencies|requirements are unsatisfiable", re.I)),
+                              r"|unmet dependencies|requirements are unsatisfiable|Unable to locate package"
+                              r"|Couldn't find these debs", re.I)),
 )
 HINTS = {
     NETWORK: "the build could not reach a package server",

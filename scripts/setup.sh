@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Dropship needs on a Debian/Ubuntu controller (run as root, or with sudo for apt):
-# the Docker engine and debootstrap for local droplets, the PostgreSQL server binaries for the
+# the Docker engine and mmdebstrap for local droplets, the PostgreSQL server binaries for the
 # app's tests, pebble (Let's Encrypt's test ACME server) for the HTTPS tests, a virtualenv with the
 # pinned Python packages, and a running dockerd; with `--tests`, also chromium (the browser tests').
 # Safe to run again: it only does what is missing.
@@ -11,7 +11,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)   # makes the local images' Debian rootfs (debootstrap, slower, also works)
 command -v age >/dev/null 2>&1 || missing+=(age)          # decrypts backups on this machine (db.restore)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)

@@ -1,9 +1,10 @@
 """The base image local droplets boot from: systemd + sshd, built once per recipe and reused.
 
 Tag scheme: ``dropship/droplet:<suite>-<recipehash>`` where recipehash is a short sha256 of the
-recipe (Dockerfile, copied files, debootstrap arguments), so editing the recipe rebuilds.
+recipe (Dockerfile, copied files, rootfs arguments), so editing the recipe rebuilds.
 With a reachable registry the image is built from ``ubuntu:24.04`` (suite ``noble``); without one
-(the usual case here) a Debian trixie rootfs is made with debootstrap and ``docker import``-ed.
+(the usual case here) a Debian trixie rootfs is made (``rootfs``: mmdebstrap or debootstrap) and
+``docker import``-ed.
 """
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -21,32 +20,23 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from provision.build_failures import CERTIFICATE, DEPENDENCIES, NETWORK, failure_message
-from provision.errors import DropshipError, ProviderError
+from provision.build_failures import failure_message
+from provision.errors import ProviderError
 from provision.providers.docker_engine import docker, ensure_engine, image_exists, last_line
+from provision.providers.rootfs import (FIXES, MIRROR, NO_CAS, SUITE, import_rootfs, make_rootfs, remove_rootfs,
+                                        require_bootstrap_tool)
 from provision.report import ticker
 
 log = logging.getLogger(__name__)
 
 REPO = "dropship/droplet"
 ROOTFS_REPO = "dropship/rootfs"
-SUITE = "trixie"
-MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "openssh-server,systemd,systemd-sysv,sudo,python3,iproute2,ca-certificates,dbus"
-DEBOOTSTRAP_ARGS = ("--variant=minbase", f"--include={PACKAGES}", SUITE)
+ROOTFS_ARGS = ("--variant=minbase", f"--include={PACKAGES}", SUITE)
 REGISTRY_BASE = "ubuntu:24.04"
 REGISTRY_PROBE_TIMEOUT = 20
 LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-image-build.lock"
-BUILD_LOG = Path(tempfile.gettempdir()) / "dropship-droplet-image-build.log"    # debootstrap, then docker build
-DEBOOTSTRAP_LOG = Path(tempfile.gettempdir()) / "dropship-debootstrap.log"
-# Neither debootstrap nor apt here use HTTPS (plain-HTTP mirrors): the build needs no CA certificates.
-NO_CAS = "the build gets no CA certificates: its mirrors are plain HTTP, yet something verified one"
-FIXES = {
-    CERTIFICATE: "let this machine (and its Docker engine) trust the proxy's root CA (update-ca-certificates, "
-                 "restart dockerd), then run again",
-    NETWORK: f"check that this machine reaches {MIRROR} (DNS, proxy, firewall), then run again",
-    DEPENDENCIES: "the image's package list does not install from this mirror (mid-sync?); run again later",
-}
+BUILD_LOG = Path(tempfile.gettempdir()) / "dropship-droplet-image-build.log"    # the rootfs, then docker build
 
 SOURCES_LIST = f"""\
 deb {MIRROR} {SUITE} main
@@ -107,8 +97,8 @@ def recipe_hash(*parts: str) -> str:
 
 
 def debian_tags() -> tuple[str, str]:
-    """(rootfs tag, droplet image tag) of the debootstrap recipe (pure)."""
-    h = recipe_hash(DEBIAN_DOCKERFILE, SOURCES_LIST, HOSTKEYS_UNIT, MIRROR, *DEBOOTSTRAP_ARGS)
+    """(rootfs tag, droplet image tag) of the Debian rootfs recipe (pure)."""
+    h = recipe_hash(DEBIAN_DOCKERFILE, SOURCES_LIST, HOSTKEYS_UNIT, MIRROR, *ROOTFS_ARGS)
     return f"{ROOTFS_REPO}:{SUITE}-{h}", f"{REPO}:{SUITE}-{h}"
 
 
@@ -140,7 +130,7 @@ def ensure_base_image() -> str:
         if existing:
             return existing
         started = time.monotonic()
-        ref = _build_from_registry() or _build_from_debootstrap()
+        ref = _build_from_registry() or _build_from_rootfs()
         log.info("built %s in %.0fs", ref, time.monotonic() - started)
         return ref
 
@@ -192,7 +182,7 @@ def _build_from_registry() -> str | None:
         except ProviderError:  # timed out: treat as unreachable
             return None
         if pulled.returncode != 0:
-            log.info("no registry (%s); building from debootstrap", last_line(pulled.stderr))
+            log.info("no registry (%s); building from a Debian rootfs", last_line(pulled.stderr))
             return None
     tag = ubuntu_tag()
     log.info("building %s from %s", tag, REGISTRY_BASE)
@@ -202,7 +192,7 @@ def _build_from_registry() -> str | None:
     return tag
 
 
-def _build_from_debootstrap() -> str:
+def _build_from_rootfs() -> str:
     rootfs_tag, tag = debian_tags()
     BUILD_LOG.write_bytes(b"")
     with ticker(tag, BUILD_LOG):
@@ -215,55 +205,11 @@ def _build_from_debootstrap() -> str:
 
 
 def _import_rootfs(rootfs_tag: str) -> None:
-    """debootstrap a rootfs into a temp folder and ``docker import`` it as ``rootfs_tag``."""
-    require_debootstrap("the local droplet image", "apt-get install debootstrap")
+    """Make a rootfs in a temp folder and ``docker import`` it as ``rootfs_tag``."""
+    tool = require_bootstrap_tool("the local droplet image", "apt-get install mmdebstrap")
     target = Path(tempfile.mkdtemp(prefix="dropship-rootfs-", dir="/var/tmp"))
     try:
-        debootstrap(target, DEBOOTSTRAP_ARGS, BUILD_LOG)
+        make_rootfs(tool, target, ROOTFS_ARGS, BUILD_LOG)
         import_rootfs(target, rootfs_tag)
     finally:
-        _remove_rootfs(target)
-
-
-def require_debootstrap(what: str, fix: str) -> None:
-    """Building ``what`` without a registry runs debootstrap, as root: say so before starting."""
-    if not shutil.which("debootstrap"):
-        raise DropshipError(f"building {what} needs debootstrap (no registry here)", fix)
-    if os.geteuid() != 0:
-        raise DropshipError(f"building {what} runs debootstrap, which needs root",
-                            "run dropship as root once to build the image")
-
-
-def import_rootfs(target: Path, tag: str, changes: tuple[str, ...] = ()) -> None:
-    """``docker import`` the folder ``target`` as image ``tag`` (Dockerfile ``changes`` applied)."""
-    with subprocess.Popen(["tar", "--numeric-owner", "-C", str(target), "-c", "."], stdout=subprocess.PIPE) as tar:
-        docker("import", *[a for c in changes for a in ("--change", c)], "-", tag, input=tar.stdout, timeout=600)
-
-
-def debootstrap(target: Path, args, log_path: Path = DEBOOTSTRAP_LOG) -> None:
-    """debootstrap of Debian ``SUITE`` into ``target`` with ``args`` (output to ``log_path``); one-line
-    error naming the cause on failure."""
-    log.info("debootstrap %s into %s (about 70 s)", SUITE, target)
-    with open(log_path, "wb") as out:
-        try:
-            rc = subprocess.run(["debootstrap", *args, str(target), MIRROR],
-                                stdout=out, stderr=subprocess.STDOUT, timeout=1800).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    if rc != 0:
-        raise ProviderError(*failure_message(f"debootstrap {SUITE}", log_path.read_text(errors="replace"),
-                                             str(log_path), NO_CAS, FIXES, rc))
-
-
-def _remove_rootfs(target: Path) -> None:
-    """Unmount anything debootstrap left mounted under ``target``, then delete it."""
-    prefix = str(target) + "/"
-    with open("/proc/mounts") as f:
-        mounts = [ln.split()[1] for ln in f if ln.split()[1].startswith(prefix)]
-    for mnt in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", mnt], capture_output=True)
-    with open("/proc/mounts") as f:
-        if any(ln.split()[1].startswith(prefix) for ln in f):
-            log.warning("left %s in place: still has mounts", target)
-            return
-    shutil.rmtree(target, ignore_errors=True)
+        remove_rootfs(target)
