@@ -1,6 +1,6 @@
 """The Airflow image for real: built here (no registry), run, and shipped to a local droplet over SSH.
 
-The first run builds the python base (debootstrap, ~90 s) and the image (pip, ~100 s); later runs
+The first run builds the python base (a Debian rootfs, ~20 s) and the image (uv, ~15 s); later runs
 find both by tag and build nothing. The droplet (roles base + docker, provisioned by Dropship) gets
 the image through ``docker save | ssh | docker load`` once; the second ship sends nothing.
 """
