@@ -51,14 +51,14 @@ def seed_command(venvs: str) -> str:
 
 def seeded_venv_commands(seed: str, venv: str, requirements: str) -> str:
     """Make ``venv`` from the venv at shell word ``seed``: hard links, as uv links its cache (nothing
-    in a venv is written in place), then exactly what ``requirements`` resolve to afresh (the
-    resolution a new venv would get, as constraints): only packages that differ are installed and
-    compiled (the files linked or written after the resolution: their inodes changed since)."""
-    v, py, lock = q(venv), q(venv + "/bin/python"), q(venv + "/requirements.lock")
-    return (f"cp -al {seed} {v} && rm -f {v}/.complete {v}/.bytecode {lock} && "
-            f"{UV_ENV} {UV} pip compile -q --python {py} -o {lock} {q(requirements)} && "
-            f"{UV_ENV} {UV} pip install -q --exact --python {py} -r {q(requirements)} -c {lock} && "
-            f"{{ find {v}/lib -cnewer {lock} -name '*.py' | {py} -m compileall -q -i - >/dev/null 2>&1 || true; }}")
+    in a venv is written in place), then exactly what ``requirements`` resolve to afresh (``--upgrade``:
+    the seed's versions are no preference, so the venv gets the resolution a new one would): only
+    packages that differ are installed and compiled (the files linked or written after the mark:
+    their inodes changed since). A seed made before the mark existed may hold a ``requirements.lock``."""
+    v, py, mark = q(venv), q(venv + "/bin/python"), q(venv + "/.linked")
+    return (f"cp -al {seed} {v} && rm -f {v}/.complete {v}/.bytecode {v}/requirements.lock && touch {mark} && "
+            f"{UV_ENV} {UV} pip install -q --exact --upgrade --python {py} -r {q(requirements)} && "
+            f"{{ find {v}/lib -cnewer {mark} -name '*.py' | {py} -m compileall -q -i - >/dev/null 2>&1 || true; }}")
 
 
 @dataclass(frozen=True)

@@ -58,13 +58,13 @@ def resolve_secrets(env: Environment, store: SecretStore, dry_run: bool) -> dict
 
 def check_certificates(env: Environment, values: dict[str, str]) -> None:
     """Certificates given as secrets must be PEM, match their key and cover their server's names."""
-    from ..tls_check import custom_problem
-
     s = env.settings
     servers = [(s.nginx.server_name, s.nginx.tls)] + [(a.server_name, a.tls) for a in s.apps] + \
         ([(s.airflow.server_name, s.airflow.tls)] if s.airflow else [])
     for names, tls in servers:
         if tls.mode == "custom":
+            from ..tls_check import custom_problem     # (cryptography's x509: only where it is needed)
+
             problem = custom_problem(values[tls.certificate.name], values[tls.key.name], tuple(names.split()))
             if problem:
                 raise DropshipError(f"{tls.certificate.where}: {problem}",

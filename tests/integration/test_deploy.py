@@ -286,6 +286,20 @@ def test_requirement_change_builds_a_venv_with_uv_that_the_live_slot_runs_and_la
     docker_exec(on_host, "rm -rf /srv/names/shared/venvs/0bad")
 
 
+def test_a_venv_made_from_an_older_one_gets_what_a_new_venv_would(site):
+    """The seed's versions are no preference: a requirement loosened from an old pin resolves afresh."""
+    req = site.repo.root / "requirements.txt"
+    on_host = f"dropship-{site.env}-web-1"
+    version = "runuser -u names -- /srv/names/shared/venvs/{}/bin/python -c 'import six; print(six.__version__)'".format
+    req.write_text(re.sub(r"(?m)^six==.*$", "six==1.16.0", req.read_text()))
+    pinned = VENV.search(deploy(site, "v6c").stderr).group(1)
+    assert docker_exec(on_host, version(pinned)).strip() == "1.16.0"
+    req.write_text(re.sub(r"(?m)^six==.*$", "six>=1.16", req.read_text()))
+    loose = VENV.search(deploy(site, "v6d").stderr).group(1)
+    newest = docker_exec(on_host, version(loose)).strip()
+    assert newest != "1.16.0" and tuple(map(int, newest.split("."))) >= (1, 17), newest
+
+
 def test_installs_trust_the_system_ca_store_and_a_certificate_failure_says_so(site):
     """Behind this machine's TLS-inspecting proxy only the CAs that provision installs on the host make
     PyPI trusted: uv uses the system store; its own bundled roots do not know the proxy's CA."""

@@ -1,8 +1,10 @@
 """Release command builders by their exact strings, and run for real: the shared state command and
 its parser (apps and DAGs), and the health gate against a local HTTP server."""
 import http.server
+import os
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -81,19 +83,20 @@ def test_stop_slot_command_exact():
 
 def test_health_command_exact():
     assert rel.health_command("http://127.0.0.1:8001/healthz") == """
-i=0; code=""; body=""
+d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
+i=0; code=""
 while [ $i -lt 300 ]; do
-  out=$(curl -sS --max-time 2 -w '\\n%{http_code}' http://127.0.0.1:8001/healthz 2>&1)
-  code=$(printf '%s' "$out" | tail -n 1); body=$(printf '%s' "$out" | sed '$d')
+  : > "$d/body"; code=$(curl -sS --max-time 2 -o "$d/body" -w '%{http_code}' http://127.0.0.1:8001/healthz 2>"$d/err")
   case "$code" in 2??|3??) echo HEALTHY; exit 0 ;; esac
   i=$((i + 1)); sleep 0.1
 done
+got=$(cat "$d/body" "$d/err" 2>/dev/null | head -c 200 | tr -s '\\r\\n\\t' '   ')
 printf 'expected %s from %s within %s s; got HTTP %s: %s\\n' 'HTTP 2xx/3xx' http://127.0.0.1:8001/healthz 30 "${code:-none}" \\
-  "$(printf '%s' "${body:-no response}" | head -c 200 | tr -s '\\r\\n\\t' '   ')"
+  "${got:-no response}"
 exit 1
 """
     text = rel.health_command("http://127.0.0.1:8001/x?a=1&b=2", (200, 204), "it's $(ok)", 5)
-    assert "case \"$code\" in 200|204) printf '%s' \"$body\" | grep -qF -e 'it'\"'\"'s $(ok)' && " in text
+    assert "case \"$code\" in 200|204) grep -qF -e 'it'\"'\"'s $(ok)' \"$d/body\" && " in text
     assert "while [ $i -lt 50 ]" in text and "'http://127.0.0.1:8001/x?a=1&b=2'" in text
 
 
@@ -116,8 +119,10 @@ def server():
     httpd.shutdown()
 
 
-def gate(url: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", rel.health_command(url, *args)], capture_output=True, text=True, timeout=30)
+def gate(url: str, *args, tmp: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TMPDIR=str(tmp)) if tmp else None
+    return subprocess.run(["sh", "-c", rel.health_command(url, *args)], capture_output=True, text=True, timeout=30,
+                          env=env)
 
 
 @pytest.mark.parametrize("path, status, text, healthy", [
@@ -135,14 +140,16 @@ def test_health_gate_for_real(server, path, status, text, healthy):
 
 
 def test_health_failure_says_what_was_expected_and_what_came_back(server, tmp_path):
-    proc = gate(server + "/broken", (200,), "welcome", 1)
+    proc = gate(server + "/broken", (200,), "welcome", 1, tmp=tmp_path)
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1
     assert lines[0].startswith(f"expected HTTP 200 with 'welcome' in the body from {server}/broken within 1 s; "
                                "got HTTP 500: page /broken: it's $(ok) `x` line two"), lines[0]
     assert not list(tmp_path.iterdir())
-    nothing = gate("http://127.0.0.1:9/", (), "", 1)
+    nothing = gate("http://127.0.0.1:9/", (), "", 1, tmp=tmp_path)
     assert "got HTTP 000: curl: (7)" in nothing.stdout
+    assert not list(tmp_path.iterdir())                            # the answers' folder removed
+    assert gate(server + "/ok", (), "it's", 1, tmp=tmp_path).returncode == 0 and not list(tmp_path.iterdir())
 
 
 def test_cleanup_and_unfinished_commands_exact():

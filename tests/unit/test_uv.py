@@ -59,16 +59,14 @@ def test_a_seeded_venv_is_linked_then_made_exactly_the_fresh_resolution():
     uv = "UV_SYSTEM_CERTS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 /usr/local/lib/dropship/uv-0.13.9/bin/uv"
     assert seeded_venv_commands('"$seed"', "/srv/shop/venvs/ab12", "/srv/shop/releases/r1/req.txt") == (
         'cp -al "$seed" /srv/shop/venvs/ab12 && rm -f /srv/shop/venvs/ab12/.complete /srv/shop/venvs/ab12/.bytecode '
-        "/srv/shop/venvs/ab12/requirements.lock && "
-        f"{uv} pip compile -q --python /srv/shop/venvs/ab12/bin/python -o /srv/shop/venvs/ab12/requirements.lock "
-        "/srv/shop/releases/r1/req.txt && "
-        f"{uv} pip install -q --exact --python /srv/shop/venvs/ab12/bin/python -r /srv/shop/releases/r1/req.txt "
-        "-c /srv/shop/venvs/ab12/requirements.lock && "
-        "{ find /srv/shop/venvs/ab12/lib -cnewer /srv/shop/venvs/ab12/requirements.lock -name '*.py' | "
+        "/srv/shop/venvs/ab12/requirements.lock && touch /srv/shop/venvs/ab12/.linked && "
+        f"{uv} pip install -q --exact --upgrade --python /srv/shop/venvs/ab12/bin/python "
+        "-r /srv/shop/releases/r1/req.txt && "
+        "{ find /srv/shop/venvs/ab12/lib -cnewer /srv/shop/venvs/ab12/.linked -name '*.py' | "
         "/srv/shop/venvs/ab12/bin/python -m compileall -q -i - >/dev/null 2>&1 || true; }")
     hostile = seeded_venv_commands('"$seed"', "/srv/a b/v", "/srv/x/r;$(reboot)/req `x`.txt")
-    assert "cp -al \"$seed\" '/srv/a b/v' && " in hostile and " -r '/srv/x/r;$(reboot)/req `x`.txt' -c " in hostile
-    assert "{ find '/srv/a b/v'/lib -cnewer '/srv/a b/v/requirements.lock' -name '*.py' | '/srv/a b/v/bin/python' " \
+    assert "cp -al \"$seed\" '/srv/a b/v' && " in hostile and " -r '/srv/x/r;$(reboot)/req `x`.txt' && " in hostile
+    assert "{ find '/srv/a b/v'/lib -cnewer '/srv/a b/v/.linked' -name '*.py' | '/srv/a b/v/bin/python' " \
         in hostile
 
 
