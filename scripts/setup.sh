@@ -47,7 +47,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# Dropship's own bytecode, once: every command imports it (Python writes none with PYTHONDONTWRITEBYTECODE).
-.venv/bin/python -m compileall -q provision tasks.py >/dev/null || true
+# Bytecode for Dropship and the packages it runs on, once: with PYTHONDONTWRITEBYTECODE set, Python
+# writes none, and every command would compile its imports afresh.
+.venv/bin/python scripts/compile_bytecode.py || true
 .venv/bin/python -c 'from provision.providers.docker_engine import ensure_engine; ensure_engine()'
 echo "setup: ready ($(docker version --format 'Docker engine {{.Server.Version}}'))"
