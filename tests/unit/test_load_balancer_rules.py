@@ -276,8 +276,8 @@ def test_gate_command_sends_the_apps_host_through_the_private_address(tmp_path):
     env = load(tmp_path, INVENTORY.replace("      name: names\n", "      name: names\n"
                                            "      server_name: names.example.com\n"))
     cmd = lb.gate_command(env, env.settings.app, "web-1", ADDRESSES["web-1"])
-    assert cmd.splitlines()[3] == ("  out=$(curl -sS --max-time 2 -w '\\n%{http_code}' -H 'Host: names.example.com' "
-                                   "http://10.110.0.3/healthz 2>&1)")
+    assert cmd.splitlines()[4] == ("  : > \"$d/body\"; code=$(curl -sS --max-time 2 -o \"$d/body\" -w '%{http_code}' "
+                                   "-H 'Host: names.example.com' http://10.110.0.3/healthz 2>\"$d/err\")")
     assert "within %s s; got HTTP %s: %s\\n' 'HTTP 2xx/3xx' http://10.110.0.3/healthz 30" in cmd
     plain = lb.gate_command(load(tmp_path), load(tmp_path).settings.app, "web-1", ADDRESSES["web-1"])
     assert "-H " not in plain and "http://10.110.0.3/healthz" in plain
