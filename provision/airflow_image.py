@@ -36,8 +36,9 @@ from .engine.uv import UV_VERSION
 from .errors import DropshipError, ProviderError
 from .inventory import DEFAULT_LOCAL_CA_GLOB, LOCAL_PYTHON_BASE, AirflowSettings, Environment
 from .providers.docker_engine import docker, ensure_engine, image_exists, last_line
-from .providers.local_image import SOURCES_LIST, build_lock, recipe_hash
-from .providers.rootfs import MIRROR, SUITE, import_rootfs, make_rootfs, remove_rootfs, require_bootstrap_tool
+from .providers.local_image import build_lock, recipe_hash
+from .providers.rootfs import (MIRROR, SOURCES_LIST, SUITE, import_rootfs, make_rootfs, remove_rootfs,
+                               require_bootstrap_tool)
 from .report import ticker
 
 log = logging.getLogger(__name__)

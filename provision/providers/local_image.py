@@ -23,8 +23,8 @@ from pathlib import Path
 from provision.build_failures import failure_message
 from provision.errors import ProviderError
 from provision.providers.docker_engine import docker, ensure_engine, image_exists, last_line
-from provision.providers.rootfs import (FIXES, MIRROR, NO_CAS, SUITE, import_rootfs, make_rootfs, remove_rootfs,
-                                        require_bootstrap_tool)
+from provision.providers.rootfs import (FIXES, MIRROR, NO_CAS, SOURCES_LIST, SUITE, import_rootfs,
+                                        make_rootfs, remove_rootfs, require_bootstrap_tool)
 from provision.report import ticker
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,6 @@ REGISTRY_BASE = "ubuntu:24.04"
 REGISTRY_PROBE_TIMEOUT = 20
 LOCK_PATH = Path(tempfile.gettempdir()) / "dropship-image-build.lock"
 BUILD_LOG = Path(tempfile.gettempdir()) / "dropship-droplet-image-build.log"    # the rootfs, then docker build
-
-SOURCES_LIST = f"""\
-deb {MIRROR} {SUITE} main
-deb {MIRROR} {SUITE}-updates main
-deb http://deb.debian.org/debian-security {SUITE}-security main
-"""
 
 HOSTKEYS_UNIT = """\
 [Unit]

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
+# The rootfs's apt sources: the suite, its updates and its security fixes.
+SOURCES_LIST = f"""\
+deb {MIRROR} {SUITE} main
+deb {MIRROR} {SUITE}-updates main
+deb http://deb.debian.org/debian-security {SUITE}-security main
+"""
 TOOLS = ("mmdebstrap", "debootstrap")        # the faster first
 TIMEOUT = 1800
 # Neither tool nor apt here use HTTPS (plain-HTTP mirrors): the build needs no CA certificates.
