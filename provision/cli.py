@@ -14,6 +14,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from .errors import DropshipError
+from .transport.pool import PARALLEL
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def environment(c, env: str):
 
 
 def parallel(c) -> int:
-    return int(c.config.get("dropship", {}).get("parallel", 10))
+    return int(c.config.get("dropship", {}).get("parallel", PARALLEL))
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -545,5 +546,5 @@ def namespace() -> Collection:
     ns.add_task(cli_ops.audit)
     ns.add_collection(Collection("app", cli_ops.app_exec))
     ns.add_collection(Collection("tls", cli_ops.tls_status))
-    ns.configure({"dropship": {"inventory": "inventory.yaml", "parallel": 10}})
+    ns.configure({"dropship": {"inventory": "inventory.yaml", "parallel": PARALLEL}})
     return ns

@@ -19,6 +19,7 @@ from .engine.files import File
 from .engine.model import q
 from .engine.nginx import reload_and_wait
 from .engine.uv import SYSTEM_CAS, UV, seed_command, seeded_venv_commands, venv_commands
+from .transport.procstat import FIELD
 
 MANIFEST = ".dropship-manifest.json"
 INFO = ".dropship-release.json"
@@ -144,15 +145,16 @@ def lock_command(lock_dir: str, holder: dict, wait: int = 0, ending: int = 20) -
     return f"""
 lock={q(lock_dir)}
 mine="$lock.new.$$"
-field() {{ sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f"$2"; }}
-alive() {{ s=$(field "$1" 1,20); [ -n "$1" ] && [ -n "$2" ] && [ "${{s#? }}" = "$2" ] && [ "${{s%% *}}" != Z ]; }}
+{FIELD}
+alive() {{ [ -n "$1" ] && [ -n "$2" ] && field "$1" 1 && [ "$v" != Z ] && field "$1" 20 && [ "$v" = "$2" ]; }}
 rm -rf "$mine"; mkdir -p "$mine"
 printf '%s\\n' {q(info)} > "$mine/holder"
-echo "$$ $(field $$ 20)" > "$mine/shell"
-p=$(field $$ 2)
+field $$ 20; echo "$$ $v" > "$mine/shell"
+field $$ 2; p=$v
 while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-  case $(cat "/proc/$p/comm" 2>/dev/null) in sshd*) echo "$p $(field "$p" 20)" > "$mine/session"; break;; esac
-  p=$(field "$p" 2)
+  c=; {{ read -r c < "/proc/$p/comm"; }} 2>/dev/null
+  case $c in sshd*) field "$p" 20; echo "$p $v" > "$mine/session"; break;; esac
+  field "$p" 2; p=$v
 done
 t0=$(date +%s); tries=0
 while [ "$tries" -lt 5 ]; do

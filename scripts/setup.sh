@@ -50,5 +50,12 @@ fi
 # Bytecode for Dropship and the packages it runs on, once: with PYTHONDONTWRITEBYTECODE set, Python
 # writes none, and every command would compile its imports afresh.
 .venv/bin/python scripts/compile_bytecode.py || true
+# Every local droplet's systemd holds several inotify instances: Debian's 128 per user run out at
+# about 18 droplets (the scale bench makes 20, beside the tests' own).
+limit=/proc/sys/fs/inotify/max_user_instances
+if [ "$(cat $limit 2>/dev/null || echo 1024)" -lt 1024 ]; then
+  echo 1024 | $SUDO tee $limit >/dev/null 2>&1 && echo "setup: fs.inotify.max_user_instances raised to 1024" || \
+    echo "setup: could not raise fs.inotify.max_user_instances (local droplets beyond about 18 will not boot)"
+fi
 .venv/bin/python -c 'from provision.providers.docker_engine import ensure_engine; ensure_engine()'
 echo "setup: ready ($(docker version --format 'Docker engine {{.Server.Version}}'))"

@@ -47,6 +47,7 @@ class Converge:
     dry_run: bool = False
     verify_login: Callable[[], None] | None = None     # proves the deploy user before lockdown
     before_phase: Callable[[int], None] | None = None   # e.g. ship an image once Docker is installed
+    before_changes: Callable[[int], None] | None = None  # before a phase's changes (waits for hosts it needs)
     outcome: HostOutcome = None  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -77,6 +78,8 @@ class Converge:
             if self.dry_run:
                 self._show_plan(changes)
                 continue
+            if self.before_changes and any(not c.skipped for c in changes):
+                self.before_changes(phase)
             if phase == PHASE_LOCKDOWN and self.verify_login and any(not c.skipped for c in changes):
                 self.verify_login()
             self._apply(phase, changes)

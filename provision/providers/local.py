@@ -19,6 +19,7 @@ from pathlib import Path
 from provision.errors import ProviderError
 from provision.providers.base import Droplet, DropletSpec, SizeInfo
 from provision.providers.docker_engine import docker, engine_facts, ensure_engine, image_exists, last_line
+from provision.providers import inotify
 from provision.providers.local_image import ensure_base_image
 from provision.providers.sizes import BASIC_SIZES, parse_size, table_size
 
@@ -469,6 +470,9 @@ class LocalProvider:
                     log.debug("%s booted degraded: %s", name, failed)
                 return
             if "is not running" in out.stderr:
+                cause = inotify.shortage(inotify.headroom(inotify.NEEDED), inotify.limit())
+                if cause:
+                    raise ProviderError(f"{name}: container stopped while booting: {cause}", inotify.fix())
                 raise ProviderError(f"{name}: container stopped while booting",
                                     f"docker logs {container_name(self.env, name)}")
             time.sleep(0.3)

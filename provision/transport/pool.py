@@ -4,11 +4,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
+PARALLEL = 32      # hosts worked on at once unless the invoke config's dropship.parallel says otherwise
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def fan_out(items: Iterable[T], work: Callable[[T], R], limit: int = 10) -> list[tuple[T, R | None, BaseException | None]]:
+def fan_out(items: Iterable[T], work: Callable[[T], R], limit: int = PARALLEL) -> list[tuple[T, R | None, BaseException | None]]:
     """Run ``work`` on every item, at most ``limit`` at once; keep input order; never raise."""
     items = list(items)
 

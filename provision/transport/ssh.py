@@ -21,6 +21,7 @@ import paramiko
 from ..errors import RemoteError
 from ..redact import Redactor
 from .hostkeys import KnownHosts, fingerprint, host_id
+from .procstat import FIELD
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,20 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
 # the SSH session process above the shell (nearest `sshd*` ancestor, else the parent) is gone while
 # the shell runs a step, the client is lost. It then ends the shell's process group (the shell, the
 # step and its children: pip, pg_dump, curl…; systemd units are not in it): TERM, 3 s later KILL.
-WATCHDOG = """shell=$1
-field() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f$2; }
-mine=$(field $shell 20); p=$(field $shell 2); watch=$p
+# Its check every second starts no process but the sleep.
+WATCHDOG = "shell=$1\n" + FIELD + """
+field $shell 20; mine=$v; field $shell 2; p=$v; watch=$p
 while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-  case $(cat /proc/$p/comm 2>/dev/null) in sshd*) watch=$p; break;; esac
-  p=$(field $p 2)
+  c=; { read -r c < /proc/$p/comm; } 2>/dev/null
+  case $c in sshd*) watch=$p; break;; esac
+  field $p 2; p=$v
 done
-theirs=$(field $watch 20)
-while [ -n "$mine" ] && [ "$(field $shell 20)" = "$mine" ]; do
-  if [ "$(field $watch 20)" != "$theirs" ]; then
-    group=$(field $shell 3)
-    if [ -n "$group" ] && [ "$group" -gt 1 ] && [ "$group" != "$(field $$ 3)" ]; then
+field $watch 20; theirs=$v
+while [ -n "$mine" ] && field $shell 20 && [ "$v" = "$mine" ]; do
+  field $watch 20
+  if [ "$v" != "$theirs" ]; then
+    field $shell 3; group=$v; field $$ 3
+    if [ -n "$group" ] && [ "$group" -gt 1 ] && [ "$group" != "$v" ]; then
       kill -TERM -$group 2>/dev/null; sleep 3; kill -KILL -$group 2>/dev/null
     fi
     exit 0
@@ -283,6 +286,23 @@ class Session:
                 pass
             self._shell = None
         self.connection.close()
+
+
+class LazySession:
+    """A session to ``target`` logged in on its first script (a host's database commands on another
+    host: most hosts of a deploy never run one)."""
+
+    def __init__(self, target: Target, known: KnownHosts, redactor: Redactor):
+        self.target, self.name, self._args, self._session = target, target.name, (target, known, redactor), None
+
+    def script(self, text: str, on_line: Callable[[str], None] | None = None, timeout: float | None = None) -> Result:
+        if self._session is None:
+            self._session = connect(*self._args)
+        return self._session.script(text, on_line=on_line, timeout=timeout)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
 
 
 def connect(target: Target, known: KnownHosts, redactor: Redactor, users: tuple[str, ...] | None = None) -> Session:

@@ -24,7 +24,8 @@ from ..roles import RoleContext, host_resources
 from ..roles.app import SLOTS, layout
 from ..secrets import SecretStore, redactor_for
 from ..transport.hostkeys import KnownHosts
-from ..transport.ssh import Session, Target, connect
+from ..transport.pool import PARALLEL
+from ..transport.ssh import LazySession, Session, Target
 from .host_deploy import AppDeploy, Steps, app_state_command
 from .dag_release import DAG_LOCK, dag_hosts, deploy_dags, rollback_dags
 from .migration_gate import MigrationGate
@@ -39,7 +40,7 @@ from .shipment import app_shipment, checked_out, dag_shipment
 class DeployOptions:
     ref: str | None = None
     hosts: tuple[str, ...] | None = None
-    parallel: int = 10
+    parallel: int = PARALLEL
     only: str | None = None          # "app" (every app), an app's name, or "airflow" (the DAGs); default all
     lock_wait: float = 0             # seconds to wait for a live lock holder
 
@@ -155,9 +156,9 @@ def database_target(env: Environment, hosts: list[HostSpec], apps: tuple[AppSett
 def app_deploys(env: Environment, host: HostSpec, session: Session, db: Target | None, addresses: dict[str, str],
                 progress: Progress, redactor: Redactor, lock_wait: float = 0):
     """``make(app) -> AppDeploy`` on ``host``: its database commands on the postgres host (one SSH
-    session, opened here) when that is another host."""
+    session, logged in on the first of them) when that is another host."""
     remote = db is not None and db.name != host.name and "app" in host.roles
-    db_session = connect(db, KnownHosts(env.workspace.known_hosts_path), redactor) if remote else None
+    db_session = LazySession(db, KnownHosts(env.workspace.known_hosts_path), redactor) if remote else None
     address = placement.database_address(env, host.name, addresses) if remote else placement.LOCAL
 
     def make(app: AppSettings) -> AppDeploy:
@@ -276,7 +277,7 @@ def merge_dags(report: Report, hosts: list[HostSpec], run, progress: Progress) -
         _merge(report.hosts[name], outcome)
 
 
-def rollback(env: Environment, to: str | None, hosts, progress: Progress, parallel: int = 10,
+def rollback(env: Environment, to: str | None, hosts, progress: Progress, parallel: int = PARALLEL,
              app_name: str | None = None, with_db: bool = False, db_method: str | None = None,
              confirm=None) -> Report:
     """Switch back; ``with_db``: the app database too (see db_rollback), ``confirm(message)`` asked first."""
@@ -361,7 +362,7 @@ def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, 
         found[host.name] = rows
         return HostOutcome(host.name)
 
-    report = run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "releases")
+    report = run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, PARALLEL, work, "releases")
     failed = [h.error for h in report.hosts.values() if h.failed]
     if failed:
         raise DropshipError(failed[0])
@@ -388,4 +389,4 @@ def unlock(env: Environment, hosts, force: bool = False, app_name: str | None = 
             freed += 1
         return HostOutcome(host.name, changed=freed)
 
-    return run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "unlock")
+    return run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, PARALLEL, work, "unlock")

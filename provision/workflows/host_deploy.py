@@ -221,7 +221,7 @@ class AppDeploy:
         dumps = backup_dir(app.database.name) if app.database and not self.remote_db else ""
         in_slots = [r for r in {**state.slots, state.idle: ship.id}.values() if r]   # (this deploy holds the lock)
         self.step("prune old releases", rel.prune_command(self.lay.releases, in_slots, app.keep_releases, dumps))
-        if app.database and self.remote_db:
+        if app.database and self.remote_db and app.release_command and release_command:   # (it made one)
             self.db_step("prune old pre-deploy dumps", prune_dumps_command(app.database.name, app.keep_releases))
         return ship.id
 

@@ -9,7 +9,7 @@ from ..inventory import Environment, HostSpec
 from ..redact import Redactor
 from ..report import Report
 from ..transport.hostkeys import KnownHosts
-from ..transport.pool import fan_out
+from ..transport.pool import PARALLEL, fan_out
 from ..transport.ssh import connect
 
 
@@ -52,7 +52,7 @@ def read_hosts(env: Environment, hosts: list[HostSpec], script, parse, command: 
         found[host.name] = parse(redactor(session.script(script(host), timeout=60).stdout), time.time())
         return HostOutcome(host.name, ok=1)
 
-    report = run_on_hosts(env, hosts, host_selection.targets(env, hosts), redactor, 10, work, command)
+    report = run_on_hosts(env, hosts, host_selection.targets(env, hosts), redactor, PARALLEL, work, command)
     for name, outcome in report.hosts.items():
         if outcome.failed:
             found[name] = {"error": outcome.error}

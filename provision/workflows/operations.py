@@ -18,7 +18,7 @@ from ..roles.airflow import LAYOUT as AIRFLOW
 from ..roles.app import SLOTS, layout
 from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
-from ..transport.pool import fan_out
+from ..transport.pool import PARALLEL, fan_out
 from ..transport.ssh import Session, connect
 from .backups import parse_records, records_command
 from .database import backup_dir
@@ -343,7 +343,7 @@ def audit(env: Environment, names=None) -> list[str]:
         rows.extend(audit_lines(host.name, redactor(session.script(script, timeout=60).stdout)))
         return HostOutcome(host.name, ok=1)
 
-    report = run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, 10, work, "audit")
+    report = run_on_hosts(env, chosen, host_selection.targets(env, chosen), redactor, PARALLEL, work, "audit")
     failed = [h.error for h in report.hosts.values() if h.failed]
     if failed:
         raise DropshipError(failed[0])

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import secrets as _random
+import threading
 import time
 from dataclasses import dataclass
 
 from .. import balancer, placement
 from .. import hosts as host_selection
-from ..engine.model import PHASE_SERVICES
+from ..engine.model import PHASE_CONFIG, PHASE_SERVICES
 from ..engine.runner import Converge, HostOutcome, Progress
 from ..errors import DropshipError, RemoteError
 from ..inventory import ROLES, Environment, HostSpec
@@ -19,7 +20,7 @@ from ..agekey import new_identity
 from ..secrets import SecretStore
 from ..state import contacted
 from ..transport.hostkeys import KnownHosts
-from ..transport.pool import fan_out
+from ..transport.pool import PARALLEL, fan_out
 from ..transport.ssh import Session, Target, connect
 from .airflow import ImagePlan, ensure_image, prepare_image
 from .rolling import drain_departed, serving_web_hosts
@@ -33,7 +34,7 @@ class ProvisionOptions:
     roles: tuple[str, ...] | None = None
     hosts: tuple[str, ...] | None = None
     accept_new_host_keys: bool = False
-    parallel: int = 10
+    parallel: int = PARALLEL
     purge: bool = False           # also remove the data (databases, releases) of what is no longer wanted
 
 
@@ -89,8 +90,14 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
     specs = {h.name: h for h in chosen}
 
     def work(target: Target) -> HostOutcome:
-        return converge_host(env, specs[target.name], target, known, redactor, options, progress, values, pub,
-                             image, addresses, live_web)
+        failed = True
+        try:
+            outcome = converge_host(env, specs[target.name], target, known, redactor, options, progress, values, pub,
+                                    image, addresses, live_web, lambda phase: gate.wait(target.name, phase))
+            failed = bool(outcome.failed)
+            return outcome
+        finally:
+            gate.finished(target.name, failed)
 
     image = None
     if any(set(h.roles) & set(AIRFLOW_ROLES) for h in chosen) and \
@@ -98,21 +105,15 @@ def provision(env: Environment, options: ProvisionOptions, progress: Progress) -
         image = prepare_image(env, options.dry_run)
 
     report = Report("provision", env.name, dry_run=options.dry_run)
-    for wave in waves(env, targets):
-        failed = [n for n, h in report.hosts.items() if h.failed]
-        if failed:      # they would find no database (or no broker): leave them as they are
-            for target in wave:
-                error = f"not provisioned: {failed[0]}, which it depends on, failed"
-                report.hosts[target.name] = HostOutcome(target.name, failed=1, error=error)
-                progress.step(target.name, "failed", error)
-            continue
-        for target, outcome, exc in fan_out(wave, work, options.parallel):
-            if exc is not None and not isinstance(exc, (DropshipError, OSError)):
-                raise exc
-            if exc is not None:
-                outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
-                progress.step(target.name, "failed", redactor(str(exc)))
-            report.hosts[target.name] = outcome
+    order = waves(env, targets)
+    gate = WaveGate(order)
+    for target, outcome, exc in fan_out([t for wave in order for t in wave], work, options.parallel):
+        if exc is not None and not isinstance(exc, (DropshipError, OSError)):
+            raise exc
+        if exc is not None:
+            outcome = HostOutcome(target.name, failed=1, error=redactor(str(exc)))
+            progress.step(target.name, "failed", redactor(str(exc)))
+        report.hosts[target.name] = outcome
     done = report.hosts.get(lb.name) if lb else None
     if done and not done.failed and not options.dry_run:
         target = next(t for t in targets if t.name == lb.name)
@@ -135,10 +136,39 @@ def waves(env: Environment, targets: list[Target]) -> list[list[Target]]:
     return [w for w in (first, [t for t in targets if t not in first and t not in last], last) if w]
 
 
+class WaveGate:
+    """Every host converges at once, in wave order (a bounded pool starts the earlier waves first).
+    Trust and packages need no other host; a host of a later wave changes its configuration and
+    services only once every host of the earlier waves has finished, and not at all when one of
+    them failed. A run that changes nothing never waits."""
+
+    def __init__(self, order: list[list[Target]]):
+        self._before = {t.name: [u.name for w in order[:i] for u in w] for i, w in enumerate(order) for t in w}
+        self._done = {name: threading.Event() for name in self._before}
+        self._failed: set[str] = set()
+
+    def finished(self, name: str, failed: bool) -> None:
+        if failed:
+            self._failed.add(name)
+        self._done[name].set()
+
+    def wait(self, name: str, phase: int) -> None:
+        """Before ``name`` changes something in ``phase``: return at once for trust and packages, else
+        once the hosts it depends on have finished; RemoteError when one of them failed."""
+        if phase < PHASE_CONFIG:
+            return
+        for other in self._before[name]:
+            self._done[other].wait()
+        failed = [other for other in self._before[name] if other in self._failed]
+        if failed:      # it would find no database (or no broker): leave it as it is
+            raise RemoteError(name, f"wait for {failed[0]}", f"{failed[0]}, which it depends on, failed: stopped "
+                              "before its configuration", f"fix {failed[0]} and run provision again")
+
+
 def converge_host(env: Environment, host: HostSpec, target: Target, known: KnownHosts, redactor: Redactor,
                   options: ProvisionOptions, progress: Progress, values: dict[str, str], pub: str,
                   image: ImagePlan | None = None, addresses: dict[str, str] | None = None,
-                  live_web: tuple[str, ...] = ()) -> HostOutcome:
+                  live_web: tuple[str, ...] = (), before_changes=None) -> HostOutcome:
     session = connect(target, known, redactor)
     only = tuple(r for r in (options.roles or host.roles) if r in PROVISIONED)
     shipped = []
@@ -158,7 +188,7 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
                                                record=record_scope(options.roles), purge=options.purge),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),
-            before_phase=get_image,
+            before_phase=get_image, before_changes=before_changes,
         ).run()
     finally:
         session.close()

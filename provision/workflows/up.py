@@ -11,6 +11,7 @@ from ..inventory import Environment
 from ..keys import key_path
 from ..report import Report
 from ..roles.tls import terminates_web
+from ..transport.pool import PARALLEL
 from .airflow import prepare_image
 from .deploy import DeployOptions, deploy, deployed_roles
 from .droplets import create as create_droplets
@@ -27,7 +28,7 @@ class Up:
         return all(r.ok for r in self.reports)
 
 
-def up(env: Environment, progress: Progress, parallel: int = 10, on_report=None) -> Up:
+def up(env: Environment, progress: Progress, parallel: int = PARALLEL, on_report=None) -> Up:
     """Create, provision and (where hosts have apps or DAGs) deploy; stops at the first failed stage.
     The Airflow image is made while the droplets are created (on a new machine both build images
     of their own). ``on_report`` sees each stage's report as soon as it ends."""

@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from provision.providers.base import DropletSpec
+from provision.errors import ProviderError
+from provision.providers import inotify
 from provision.providers.docker_engine import docker, ensure_engine
 from provision.providers.local import (
     LocalProvider, container_name, network_name, reap, volume_name,
@@ -246,6 +249,29 @@ def test_peers_resolve_destroy_and_recreate(provider, web, keypair):
         assert _ssh(again, keypair[0], "hostname").strip() == "db"
     finally:
         provider.destroy("db")
+
+
+def test_used_up_inotify_instances_are_named_and_a_rerun_creates_the_droplet(provider, keypair):
+    """With the machine's inotify instances used up, a new droplet's systemd exits at once: the error
+    names the cause and the fix; once the limit is raised again, the same create finishes."""
+    spec = DropletSpec("crowded", "s-1vcpu-512mb", "local", "debian-13-x64")
+    allowed = inotify.limit()
+    in_use = allowed - inotify.headroom(allowed)
+    try:
+        inotify.LIMIT_FILE.write_text(f"{in_use}\n")
+        with pytest.raises(ProviderError) as failed:
+            provider.create(spec, keypair[1])
+    finally:
+        inotify.LIMIT_FILE.write_text(f"{allowed}\n")
+    assert re.fullmatch(
+        r"crowded: container stopped while booting: this machine's inotify instances are used up \(room for "
+        rf"[0-9]+ more; fs\.inotify\.max_user_instances={in_use}, and every local droplet's systemd takes "
+        r"several\) \(fix: raise the limit: `sysctl -w fs\.inotify\.max_user_instances=1024` \(scripts/setup\.sh "
+        r"does\), then run again\)", str(failed.value)), str(failed.value)
+    try:
+        assert provider.create(spec, keypair[1]).status == "active"
+    finally:
+        provider.destroy("crowded")
 
 
 def test_destroy_removes_container_and_volume(provider, keypair):

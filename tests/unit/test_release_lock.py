@@ -20,15 +20,17 @@ def test_lock_command_exact():
         "\n"
         "lock='/srv/my app/.lock'\n"
         'mine="$lock.new.$$"\n'
-        "field() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f\"$2\"; }\n"
-        'alive() { s=$(field "$1" 1,20); [ -n "$1" ] && [ -n "$2" ] && [ "${s#? }" = "$2" ] && [ "${s%% *}" != Z ]; }\n'
+        'field() { s=; { read -r s < "/proc/$1/stat"; } 2>/dev/null; n=$2; set -- ${s##*) }; v=; '
+        '[ $# -ge "$n" ] || return 1; shift $((n - 1)); v=$1; }\n'
+        'alive() { [ -n "$1" ] && [ -n "$2" ] && field "$1" 1 && [ "$v" != Z ] && field "$1" 20 && [ "$v" = "$2" ]; }\n'
         'rm -rf "$mine"; mkdir -p "$mine"\n'
         "printf '%s\\n' '" + json.dumps(HOLDER) + "' > \"$mine/holder\"\n"
-        'echo "$$ $(field $$ 20)" > "$mine/shell"\n'
-        "p=$(field $$ 2)\n"
+        'field $$ 20; echo "$$ $v" > "$mine/shell"\n'
+        "field $$ 2; p=$v\n"
         'while [ -n "$p" ] && [ "$p" -gt 1 ]; do\n'
-        '  case $(cat "/proc/$p/comm" 2>/dev/null) in sshd*) echo "$p $(field "$p" 20)" > "$mine/session"; break;; esac\n'
-        '  p=$(field "$p" 2)\n'
+        '  c=; { read -r c < "/proc/$p/comm"; } 2>/dev/null\n'
+        '  case $c in sshd*) field "$p" 20; echo "$p $v" > "$mine/session"; break;; esac\n'
+        '  field "$p" 2; p=$v\n'
         "done\n"
         "t0=$(date +%s); tries=0\n"
         'while [ "$tries" -lt 5 ]; do\n'
