@@ -35,8 +35,14 @@ def _droplet_hosts(env: Environment, hosts: list[HostSpec]) -> list[HostSpec]:
     return [h for h in hosts if h.droplet is not None]
 
 
-def create(env: Environment, hosts: list[HostSpec], progress, parallel: int = 4) -> list[Droplet]:
-    """Create the droplets (idempotent), pin host keys given by the provider, record them."""
+# Droplets created at once, whatever the commands' parallelism: each one being created polls the
+# provider's API every 2 s, and DigitalOcean allows 250 requests a minute.
+CREATE_AT_ONCE = 8
+
+
+def create(env: Environment, hosts: list[HostSpec], progress, parallel: int = CREATE_AT_ONCE) -> list[Droplet]:
+    """Create the droplets (idempotent, at most CREATE_AT_ONCE at a time), pin host keys given by the
+    provider, record them."""
     _, public = ensure_keypair(env)
     provider = provider_for(env)
     known = KnownHosts(env.workspace.known_hosts_path)
@@ -50,7 +56,7 @@ def create(env: Environment, hosts: list[HostSpec], progress, parallel: int = 4)
         return d
 
     state = load_droplets(env)
-    results = fan_out(_droplet_hosts(env, hosts), one, parallel)
+    results = fan_out(_droplet_hosts(env, hosts), one, min(parallel, CREATE_AT_ONCE))
     created = {h.name: d for h, d, exc in results if exc is None}
     for name, d in created.items():
         if not d.host_keys and (name not in state or state[name].id != d.id):
