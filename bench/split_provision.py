@@ -14,13 +14,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import (DEFAULTS, AppRepo, Sandbox, app_settings, droplet_spec, last_json,  # noqa: E402
-                           reap_dead_runs, run_name)
+from bench.scale import timed  # noqa: E402
+from tests.support import DEFAULTS, AppRepo, Sandbox, app_settings, droplet_spec, reap_dead_runs, run_name  # noqa: E402
 
 
 def droplets(web: int) -> list[dict]:
@@ -46,12 +45,7 @@ def main() -> None:
                       defaults={**DEFAULTS, "app": app_settings(repo.root)})
             try:
                 box.invoke("droplet.create", "--env", box.env, check=True, timeout=3600)
-                started = time.perf_counter()
-                proc = box.invoke("provision", "--env", box.env, "--json", timeout=3600)
-                wall = time.perf_counter() - started
-                report = last_json(proc)
-                if proc.returncode != 0 or not report.get("ok"):
-                    raise SystemExit(f"provision failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+                wall, report, _ = timed(box, "provision")
             finally:
                 box.invoke("droplet.destroy", "--env", box.env, "--yes", timeout=3600)
         walls.append(wall)

@@ -78,12 +78,13 @@ class Converge:
             if self.dry_run:
                 self._show_plan(changes)
                 continue
-            if self.before_changes and any(not c.skipped for c in changes):
+            acting = any(not c.skipped for c in changes)
+            if self.before_changes and acting:
                 self.before_changes(phase)
-            if phase == PHASE_LOCKDOWN and self.verify_login and any(not c.skipped for c in changes):
+            if phase == PHASE_LOCKDOWN and self.verify_login and acting:
                 self.verify_login()
             self._apply(phase, changes)
-            if phase != phases[-1] and any(not c.skipped for c in changes):
+            if phase != phases[-1] and acting:
                 resources, found = self._gather()
 
     def _gather(self) -> tuple[list[Resource], dict[str, object]]:

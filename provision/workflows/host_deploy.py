@@ -184,6 +184,7 @@ class AppDeploy:
         tar = rel.tarball(ship.source, upload.changed)
         release_dir = self.lay.release(ship.id)
         app = self.app
+        migrates = bool(app.release_command and release_command)
         warm, unit = state.slots.get(state.idle), self.lay.unit(state.idle)
         if warm:
             # Its gunicorn stops while the release is made, not on the way to the switch.
@@ -197,7 +198,7 @@ class AppDeploy:
             dotenv = rel.env_file(app_environment(app, values, ship.id, self.db_address))
             self.step("write .env", rel.unfinished_command(release_dir) + "\n" + rel.write_file_command(
                 f"{release_dir}/.env", dotenv, self.lay.user, 0o600))
-            if app.release_command and release_command:
+            if migrates:
                 if app.database:
                     self.dump_before_migrations(f"pre-{ship.id}", previous)
                 self.step(f"release command: {app.release_command}",
@@ -221,7 +222,7 @@ class AppDeploy:
         dumps = backup_dir(app.database.name) if app.database and not self.remote_db else ""
         in_slots = [r for r in {**state.slots, state.idle: ship.id}.values() if r]   # (this deploy holds the lock)
         self.step("prune old releases", rel.prune_command(self.lay.releases, in_slots, app.keep_releases, dumps))
-        if app.database and self.remote_db and app.release_command and release_command:   # (it made one)
+        if app.database and self.remote_db and migrates:      # (it made a dump there)
             self.db_step("prune old pre-deploy dumps", prune_dumps_command(app.database.name, app.keep_releases))
         return ship.id
 
