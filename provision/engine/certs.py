@@ -63,6 +63,10 @@ class Placeholder(Resource):
     def key(self) -> str:
         return f"certificate files {self.folder}"
 
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return (f"{self.folder}/fullchain.pem", f"{self.folder}/privkey.pem")
+
     def probe(self, want_content: bool = False) -> str:
         f = q(self.folder)
         return f"[ -e {f}/fullchain.pem ] && [ -e {f}/privkey.pem ] && echo present || true"
@@ -93,6 +97,12 @@ class Certificate(Resource):
     @property
     def key(self) -> str:
         return f"certificate {self.cert_name}"
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """The links into certbot's lineage and the live mark (certificates given as secrets were
+        files there: switching to ACME keeps them until the links replace them)."""
+        return (f"{self.folder}/fullchain.pem", f"{self.folder}/privkey.pem", f"{self.folder}/{LIVE_MARK}")
 
     def probe(self, want_content: bool = False) -> str:
         live, f = f"{LIVE}/{self.cert_name}", q(self.folder)

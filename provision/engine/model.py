@@ -78,6 +78,12 @@ class Resource:
         """Facts -> the changes needed ([] when the host already has the wanted state)."""
         raise NotImplementedError
 
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """Files this resource writes other than as a File or Symlink (a certificate's links): the
+        managed record counts them as wanted, whichever resource wrote them before."""
+        return ()
+
     def change(self, action: str, summary: str, commands: list[str], **kw) -> Change:
         return Change(self.key, action, summary, commands, role=self.role, **kw)
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 
-def reload_and_wait() -> str:
-    """``systemctl reload nginx``, then wait (at most 5 s) until the old workers stop taking
-    connections: a reload is only a signal, and until then new connections may still reach them."""
-    return """master=$(cat /run/nginx.pid 2>/dev/null)
-old=$(cat /proc/$master/task/$master/children 2>/dev/null)
-systemctl reload nginx
+def reload_and_wait(verb: str = "reload") -> str:
+    """``systemctl reload nginx`` (or another ``verb``: ``try-reload-or-restart``), then wait (at most
+    5 s) until the old workers stop taking connections: a reload is only a signal, and until then new
+    connections may still reach them with the old configuration (an old certificate, a drained host)."""
+    return f"""master=$(cat /run/nginx.pid 2>/dev/null) || true
+old=$(cat /proc/$master/task/$master/children 2>/dev/null) || true
+systemctl {verb} nginx
 # The reload is only a signal: wait until the old workers stop taking connections ("is shutting down").
 i=0
 for w in $old; do

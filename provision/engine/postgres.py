@@ -32,6 +32,18 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def reload_and_wait() -> str:
+    """Reload PostgreSQL (if running), then wait (at most 5 s) until the server has read its files
+    again: a reload is only a signal, and until then new connections meet the old pg_hba.conf."""
+    loaded = f"{PSQL} -c 'SELECT pg_conf_load_time()' 2>/dev/null"
+    return (f"before=$({loaded}) || true\n"
+            "systemctl try-reload-or-restart postgresql\n"
+            "i=0\n"
+            f"while [ -n \"$before\" ] && [ $i -lt 50 ] && [ \"$({loaded} || true)\" = \"$before\" ]; do\n"
+            "  i=$((i + 1)); sleep 0.1\n"
+            "done")
+
+
 def _psql(sql: str) -> str:
     return f"{PSQL} <<'DROPSHIP_SQL'\n{sql}\nDROPSHIP_SQL"
 

@@ -1,11 +1,15 @@
 """Handlers shared by several roles, defined once (equal handlers run once per phase)."""
 from __future__ import annotations
 
-from ..engine.model import Handler, reload
+from ..engine.model import Handler
+from ..engine.nginx import reload_and_wait
+from ..engine import postgres
 
 NGINX_TEST = "nginx -t -q"
 DAEMON_RELOAD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
-RELOAD_NGINX = reload("nginx", check=NGINX_TEST)
+# Waits for the old workers: when provision ends, HTTPS already answers with the new certificate.
+RELOAD_NGINX = Handler("reload nginx", f"{NGINX_TEST} || exit 1\n{reload_and_wait('try-reload-or-restart')}", "nginx")
+RELOAD_POSTGRES = Handler("reload postgresql", postgres.reload_and_wait(), "postgresql")   # pg_hba.conf in force
 
 
 def retire_timer(timer: str) -> Handler:

@@ -3,13 +3,14 @@ other hosts connect), the apps' roles and databases (and Airflow's when it runs 
 from __future__ import annotations
 
 from ..engine.files import File
-from ..engine.model import Resource, reload, restart
+from ..engine.model import Resource, restart
 from ..engine.postgres import PgDatabase, PgRole
 from ..engine.system import Service
 from .. import placement
 from ..sizing import memory_settings
 from ..templates import render
 from . import Role, RoleContext, backups
+from .handlers import RELOAD_POSTGRES
 
 NAME = "postgres"
 # The version the distribution's `postgresql` package installs, until the host says otherwise.
@@ -40,7 +41,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
         File(f"{conf_dir}/conf.d/dropship.conf", conf, "postgres", "postgres", 0o644, role=NAME,
              notify=(restart("postgresql"),)),
         File(f"{conf_dir}/pg_hba.conf", hba, "postgres", "postgres", 0o640, role=NAME,
-             notify=(reload("postgresql"),)),
+             notify=(RELOAD_POSTGRES,)),
         Service("postgresql", role=NAME),
     ]
     users: set[str] = set()

@@ -252,8 +252,8 @@ chown root:root "$tmp" && chmod 0644 "$tmp" || { rm -f "$tmp"; exit 1; }
 mv -f "$tmp" /etc/nginx/dropship/lb-upstream.conf
 if ! nginx -t -q; then mv -f /etc/nginx/dropship/lb-upstream.conf.prev /etc/nginx/dropship/lb-upstream.conf; \
 echo "nginx -t failed: drain undone"; exit 1; fi
-master=$(cat /run/nginx.pid 2>/dev/null)
-old=$(cat /proc/$master/task/$master/children 2>/dev/null)
+master=$(cat /run/nginx.pid 2>/dev/null) || true
+old=$(cat /proc/$master/task/$master/children 2>/dev/null) || true
 systemctl reload nginx
 # The reload is only a signal: wait until the old workers stop taking connections ("is shutting down").
 i=0

@@ -2,6 +2,7 @@
 wanted (data only with purge), adoption of hosts without a record; exact commands."""
 from dataclasses import replace
 
+from provision.engine.certs import Certificate, Placeholder
 from provision.engine.compose import ComposeProject
 from provision.engine.files import Directory, File, Symlink
 from provision.engine.managed import ManagedRecord, managed_items, removal_commands
@@ -116,3 +117,17 @@ def _written(commands: list[str]) -> str:
 
     start = commands.index("base64 -d > /var/lib/dropship/managed.json.new <<'DROPSHIP_EOF'")
     return base64.b64decode("".join(commands[start + 1:commands.index("DROPSHIP_EOF", start)])).decode()
+
+
+def test_a_certificate_given_as_secrets_then_from_acme_keeps_its_files():
+    """The custom pair were File resources; the ACME certificate links the same paths (the links are
+    made later, in the services phase): the record's cleanup must not delete them in between."""
+    folder = "/etc/dropship/tls/shop.test"
+    custom = [File(f"{folder}/{n}", b"x", role="nginx") for n in ("fullchain.pem", "privkey.pem", "live")]
+    acme = [Placeholder(folder, "shop.test", role="nginx"),
+            Certificate("shop.test", ("shop.test",), folder, "/var/www/acme", "https://acme/dir", role="nginx")]
+    assert managed_items(acme, ("nginx",)) == managed_items(custom, ("nginx",)) == {"nginx": (
+        f"file:{folder}/fullchain.pem", f"file:{folder}/live", f"file:{folder}/privkey.pem")}
+    now = ManagedRecord(managed_items(acme, ("nginx",)), SCOPE, False, NGINX, SYSTEMD)
+    assert now.plan(managed_items(custom, ("nginx",))) == []
+    assert managed_items([Placeholder("/var/lib/x", "x", role="nginx")], ("nginx",)) == {}    # only under /etc

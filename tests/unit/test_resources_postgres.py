@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from provision.engine.postgres import PSQL, PgDatabase, PgRole, scram_matches, sql_literal
+from provision.engine.postgres import PSQL, PgDatabase, PgRole, reload_and_wait, scram_matches, sql_literal
+from provision.roles.handlers import RELOAD_POSTGRES
 
 
 def scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes, bytes]:
@@ -153,3 +154,47 @@ def test_pgdatabase_plan():
     [update] = db.plan("postgres")
     assert update.action == "update"
     assert 'ALTER DATABASE "names" OWNER TO "app";' in update.commands[0]
+
+
+RELOAD = (
+    "before=$(runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -c 'SELECT pg_conf_load_time()' "
+    "2>/dev/null) || true\n"
+    "systemctl try-reload-or-restart postgresql\n"
+    "i=0\n"
+    "while [ -n \"$before\" ] && [ $i -lt 50 ] && [ \"$(runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 "
+    "-c 'SELECT pg_conf_load_time()' 2>/dev/null || true)\" = \"$before\" ]; do\n"
+    "  i=$((i + 1)); sleep 0.1\n"
+    "done")
+
+
+def test_reload_waits_until_the_server_read_its_files_again():
+    assert reload_and_wait() == RELOAD
+    assert RELOAD_POSTGRES.command == RELOAD and RELOAD_POSTGRES.service == "postgresql"
+
+
+def _run_reload(tmp_path, reloads_after: int | None) -> tuple[int, list[str]]:
+    """Runs the reload under ``set -e`` with fakes of runuser (the load time, from a file) and
+    systemctl (the server reads its files ``reloads_after`` queries later; None: not running)."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "runuser").write_text(
+        "#!/bin/sh\necho q >> \"$T/log\"\n[ -f \"$T/time\" ] || exit 2\n"
+        "n=$(wc -l < \"$T/log\")\n[ -f \"$T/at\" ] && [ \"$n\" -ge \"$(cat \"$T/at\")\" ] && echo 2 > \"$T/time\"\n"
+        "cat \"$T/time\"\n")
+    (bin_ / "systemctl").write_text("#!/bin/sh\necho \"systemctl $*\" >> \"$T/log\"\n"
+                                    "[ -n \"$AFTER\" ] && echo $(( $(wc -l < \"$T/log\") + AFTER )) > \"$T/at\"\nexit 0\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    if reloads_after is not None:
+        (tmp_path / "time").write_text("1\n")
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "T": str(tmp_path), "AFTER": "" if reloads_after is None
+           else str(reloads_after)}
+    proc = subprocess.run(["/bin/sh", "-c", f"( set -e\n{RELOAD}\n)"], env=env)
+    return proc.returncode, (tmp_path / "log").read_text().split("\n")[:-1]
+
+
+def test_reload_really_waits_for_the_new_load_time_and_not_when_postgres_is_down(tmp_path):
+    rc, log = _run_reload(tmp_path / "running", 3)
+    assert rc == 0 and log == ["q", "systemctl try-reload-or-restart postgresql", "q", "q", "q"]
+    rc, log = _run_reload(tmp_path / "down", None)
+    assert rc == 0 and log == ["q", "systemctl try-reload-or-restart postgresql"]   # nothing to wait for

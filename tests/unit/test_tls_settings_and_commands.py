@@ -18,6 +18,7 @@ from provision.engine.system import Service
 from provision.errors import InventoryError
 from provision.inventory import LETSENCRYPT, load_inventory
 from provision.roles import tls as tls_role
+from provision.roles.handlers import RELOAD_NGINX
 from provision.roles.app import site_config
 from provision.tls_check import custom_problem
 from provision.workflows.tls import certificates_command, parse_certificates
@@ -135,6 +136,16 @@ def test_link_and_placeholder_commands():
         "openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=a.test "
         "-keyout /etc/dropship/tls/a.test/privkey.pem -out /etc/dropship/tls/a.test/fullchain.pem 2>/dev/null\n"
         "chmod 600 /etc/dropship/tls/a.test/privkey.pem")
+
+
+def test_nginx_reload_of_a_provision_waits_for_the_old_workers():
+    """A provision that changed a certificate or a site ends once new connections get the new one."""
+    assert RELOAD_NGINX.name == "reload nginx" and RELOAD_NGINX.service == "nginx"
+    assert RELOAD_NGINX.command == "nginx -t -q || exit 1\n" + reload_and_wait("try-reload-or-restart")
+    assert reload_and_wait("try-reload-or-restart") == reload_and_wait().replace(
+        "systemctl reload nginx", "systemctl try-reload-or-restart nginx")
+    assert reload_and_wait().startswith("master=$(cat /run/nginx.pid 2>/dev/null) || true\n"   # set -e: none running
+                                        "old=$(cat /proc/$master/task/$master/children 2>/dev/null) || true\n")
 
 
 def test_placeholder_only_when_no_certificate_files():
