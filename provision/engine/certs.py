@@ -132,34 +132,54 @@ class Certificate(Resource):
                 "provision (the site keeps serving over HTTP until the certificate is issued)")]
 
 
+LINEAGE = "@lineage "        # a probe line: certbot's lineage of a certificate given as secrets
+
+
+def renewal_conf(cert_name: str) -> str:
+    return f"/etc/letsencrypt/renewal/{cert_name}.conf"
+
+
+def lineage_delete_command(cert_name: str) -> str:
+    """certbot's lineage ``cert_name`` deleted (not renewed any more), when there is one."""
+    return (f"if [ -e {q(renewal_conf(cert_name))} ]; then "
+            f"certbot delete --non-interactive --quiet --cert-name {q(cert_name)}; fi")
+
+
 def retire_command(cert_name: str, folder: str, snippet: str) -> str:
     """Forget a certificate the host no longer serves: certbot's lineage (so it is not renewed), the
     folder nginx read it from (private key included) and the server snippet that named it."""
-    renewal = f"/etc/letsencrypt/renewal/{cert_name}.conf"
-    return (f"if [ -e {q(renewal)} ]; then certbot delete --non-interactive --quiet --cert-name {q(cert_name)}; fi\n"
-            f"rm -rf {q(folder)}\nrm -f {q(snippet)}")
+    return f"{lineage_delete_command(cert_name)}\nrm -rf {q(folder)}\nrm -f {q(snippet)}"
 
 
 @dataclass(frozen=True)
 class RetiredCertificates(Resource):
     """No certificate folder under ``tls_dir`` but those of ``keep`` (the certificate names the host
     serves): one left by a server that moved to the load balancer, turned ``tls: off`` or was renamed
-    is removed with its certbot lineage. Runs after nginx has reloaded without it."""
+    is removed with its certbot lineage. A certificate of ``custom`` (given as secrets) keeps its
+    folder but loses the lineage it had from ACME, which would go on being renewed. Runs after nginx
+    has reloaded without them."""
 
     tls_dir: str
     snippets: str                      # the folder of the servers' snippets, tls-<name>.conf
     keep: tuple[str, ...] = ()
     role: str = ""
     phase: int = PHASE_SERVICES
+    custom: tuple[str, ...] = ()       # of ``keep``: the certificates given as secrets
 
     @property
     def key(self) -> str:
         return f"retired certificates in {self.tls_dir}"
 
     def probe(self, want_content: bool = False) -> str:
-        return f"ls -1 {q(self.tls_dir)} 2>/dev/null; true"
+        lineages = "".join(f"\n[ -e {q(renewal_conf(n))} ] && echo {q(LINEAGE + n)}" for n in self.custom)
+        return f"ls -1 {q(self.tls_dir)} 2>/dev/null{lineages}; true"
 
     def plan(self, facts: str) -> list[Change]:
-        gone = [n for n in facts.splitlines() if n and n not in self.keep and "/" not in n and n not in (".", "..")]
+        names = [n for n in facts.splitlines() if n and not n.startswith(LINEAGE)]
+        gone = [n for n in names if n not in self.keep and "/" not in n and n not in (".", "..")]
+        lineages = [n[len(LINEAGE):] for n in facts.splitlines() if n.startswith(LINEAGE)]
         return [self.change("remove", f"remove the certificate for {n} (no server here has HTTPS for it)",
-                            [retire_command(n, f"{self.tls_dir}/{n}", f"{self.snippets}/tls-{n}.conf")]) for n in gone]
+                            [retire_command(n, f"{self.tls_dir}/{n}", f"{self.snippets}/tls-{n}.conf")])
+                for n in gone] + \
+               [self.change("remove", f"delete certbot's lineage of {n} (its certificate is given as secrets now; "
+                            "nothing renews it)", [lineage_delete_command(n)]) for n in lineages if n in self.custom]

@@ -86,7 +86,9 @@ STOP_RENEWALS = retire_timer(f"{RENEW_UNIT}.timer")
 def retired(keep: list[TlsServer]) -> list[Resource]:
     """What a host keeps of HTTPS it no longer serves: no renewal timer without an ACME certificate,
     no certificate but those of ``keep``."""
-    out: list[Resource] = [RetiredCertificates(TLS_DIR, SNIPPETS, tuple(t.cert_name for t in keep), role=NAME)]
+    custom = tuple(t.cert_name for t in keep if t.tls.mode == "custom")
+    out: list[Resource] = [RetiredCertificates(TLS_DIR, SNIPPETS, tuple(t.cert_name for t in keep), role=NAME,
+                                               custom=custom)]
     if not any(t.tls.mode == "letsencrypt" for t in keep):
         out += [Absent(f"/etc/systemd/system/{RENEW_UNIT}.timer", role=NAME, notify=(STOP_RENEWALS,)),
                 Absent(f"/etc/systemd/system/{RENEW_UNIT}.service", role=NAME, notify=(DAEMON_RELOAD,)),

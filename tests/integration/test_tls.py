@@ -169,6 +169,8 @@ def test_custom_certificate_given_as_secrets(tls):
     report, proc = tls.box.provision_json(env={"SHOP_CERT": cert.read_text(), "SHOP_KEY": key.read_text()})
     assert report["ok"], proc.stdout[-3000:]
     assert "PRIVATE KEY" not in proc.stdout + proc.stderr
+    assert f"delete certbot's lineage of {SHOP}" in proc.stdout + proc.stderr     # nothing renews it any more
+    assert tls.run("ls -1 /etc/letsencrypt/renewal").split() == [f"{BLOG}.conf"]
     tls.cafile.write_bytes(ca.read_bytes())
     try:
         assert tls.https("/", "www.shop.dropship.test")[0] == 200            # verified against our own CA now
@@ -190,6 +192,7 @@ def test_https_turned_off_leaves_no_certificate_key_or_renewal_behind(tls):
     report, proc = tls.box.provision_json()
     assert report["ok"], proc.stdout[-3000:]
     assert f"remove the certificate for {BLOG}" in proc.stderr + proc.stdout
+    assert f"obtain the certificate for {NAMES}" in proc.stderr + proc.stdout   # its lineage was deleted
     assert tls.run("ls -1 /etc/dropship/tls /etc/letsencrypt/renewal").split() == [
         "/etc/dropship/tls:", SHOP, "/etc/letsencrypt/renewal:", f"{SHOP}.conf"]
     assert tls.run(f"ls /etc/nginx/dropship/tls-{BLOG}.conf 2>&1; true").strip().endswith("No such file or directory")

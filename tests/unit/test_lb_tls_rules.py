@@ -12,7 +12,7 @@ from provision.engine.certs import Certificate, Placeholder, RetiredCertificates
 from provision.engine.files import Absent, File
 from provision.errors import InventoryError
 from provision.facts import SystemFacts
-from provision.inventory import ServerTls, load_inventory
+from provision.inventory import SecretRef, ServerTls, load_inventory
 from provision.roles import RoleContext
 from provision.roles import lb as lb_role
 from provision.roles import nginx as nginx_role
@@ -305,6 +305,27 @@ def test_a_host_that_stopped_serving_https_loses_its_certificates_and_renewal_ti
     assert not any(isinstance(r, Absent) for r in lb_resources)
     all_off = load(tmp_path, INVENTORY.replace("tls: letsencrypt", "tls: off"))
     assert tls_role.resources(ctx(all_off, "lb-1")) == tls_role.retired([])
+
+
+def test_a_certificate_given_as_secrets_loses_the_lineage_it_had_from_acme():
+    r = RetiredCertificates("/etc/dropship/tls", "/etc/nginx/dropship", ("shop.test", "it's.test"),
+                            custom=("it's.test",))
+    assert r.probe() == ("ls -1 /etc/dropship/tls 2>/dev/null\n"
+                         "[ -e '/etc/letsencrypt/renewal/it'\"'\"'s.test.conf' ] && echo '@lineage it'\"'\"'s.test'; true")
+    assert r.plan("shop.test\nit's.test\n") == []                                # no lineage: nothing to do
+    [change] = r.plan("shop.test\nit's.test\n@lineage it's.test\n")
+    assert (change.action, change.summary) == (
+        "remove", "delete certbot's lineage of it's.test (its certificate is given as secrets now; nothing renews it)")
+    assert change.commands == ["if [ -e '/etc/letsencrypt/renewal/it'\"'\"'s.test.conf' ]; then certbot delete "
+                               "--non-interactive --quiet --cert-name 'it'\"'\"'s.test'; fi"]
+    assert r.plan("@lineage shop.test\nshop.test\n") == []          # an ACME certificate keeps its lineage
+
+
+def test_custom_and_acme_certificates_are_told_apart_for_retirement(tmp_path):
+    custom = tls_role.TlsServer("a.test", ServerTls("custom", SecretRef("env", "A_CERT", "x"), SecretRef("env", "A_KEY", "x")))
+    acme = tls_role.TlsServer("b.test www.b.test", ServerTls("letsencrypt"))
+    assert tls_role.retired([custom, acme])[0] == RetiredCertificates(
+        "/etc/dropship/tls", "/etc/nginx/dropship", ("a.test", "b.test"), role="nginx", custom=("a.test",))
 
 
 def test_retired_certificates_are_removed_with_their_lineage_and_snippet():
