@@ -5,59 +5,19 @@ User mistakes and remote failures end as one ``error: ...`` line and exit code 1
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
-from pathlib import Path
 
 from invoke import Collection, Exit, task
 
+from .cli_shared import environment, inventory_path, print_json, split_names, user_errors
 from .errors import DropshipError
 from .transport.pool import PARALLEL
-
-PROJECT = Path(__file__).resolve().parent.parent
-
-
-def user_errors(fn):
-    """Turn DropshipError into one line on stderr and exit 1 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DropshipError as exc:
-            raise Exit(f"error: {exc}", code=1) from None
-        except BrokenPipeError:          # `invoke logs ... | head`: the reader left; no traceback
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise Exit(code=0) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
-
-    return wrapper
-
-
-def inventory_path(c) -> Path:
-    configured = os.environ.get("DROPSHIP_INVENTORY") or c.config.get("dropship", {}).get("inventory",
-                                                                                           "inventory.yaml")
-    path = Path(configured)
-    if not path.is_absolute() and not path.exists() and (PROJECT / path).exists():
-        path = PROJECT / path
-    return path
-
-
-def environment(c, env: str):
-    from .inventory import load_environment
-
-    return load_environment(inventory_path(c), env)
 
 
 def parallel(c) -> int:
     return int(c.config.get("dropship", {}).get("parallel", PARALLEL))
-
-
-def _names(value: str | None) -> tuple[str, ...] | None:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
 def _progress(as_json: bool = False):
@@ -93,7 +53,7 @@ def create(c, env, hosts=None):
     from .workflows.droplets import create as create_droplets
 
     e = environment(c, env)
-    created = create_droplets(e, select(e, _names(hosts)), _progress(), parallel(c))
+    created = create_droplets(e, select(e, split_names(hosts)), _progress(), parallel(c))
     _print_droplets(created)
 
 
@@ -107,7 +67,7 @@ def list_(c, env, json=False):
     droplets = list_droplets(e)
     sizes = {h.name: h.droplet.size for h in e.hosts if h.droplet is not None}
     if json:
-        _print_json([{**d.to_dict(), "inventory_size": sizes.get(d.name)} for d in droplets])
+        print_json([{**d.to_dict(), "inventory_size": sizes.get(d.name)} for d in droplets])
     else:
         _print_droplets(droplets, sizes)
 
@@ -121,7 +81,7 @@ def destroy(c, env, hosts=None, yes=False):
     from .workflows.droplets import destroy as destroy_droplets
 
     e = environment(c, env)
-    chosen = select(e, _names(hosts))
+    chosen = select(e, split_names(hosts))
     if not yes and e.provider != "local":
         _confirm(f"Destroy {', '.join(h.name for h in chosen)} in {env}? Type the environment name: ", env)
     destroy_droplets(e, chosen, _progress())
@@ -144,7 +104,7 @@ def resize(c, env, size=None, hosts=None, no_snapshot=False, disk=False, yes=Fal
             raise DropshipError("--disk is permanent (a disk never shrinks, so no smaller size fits afterwards)",
                                 "pass --yes once you are sure")
         _confirm(f"--disk grows the disk of {env}'s droplets for good. Type the environment name: ", env)
-    options = ResizeOptions(size=size, hosts=_names(hosts), snapshot=not no_snapshot, disk=disk, dry_run=dry_run)
+    options = ResizeOptions(size=size, hosts=split_names(hosts), snapshot=not no_snapshot, disk=disk, dry_run=dry_run)
     progress = _progress(json)
     report = resize_droplets(e, options, progress)
     emit(report, json, progress)
@@ -179,12 +139,6 @@ def forget_key(c, env, host):
 
     forget(environment(c, env), host)
     print(f"{host}: pinned host key removed")
-
-
-def _print_json(data) -> None:
-    import json as _json
-
-    print(_json.dumps(data))
 
 
 def _print_droplets(droplets, inventory_sizes: dict[str, str] | None = None) -> None:
@@ -233,7 +187,7 @@ def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, ac
 
     progress = _progress(json)
     report = provision(environment(c, env), ProvisionOptions(
-        dry_run=dry_run, roles=_names(roles), hosts=_names(hosts),
+        dry_run=dry_run, roles=split_names(roles), hosts=split_names(hosts),
         accept_new_host_keys=accept_new_host_keys, parallel=parallel(c), purge=purge), progress)
     emit(report, json, progress)
     if not report.ok:
@@ -254,7 +208,7 @@ def deploy_task(c, env, ref=None, json=False, hosts=None, only=None, lock_wait=0
     from .workflows.deploy import DeployOptions, deploy
 
     progress = _progress(json)
-    report = deploy(environment(c, env), DeployOptions(ref=ref, hosts=_names(hosts), parallel=parallel(c),
+    report = deploy(environment(c, env), DeployOptions(ref=ref, hosts=split_names(hosts), parallel=parallel(c),
                                                        only=only, lock_wait=_seconds(lock_wait)), progress)
     emit(report, json, progress)
     if not report.ok:
@@ -299,7 +253,7 @@ def rollback_task(c, env, to=None, json=False, hosts=None, app=None, with_db=Fal
                 _confirm(f"{message}\nType the environment name to go on: ", env)
 
     progress = _progress(json)
-    report = rollback(e, to, _names(hosts), progress, parallel(c), app_name=app, with_db=with_db,
+    report = rollback(e, to, split_names(hosts), progress, parallel(c), app_name=app, with_db=with_db,
                       db_method=db_method, confirm=confirm)
     emit(report, json, progress)
     if not report.ok:
@@ -314,7 +268,7 @@ def releases_task(c, env, json=False, app=None):
 
     found = releases(environment(c, env), None, app_name=app)
     if json:
-        return _print_json(found)
+        return print_json(found)
     for host, rows in found.items():
         print(f"{host}:")
         for r in rows:

@@ -7,7 +7,7 @@ import sys
 
 from invoke import Exit, task
 
-from .cli import _names, _print_json, environment, user_errors
+from .cli_shared import environment, print_json, split_names, user_errors
 from .errors import DropshipError
 
 
@@ -97,9 +97,9 @@ def status(c, env, hosts=None, json=False):
     """Per host: live and warm releases and their health, the newest backup, Airflow, disk and memory."""
     from .workflows.operations import status as host_status
 
-    found = host_status(environment(c, env), _names(hosts))
+    found = host_status(environment(c, env), split_names(hosts))
     if json:
-        _print_json(found)
+        print_json(found)
     else:
         print("\n".join(status_lines(found)))
     if any("error" in st for st in found.values()):
@@ -113,9 +113,9 @@ def tls_status(c, env, hosts=None, json=False):
     """Each host's certificates (names, expiry, issuer) and the last renewal's result."""
     from .workflows.tls import tls_status as found_tls
 
-    found = found_tls(environment(c, env), _names(hosts))
+    found = found_tls(environment(c, env), split_names(hosts))
     if json:
-        _print_json(found)
+        print_json(found)
     else:
         for host, st in found.items():
             lines = [f"  error: {st['error']}"] if "error" in st else certificate_lines(st) or ["  no certificates"]
@@ -131,7 +131,7 @@ def logs(c, env, app=None, hosts=None, follow=False, since=None):
     """The apps' slot journals and nginx's logs, merged per host in time order, the host in front."""
     from .workflows.operations import logs as host_logs
 
-    host_logs(environment(c, env), app, _names(hosts), follow, since, on_line=lambda line: print(line, flush=True))
+    host_logs(environment(c, env), app, split_names(hosts), follow, since, on_line=lambda line: print(line, flush=True))
 
 
 @task(help={"env": "environment", "host": "host name (default: the first)",
@@ -173,5 +173,5 @@ def audit(c, env, hosts=None):
     """Every host's audit log (deploys, rollbacks, who, when, result), merged in time order."""
     from .workflows.operations import audit as merged
 
-    for line in merged(environment(c, env), _names(hosts)):
+    for line in merged(environment(c, env), split_names(hosts)):
         print(line)

@@ -1,0 +1,57 @@
+"""What every module of Invoke tasks uses: user mistakes as one line, the environment from the
+inventory, comma-separated names, JSON output."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+from invoke import Exit
+
+from .errors import DropshipError
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def user_errors(fn):
+    """Turn DropshipError into one line on stderr and exit 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DropshipError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+        except BrokenPipeError:          # `invoke logs ... | head`: the reader left; no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=0) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper
+
+
+def inventory_path(c) -> Path:
+    configured = os.environ.get("DROPSHIP_INVENTORY") or c.config.get("dropship", {}).get("inventory",
+                                                                                           "inventory.yaml")
+    path = Path(configured)
+    if not path.is_absolute() and not path.exists() and (PROJECT / path).exists():
+        path = PROJECT / path
+    return path
+
+
+def environment(c, env: str):
+    from .inventory import load_environment
+
+    return load_environment(inventory_path(c), env)
+
+
+def split_names(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def print_json(data) -> None:
+    import json as _json
+
+    print(_json.dumps(data))
