@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .nginx import reload_and_wait
+from .nginx import checked_reload
 from .model import PHASE_CONFIG, PHASE_SERVICES, Change, Resource, q
 
 LIVE = "/etc/letsencrypt/live"
@@ -33,7 +33,7 @@ def link_command(cert_name: str, folder: str) -> str:
     live = f"{LIVE}/{cert_name}"
     return (f"ln -sfn {q(live + '/fullchain.pem')} {q(folder + '/fullchain.pem')}\n"
             f"ln -sfn {q(live + '/privkey.pem')} {q(folder + '/privkey.pem')}\n"
-            f"nginx -t -q || exit 1\n{reload_and_wait()}\n"
+            f"{checked_reload()}\n"
             f"touch {q(folder + '/' + LIVE_MARK)}")
 
 
@@ -175,9 +175,10 @@ class RetiredCertificates(Resource):
         return f"ls -1 {q(self.tls_dir)} 2>/dev/null{lineages}; true"
 
     def plan(self, facts: str) -> list[Change]:
-        names = [n for n in facts.splitlines() if n and not n.startswith(LINEAGE)]
-        gone = [n for n in names if n not in self.keep and "/" not in n and n not in (".", "..")]
-        lineages = [n[len(LINEAGE):] for n in facts.splitlines() if n.startswith(LINEAGE)]
+        lines = facts.splitlines()
+        lineages = [n[len(LINEAGE):] for n in lines if n.startswith(LINEAGE)]
+        gone = [n for n in lines if n and not n.startswith(LINEAGE) and n not in self.keep and "/" not in n
+                and n not in (".", "..")]
         return [self.change("remove", f"remove the certificate for {n} (no server here has HTTPS for it)",
                             [retire_command(n, f"{self.tls_dir}/{n}", f"{self.snippets}/tls-{n}.conf")])
                 for n in gone] + \

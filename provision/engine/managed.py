@@ -43,8 +43,8 @@ def managed_items(resources: list[Resource], roles: tuple[str, ...]) -> dict[str
             unit = _UNIT_FILE.match(r.path)
             if unit:
                 items.setdefault(r.role, set()).add(f"unit:{unit.group(1)}")
-        elif any(p.startswith("/etc/") for p in r.writes):
-            items.setdefault(r.role, set()).update(f"file:{p}" for p in r.writes if p.startswith("/etc/"))
+        elif written := [p for p in r.writes if p.startswith("/etc/")]:
+            items.setdefault(r.role, set()).update(f"file:{p}" for p in written)
             continue
         elif isinstance(r, ComposeProject):
             item = f"compose:{r.directory}|{r.project}"

@@ -1,6 +1,8 @@
 """Commands about nginx shared by provisioning and deploys (pure)."""
 from __future__ import annotations
 
+TEST = "nginx -t -q"
+
 
 def reload_and_wait(verb: str = "reload") -> str:
     """``systemctl reload nginx`` (or another ``verb``: ``try-reload-or-restart``), then wait (at most
@@ -16,3 +18,10 @@ for w in $old; do
     i=$((i + 1)); sleep 0.01
   done
 done"""
+
+
+
+def checked_reload(verb: str = "reload") -> str:
+    """``nginx -t`` first (the step fails on a bad configuration, nginx keeps the one it has), then
+    :func:`reload_and_wait`."""
+    return f"{TEST} || exit 1\n{reload_and_wait(verb)}"

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from ..engine.model import Handler
-from ..engine.nginx import reload_and_wait
-from ..engine import postgres
+from ..engine import nginx, postgres
 
-NGINX_TEST = "nginx -t -q"
+NGINX_TEST = nginx.TEST
 DAEMON_RELOAD = Handler("systemctl daemon-reload", "systemctl daemon-reload")
 # Waits for the old workers: when provision ends, HTTPS already answers with the new certificate.
-RELOAD_NGINX = Handler("reload nginx", f"{NGINX_TEST} || exit 1\n{reload_and_wait('try-reload-or-restart')}", "nginx")
+RELOAD_NGINX = Handler("reload nginx", nginx.checked_reload("try-reload-or-restart"), "nginx")
 RELOAD_POSTGRES = Handler("reload postgresql", postgres.reload_and_wait(), "postgresql")   # pg_hba.conf in force
 
 
