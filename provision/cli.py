@@ -11,7 +11,7 @@ import threading
 
 from invoke import Collection, Exit, task
 
-from .cli_shared import environment, inventory_path, print_json, split_names, user_errors
+from .cli_shared import environment, required, inventory_path, print_json, split_names, user_errors
 from .errors import DropshipError
 from .transport.pool import PARALLEL
 
@@ -47,7 +47,8 @@ def check(c, env=None):
 
 @task(help={"env": "environment", "hosts": "comma-separated host names (default: all)"})
 @user_errors
-def create(c, env, hosts=None):
+@required("env")
+def create(c, env=None, hosts=None):
     """Create the environment's droplets (idempotent), generate its SSH key, pin host keys."""
     from .hosts import select
     from .workflows.droplets import create as create_droplets
@@ -59,7 +60,8 @@ def create(c, env, hosts=None):
 
 @task(name="list", help={"env": "environment", "json": "print JSON"})
 @user_errors
-def list_(c, env, json=False):
+@required("env")
+def list_(c, env=None, json=False):
     """List the environment's droplets as the provider sees them."""
     from .workflows.droplets import list_droplets
 
@@ -75,7 +77,8 @@ def list_(c, env, json=False):
 @task(help={"env": "environment", "hosts": "comma-separated host names (default: all)",
             "yes": "do not ask for confirmation"})
 @user_errors
-def destroy(c, env, hosts=None, yes=False):
+@required("env")
+def destroy(c, env=None, hosts=None, yes=False):
     """Destroy the environment's droplets (and their data)."""
     from .hosts import select
     from .workflows.droplets import destroy as destroy_droplets
@@ -93,7 +96,9 @@ def destroy(c, env, hosts=None, yes=False):
             "shrink back)", "yes": "do not ask for confirmation", "dry_run": "print the plan; change nothing",
             "json": "print one JSON object (progress goes to stderr)"})
 @user_errors
-def resize(c, env, size=None, hosts=None, no_snapshot=False, disk=False, yes=False, dry_run=False, json=False):
+@required("env")
+def resize(c, env=None, size=None, hosts=None, no_snapshot=False, disk=False, yes=False, dry_run=False,
+           json=False):
     """Resize droplets to their inventory size: snapshot, stop, resize, boot, retune, health gates, downtime."""
     from .report import emit
     from .workflows.resize import ResizeOptions, resize as resize_droplets
@@ -120,7 +125,8 @@ def resize(c, env, size=None, hosts=None, no_snapshot=False, disk=False, yes=Fal
 
 @task(help={"env": "environment", "host": "droplet to snapshot", "name": "snapshot name"})
 @user_errors
-def snapshot(c, env, host, name):
+@required("env", "host", "name")
+def snapshot(c, env=None, host=None, name=None):
     """Snapshot a droplet (local: an image; DigitalOcean: a droplet snapshot); usable as `image:`."""
     from .workflows.droplets import provider_for
 
@@ -133,7 +139,8 @@ def snapshot(c, env, host, name):
 
 @task(name="forget-key", help={"env": "environment", "host": "host whose pinned key to drop"})
 @user_errors
-def forget_key(c, env, host):
+@required("env", "host")
+def forget_key(c, env=None, host=None):
     """Drop a host's pinned SSH key (after a rebuild); the next run needs --accept-new-host-keys."""
     from .workflows.droplets import forget_key as forget
 
@@ -179,7 +186,8 @@ def _confirm(prompt: str, expected: str) -> None:
     "purge": "also delete the data (databases, releases, users) of apps and Airflow no longer in the inventory",
 })
 @user_errors
-def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, accept_new_host_keys=False,
+@required("env")
+def provision_task(c, env=None, dry_run=False, json=False, roles=None, hosts=None, accept_new_host_keys=False,
                    purge=False):
     """Bring hosts to the state of their roles (base, postgres, docker, nginx); idempotent."""
     from .report import emit
@@ -202,7 +210,8 @@ def provision_task(c, env, dry_run=False, json=False, roles=None, hosts=None, ac
                            "only": "app (every app), an app's name, or airflow (the DAGs)",
                            "lock_wait": "seconds to wait for another deploy's lock (default: refuse at once)"})
 @user_errors
-def deploy_task(c, env, ref=None, json=False, hosts=None, only=None, lock_wait=0):
+@required("env")
+def deploy_task(c, env=None, ref=None, json=False, hosts=None, only=None, lock_wait=0):
     """Ship the apps (zero downtime, health-gated) and the Airflow DAGs (import-checked) as releases."""
     from .report import emit
     from .workflows.deploy import DeployOptions, deploy
@@ -233,7 +242,9 @@ def _seconds(value) -> float:
                                           "else the migration downgrade)",
                              "yes": "do not ask for confirmation (--with-db)"})
 @user_errors
-def rollback_task(c, env, to=None, json=False, hosts=None, app=None, with_db=False, db_method=None, yes=False):
+@required("env")
+def rollback_task(c, env=None, to=None, json=False, hosts=None, app=None, with_db=False, db_method=None,
+                  yes=False):
     """Switch back to the previous release (instant), or to any retained one with --to."""
     from .report import emit
     from .workflows.deploy import rollback
@@ -262,7 +273,8 @@ def rollback_task(c, env, to=None, json=False, hosts=None, app=None, with_db=Fal
 
 @task(name="releases", help={"env": "environment", "json": "print JSON", "app": "only this app"})
 @user_errors
-def releases_task(c, env, json=False, app=None):
+@required("env")
+def releases_task(c, env=None, json=False, app=None):
     """Retained releases per host and app: which is live, which is warm, who deployed them and when."""
     from .workflows.deploy import releases
 
@@ -281,7 +293,8 @@ def releases_task(c, env, json=False, app=None):
 @task(name="unlock", help={"env": "environment", "force": "even while its holder still runs a step",
                            "app": "only this app's lock (or airflow)"})
 @user_errors
-def unlock_task(c, env, force=False, app=None):
+@required("env")
+def unlock_task(c, env=None, force=False, app=None):
     """Release a stale deploy lock (left by a deploy that was killed)."""
     from .workflows.deploy import unlock
 
@@ -305,7 +318,8 @@ def _say(e):
 @task(help={"env": "environment",
             "offsite": "run the scheduled backup now: every database, encrypted, kept on the host and uploaded"})
 @user_errors
-def backup(c, env, offsite=False):
+@required("env")
+def backup(c, env=None, offsite=False):
     """pg_dump the app database now (--offsite: the scheduled, encrypted backup of every database)."""
     e = environment(c, env)
     if offsite:
@@ -319,7 +333,8 @@ def backup(c, env, offsite=False):
 
 @task(help={"env": "environment", "json": "print JSON"})
 @user_errors
-def backups(c, env, json=False):
+@required("env")
+def backups(c, env=None, json=False):
     """List the app database's dumps and, with backups: configured, the scheduled ones (host and off-site)."""
     from .workflows.database import backups as list_backups
 
@@ -347,7 +362,8 @@ def backups(c, env, json=False):
             "from": "a scheduled backup: offsite:LATEST, offsite:<stamp> or host:<stamp>",
             "yes": "do not ask for confirmation"})
 @user_errors
-def restore(c, env, file=None, yes=False, from_=None):
+@required("env")
+def restore(c, env=None, file=None, yes=False, from_=None):
     """Restore the app database from a dump, or every database from a scheduled backup (replaces their content)."""
     e = environment(c, env)
     if bool(file) == bool(from_):
@@ -370,7 +386,8 @@ def restore(c, env, file=None, yes=False, from_=None):
 
 @task(name="status", help={"env": "environment", "json": "print JSON"})
 @user_errors
-def airflow_status(c, env, json=False):
+@required("env")
+def airflow_status(c, env=None, json=False):
     """Airflow services: state and health."""
     from .workflows.airflow import status
 
@@ -390,7 +407,8 @@ def airflow_status(c, env, json=False):
 
 @task(name="dags", help={"env": "environment", "json": "print JSON"})
 @user_errors
-def airflow_dags(c, env, json=False):
+@required("env")
+def airflow_dags(c, env=None, json=False):
     """DAGs with their paused state, and import errors."""
     from .workflows.airflow import dags
 
@@ -408,7 +426,8 @@ def airflow_dags(c, env, json=False):
 @task(name="trigger", help={"env": "environment", "dag": "DAG id", "date": "logical date (YYYY-MM-DD)",
                             "wait": "wait for the run to finish"})
 @user_errors
-def airflow_trigger(c, env, dag, date=None, wait=False):
+@required("env", "dag")
+def airflow_trigger(c, env=None, dag=None, date=None, wait=False):
     """Trigger a DAG run (optionally at a logical date) and optionally wait for it."""
     from .workflows.airflow import trigger
 
@@ -422,7 +441,8 @@ def airflow_trigger(c, env, dag, date=None, wait=False):
 
 @task(name="test", help={"env": "environment", "dag": "DAG id", "task": "task id", "date": "logical date"})
 @user_errors
-def airflow_test(c, env, dag, task, date):
+@required("env", "dag", "task", "date")
+def airflow_test(c, env=None, dag=None, task=None, date=None):
     """Run one task in isolation (airflow tasks test) and print its log output."""
     from .workflows.airflow import test_task
 
@@ -435,7 +455,8 @@ def airflow_test(c, env, dag, task, date):
 @task(name="backfill", help={"env": "environment", "dag": "DAG id", "start": "first date (YYYY-MM-DD)",
                              "end": "last date", "wait": "wait until every run finished"})
 @user_errors
-def airflow_backfill(c, env, dag, start, end, wait=False):
+@required("env", "dag", "start", "end")
+def airflow_backfill(c, env=None, dag=None, start=None, end=None, wait=False):
     """Backfill a DAG over a date range (one run per schedule interval)."""
     from .workflows.airflow import backfill
 
@@ -452,7 +473,8 @@ def airflow_backfill(c, env, dag, start, end, wait=False):
 @task(name="logs", help={"env": "environment", "service": "apiserver, scheduler, dag-processor, triggerer",
                          "follow": "keep printing new lines"})
 @user_errors
-def airflow_logs(c, env, service=None, follow=False):
+@required("env")
+def airflow_logs(c, env=None, service=None, follow=False):
     """Logs of the Airflow services."""
     from .workflows.airflow import logs
 

@@ -7,7 +7,7 @@ import sys
 
 from invoke import Exit, task
 
-from .cli_shared import environment, print_json, split_names, user_errors
+from .cli_shared import environment, required, print_json, split_names, user_errors
 from .errors import DropshipError
 
 
@@ -93,7 +93,8 @@ def certificate_lines(tls: dict) -> list[str]:
 
 @task(help={"env": "environment", "hosts": "comma-separated host names", "json": "print one JSON object"})
 @user_errors
-def status(c, env, hosts=None, json=False):
+@required("env")
+def status(c, env=None, hosts=None, json=False):
     """Per host: live and warm releases and their health, the newest backup, Airflow, disk and memory."""
     from .workflows.operations import status as host_status
 
@@ -109,7 +110,8 @@ def status(c, env, hosts=None, json=False):
 @task(name="status", help={"env": "environment", "hosts": "comma-separated host names",
                            "json": "print one JSON object"})
 @user_errors
-def tls_status(c, env, hosts=None, json=False):
+@required("env")
+def tls_status(c, env=None, hosts=None, json=False):
     """Each host's certificates (names, expiry, issuer) and the last renewal's result."""
     from .workflows.tls import tls_status as found_tls
 
@@ -127,7 +129,8 @@ def tls_status(c, env, hosts=None, json=False):
 @task(help={"env": "environment", "app": "only this app's slots", "hosts": "comma-separated host names",
             "follow": "keep streaming", "since": "how far back, e.g. 30s, 10m, 2h, 1d (default: the last 200 lines)"})
 @user_errors
-def logs(c, env, app=None, hosts=None, follow=False, since=None):
+@required("env")
+def logs(c, env=None, app=None, hosts=None, follow=False, since=None):
     """The apps' slot journals and nginx's logs, merged per host in time order, the host in front."""
     from .workflows.operations import logs as host_logs
 
@@ -137,7 +140,8 @@ def logs(c, env, app=None, hosts=None, follow=False, since=None):
 @task(help={"env": "environment", "host": "host name (default: the first)",
             "command": "run this instead of a login shell (or pass it after --)"})
 @user_errors
-def ssh(c, env, host=None, command=None):
+@required("env")
+def ssh(c, env=None, host=None, command=None):
     """An SSH session as the deploy user, checked against the pinned host key."""
     from .hosts import select
     from .workflows.operations import ssh_argv
@@ -152,7 +156,8 @@ def ssh(c, env, host=None, command=None):
                          "host": "host name (default: the first with the app role)",
                          "command": "the command line (or pass it after --)"})
 @user_errors
-def app_exec(c, env, app=None, host=None, command=None):
+@required("env")
+def app_exec(c, env=None, app=None, host=None, command=None):
     """Run a one-off command as the app's user in its live release (virtualenv and environment):
     `invoke app.exec --env staging -- flask --app wsgi shell`; its exit status is passed on."""
     from .secrets import redactor_for
@@ -169,7 +174,8 @@ def app_exec(c, env, app=None, host=None, command=None):
 
 @task(help={"env": "environment", "hosts": "comma-separated host names"})
 @user_errors
-def audit(c, env, hosts=None):
+@required("env")
+def audit(c, env=None, hosts=None):
     """Every host's audit log (deploys, rollbacks, who, when, result), merged in time order."""
     from .workflows.operations import audit as merged
 

@@ -32,6 +32,36 @@ def user_errors(fn):
     return wrapper
 
 
+def required(*names: str):
+    """The flags a task cannot run without. Invoke makes an argument without a default positional,
+    and a positional argument swallows the next word, `--help` included; so these default to None
+    and are checked here, before anything is read or touched."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(c, *args, **kwargs):
+            missing = [name for name in names if kwargs.get(name) is None]
+            if missing:
+                flags = " and ".join(f"--{name.replace('_', '-')}" for name in missing)
+                raise DropshipError(f"{flags} missing", _missing_fix(c, missing))
+            return fn(c, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _missing_fix(c, missing: list[str]) -> str:
+    if "env" in missing:
+        try:
+            from .inventory import load_inventory
+
+            return f"pass --env with one of: {', '.join(load_inventory(inventory_path(c)))}"
+        except DropshipError:
+            return "pass --env with an environment of your inventory"
+    return "every option is listed by `invoke TASK --help`"
+
+
 def inventory_path(c) -> Path:
     configured = os.environ.get("DROPSHIP_INVENTORY") or c.config.get("dropship", {}).get("inventory",
                                                                                            "inventory.yaml")
