@@ -470,7 +470,8 @@ def airflow_backfill(c, env=None, dag=None, start=None, end=None, wait=False):
             raise Exit(code=1)
 
 
-@task(name="logs", help={"env": "environment", "service": "apiserver, scheduler, dag-processor, triggerer",
+@task(name="logs", help={"env": "environment",
+                         "service": "apiserver, scheduler, dag-processor, triggerer; worker, flower where they run",
                          "follow": "keep printing new lines"})
 @user_errors
 @required("env")

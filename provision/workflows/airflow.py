@@ -335,7 +335,33 @@ def _failed(env: Environment, what: str, rc: int, out: str, fix: str) -> Dropshi
     return DropshipError(redactor_for(env)(f"{what} failed: {last}"), fix)
 
 
+def check_date(flag: str, value: str, day: bool = False) -> str:
+    """``value`` if it is a date (YYYY-MM-DD) or, unless ``day``, an ISO date and time (pure)."""
+    from datetime import date, datetime
+
+    try:
+        if day and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(value)
+        (date if day else datetime).fromisoformat(value)
+    except (TypeError, ValueError):
+        like = "2015-06-01" if day else "2015-06-01 or 2015-06-01T12:00:00+00:00"
+        raise DropshipError(f"{flag} {value!r} is not a date like {like}", f"pass e.g. {flag} 2015-06-01") from None
+    return value
+
+
+def service_name(env: Environment, service: str) -> str:
+    """The compose service ``service`` names on the Airflow host (``scheduler`` or ``airflow-scheduler``)."""
+    known = services(env)
+    name = service if service.startswith("airflow-") else f"airflow-{service}"
+    if name not in known:
+        raise DropshipError(f"no Airflow service {service!r} on {airflow_hosts(env)[0].name}",
+                            f"use --service with one of: {', '.join(k.removeprefix('airflow-') for k in known)}")
+    return name
+
+
 def trigger(env: Environment, dag: str, date: str | None, wait: bool, on_line=None) -> str:
+    if date is not None:
+        check_date("--date", date)
     logical = f" --logical-date {q(date)}" if date else ""
     rc, out = run(env, compose_exec(f"airflow dags trigger {q(dag)}{logical} -o json"), timeout=300)
     rows = _json_rows(out)
@@ -373,10 +399,13 @@ def wait_for_runs(env: Environment, dag: str, run_ids: set[str] | None, on_line=
 
 
 def test_task(env: Environment, dag: str, task: str, date: str, on_line=None) -> tuple[int, str]:
+    check_date("--date", date)
     return run(env, compose_exec(f"airflow tasks test {q(dag)} {q(task)} {q(date)}"), on_line=on_line, timeout=900)
 
 
 def backfill(env: Environment, dag: str, start: str, end: str, wait: bool, on_line=None) -> dict[str, str]:
+    if check_date("--start", start, day=True) > check_date("--end", end, day=True):
+        raise DropshipError(f"--start {start} is after --end {end}", "swap them: the range runs from --start to --end")
     rc, out = run(env, compose_exec(f"airflow backfill create --dag-id {q(dag)} --from-date {q(start)} "
                                     f"--to-date {q(end)}"), timeout=600)
     if rc != 0:
@@ -397,7 +426,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def logs(env: Environment, service: str | None, follow: bool, on_line) -> int:
-    svc = f" {q(service if service.startswith('airflow-') else 'airflow-' + service)}" if service else ""
+    svc = f" {q(service_name(env, service))}" if service else ""
     rc, _ = run(env, f"{LAYOUT.compose} logs --no-color --tail 200{' -f' if follow else ''}{svc}",
                 on_line=lambda line: on_line(_ANSI.sub("", line)), timeout=24 * 3600 if follow else 120)
     return rc

@@ -47,12 +47,12 @@ class DeployOptions:
 
 # --- what ships where -------------------------------------------------------------------------------
 
-def chosen_apps(env: Environment, only: str | None = None) -> tuple[AppSettings, ...]:
-    """The apps a deploy ships (those with a source), narrowed by ``only``."""
+def chosen_apps(env: Environment, only: str | None = None, flag: str = "--only") -> tuple[AppSettings, ...]:
+    """The apps a deploy ships (those with a source), narrowed by ``only`` (given as ``flag``)."""
     names = [a.name for a in env.settings.apps]
     if only not in (None, "app", "airflow", *names):
-        raise DropshipError(f"unknown --only {only!r}",
-                            f"use --only app, --only airflow or an app's name: {', '.join(names) or 'none'}")
+        raise DropshipError(f"unknown {flag} {only!r}",
+                            f"use {flag} app, {flag} airflow or an app's name: {', '.join(names) or 'none'}")
     if only == "airflow":
         return ()
     return tuple(a for a in env.settings.apps if a.source is not None and only in (None, "app", a.name))
@@ -283,7 +283,7 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     """Switch back; ``with_db``: the app database too (see db_rollback), ``confirm(message)`` asked first."""
     from .db_rollback import rollback_with_db
 
-    apps = chosen_apps(env, app_name)
+    apps = chosen_apps(env, app_name, "--app")
     if app_name == "airflow":
         apps = ()
     if to and len(apps) > 1:
@@ -341,7 +341,7 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
 
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:
     """Per host: each app's retained releases (newest first) with live/warm flags, who and when."""
-    apps = chosen_apps(env, app_name)
+    apps = chosen_apps(env, app_name, "--app")
     redactor = redactor_for(env)
     chosen = [h for h in host_selection.select(env, hosts) if "app" in h.roles]
     found: dict[str, list[dict]] = {}
@@ -372,7 +372,7 @@ def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, 
 def unlock(env: Environment, hosts, force: bool = False, app_name: str | None = None) -> Report:
     """Remove stale deploy locks (every app's and the DAGs'); refuse while a holder still runs a step."""
     redactor = redactor_for(env)
-    locks = [layout(a).lock_dir for a in chosen_apps(env, app_name)]
+    locks = [layout(a).lock_dir for a in chosen_apps(env, app_name, "--app")]
     locks += [DAG_LOCK] if ships_dags(env, app_name) else []
     chosen = app_hosts(env, hosts, app_name)
 
