@@ -3,6 +3,7 @@ inventory, comma-separated names, JSON output."""
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -38,9 +39,12 @@ def required(*names: str):
     and are checked here, before anything is read or touched."""
 
     def decorate(fn):
+        signature = inspect.signature(fn)
+
         @functools.wraps(fn)
         def wrapper(c, *args, **kwargs):
-            missing = [name for name in names if kwargs.get(name) is None]
+            given = signature.bind_partial(c, *args, **kwargs).arguments
+            missing = [name for name in names if given.get(name) is None]
             if missing:
                 flags = " and ".join(f"--{name.replace('_', '-')}" for name in missing)
                 raise DropshipError(f"{flags} missing", _missing_fix(c, missing))
