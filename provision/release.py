@@ -18,12 +18,14 @@ from pathlib import Path
 from .engine.files import File
 from .engine.model import q
 from .engine.nginx import reload_and_wait
-from .engine.uv import SYSTEM_CAS, UV, seed_command, seeded_venv_commands, venv_commands
+from .engine.uv import SYSTEM_CAS, UV, UV_ENV, seed_command, seeded_venv_commands, venv_commands
 from .transport.procstat import FIELD
 
 MANIFEST = ".dropship-manifest.json"
 INFO = ".dropship-release.json"
 UNFINISHED = ".dropship-unfinished"     # in a release being prepared (its release command may not have run)
+APP_SERVER = "gunicorn==27.0.1"         # added to a venv whose requirements do not install gunicorn
+GUNICORN_ENV = ".gunicorn.env"          # in a venv: DROPSHIP_GUNICORN_FLAGS for the slot units
 
 
 def git_sha(path: Path) -> str:
@@ -222,13 +224,29 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
     return "\n".join(lines)
 
 
+def app_server_command(venv: str) -> str:
+    """Make ``venv`` able to serve: gunicorn ``APP_SERVER`` added when the requirements did not install
+    one (apps written elsewhere seldom list it), then ``GUNICORN_ENV`` written with the flags the slot
+    units pass: ``--no-control-socket`` where that gunicorn has it (25.1 on; both slots of an app
+    would share one control socket), none for an older one an app pins. Exits 1 when it cannot."""
+    v = q(venv)
+    return f"""if [ ! -x {v}/bin/gunicorn ]; then
+  if [ -x {UV} ]; then {UV_ENV} {UV} pip install -q --compile-bytecode --python {v}/bin/python {APP_SERVER}
+  else PIP_CERT={SYSTEM_CAS} {v}/bin/pip install --disable-pip-version-check -q {APP_SERVER}
+  fi || exit 1
+fi
+flags=; grep -qs -e --no-control-socket {v}/lib/python3*/site-packages/gunicorn/config.py && flags=--no-control-socket
+echo "DROPSHIP_GUNICORN_FLAGS=$flags" > {v}/{GUNICORN_ENV}"""
+
+
 def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -> str:
     """Build the virtualenv once per requirements hash with uv (pip where provision has not installed
     uv yet): from the newest venv when there is one, so that only what changed is installed (any
     failure there, silent, falls back to a new venv); marked complete only when the install
     succeeded, a half-built one is removed. Bytecode is compiled as root, once: the venv's (an older
     venv's on its next use) and the release's, whose files its user cannot write to (a source that
-    does not compile is the health check's to report)."""
+    does not compile is the health check's to report). A venv without ``GUNICORN_ENV`` (new: a seed's
+    is removed; or made before it existed) gets ``app_server_command``."""
     venv, req = f"{venvs}/{digest}", f"{release_dir}/{requirements}"
     return f"""
 if [ ! -e {q(venv)}/.complete ]; then
@@ -247,6 +265,7 @@ if [ ! -e {q(venv)}/.complete ]; then
       -r {q(req)} && ok=1
   fi
   if [ -n "$ok" ]; then
+    rm -f {q(venv)}/{GUNICORN_ENV}
     touch {q(venv)}/.bytecode {q(venv)}/.complete
     echo BUILT
   else
@@ -258,6 +277,9 @@ elif [ ! -e {q(venv)}/.bytecode ]; then
   {q(venv)}/bin/python -m compileall -q -j 0 {q(venv)}/lib >/dev/null 2>&1
   touch {q(venv)}/.bytecode
 fi
+[ -e {q(venv)}/{GUNICORN_ENV} ] || (
+{app_server_command(venv)}
+) || {{ echo "adding {APP_SERVER} failed (see above)"; exit 1; }}
 ln -sfn {q(venv)} {q(release_dir)}/.venv
 {q(venv)}/bin/python -m compileall -q --invalidation-mode checked-hash {q(release_dir)} >/dev/null 2>&1
 true
@@ -310,11 +332,23 @@ def stop_slot_command(unit: str) -> str:
     return f"systemctl stop --no-block {q(unit)}"
 
 
+# The gist of a crashed app's log: its first three distinct lines that are not blank, indented
+# (traceback frames), gunicorn's [INFO] or a worker's exit, a traceback's header or systemd's
+# starting, stopping and restarting; without gunicorn's time and pid.
+LOG_GIST = ("grep -v -e '^[[:space:]]*$' -e '^[[:space:]]' -e '\\[INFO\\]' -e 'Worker (pid:[0-9]*) exited' "
+            "-e '^Traceback (most recent call last)' -e '^During handling of the above exception' "
+            "-e '^The above exception was the direct cause' -e '^Started ' -e '^Stopping ' -e '^Stopped ' "
+            "-e ': Scheduled restart job' -e ': Deactivated successfully' -e ': Failed with result' -e ': Consumed ' | "
+            "sed 's/^\\[[^]]*\\] \\[[0-9]*\\] //' | awk '!seen[$0]++' | head -n 3")
+
+
 def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: str = "", seconds: int = 30,
-                   host: str = "") -> str:
+                   host: str = "", unit: str = "") -> str:
     """Wait until ``url`` answers with an expected status (default any 2xx or 3xx) and, when given,
     a body holding ``expect_text``; else say what was expected and what came back, and exit 1.
-    ``host``: the Host header sent (the server name of an app behind a load balancer)."""
+    ``host``: the Host header sent (the server name of an app behind a load balancer). ``unit``: the
+    service answering there; the wait ends early once systemd has restarted it twice (it keeps
+    exiting), and a failure first prints the gist of its latest run's own log."""
     codes = "|".join(str(c) for c in expect_status) or "2??|3??"
     want = "HTTP " + ("/".join(str(c) for c in expect_status) or "2xx/3xx") + \
         (f" with {expect_text!r} in the body" if expect_text else "")
@@ -322,18 +356,27 @@ def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: s
     header = f"-H {q('Host: ' + host)} " if host else ""
     if expect_text:
         ok = f'grep -qF -e {q(expect_text)} "$d/body" && {{ {ok}; }}'
+    restarts = f"systemctl show -p NRestarts --value {q(unit)} 2>/dev/null"
+    watch, crashed, log = "", "", ""
+    if unit:
+        watch = f"\n  [ $((i % 10)) -eq 9 ] && n=$({restarts}) && [ \"${{n:-0}}\" -ge $((${{n0:-0}} + 2)) ] && break"
+        crashed = f"n0=$({restarts}); n=\n"
+        log = (f"since=$(systemctl show -p ExecMainStartTimestamp --value {q(unit)} 2>/dev/null)\n"
+               f'[ -n "$since" ] && journalctl -u {q(unit)} --since "$since" -o cat --no-pager 2>/dev/null | '
+               f"{LOG_GIST} | sed 's/^/log: /'\n"
+               f'[ -n "$n" ] && [ "$n" -ge $((${{n0:-0}} + 2)) ] && code="none (the service keeps exiting)"\n')
     # Two processes a try (curl, sleep), the answer kept in a folder of its own: the gate shares the
     # CPUs with the app it waits for.
     return f"""
 d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
-i=0; code=""
+{crashed}i=0; code=""
 while [ $i -lt {seconds * 10} ]; do
   : > "$d/body"; code=$(curl -sS --max-time 2 -o "$d/body" -w '%{{http_code}}' {header}{q(url)} 2>"$d/err")
-  case "$code" in {codes}) {ok} ;; esac
+  case "$code" in {codes}) {ok} ;; esac{watch}
   i=$((i + 1)); sleep 0.1
 done
 got=$(cat "$d/body" "$d/err" 2>/dev/null | head -c 200 | tr -s '\\r\\n\\t' '   ')
-printf 'expected %s from %s within %s s; got HTTP %s: %s\\n' {q(want)} {q(url)} {seconds} "${{code:-none}}" \\
+{log}printf 'expected %s from %s within %s s; got HTTP %s: %s\\n' {q(want)} {q(url)} {seconds} "${{code:-none}}" \\
   "${{got:-no response}}"
 exit 1
 """

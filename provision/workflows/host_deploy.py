@@ -251,7 +251,7 @@ class AppDeploy:
     def health(self, slot: str, seconds: int | None = None) -> str:
         h = self.app.health
         url = f"http://127.0.0.1:{self.lay.port(slot)}{self.app.path}{h.path}"
-        return rel.health_command(url, h.expect_status, h.expect_text, seconds or h.timeout)
+        return rel.health_command(url, h.expect_status, h.expect_text, seconds or h.timeout, unit=self.lay.unit(slot))
 
     def start_and_switch(self, state: AppState, release: str, discard_on_failure: bool = False) -> None:
         idle = state.idle

@@ -5,9 +5,10 @@ Beside the repo's names app (at the root: `wsgi:app`, DATABASE_URL, Flask-Migrat
 elsewhere are: a package factory (`guestbook:create_app()`), its database URL in
 GUESTBOOK_DB_URI through psycopg2, requirements in requirements/prod.txt, tables made by a
 script, no health endpoint (the gate asks /about). It is served at /guestbook of the default
-server (SCRIPT_NAME), with a hostile string as its page title. The tests run in order on one
-droplet: both deploy and serve their forms (CSRF included); deploys and rollbacks of each app
-under load fail no request; a rename leaves nginx valid and serving; removing the app disables
+server (SCRIPT_NAME), with a hostile string as its page title; it lists no gunicorn, then pins an
+old one. The tests run in order on one droplet: both deploy and serve their forms (CSRF included);
+deploys and rollbacks of each app under load fail no request; a release that cannot start fails
+its gate with its own error; a rename leaves nginx valid and serving; removing the app disables
 it and keeps its data, `--purge` drops that.
 """
 from __future__ import annotations
@@ -105,8 +106,22 @@ def test_both_apps_deploy_and_serve_their_forms(host):
     assert "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok" in host.on_host("nginx -t 2>&1")
 
 
+def gunicorn_of(host: Host, app: str, live: bool) -> tuple[str, str]:
+    """(version, command line) of the gunicorn in ``app``'s live or warm slot."""
+    script = (f"l=$(cat /srv/{app}/live); s=$l; [ {'1' if live else '0'} = 1 ] || "
+              f"{{ [ $l = blue ] && s=green || s=blue; }}; /srv/{app}/slots/$s/.venv/bin/gunicorn --version; "
+              f"tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value {app}@$s)/cmdline")
+    version, cmdline = host.on_host(script).splitlines()
+    return version, cmdline
+
+
 def test_deploy_and_rollback_of_each_app_under_load(host):
+    """The guestbook lists no gunicorn (v1: Dropship's is added) and then pins an old one (v2: 23.0.0,
+    before --no-control-socket): each slot runs its own, with the flags it takes."""
+    assert gunicorn_of(host, "guestbook", live=True)[0] == "gunicorn (version 27.0.1)"
     host.names.version("v2")
+    prod = host.guestbook.root / "requirements" / "prod.txt"
+    prod.write_text(prod.read_text() + "gunicorn==23.0.0\n")
     host.guestbook.version("v2")
     stats = under_load(host, ("deploy", "--only", "guestbook"), ("deploy", "--only", "names"),
                        ("rollback", "--app", "guestbook"), ("rollback", "--app", "names"))
@@ -114,8 +129,24 @@ def test_deploy_and_rollback_of_each_app_under_load(host):
         assert s.failed == 0 and s.total > 50, f"{app}: {s.summary()}"
     assert Browser(host.url).page()[0] == heading("v1")
     assert guestbook_page(Browser(host.url))[1] == "v1"
+    version, cmdline = gunicorn_of(host, "guestbook", live=True)
+    assert version == "gunicorn (version 27.0.1)" and " --no-control-socket --bind " in cmdline, cmdline
     under_load(host, ("rollback", "--app", "guestbook"))      # forward again: v2, warm
     assert guestbook_page(Browser(host.url))[1] == "v2"
+    version, cmdline = gunicorn_of(host, "guestbook", live=True)
+    assert version == "gunicorn (version 23.0.0)" and "/bin/gunicorn --bind " in cmdline, cmdline
+
+
+def test_an_app_that_cannot_start_fails_its_gate_at_once_with_its_error_and_the_old_release_serves(host):
+    host.write(app_settings(host.names.root), {**guestbook(host.guestbook.root), "wsgi": "guestbook:make_app()"})
+    host.invoke("provision")
+    proc = host.box.invoke("deploy", "--env", host.box.env, "--only", "guestbook")
+    [line] = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error: ")]
+    assert proc.returncode == 1 and "health check: log: Failed to find attribute 'make_app' in 'guestbook'." in line
+    assert "got HTTP none (the service keeps exiting)" in line, line
+    assert guestbook_page(Browser(host.url))[1] == "v2"                      # the old release serves
+    host.write(app_settings(host.names.root), guestbook(host.guestbook.root))
+    host.invoke("provision")
 
 
 def test_a_rename_leaves_nginx_valid_and_serving(host):

@@ -152,6 +152,63 @@ def test_health_failure_says_what_was_expected_and_what_came_back(server, tmp_pa
     assert gate(server + "/ok", (), "it's", 1, tmp=tmp_path).returncode == 0 and not list(tmp_path.iterdir())
 
 
+def fake_systemd(tmp_path: Path, restarts_grow: bool) -> dict:
+    """PATH with a systemctl whose NRestarts grows on every look (a crash loop) or stays, and a
+    journalctl printing the latest run's lines."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    count = tmp_path / "restarts"
+    count.write_text("3")
+    grow = f'n=$(($(cat {count}) + 1)); echo $n > {count}' if restarts_grow else ":"
+    (bin_dir / "systemctl").write_text(f"""#!/bin/sh
+case "$*" in
+  "show -p NRestarts --value my app@blue.service") {grow}; cat {count} ;;
+  "show -p ExecMainStartTimestamp --value my app@blue.service") echo 'Sat 2026-12-05 12:01:06 UTC' ;;
+  *) exit 1 ;;
+esac
+""")
+    (bin_dir / "journalctl").write_text("""#!/bin/sh
+[ "$*" = "-u my app@blue.service --since Sat 2026-12-05 12:01:06 UTC -o cat --no-pager" ] || exit 1
+printf '%s\n' 'Started my app@blue.service - my app web app (blue slot).' \\
+  '[2026-12-05 12:01:06 +0000] [11] [INFO] Starting gunicorn 27.0.1' \\
+  '[2026-12-05 12:01:06 +0000] [12] [INFO] Booting worker with pid: 12' '' 'Traceback (most recent call last):' \\
+  '  File "/srv/gunicorn/arbiter.py", line 686, in reap_workers' "Failed to find attribute 'make_app' in 'gb'." \\
+  '[2026-12-05 12:01:07 +0000] [12] [INFO] Worker exiting (pid: 12)' "Failed to find attribute 'make_app' in 'gb'." \\
+  '[2026-12-05 12:01:07 +0000] [11] [ERROR] Worker (pid:12) exited with code 4.' \\
+  '[2026-12-05 12:01:07 +0000] [11] [ERROR] Reason: App failed to load.' \\
+  'my app@blue.service: Main process exited, code=exited, status=4/NOEXEC' \\
+  "my app@blue.service: Failed with result 'exit-code'." 'my app@blue.service: Scheduled restart job, restart counter is at 1.'
+""")
+    for tool in ("systemctl", "journalctl"):
+        (bin_dir / tool).chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_a_service_that_keeps_exiting_ends_the_gate_early_with_its_log(tmp_path):
+    script = rel.health_command("http://127.0.0.1:9/healthz", seconds=30, unit="my app@blue.service")
+    assert "systemctl show -p NRestarts --value 'my app@blue.service'" in script
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=25,
+                          env=fake_systemd(tmp_path, restarts_grow=True))
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[:3] == [                  # each worker's same error once, no noise
+        "log: Failed to find attribute 'make_app' in 'gb'.", "log: [ERROR] Reason: App failed to load.",
+        "log: my app@blue.service: Main process exited, code=exited, status=4/NOEXEC"]
+    assert proc.stdout.splitlines()[3].startswith(
+        "expected HTTP 2xx/3xx from http://127.0.0.1:9/healthz within 30 s; got HTTP none (the service keeps "
+        "exiting): curl: (7)")
+
+
+def test_a_service_that_stays_up_is_waited_for(server, tmp_path):
+    script = rel.health_command(server + "/ok", unit="my app@blue.service")
+    env = fake_systemd(tmp_path, restarts_grow=False)
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=25, env=env)
+    assert proc.returncode == 0 and proc.stdout == "HEALTHY\n"
+    script = rel.health_command(server + "/missing", seconds=1, unit="my app@blue.service")
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=25, env=env)
+    assert proc.returncode == 1 and proc.stdout.splitlines()[0] == "log: Failed to find attribute 'make_app' in 'gb'."
+    assert proc.stdout.splitlines()[-1].startswith("expected HTTP 2xx/3xx from ") and "got HTTP 404" in proc.stdout
+
+
 def test_cleanup_and_unfinished_commands_exact():
     assert rel.unfinished_command("/srv/my app/releases/r1") == "touch '/srv/my app/releases/r1/.dropship-unfinished'"
     assert rel.unfinished_command("/srv/a/releases/r1", done=True) == "rm -f /srv/a/releases/r1/.dropship-unfinished"

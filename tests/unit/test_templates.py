@@ -330,6 +330,9 @@ def test_app_role_lays_out_slots_and_takes_over_the_default_site():
     assert upstream.replace is False and upstream.content == b"# Managed by Dropship deploys: the live slot (blue).\nserver 127.0.0.1:8001;\n"
     unit = file_at(resources, "/etc/systemd/system/names@.service").content.decode()
     assert "User=names" in unit and "EnvironmentFile=/srv/names/slots/%i/.env" in unit and "wsgi:app" in unit
+    # the venv says which flags its gunicorn takes (an app may pin one older than --no-control-socket)
+    assert "\nEnvironmentFile=-/srv/names/slots/%i/.venv/.gunicorn.env\n" in unit
+    assert "\nExecStart=/srv/names/slots/%i/.venv/bin/gunicorn $DROPSHIP_GUNICORN_FLAGS --bind 127.0.0.1:${PORT} " in unit
     assert file_at(resources, "/srv/names/slots/green.env").content == b"# Managed by Dropship (app role): the green slot's port.\nPORT=8002\nSLOT=green\n"
 
 

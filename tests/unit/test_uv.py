@@ -1,11 +1,14 @@
 """uv on the hosts and in the Airflow image: the pinned version, its install, the virtualenv
 commands (exact strings), and a certificate failure read as one."""
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from provision import release as rel
 from provision.build_failures import CERTIFICATE, build_failure_cause
-from provision.engine.uv import (UV, UV_VERSION, UvTool, install_command, seed_command, seeded_venv_commands,
+from provision.engine.uv import (UV, UV_ENV, UV_VERSION, UvTool, install_command, seed_command, seeded_venv_commands,
                                  venv_commands)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +94,7 @@ install --disable-pip-version-check -q \\
       -r /srv/shop/releases/r1/requirements.txt && ok=1
   fi
   if [ -n "$ok" ]; then
+    rm -f /srv/shop/venvs/ab12/.gunicorn.env
     touch /srv/shop/venvs/ab12/.bytecode /srv/shop/venvs/ab12/.complete
     echo BUILT
   else
@@ -102,10 +106,53 @@ elif [ ! -e /srv/shop/venvs/ab12/.bytecode ]; then
   /srv/shop/venvs/ab12/bin/python -m compileall -q -j 0 /srv/shop/venvs/ab12/lib >/dev/null 2>&1
   touch /srv/shop/venvs/ab12/.bytecode
 fi
+[ -e /srv/shop/venvs/ab12/.gunicorn.env ] || (
+{rel.app_server_command("/srv/shop/venvs/ab12")}
+) || {{ echo "adding gunicorn==27.0.1 failed (see above)"; exit 1; }}
 ln -sfn /srv/shop/venvs/ab12 /srv/shop/releases/r1/.venv
 /srv/shop/venvs/ab12/bin/python -m compileall -q --invalidation-mode checked-hash /srv/shop/releases/r1 >/dev/null 2>&1
 true
 """
+
+
+def test_app_server_command_adds_gunicorn_and_the_flags_it_takes():
+    assert rel.app_server_command("/srv/shop/venvs/ab12") == f"""\
+if [ ! -x /srv/shop/venvs/ab12/bin/gunicorn ]; then
+  if [ -x {UV} ]; then {UV_ENV} {UV} pip install -q --compile-bytecode --python /srv/shop/venvs/ab12/bin/python \
+gunicorn==27.0.1
+  else PIP_CERT=/etc/ssl/certs/ca-certificates.crt /srv/shop/venvs/ab12/bin/pip install --disable-pip-version-check \
+-q gunicorn==27.0.1
+  fi || exit 1
+fi
+flags=; grep -qs -e --no-control-socket /srv/shop/venvs/ab12/lib/python3*/site-packages/gunicorn/config.py && \
+flags=--no-control-socket
+echo "DROPSHIP_GUNICORN_FLAGS=$flags" > /srv/shop/venvs/ab12/.gunicorn.env"""
+    assert "'/srv/a b/v'/bin/gunicorn" in rel.app_server_command("/srv/a b/v")
+
+
+@pytest.mark.parametrize("config, flags", [
+    ("class ControlSocketDisable:\n    cli = ['--no-control-socket']\n", "--no-control-socket"),   # 25.1 on
+    ("class Bind:\n    cli = ['-b', '--bind']\n", ""),                                               # older
+])
+def test_app_server_flags_follow_the_gunicorn_the_venv_has(tmp_path, config, flags):
+    venv = tmp_path / "v"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "gunicorn").write_text("#!/bin/sh\n")
+    (venv / "bin" / "gunicorn").chmod(0o755)
+    (venv / "lib" / "python3.13" / "site-packages" / "gunicorn").mkdir(parents=True)
+    (venv / "lib" / "python3.13" / "site-packages" / "gunicorn" / "config.py").write_text(config)
+    subprocess.run(["sh", "-c", rel.app_server_command(str(venv))], check=True)
+    assert (venv / ".gunicorn.env").read_text() == f"DROPSHIP_GUNICORN_FLAGS={flags}\n"
+
+
+def test_app_server_command_fails_when_gunicorn_cannot_be_added(tmp_path):
+    venv = tmp_path / "v"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "pip").write_text("#!/bin/sh\nexit 1\n")      # no uv on this machine: pip, which fails
+    (venv / "bin" / "pip").chmod(0o755)
+    assert not Path(UV).exists()                                        # the controller is no droplet
+    proc = subprocess.run(["sh", "-c", rel.app_server_command(str(venv))])
+    assert proc.returncode == 1 and not (venv / ".gunicorn.env").exists()
 
 
 def test_uv_certificate_failure_is_read_as_one():
