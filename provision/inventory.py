@@ -825,7 +825,11 @@ def _resolve_tls(tls: ServerTls, names: str, provider: str, c: _Cursor | None) -
     return tls
 
 
-_WSGI = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\(\))?$")
+# module:variable, or module:factory(...) with literal arguments (as gunicorn takes them): strings of
+# plain characters, numbers, True, False, None, positional or by keyword.
+_WSGI_LITERAL = r"""(?:'[A-Za-z0-9_./:@ -]*'|"[A-Za-z0-9_./:@ -]*"|-?[0-9]+(?:\.[0-9]+)?|True|False|None)"""
+_WSGI_ARG = rf"(?:[A-Za-z_][A-Za-z0-9_]* ?= ?)?{_WSGI_LITERAL}"
+_WSGI = re.compile(rf"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\((?:{_WSGI_ARG}(?:, ?{_WSGI_ARG})*)?\))?$")
 _REL_PATH = re.compile(r"^(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%?=&+,:@-]*$")
 _PREFIX = re.compile(r"^(/[a-z0-9_-]+)+$")
@@ -917,7 +921,8 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
 
     return AppSettings(
         name=name, database=database, source=source_path,
-        wsgi=opt("wsgi", lambda x: x.str(_WSGI, "'wsgi:app' or 'package:create_app()'"), d.wsgi),
+        wsgi=opt("wsgi", lambda x: x.str(_WSGI, "'wsgi:app', 'package:create_app()' or "
+                                                  "'package:create_app(\"production\")'"), d.wsgi),
         requirements=opt("requirements", lambda x: x.str(_REL_PATH, "'requirements/prod.txt'"), d.requirements),
         release_command=opt("release_command", _command, d.release_command),
         db_rollback_command=opt("db_rollback_command", _rollback_command, d.db_rollback_command),
@@ -954,7 +959,7 @@ def _app_env(c: _Cursor | None, database: DatabaseSettings | None) -> tuple[tupl
         return ()
     if not isinstance(c.node, dict):
         c.fail(f"expected a mapping of NAME: value, got {_kind(c.node)}", "write e.g. 'FLASK_CONFIG: production'")
-    taken = {"DROPSHIP_RELEASE", "RELEASE_ID", "PORT", "SLOT", "SCRIPT_NAME"}
+    taken = {"DROPSHIP_RELEASE", "DROPSHIP_GUNICORN_FLAGS", "RELEASE_ID", "PORT", "SLOT", "SCRIPT_NAME"}
     taken |= {"DATABASE_URL", *database.url_env} if database else set()
     out = []
     for key in c.node:

@@ -312,7 +312,7 @@ TITLE = "It's \"$(touch /tmp/pwned)\" `touch /tmp/pwned2`; $HOME \\ \\n —\n ü
 
 
 def guestbook(source: Path, name: str = "guestbook") -> dict:
-    return {"name": name, "source": str(source), "path": "/guestbook", "wsgi": "guestbook:create_app()",
+    return {"name": name, "source": str(source), "path": "/guestbook", "wsgi": "guestbook:create_app('production')",
             "requirements": "requirements/prod.txt", "release_command": "python bin/create_tables.py",
             "health": {"path": "/about", "expect_status": [200], "expect_text": "About"},
             "env": {"GUESTBOOK_ENV": "production", "SITE_TITLE": TITLE,

@@ -99,6 +99,15 @@ class GroupMember(Resource):
                             [f"usermod -aG {q(self.group)} {q(self.user)}"])]
 
 
+def systemd_word(value: str) -> str:
+    """``value`` as one word of a systemd unit's command line (pure): ``%`` and ``$`` doubled (no
+    specifier or variable), and double-quoted with C escapes unless it is plain."""
+    value = value.replace("%", "%%").replace("$", "$$")
+    if re.fullmatch(r"[^\s'\"\\;]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass(frozen=True)
 class Service(Resource):
     """A systemd unit enabled at boot and running now (``enabled=False``: neither)."""

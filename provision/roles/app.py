@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .. import balancer
 from ..engine.files import Absent, Directory, File, Symlink
 from ..engine.model import Resource
-from ..engine.system import User
+from ..engine.system import User, systemd_word
 from ..inventory import AppSettings
 from ..release import GUNICORN_ENV
 from ..sizing import gunicorn_workers
@@ -138,7 +138,8 @@ def app_resources(ctx: RoleContext, app: AppSettings) -> list[Resource]:
                  role=NAME) for s in SLOTS]
     out += [
         File(lay.unit_file, render("app/unit.service.j2", app=app.name, user=lay.user, root=lay.root,
-                                   workers=workers(ctx, app), wsgi=app.wsgi, gunicorn_env=GUNICORN_ENV), role=NAME, notify=(DAEMON_RELOAD,)),
+                                   workers=workers(ctx, app), wsgi=systemd_word(app.wsgi), gunicorn_env=GUNICORN_ENV),
+             role=NAME, notify=(DAEMON_RELOAD,)),
         File(lay.upstream_file, render("app/upstream.conf.j2", slot=SLOTS[0], port=lay.port(SLOTS[0])),
              role=NAME, replace=False),
         File(lay.site, site_config(ctx, app), role=NAME, notify=(RELOAD_NGINX,)),

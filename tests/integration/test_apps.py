@@ -2,9 +2,9 @@
 
 Beside the repo's names app (at the root: `wsgi:app`, DATABASE_URL, Flask-Migrate migrations, a
 /healthz endpoint), the guestbook app of tests/apps/guestbook is written the way apps written
-elsewhere are: a package factory (`guestbook:create_app()`), its database URL in
-GUESTBOOK_DB_URI through psycopg2, requirements in requirements/prod.txt, tables made by a
-script, no health endpoint (the gate asks /about). It is served at /guestbook of the default
+elsewhere are: a package factory given an argument (`guestbook:create_app('production')`), its
+database URL in GUESTBOOK_DB_URI through psycopg2, requirements in requirements/prod.txt, tables
+made by a script, no health endpoint (the gate asks /about). It is served at /guestbook of the default
 server (SCRIPT_NAME), with a hostile string as its page title; it lists no gunicorn, then pins an
 old one. The tests run in order on one droplet: both deploy and serve their forms (CSRF included);
 deploys and rollbacks of each app under load fail no request; a release that cannot start fails

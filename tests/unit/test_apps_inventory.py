@@ -1,5 +1,6 @@
 """Several apps per environment: ``apps:`` (a list) or ``app:`` (one), each validated and checked
 against the others; health gates, database wiring and where nginx serves each app."""
+import json
 import textwrap
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def test_several_apps_with_ports_server_names_and_paths(tmp_path):
     ("app: {name: a, requirements: ../../etc/passwd}\n", ["requirements"]),
     ("app: {name: a, requirements: '/etc/passwd'}\n", ["requirements"]),
     ("app: {name: a, wsgi: 'x:y; rm -rf /'}\n", ["wsgi"]),
+    ("app: {name: a, wsgi: 'x:create_app($(id))'}\n", ["wsgi"]),
+    ("app: {name: a, wsgi: \"x:create_app('a'); rm\"}\n", ["wsgi"]),
+    ("app: {name: a, wsgi: \"x:create_app('%h')\"}\n", ["wsgi"]),
+    ("app: {name: a, wsgi: 'x:create_app(os.getenv(\"A\"))'}\n", ["wsgi", "'package:create_app(\"production\")'"]),
+    ("app: {name: a, env: {DROPSHIP_GUNICORN_FLAGS: --reload}}\n", ["set by Dropship"]),
     ("app: {name: postgres}\n", ["system user"]),
     ("app: {name: a, env: {lower: x}}\n", ["upper-case"]),
     ("app: {name: a, env: {DROPSHIP_RELEASE: x}}\n", ["set by Dropship"]),
@@ -107,6 +113,16 @@ def test_refused_with_one_located_line(tmp_path, apps_yaml, words):
     message = refused(tmp_path, apps_yaml)
     for word in words:
         assert word in message, message
+
+
+@pytest.mark.parametrize("wsgi", ["wsgi:app", "shop.web:application", "shop:create_app()",
+                                  "shop:create_app('production')", 'shop:create_app("prod", debug=False)',
+                                  "shop:create_app(config_name='production', workers=2, ratio=-0.5, x=None)"])
+def test_wsgi_entry_points_gunicorn_takes(tmp_path, wsgi):
+    path = tmp_path / "inventory.yaml"
+    path.write_text(f"environments:\n  e:\n    provider: local\n    droplets: [{{name: w, size: s-1vcpu-1gb, "
+                    f"roles: [base, nginx, app]}}]\n    app: {{name: shop, wsgi: {json.dumps(wsgi)}}}\n")
+    assert load_inventory(path)["e"].settings.apps[0].wsgi == wsgi
 
 
 def test_env_values_keep_quotes_newlines_and_unicode(tmp_path):

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from provision.engine.system import (
-    APT_INSTALL, Download, Firewall, GroupMember, Packages, Service, Swapfile, Timezone, User,
+    APT_INSTALL, Download, Firewall, GroupMember, Packages, Service, Swapfile, Timezone, User, systemd_word,
 )
 
 # --- Packages -----------------------------------------------------------------------------------
@@ -381,3 +381,12 @@ def test_firewall_rules_to_one_address_of_the_host():
     facts = Firewall((rule,)).parse("### tuple ### allow tcp 5432 172.17.0.1 any 172.16.0.0/12 in\n"
                                     "### tuple ### allow tcp 6379 0.0.0.0/0 any 10.110.0.3 in\n")
     assert facts["rules"] == {rule, "6379/tcp from 10.110.0.3"}
+
+
+def test_systemd_word_exact():
+    assert systemd_word("wsgi:app") == "wsgi:app"
+    assert systemd_word("shop:create_app()") == "shop:create_app()"
+    assert systemd_word("shop:create_app('production')") == "\"shop:create_app('production')\""
+    assert systemd_word('shop:create_app("a b", debug=False)') == '"shop:create_app(\\"a b\\", debug=False)"'
+    assert systemd_word("a\\b;c") == '"a\\\\b;c"'
+    assert systemd_word("%h$HOME") == "%%h$$HOME"        # no specifier, no variable
