@@ -479,6 +479,22 @@ def audit_command(audit_log: str, line: str) -> str:
     return f"printf '%s\\n' {q(line)} >> {q(audit_log)}"
 
 
+def prune_venvs_command(releases: str, venvs: str) -> str:
+    """Remove the virtualenvs in ``venvs`` that no release left in ``releases`` links to (run after
+    the releases are pruned, under the deploy lock: the new release already links to its own);
+    none when no release links to any."""
+    return f"""
+cd {q(venvs)} 2>/dev/null || exit 0
+used=$(for l in {q(releases)}/*/.venv; do readlink "$l"; done 2>/dev/null)
+[ -n "$used" ] || exit 0
+for v in *; do
+  [ -d "$v" ] || continue
+  printf '%s\\n' "$used" | grep -qxF -e {q(venvs)}/"$v" || {{ rm -rf "$v" && echo "pruned venv $v"; }}
+done
+true
+"""
+
+
 def prune_command(releases: str, keep: list[str], count: int, dumps: str = "") -> str:
     """Remove releases beyond the newest ``count``, never one in ``keep`` (slots); with ``dumps``,
     also the dump (in that folder) each pruned release would be rolled back with."""

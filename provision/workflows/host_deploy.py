@@ -221,7 +221,8 @@ class AppDeploy:
         self.start_and_switch(state, ship.id, discard_on_failure=True)
         dumps = backup_dir(app.database.name) if app.database and not self.remote_db else ""
         in_slots = [r for r in {**state.slots, state.idle: ship.id}.values() if r]   # (this deploy holds the lock)
-        self.step("prune old releases", rel.prune_command(self.lay.releases, in_slots, app.keep_releases, dumps))
+        self.step("prune old releases", rel.prune_command(self.lay.releases, in_slots, app.keep_releases, dumps) +
+                  rel.prune_venvs_command(self.lay.releases, self.lay.venvs))
         if app.database and self.remote_db and migrates:      # (it made a dump there)
             self.db_step("prune old pre-deploy dumps", prune_dumps_command(app.database.name, app.keep_releases))
         return ship.id

@@ -283,7 +283,9 @@ def test_requirement_change_builds_a_venv_with_uv_that_the_live_slot_runs_and_la
     proc = deploy(site, "v6b")
     fresh = f"/srv/names/shared/venvs/{VENV.search(proc.stderr).group(1)}"
     assert fresh != venv and pyc_inode(on_host, fresh) != pyc_inode(on_host, venv)
-    docker_exec(on_host, "rm -rf /srv/names/shared/venvs/0bad")
+    # no venv outlives the releases using it (the 0bad one included)
+    linked = docker_exec(on_host, "readlink /srv/names/releases/*/.venv | sort -u").split()
+    assert docker_exec(on_host, "ls -d /srv/names/shared/venvs/*").split() == linked and fresh in linked
 
 
 def test_a_venv_made_from_an_older_one_gets_what_a_new_venv_would(site):

@@ -248,3 +248,35 @@ def test_a_killed_deploys_leftovers_are_cleaned_and_its_id_reused(tmp_path):
     subprocess.run(["sh", "-ec", script], check=True)
     assert sorted(p.name for p in (releases / "same").iterdir()) == [".dropship-manifest.json",
                                                                      ".dropship-release.json", "app.py"]
+
+
+def test_prune_venvs_command_exact():
+    assert rel.prune_venvs_command("/srv/my app/releases", "/srv/my app/shared/venvs") == """
+cd '/srv/my app/shared/venvs' 2>/dev/null || exit 0
+used=$(for l in '/srv/my app/releases'/*/.venv; do readlink "$l"; done 2>/dev/null)
+[ -n "$used" ] || exit 0
+for v in *; do
+  [ -d "$v" ] || continue
+  printf '%s\\n' "$used" | grep -qxF -e '/srv/my app/shared/venvs'/"$v" || { rm -rf "$v" && echo "pruned venv $v"; }
+done
+true
+"""
+
+
+def test_venvs_no_release_links_to_are_pruned(tmp_path):
+    """Releases pruned, their virtualenvs go too (requirements changed over months leave none behind)."""
+    releases, venvs = tmp_path / "my app" / "releases", tmp_path / "my app" / "shared" / "venvs"
+    for name in ("a1", "b2", "gone", "older"):
+        (venvs / name / "bin").mkdir(parents=True)
+    for release, venv in (("r1", "a1"), ("r2", "b2"), ("r3", "b2")):
+        (releases / release).mkdir(parents=True)
+        (releases / release / ".venv").symlink_to(venvs / venv)
+    (releases / "r0").mkdir()                                   # unfinished: no .venv yet
+    out = subprocess.run(["sh", "-c", rel.prune_venvs_command(str(releases), str(venvs))],
+                         capture_output=True, text=True, check=True).stdout
+    assert sorted(out.splitlines()) == ["pruned venv gone", "pruned venv older"]
+    assert sorted(p.name for p in venvs.iterdir()) == ["a1", "b2"]
+    for gone in (tmp_path / "no releases", releases / "r0"):          # nothing links: nothing is pruned
+        assert subprocess.run(["sh", "-c", rel.prune_venvs_command(str(gone), str(venvs))],
+                              capture_output=True, text=True, check=True).stdout == ""
+    assert sorted(p.name for p in venvs.iterdir()) == ["a1", "b2"]
