@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 import time
@@ -19,6 +20,7 @@ from .engine.files import File
 from .engine.model import q
 from .engine.nginx import reload_and_wait
 from .engine.uv import SYSTEM_CAS, UV, UV_ENV, seed_command, seeded_venv_commands, venv_commands
+from .errors import DropshipError
 from .transport.procstat import FIELD
 
 MANIFEST = ".dropship-manifest.json"
@@ -102,9 +104,46 @@ def tarball(source: Path, paths: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def requirements_hash(requirements: bytes, python_version: str) -> str:
-    """Virtualenvs are shared by every release with the same requirements and Python."""
-    return hashlib.sha256(requirements + b"\0" + python_version.encode()).hexdigest()[:16]
+_INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")
+# a requirement installing a path of the source: `.`, `-e .`, `./pkg`, `/abs`, `file:…`, `name @ file:…`
+_LOCAL = re.compile(r"^\s*(?:(?:-e|--editable)(?:\s*=\s*|\s+))?(?:\.{1,2}(?:/|$|\[)|/|file:)|@\s*file:")
+
+
+def requirements_text(source: Path, path: str) -> tuple[bytes, bool]:
+    """The requirements file ``path`` of ``source`` and every file it includes (``-r``, ``-c``,
+    relative to the including file), as one text to hash; and whether one of them installs a local
+    path (``-e .``: the release's own code). A missing include is a DropshipError naming file and line."""
+    out: list[bytes] = []
+    local, seen = False, set()
+
+    def read(rel_path: str) -> None:
+        nonlocal local
+        if rel_path in seen:
+            return
+        seen.add(rel_path)
+        text = (source / rel_path).read_text(errors="replace")
+        out.append(rel_path.encode() + b"\0" + text.encode() + b"\0")
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.split(" #", 1)[0]
+            include = _INCLUDE.match(line)
+            if include and "://" not in include.group(1):
+                target = os.path.normpath(os.path.join(os.path.dirname(rel_path), include.group(1)))
+                if target.startswith("..") or os.path.isabs(target) or not (source / target).is_file():
+                    raise DropshipError(f"{rel_path}:{n} includes {include.group(1)}, which is not a file of the "
+                                        "app's source", "ship it with the source, or remove the line")
+                read(target)
+            elif _LOCAL.search(line):
+                local = True
+
+    read(path)
+    return b"".join(out), local
+
+
+def requirements_hash(requirements: bytes, python_version: str, source_manifest: dict | None = None) -> str:
+    """Virtualenvs are shared by every release with the same requirements and Python; requirements
+    that install the source itself (``-e .``) make one per source (``source_manifest``)."""
+    own = json.dumps(source_manifest, sort_keys=True).encode() if source_manifest is not None else b""
+    return hashlib.sha256(requirements + b"\0" + python_version.encode() + own).hexdigest()[:16]
 
 
 def env_file(values: list[tuple[str, str]]) -> bytes:
@@ -246,9 +285,11 @@ def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -
     succeeded, a half-built one is removed. Bytecode is compiled as root, once: the venv's (an older
     venv's on its next use) and the release's, whose files its user cannot write to (a source that
     does not compile is the health check's to report). A venv without ``GUNICORN_ENV`` (new: a seed's
-    is removed; or made before it existed) gets ``app_server_command``."""
+    is removed; or made before it existed) gets ``app_server_command``. It runs in the release, where
+    a requirement's relative path (``-e .``) points."""
     venv, req = f"{venvs}/{digest}", f"{release_dir}/{requirements}"
     return f"""
+cd {q(release_dir)} || exit 1
 if [ ! -e {q(venv)}/.complete ]; then
   rm -rf {q(venv)}
   ok=

@@ -193,7 +193,7 @@ class AppDeploy:
             self.step(f"upload {len(upload.changed)} changed, {len(upload.removed)} removed file(s)",
                       rel.upload_command(self.lay.releases, ship.id, previous, upload, tar,
                                          json.dumps(ship.manifest).encode(), json.dumps(ship.info).encode()))
-            digest = rel.requirements_hash(ship.requirements, state.python)
+            digest = ship.venv_digest(state.python)
             self.virtualenv(digest, release_dir)
             dotenv = rel.env_file(app_environment(app, values, ship.id, self.db_address))
             self.step("write .env", rel.unfinished_command(release_dir) + "\n" + rel.write_file_command(

@@ -27,6 +27,10 @@ class Shipment:
     manifest: dict
     requirements: bytes
     info: dict = field(default_factory=dict)
+    installs_source: bool = False     # the requirements install the source itself (`-e .`)
+
+    def venv_digest(self, python: str) -> str:
+        return rel.requirements_hash(self.requirements, python, self.manifest if self.installs_source else None)
 
 
 def who() -> str:
@@ -67,8 +71,12 @@ def app_shipment(app: AppSettings, source: Path, sha: str, release_id: str | Non
         raise DropshipError(f"app {app.name}: {req} does not exist",
                             "set app.requirements to the requirements file inside app.source")
     rid = release_id or rel.release_id(sha)
-    return Shipment(rid, source, rel.manifest(source, app.exclude), req.read_bytes(),
-                    {"id": rid, "git": sha, "by": who(), "at": now()})
+    try:
+        requirements, local = rel.requirements_text(source, app.requirements)
+    except DropshipError as exc:
+        raise DropshipError(f"app {app.name}: {exc.message}", exc.fix) from None
+    return Shipment(rid, source, rel.manifest(source, app.exclude), requirements,
+                    {"id": rid, "git": sha, "by": who(), "at": now()}, installs_source=local)
 
 
 def dag_shipment(af: AirflowSettings, sha: str, release_id: str) -> Shipment:

@@ -147,6 +147,8 @@ def test_an_app_that_cannot_start_fails_its_gate_at_once_with_its_error_and_the_
     assert guestbook_page(Browser(host.url))[1] == "v2"                      # the old release serves
     host.write(app_settings(host.names.root), guestbook(host.guestbook.root))
     host.invoke("provision")
+    host.invoke("deploy", "--only", "guestbook")                             # the mistake fixed
+    assert guestbook_page(Browser(host.url))[1] == "v2"
 
 
 def test_a_rename_leaves_nginx_valid_and_serving(host):
@@ -184,3 +186,57 @@ def test_removing_an_app_disables_it_and_purge_drops_its_data(host):
     assert Browser(host.url).page()[1] == ["Ada Lovelace"]
     again = last_json(host.invoke("provision", "--json"))
     assert again["ok"] and again["hosts"]["web-1"]["changed"] == 0, again
+
+
+PYPROJECT = """\
+[project]
+name = "pkgapp"
+version = "1.0"
+dependencies = ["flask"]
+
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[tool.setuptools.packages.find]
+where = ["src"]
+"""
+FACTORY = """\
+from flask import Flask
+
+from .message import MESSAGE
+
+
+def create_app():
+    app = Flask(__name__)
+    app.get("/")(lambda: MESSAGE)
+    return app
+"""
+
+
+def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_factory):
+    """A src layout installed by its requirements (`-e .`, after `-r base.txt`), as Flask's tutorial
+    makes apps: each release gets a virtualenv of its own source (a shared one would go on serving
+    the first release's code), and rollback brings back the one before."""
+    repo = AppRepo(tmp_path_factory.mktemp("pkgapp"))
+    for name, text in {"pyproject.toml": PYPROJECT, "src/pkgapp/__init__.py": FACTORY,
+                       "src/pkgapp/message.py": 'MESSAGE = "release one"\n',
+                       "requirements/base.txt": "flask==3.1.3\n", "requirements/prod.txt": "-r base.txt\n-e .\n"
+                       }.items():
+        (repo.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo.root / name).write_text(text)
+    repo.git("init", "-q", "-b", "main")
+    repo.commit("one")
+    host.write(app_settings(host.names.root), {"name": "pkgapp", "source": str(repo.root), "path": "/pkg",
+                                               "wsgi": "pkgapp:create_app()", "requirements": "requirements/prod.txt",
+                                               "health": {"path": "/"}})
+    host.invoke("provision")
+    host.invoke("deploy", "--only", "pkgapp")
+    assert Browser(host.url).open("/pkg/")[2] == "release one"
+    (repo.root / "src/pkgapp/message.py").write_text('MESSAGE = "release two"\n')
+    repo.commit("two")
+    host.invoke("deploy", "--only", "pkgapp")
+    assert Browser(host.url).open("/pkg/")[2] == "release two"
+    host.invoke("rollback", "--app", "pkgapp")
+    assert Browser(host.url).open("/pkg/")[2] == "release one"
+    assert len(host.on_host("ls /srv/pkgapp/shared/venvs").split()) == 2          # one per source

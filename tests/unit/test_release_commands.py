@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from provision import release as rel
+from provision.errors import DropshipError
 from provision.workflows.host_deploy import AppState, app_state_command
 from provision.roles.app import AppLayout
 
@@ -280,3 +281,49 @@ def test_venvs_no_release_links_to_are_pruned(tmp_path):
         assert subprocess.run(["sh", "-c", rel.prune_venvs_command(str(gone), str(venvs))],
                               capture_output=True, text=True, check=True).stdout == ""
     assert sorted(p.name for p in venvs.iterdir()) == ["a1", "b2"]
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_requirements_text_follows_includes_relative_to_the_including_file(tmp_path):
+    write_files(tmp_path, {"requirements/prod.txt": "-r base.txt\n--constraint=../constraints.txt\ngunicorn\n",
+                           "requirements/base.txt": "flask==3.1.3  # the web\n-r base.txt\n",
+                           "constraints.txt": "click<9\n"})
+    text, local = rel.requirements_text(tmp_path, "requirements/prod.txt")
+    assert not local
+    assert text == (b"requirements/prod.txt\0-r base.txt\n--constraint=../constraints.txt\ngunicorn\n\0"
+                    b"requirements/base.txt\0flask==3.1.3  # the web\n-r base.txt\n\0constraints.txt\0click<9\n\0")
+    before = rel.requirements_hash(text, "3.13")
+    (tmp_path / "requirements/base.txt").write_text("flask==3.1.4\n")       # a change in an included file
+    assert rel.requirements_hash(rel.requirements_text(tmp_path, "requirements/prod.txt")[0], "3.13") != before
+
+
+@pytest.mark.parametrize("line, local", [
+    ("-e .", True), ("--editable=.", True), (".", True), ("./libs/shared", True), (".[postgres]", True),
+    ("../sibling", True), ("file:///opt/wheels/x.whl", True), ("mylib @ file:///opt/mylib", True),
+    ("flask==3.1.3", False), ("-e git+https://example.com/x.git#egg=x", False), ("# -e .", False),
+    ("gunicorn # not -e .", False), ("--index-url https://pypi.org/simple", False),
+])
+def test_requirements_that_install_a_path_of_the_source(tmp_path, line, local):
+    write_files(tmp_path, {"requirements.txt": f"flask\n{line}\n"})
+    assert rel.requirements_text(tmp_path, "requirements.txt")[1] is local
+
+
+@pytest.mark.parametrize("line", ["-r missing.txt", "-r ../../etc/passwd", "--requirement /etc/passwd"])
+def test_an_include_outside_the_source_is_one_line(tmp_path, line):
+    write_files(tmp_path, {"req/prod.txt": f"flask\n{line}\n"})
+    with pytest.raises(DropshipError) as info:
+        rel.requirements_text(tmp_path, "req/prod.txt")
+    assert str(info.value) == (f"req/prod.txt:2 includes {line.split()[-1]}, which is not a file of the app's "
+                               "source (fix: ship it with the source, or remove the line)")
+
+
+def test_a_venv_per_source_only_when_the_requirements_install_it():
+    one, other = {"app.py": ["a" * 64, 0o644]}, {"app.py": ["b" * 64, 0o644]}
+    assert rel.requirements_hash(b"flask", "3.13") == rel.requirements_hash(b"flask", "3.13", None)
+    assert rel.requirements_hash(b"-e .", "3.13", one) != rel.requirements_hash(b"-e .", "3.13", other)
+    assert rel.requirements_hash(b"-e .", "3.13", one) == rel.requirements_hash(b"-e .", "3.13", dict(one))

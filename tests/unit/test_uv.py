@@ -76,6 +76,7 @@ def test_a_seeded_venv_is_linked_then_made_exactly_the_fresh_resolution():
 def test_venv_command_marks_complete_only_after_the_install():
     script = rel.venv_command("/srv/shop/venvs", "ab12", "/srv/shop/releases/r1", "requirements.txt")
     assert script == f"""
+cd /srv/shop/releases/r1 || exit 1
 if [ ! -e /srv/shop/venvs/ab12/.complete ]; then
   rm -rf /srv/shop/venvs/ab12
   ok=
