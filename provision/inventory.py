@@ -139,6 +139,7 @@ class AppSettings:
     server_name: str | None = None             # a server of its own (nginx server_name)...
     path: str = ""                             # ...or a path of the default server ("" = its root)
     tls: ServerTls = ServerTls()               # of its own server
+    packages: tuple[str, ...] = ()             # apt packages its hosts need (libpq-dev, libgomp1, ffmpeg...)
 
     @property
     def health_path(self) -> str:
@@ -830,6 +831,7 @@ def _resolve_tls(tls: ServerTls, names: str, provider: str, c: _Cursor | None) -
 _WSGI_LITERAL = r"""(?:'[A-Za-z0-9_./:@ -]*'|"[A-Za-z0-9_./:@ -]*"|-?[0-9]+(?:\.[0-9]+)?|True|False|None)"""
 _WSGI_ARG = rf"(?:[A-Za-z_][A-Za-z0-9_]* ?= ?)?{_WSGI_LITERAL}"
 _WSGI = re.compile(rf"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\((?:{_WSGI_ARG}(?:, ?{_WSGI_ARG})*)?\))?$")
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")        # a Debian package name
 _REL_PATH = re.compile(r"^(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%?=&+,:@-]*$")
 _PREFIX = re.compile(r"^(/[a-z0-9_-]+)+$")
@@ -839,7 +841,7 @@ RESERVED_USERS = ("root", "daemon", "bin", "sys", "nobody", "postgres", "www-dat
                   "sshd", "systemd-network", "messagebus")
 _APP_KEYS = ("name", "database", "source", "wsgi", "requirements", "env", "release_command", "db_rollback_command",
              "keep_releases", "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name",
-             "path", "tls")
+             "path", "tls", "packages")
 
 
 def _apps(c: _Cursor, workspace: Workspace, airflow: AirflowSettings | None) -> tuple[AppSettings, ...]:
@@ -936,6 +938,8 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
                        SecretRef("secret", f"{name.replace('-', '_')}_secret_key", "")),
         exclude=opt("exclude", lambda x: tuple(i.str() for i in x.items()), d.exclude),
         server_name=server_name, path=prefix, tls=_server_tls(tls),
+        packages=opt("packages", lambda x: tuple(dict.fromkeys(i.str(_PACKAGE, "'libpq-dev'") for i in x.items())),
+                     d.packages),
     )
 
 

@@ -35,8 +35,9 @@ def describe(env: Environment) -> str:
         where = f"server {app.server_name}" if app.server_name else f"path {app.path or '/'} of the default server"
         db = app.database
         data = f"database {db.name} user {db.user} password {_secret_state(env, db.password)}" if db else "no database"
+        apt = f"; apt packages {' '.join(app.packages)}" if app.packages else ""
         lines.append(f"  app {app.name}: {where}; slots on ports {app.port + 1}-{app.port + 2}; health "
-                     f"{app.health.path}; {data}")
+                     f"{app.health.path}; {data}{apt}")
     if env.ca_certificates:
         lines.append(f"  CA certificates: {', '.join(str(p) for p in env.ca_certificates)}")
     return "\n".join(lines)

@@ -106,7 +106,8 @@ def layout(app: AppSettings) -> AppLayout:
 
 
 def packages(ctx: RoleContext) -> list[str]:
-    return ["python3-venv", "curl", "rsync"]
+    """What deploys use, and the apt packages the apps ask for (``packages:``)."""
+    return list(dict.fromkeys(["python3-venv", "curl", "rsync", *(p for a in ctx.settings.apps for p in a.packages)]))
 
 
 def site_config(ctx: RoleContext, app: AppSettings) -> bytes:

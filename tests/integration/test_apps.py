@@ -216,8 +216,8 @@ def create_app():
 
 def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_factory):
     """A src layout installed by its requirements (`-e .`, after `-r base.txt`), as Flask's tutorial
-    makes apps: each release gets a virtualenv of its own source (a shared one would go on serving
-    the first release's code), and rollback brings back the one before."""
+    makes apps, needing an apt package: each release gets a virtualenv of its own source (a shared
+    one would go on serving the first release's code), and rollback brings back the one before."""
     repo = AppRepo(tmp_path_factory.mktemp("pkgapp"))
     for name, text in {"pyproject.toml": PYPROJECT, "src/pkgapp/__init__.py": FACTORY,
                        "src/pkgapp/message.py": 'MESSAGE = "release one"\n',
@@ -229,8 +229,11 @@ def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_
     repo.commit("one")
     host.write(app_settings(host.names.root), {"name": "pkgapp", "source": str(repo.root), "path": "/pkg",
                                                "wsgi": "pkgapp:create_app()", "requirements": "requirements/prod.txt",
-                                               "health": {"path": "/"}})
-    host.invoke("provision")
+                                               "health": {"path": "/"}, "packages": ["sqlite3"]})
+    host.invoke("provision")                                                   # apt installs what the app asks for
+    assert host.on_host("runuser -u pkgapp -- sqlite3 --version").startswith("3.")
+    again = last_json(host.invoke("provision", "--json"))
+    assert again["hosts"]["web-1"]["changed"] == 0, again
     host.invoke("deploy", "--only", "pkgapp")
     assert Browser(host.url).open("/pkg/")[2] == "release one"
     (repo.root / "src/pkgapp/message.py").write_text('MESSAGE = "release two"\n')

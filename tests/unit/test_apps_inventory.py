@@ -99,6 +99,9 @@ def test_several_apps_with_ports_server_names_and_paths(tmp_path):
     ("app: {name: a, wsgi: \"x:create_app('%h')\"}\n", ["wsgi"]),
     ("app: {name: a, wsgi: 'x:create_app(os.getenv(\"A\"))'}\n", ["wsgi", "'package:create_app(\"production\")'"]),
     ("app: {name: a, env: {DROPSHIP_GUNICORN_FLAGS: --reload}}\n", ["set by Dropship"]),
+    ("app: {name: a, packages: ['libpq-dev; reboot']}\n", ["packages[0]", "'libpq-dev'"]),
+    ("app: {name: a, packages: [-oAPT::x=1]}\n", ["packages[0]"]),
+    ("app: {name: a, packages: libpq-dev}\n", ["packages"]),
     ("app: {name: postgres}\n", ["system user"]),
     ("app: {name: a, env: {lower: x}}\n", ["upper-case"]),
     ("app: {name: a, env: {DROPSHIP_RELEASE: x}}\n", ["set by Dropship"]),
@@ -123,6 +126,24 @@ def test_wsgi_entry_points_gunicorn_takes(tmp_path, wsgi):
     path.write_text(f"environments:\n  e:\n    provider: local\n    droplets: [{{name: w, size: s-1vcpu-1gb, "
                     f"roles: [base, nginx, app]}}]\n    app: {{name: shop, wsgi: {json.dumps(wsgi)}}}\n")
     assert load_inventory(path)["e"].settings.apps[0].wsgi == wsgi
+
+
+def test_app_packages_go_to_the_hosts_of_the_app_role_once(tmp_path):
+    from provision.facts import SystemFacts
+    from provision.roles import RoleContext, app as app_role
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text("environments:\n  e:\n    provider: local\n    droplets: [{name: w, size: s-1vcpu-1gb, "
+                    "roles: [base, nginx, app]}]\n    apps:\n"
+                    "      - {name: shop, packages: [libpq-dev, libgomp1, libpq-dev]}\n"
+                    "      - {name: blog, path: /blog, packages: [ffmpeg, libgomp1, g++]}\n")
+    env = load_inventory(path)["e"]
+    assert [a.packages for a in env.settings.apps] == [("libpq-dev", "libgomp1"), ("ffmpeg", "libgomp1", "g++")]
+    ctx = RoleContext(env, env.hosts[0], SystemFacts("debian", "13", "trixie", "none", 2048, 2), "ssh-ed25519 A", {})
+    assert app_role.packages(ctx) == ["python3-venv", "curl", "rsync", "libpq-dev", "libgomp1", "ffmpeg", "g++"]
+    from provision.inventory_view import describe
+
+    assert "health /healthz; no database; apt packages libpq-dev libgomp1\n" in describe(env)
 
 
 def test_env_values_keep_quotes_newlines_and_unicode(tmp_path):
