@@ -116,6 +116,7 @@ class TlsSettings:
 class NginxSettings:
     server_name: str = "_"
     tls: ServerTls = ServerTls()
+    client_max_body_size: str = "20m"          # the largest request body (uploads) nginx accepts
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class AppSettings:
     path: str = ""                             # ...or a path of the default server ("" = its root)
     tls: ServerTls = ServerTls()               # of its own server
     packages: tuple[str, ...] = ()             # apt packages its hosts need (libpq-dev, libgomp1, ffmpeg...)
+    request_timeout: int = 60                  # seconds a request may take (gunicorn --timeout, nginx's read timeout)
 
     @property
     def health_path(self) -> str:
@@ -775,10 +777,13 @@ def _postgres(c: _Cursor | None) -> PostgresSettings:
 def _nginx(c: _Cursor | None) -> NginxSettings:
     if c is None:
         return NginxSettings()
-    c.mapping(("server_name", "tls"))
-    name = c.child("server_name")
+    c.mapping(("server_name", "tls", "client_max_body_size"))
+    name, body = c.child("server_name"), c.child("client_max_body_size")
     names = "_" if name is None or name.node == "_" else _server_names(name)
-    return NginxSettings(server_name=names, tls=_server_tls(c.child("tls")))
+    return NginxSettings(server_name=names, tls=_server_tls(c.child("tls")),
+                         client_max_body_size=str(body.node).lower() if body and isinstance(body.node, int)
+                         and not isinstance(body.node, bool) and body.node >= 0 else
+                         body.str(_SIZE, "'100m'").lower() if body else NginxSettings.client_max_body_size)
 
 
 def _server_tls(c: _Cursor | None) -> ServerTls:
@@ -831,6 +836,7 @@ def _resolve_tls(tls: ServerTls, names: str, provider: str, c: _Cursor | None) -
 _WSGI_LITERAL = r"""(?:'[A-Za-z0-9_./:@ -]*'|"[A-Za-z0-9_./:@ -]*"|-?[0-9]+(?:\.[0-9]+)?|True|False|None)"""
 _WSGI_ARG = rf"(?:[A-Za-z_][A-Za-z0-9_]* ?= ?)?{_WSGI_LITERAL}"
 _WSGI = re.compile(rf"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\((?:{_WSGI_ARG}(?:, ?{_WSGI_ARG})*)?\))?$")
+_SIZE = re.compile(r"^[0-9]{1,6}[kKmMgG]?$")          # nginx sizes: 0 (no limit), 512k, 100m, 1g
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")        # a Debian package name
 _REL_PATH = re.compile(r"^(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%?=&+,:@-]*$")
@@ -841,7 +847,7 @@ RESERVED_USERS = ("root", "daemon", "bin", "sys", "nobody", "postgres", "www-dat
                   "sshd", "systemd-network", "messagebus")
 _APP_KEYS = ("name", "database", "source", "wsgi", "requirements", "env", "release_command", "db_rollback_command",
              "keep_releases", "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name",
-             "path", "tls", "packages")
+             "path", "tls", "packages", "request_timeout")
 
 
 def _apps(c: _Cursor, workspace: Workspace, airflow: AirflowSettings | None) -> tuple[AppSettings, ...]:
@@ -940,6 +946,7 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
         server_name=server_name, path=prefix, tls=_server_tls(tls),
         packages=opt("packages", lambda x: tuple(dict.fromkeys(i.str(_PACKAGE, "'libpq-dev'") for i in x.items())),
                      d.packages),
+        request_timeout=opt("request_timeout", lambda x: x.int(5, 3600), d.request_timeout),
     )
 
 

@@ -139,10 +139,10 @@ def requirements_text(source: Path, path: str) -> tuple[bytes, bool]:
     return b"".join(out), local
 
 
-def requirements_hash(requirements: bytes, python_version: str, source_manifest: dict | None = None) -> str:
+def requirements_hash(requirements: bytes, python_version: str, release_id: str = "") -> str:
     """Virtualenvs are shared by every release with the same requirements and Python; requirements
-    that install the source itself (``-e .``) make one per source (``source_manifest``)."""
-    own = json.dumps(source_manifest, sort_keys=True).encode() if source_manifest is not None else b""
+    that install the release itself (``-e .`` links to its folder) make one per release."""
+    own = b"\0" + release_id.encode() if release_id else b""
     return hashlib.sha256(requirements + b"\0" + python_version.encode() + own).hexdigest()[:16]
 
 
@@ -389,7 +389,8 @@ def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: s
     a body holding ``expect_text``; else say what was expected and what came back, and exit 1.
     ``host``: the Host header sent (the server name of an app behind a load balancer). ``unit``: the
     service answering there; the wait ends early once systemd has restarted it twice (it keeps
-    exiting), and a failure first prints the gist of its latest run's own log."""
+    exiting), and a failure first prints the gist of its own log since the gate began (from the
+    start of the run then: a restart may just have begun a run that printed nothing yet)."""
     codes = "|".join(str(c) for c in expect_status) or "2??|3??"
     want = "HTTP " + ("/".join(str(c) for c in expect_status) or "2xx/3xx") + \
         (f" with {expect_text!r} in the body" if expect_text else "")
@@ -401,9 +402,9 @@ def health_command(url: str, expect_status: tuple[int, ...] = (), expect_text: s
     watch, crashed, log = "", "", ""
     if unit:
         watch = f"\n  [ $((i % 10)) -eq 9 ] && n=$({restarts}) && [ \"${{n:-0}}\" -ge $((${{n0:-0}} + 2)) ] && break"
-        crashed = f"n0=$({restarts}); n=\n"
-        log = (f"since=$(systemctl show -p ExecMainStartTimestamp --value {q(unit)} 2>/dev/null)\n"
-               f'[ -n "$since" ] && journalctl -u {q(unit)} --since "$since" -o cat --no-pager 2>/dev/null | '
+        crashed = (f"n0=$({restarts}); n=\n"
+                   f"since=$(systemctl show -p ExecMainStartTimestamp --value {q(unit)} 2>/dev/null)\n")
+        log = (f'[ -n "$since" ] && journalctl -u {q(unit)} --since "$since" -o cat --no-pager 2>/dev/null | '
                f"{LOG_GIST} | sed 's/^/log: /'\n"
                f'[ -n "$n" ] && [ "$n" -ge $((${{n0:-0}} + 2)) ] && code="none (the service keeps exiting)"\n')
     # Two processes a try (curl, sleep), the answer kept in a folder of its own: the gate shares the

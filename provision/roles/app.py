@@ -117,7 +117,8 @@ def site_config(ctx: RoleContext, app: AppSettings) -> bytes:
     names = app.server_name or ctx.settings.nginx.server_name
     return render("app/site.conf.j2", app=app.name, upstream=lay.upstream, upstream_file=lay.upstream_file,
                   mode=mode, server_name=names, locations=LOCATIONS, tls=include_for(ctx, names),
-                  forwarded_proto=balancer.forwarded_proto(ctx.env, ctx.host, ctx.addresses))
+                  forwarded_proto=balancer.forwarded_proto(ctx.env, ctx.host, ctx.addresses),
+                  read_timeout=app.request_timeout)
 
 
 def workers(ctx: RoleContext, app: AppSettings) -> int:
@@ -139,7 +140,8 @@ def app_resources(ctx: RoleContext, app: AppSettings) -> list[Resource]:
                  role=NAME) for s in SLOTS]
     out += [
         File(lay.unit_file, render("app/unit.service.j2", app=app.name, user=lay.user, root=lay.root,
-                                   workers=workers(ctx, app), wsgi=systemd_word(app.wsgi), gunicorn_env=GUNICORN_ENV),
+                                   workers=workers(ctx, app), timeout=app.request_timeout + 5, wsgi=systemd_word(app.wsgi),
+                                   gunicorn_env=GUNICORN_ENV),
              role=NAME, notify=(DAEMON_RELOAD,)),
         File(lay.upstream_file, render("app/upstream.conf.j2", slot=SLOTS[0], port=lay.port(SLOTS[0])),
              role=NAME, replace=False),
@@ -149,7 +151,8 @@ def app_resources(ctx: RoleContext, app: AppSettings) -> list[Resource]:
     if app.path:
         proto = balancer.forwarded_proto(ctx.env, ctx.host, ctx.addresses)
         out.append(File(lay.location_file, render("app/location.conf.j2", path=app.path, upstream=lay.upstream,
-                                                  forwarded_proto=proto), role=NAME, notify=(RELOAD_NGINX,)))
+                                                  forwarded_proto=proto, read_timeout=app.request_timeout),
+                        role=NAME, notify=(RELOAD_NGINX,)))
     else:
         out.append(Absent(lay.location_file, role=NAME, notify=(RELOAD_NGINX,)))
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .. import balancer
 from ..engine.files import Absent, File, Symlink
 from ..engine.model import Resource
+from ..inventory import AppSettings
 from ..templates import render
 from . import Role, RoleContext, tls
 from .app import NGINX_DEFAULT_SITE
@@ -24,8 +25,9 @@ def site_config(ctx: RoleContext) -> bytes:
     """The lb's site: a server block per entry of ``balancer.site_servers``, each including the tls
     role's snippet of its server when HTTPS is on for it (the certificates are the lb's)."""
     servers = [{"names": names, "tls": tls.include_for(ctx, owner)} for names, owner in balancer.site_servers(ctx.env)]
+    timeout = max((a.request_timeout for a in ctx.settings.apps), default=AppSettings.request_timeout)
     return render("lb/site.conf.j2", upstream=balancer.UPSTREAM, upstream_file=balancer.UPSTREAM_FILE,
-                  placeholder=balancer.PLACEHOLDER, servers=servers)
+                  placeholder=balancer.PLACEHOLDER, servers=servers, read_timeout=timeout)
 
 
 def resources(ctx: RoleContext) -> list[Resource]:

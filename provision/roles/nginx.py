@@ -28,9 +28,9 @@ def resources(ctx: RoleContext) -> list[Resource]:
         Absent("/etc/nginx/sites-enabled/default", role=NAME, notify=(handler,)),
         Directory("/etc/nginx/dropship", role=NAME),
         Directory(LOCATIONS, role=NAME),          # other roles drop `location` blocks here (airflow)
-        File("/etc/nginx/conf.d/00-dropship.conf", render("nginx/00-dropship.conf.j2", client_max_body_size="20m",
-                                                         lb_address=balancer.lb_address_for(ctx.env, ctx.host,
-                                                                                            ctx.addresses)),
+        File("/etc/nginx/conf.d/00-dropship.conf", render(
+            "nginx/00-dropship.conf.j2", client_max_body_size=ctx.settings.nginx.client_max_body_size,
+            lb_address=balancer.lb_address_for(ctx.env, ctx.host, ctx.addresses)),
              role=NAME, check=TEST, notify=(handler,)),
         Service("nginx", role=NAME),
     ]

@@ -30,7 +30,7 @@ class Shipment:
     installs_source: bool = False     # the requirements install the source itself (`-e .`)
 
     def venv_digest(self, python: str) -> str:
-        return rel.requirements_hash(self.requirements, python, self.manifest if self.installs_source else None)
+        return rel.requirements_hash(self.requirements, python, self.id if self.installs_source else "")
 
 
 def who() -> str:

@@ -202,21 +202,32 @@ build-backend = "setuptools.build_meta"
 where = ["src"]
 """
 FACTORY = """\
-from flask import Flask
+import time
+
+from flask import Flask, request
 
 from .message import MESSAGE
 
 
 def create_app():
     app = Flask(__name__)
-    app.get("/")(lambda: MESSAGE)
+
+    @app.get("/")
+    def index():
+        return MESSAGE
+
+    @app.get("/slow")
+    def slow():
+        time.sleep(float(request.args["s"]))
+        return "done"
+
     return app
 """
 
 
 def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_factory):
     """A src layout installed by its requirements (`-e .`, after `-r base.txt`), as Flask's tutorial
-    makes apps, needing an apt package: each release gets a virtualenv of its own source (a shared
+    makes apps, needing an apt package and a request timeout of its own: each release gets a virtualenv of its own source (a shared
     one would go on serving the first release's code), and rollback brings back the one before."""
     repo = AppRepo(tmp_path_factory.mktemp("pkgapp"))
     for name, text in {"pyproject.toml": PYPROJECT, "src/pkgapp/__init__.py": FACTORY,
@@ -229,13 +240,16 @@ def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_
     repo.commit("one")
     host.write(app_settings(host.names.root), {"name": "pkgapp", "source": str(repo.root), "path": "/pkg",
                                                "wsgi": "pkgapp:create_app()", "requirements": "requirements/prod.txt",
-                                               "health": {"path": "/"}, "packages": ["sqlite3"]})
+                                               "health": {"path": "/"}, "packages": ["sqlite3"],
+                                               "request_timeout": 8})
     host.invoke("provision")                                                   # apt installs what the app asks for
     assert host.on_host("runuser -u pkgapp -- sqlite3 --version").startswith("3.")
     again = last_json(host.invoke("provision", "--json"))
     assert again["hosts"]["web-1"]["changed"] == 0, again
     host.invoke("deploy", "--only", "pkgapp")
     assert Browser(host.url).open("/pkg/")[2] == "release one"
+    assert Browser(host.url).open("/pkg/slow?s=2")[:3:2] == (200, "done")
+    assert Browser(host.url).open("/pkg/slow?s=11")[0] == 504           # request_timeout: 8 s
     (repo.root / "src/pkgapp/message.py").write_text('MESSAGE = "release two"\n')
     repo.commit("two")
     host.invoke("deploy", "--only", "pkgapp")

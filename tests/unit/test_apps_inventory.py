@@ -102,6 +102,10 @@ def test_several_apps_with_ports_server_names_and_paths(tmp_path):
     ("app: {name: a, packages: ['libpq-dev; reboot']}\n", ["packages[0]", "'libpq-dev'"]),
     ("app: {name: a, packages: [-oAPT::x=1]}\n", ["packages[0]"]),
     ("app: {name: a, packages: libpq-dev}\n", ["packages"]),
+    ("app: {name: a, request_timeout: 1}\n", ["request_timeout", "5"]),
+    ("app: {name: a, request_timeout: '90; rm'}\n", ["request_timeout"]),
+    ("nginx: {client_max_body_size: '100m; return 200'}\n", ["client_max_body_size", "'100m'"]),
+    ("nginx: {client_max_body_size: 1t}\n", ["client_max_body_size"]),
     ("app: {name: postgres}\n", ["system user"]),
     ("app: {name: a, env: {lower: x}}\n", ["upper-case"]),
     ("app: {name: a, env: {DROPSHIP_RELEASE: x}}\n", ["set by Dropship"]),
@@ -144,6 +148,26 @@ def test_app_packages_go_to_the_hosts_of_the_app_role_once(tmp_path):
     from provision.inventory_view import describe
 
     assert "health /healthz; no database; apt packages libpq-dev libgomp1\n" in describe(env)
+
+
+def test_request_timeout_and_body_size_reach_gunicorn_and_nginx(tmp_path):
+    from provision.facts import SystemFacts
+    from provision.roles import RoleContext, app as app_role, nginx as nginx_role
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text("environments:\n  e:\n    provider: local\n    droplets: [{name: w, size: s-1vcpu-1gb, "
+                    "roles: [base, nginx, app]}]\n    nginx: {client_max_body_size: 100M}\n    apps:\n"
+                    "      - {name: shop, request_timeout: 300}\n      - {name: blog, path: /blog}\n")
+    env = load_inventory(path)["e"]
+    assert [a.request_timeout for a in env.settings.apps] == [300, 60]
+    ctx = RoleContext(env, env.hosts[0], SystemFacts("debian", "13", "trixie", "none", 2048, 2), "ssh-ed25519 A", {})
+    files = {getattr(r, "path", ""): getattr(r, "content", b"").decode() for r in app_role.resources(ctx) +
+             nginx_role.resources(ctx)}
+    assert " --workers 2 --timeout 305 --graceful-timeout 20 " in files["/etc/systemd/system/shop@.service"]
+    assert "        proxy_read_timeout 300s;\n" in files["/etc/nginx/sites-available/shop.conf"]
+    assert " --timeout 65 " in files["/etc/systemd/system/blog@.service"]
+    assert "        proxy_read_timeout 60s;\n" in files["/etc/nginx/dropship/locations/app-blog.conf"]
+    assert "\nclient_max_body_size 100m;\n" in files["/etc/nginx/conf.d/00-dropship.conf"]
 
 
 def test_env_values_keep_quotes_newlines_and_unicode(tmp_path):

@@ -186,6 +186,11 @@ def test_lb_server_names_are_the_default_servers_then_the_apps(tmp_path):
     assert lb.site_servers(env) == [("example.com www.example.com names.example.com", "example.com www.example.com")]
 
 
+def test_the_lb_waits_as_long_as_the_slowest_app_may_take(tmp_path):
+    env = load(tmp_path, INVENTORY.replace("      name: names\n", "      name: names\n      request_timeout: 240\n"))
+    assert "        proxy_read_timeout 240s;\n" in lb_role.site_config(ctx(env, "lb-1")).decode()
+
+
 def test_the_lb_role_writes_its_upstream_only_when_absent_with_the_serving_web_hosts(tmp_path):
     env = load(tmp_path)
     files = {r.path: r for r in lb_role.resources(ctx(env, "lb-1", ("web-2",))) if hasattr(r, "content")}

@@ -322,8 +322,13 @@ def test_an_include_outside_the_source_is_one_line(tmp_path, line):
                                "source (fix: ship it with the source, or remove the line)")
 
 
-def test_a_venv_per_source_only_when_the_requirements_install_it():
-    one, other = {"app.py": ["a" * 64, 0o644]}, {"app.py": ["b" * 64, 0o644]}
-    assert rel.requirements_hash(b"flask", "3.13") == rel.requirements_hash(b"flask", "3.13", None)
-    assert rel.requirements_hash(b"-e .", "3.13", one) != rel.requirements_hash(b"-e .", "3.13", other)
-    assert rel.requirements_hash(b"-e .", "3.13", one) == rel.requirements_hash(b"-e .", "3.13", dict(one))
+def test_a_venv_per_release_only_when_the_requirements_install_it():
+    from provision.workflows.shipment import Shipment
+
+    def ship(rid: str, requirements: bytes, local: bool) -> Shipment:
+        return Shipment(rid, Path("."), {}, requirements, installs_source=local)
+
+    assert ship("r1", b"flask", False).venv_digest("3.13") == ship("r2", b"flask", False).venv_digest("3.13") \
+        == rel.requirements_hash(b"flask", "3.13")
+    assert ship("r1", b"-e .", True).venv_digest("3.13") != ship("r2", b"-e .", True).venv_digest("3.13")
+    assert ship("r1", b"-e .", True).venv_digest("3.13") == rel.requirements_hash(b"-e .", "3.13", "r1")
