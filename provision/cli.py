@@ -11,7 +11,7 @@ import threading
 
 from invoke import Collection, Exit, task
 
-from .cli_shared import environment, required, inventory_path, print_json, split_names, user_errors
+from .cli_shared import environment, inventory_path, print_json, required, split_names, user_errors
 from .errors import DropshipError
 from .transport.pool import PARALLEL
 

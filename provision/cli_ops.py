@@ -7,7 +7,7 @@ import sys
 
 from invoke import Exit, task
 
-from .cli_shared import environment, required, print_json, split_names, user_errors
+from .cli_shared import environment, print_json, required, split_names, user_errors
 from .errors import DropshipError
 
 

@@ -781,9 +781,14 @@ def _nginx(c: _Cursor | None) -> NginxSettings:
     name, body = c.child("server_name"), c.child("client_max_body_size")
     names = "_" if name is None or name.node == "_" else _server_names(name)
     return NginxSettings(server_name=names, tls=_server_tls(c.child("tls")),
-                         client_max_body_size=str(body.node).lower() if body and isinstance(body.node, int)
-                         and not isinstance(body.node, bool) and body.node >= 0 else
-                         body.str(_SIZE, "'100m'").lower() if body else NginxSettings.client_max_body_size)
+                         client_max_body_size=_nginx_size(body) if body else NginxSettings.client_max_body_size)
+
+
+def _nginx_size(c: _Cursor) -> str:
+    """An nginx size, lower-cased: ``0`` (no limit), ``512k``, ``100m``, ``1g``."""
+    if isinstance(c.node, int) and not isinstance(c.node, bool) and c.node >= 0:
+        return str(c.node)
+    return c.str(_SIZE, "'100m'").lower()
 
 
 def _server_tls(c: _Cursor | None) -> ServerTls:

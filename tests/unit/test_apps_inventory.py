@@ -126,41 +126,42 @@ def test_refused_with_one_located_line(tmp_path, apps_yaml, words):
                                   "shop:create_app('production')", 'shop:create_app("prod", debug=False)',
                                   "shop:create_app(config_name='production', workers=2, ratio=-0.5, x=None)"])
 def test_wsgi_entry_points_gunicorn_takes(tmp_path, wsgi):
-    path = tmp_path / "inventory.yaml"
-    path.write_text(f"environments:\n  e:\n    provider: local\n    droplets: [{{name: w, size: s-1vcpu-1gb, "
-                    f"roles: [base, nginx, app]}}]\n    app: {{name: shop, wsgi: {json.dumps(wsgi)}}}\n")
-    assert load_inventory(path)["e"].settings.apps[0].wsgi == wsgi
+    assert load(tmp_path, f"app: {{name: shop, wsgi: {json.dumps(wsgi)}}}\n").settings.apps[0].wsgi == wsgi
+
+
+def role_context(env):
+    from provision.facts import SystemFacts
+    from provision.roles import RoleContext
+
+    return RoleContext(env, env.hosts[0], SystemFacts("debian", "13", "trixie", "none", 2048, 2), "ssh-ed25519 A", {})
 
 
 def test_app_packages_go_to_the_hosts_of_the_app_role_once(tmp_path):
-    from provision.facts import SystemFacts
-    from provision.roles import RoleContext, app as app_role
-
-    path = tmp_path / "inventory.yaml"
-    path.write_text("environments:\n  e:\n    provider: local\n    droplets: [{name: w, size: s-1vcpu-1gb, "
-                    "roles: [base, nginx, app]}]\n    apps:\n"
-                    "      - {name: shop, packages: [libpq-dev, libgomp1, libpq-dev]}\n"
-                    "      - {name: blog, path: /blog, packages: [ffmpeg, libgomp1, g++]}\n")
-    env = load_inventory(path)["e"]
-    assert [a.packages for a in env.settings.apps] == [("libpq-dev", "libgomp1"), ("ffmpeg", "libgomp1", "g++")]
-    ctx = RoleContext(env, env.hosts[0], SystemFacts("debian", "13", "trixie", "none", 2048, 2), "ssh-ed25519 A", {})
-    assert app_role.packages(ctx) == ["python3-venv", "curl", "rsync", "libpq-dev", "libgomp1", "ffmpeg", "g++"]
     from provision.inventory_view import describe
+    from provision.roles import app as app_role
 
+    env = load(tmp_path, """
+        apps:
+          - {name: shop, packages: [libpq-dev, libgomp1, libpq-dev]}
+          - {name: blog, path: /blog, packages: [ffmpeg, libgomp1, g++]}
+    """)
+    assert [a.packages for a in env.settings.apps] == [("libpq-dev", "libgomp1"), ("ffmpeg", "libgomp1", "g++")]
+    assert app_role.packages(role_context(env)) == ["python3-venv", "curl", "rsync", "libpq-dev", "libgomp1",
+                                                    "ffmpeg", "g++"]
     assert "health /healthz; no database; apt packages libpq-dev libgomp1\n" in describe(env)
 
 
 def test_request_timeout_and_body_size_reach_gunicorn_and_nginx(tmp_path):
-    from provision.facts import SystemFacts
-    from provision.roles import RoleContext, app as app_role, nginx as nginx_role
+    from provision.roles import app as app_role, nginx as nginx_role
 
-    path = tmp_path / "inventory.yaml"
-    path.write_text("environments:\n  e:\n    provider: local\n    droplets: [{name: w, size: s-1vcpu-1gb, "
-                    "roles: [base, nginx, app]}]\n    nginx: {client_max_body_size: 100M}\n    apps:\n"
-                    "      - {name: shop, request_timeout: 300}\n      - {name: blog, path: /blog}\n")
-    env = load_inventory(path)["e"]
+    env = load(tmp_path, """
+        nginx: {client_max_body_size: 100M}
+        apps:
+          - {name: shop, request_timeout: 300}
+          - {name: blog, path: /blog}
+    """)
     assert [a.request_timeout for a in env.settings.apps] == [300, 60]
-    ctx = RoleContext(env, env.hosts[0], SystemFacts("debian", "13", "trixie", "none", 2048, 2), "ssh-ed25519 A", {})
+    ctx = role_context(env)
     files = {getattr(r, "path", ""): getattr(r, "content", b"").decode() for r in app_role.resources(ctx) +
              nginx_role.resources(ctx)}
     assert " --workers 2 --timeout 305 --graceful-timeout 20 " in files["/etc/systemd/system/shop@.service"]
