@@ -142,6 +142,7 @@ class AppSettings:
     tls: ServerTls = ServerTls()               # of its own server
     packages: tuple[str, ...] = ()             # apt packages its hosts need (libpq-dev, libgomp1, ffmpeg...)
     request_timeout: int = 60                  # seconds a request may take (gunicorn --timeout, nginx's read timeout)
+    shared_dirs: tuple[str, ...] = ()          # folders kept across releases, the app's to write (instance, uploads)
 
     @property
     def health_path(self) -> str:
@@ -378,7 +379,7 @@ class _Cursor:
         fix = f"write something like {hint}" if hint else "write a quoted string"
         if not isinstance(self.node, str) or not self.node:
             self.fail(f"expected a non-empty string{hint and ' like ' + hint}, got {_kind(self.node)}", fix)
-        if pattern and not pattern.match(self.node):
+        if pattern and not pattern.fullmatch(self.node):
             self.fail(f"{self.node!r} is not valid{hint and '; expected something like ' + hint}", fix)
         return self.node
 
@@ -420,7 +421,7 @@ class _Cursor:
         if len(node) != 1:
             self.fail("expected exactly one of 'env' or 'secret'", fix)
         kind, name = next(iter(node.items()))
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
             self.fail(f"secret name {name!r} must be letters, digits and underscores", fix)
         return SecretRef(kind, name, f"{self.path.name}:{self.line} {self.key}")
 
@@ -463,7 +464,7 @@ def load_inventory(path: str | os.PathLike) -> dict[str, Environment]:
         node = yamlsource.merged(defaults.node, envs.node[name]) \
             if isinstance(envs.node[name], dict) else envs.node[name]
         cursor = _Cursor(path, node, f"environments.{name}", envs.node.line_of(name))
-        if not _IDENT.match(str(name)):
+        if not _IDENT.fullmatch(str(name)):
             cursor.fail("environment names are lower-case letters, digits and underscores",
                         "rename it, e.g. 'staging' or 'prod_eu'")
         out[name] = _environment(name, cursor, workspace, path)
@@ -708,7 +709,7 @@ def _deploy(c: _Cursor | None) -> DeploySettings:
     size = c.child("batch_size")
     if size is None:
         return DeploySettings()
-    m = _BATCH.match(str(size.node)) if not isinstance(size.node, bool) else None
+    m = _BATCH.fullmatch(str(size.node)) if not isinstance(size.node, bool) else None
     if not m or (m.group(2) and int(m.group(1)) > 100):
         size.fail(f"expected a number of hosts like 2 or a share like '50%', got {size.node!r}",
                   "write a whole number from 1, or a percentage from 1% to 100%")
@@ -725,7 +726,7 @@ def _swap(c: _Cursor | None) -> int | None:
         return None
     if c.node is False or c.node == "off":
         return 0
-    m = _SIZE_MB.match(str(c.node))
+    m = _SIZE_MB.fullmatch(str(c.node))
     if not m:
         c.fail(f"expected auto, off or a size like 2G or 512M, got {c.node!r}", "write auto, off, 2G or 512M")
     return int(m.group(1)) * (1024 if m.group(2).upper() == "G" else 1)
@@ -739,7 +740,7 @@ def _firewall(c: _Cursor | None) -> tuple[str, ...]:
     out = []
     for item in allow.items():
         value = str(item.node)
-        m = re.match(r"^(\d{1,5})(?:/(tcp|udp))?$", value)
+        m = re.fullmatch(r"^(\d{1,5})(?:/(tcp|udp))?$", value)
         if not m or not 0 < int(m.group(1)) < 65536:
             item.fail(f"expected a port like 22 or 53/udp, got {item.node!r}", "list ports like 22, 443 or 53/udp")
         out.append(f"{m.group(1)}/{m.group(2) or 'tcp'}")
@@ -826,7 +827,7 @@ def _tls(c: _Cursor | None, workspace: Workspace) -> TlsSettings:
 def _resolve_tls(tls: ServerTls, names: str, provider: str, c: _Cursor | None) -> ServerTls:
     """``auto`` becomes letsencrypt for DNS names (off on the local provider); letsencrypt needs
     names an HTTP-01 validation can reach: no ``_``, no wildcard."""
-    real = names != "_" and all(_HOSTNAME.match(n) for n in names.split())
+    real = names != "_" and all(_HOSTNAME.fullmatch(n) for n in names.split())
     if tls.mode == "auto":
         return replace(tls, mode="letsencrypt" if real and provider != "local" else "off")
     if tls.mode == "letsencrypt" and not real:
@@ -844,6 +845,7 @@ _WSGI = re.compile(rf"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\((?:{_WS
 _SIZE = re.compile(r"^[0-9]{1,6}[kKmMgG]?$")          # nginx sizes: 0 (no limit), 512k, 100m, 1g
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")        # a Debian package name
 _REL_PATH = re.compile(r"^(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+_SHARED_DIR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")   # no dot first: not .env
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%?=&+,:@-]*$")
 _PREFIX = re.compile(r"^(/[a-z0-9_-]+)+$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -852,7 +854,7 @@ RESERVED_USERS = ("root", "daemon", "bin", "sys", "nobody", "postgres", "www-dat
                   "sshd", "systemd-network", "messagebus")
 _APP_KEYS = ("name", "database", "source", "wsgi", "requirements", "env", "release_command", "db_rollback_command",
              "keep_releases", "health_path", "health", "port", "workers", "secret_key", "exclude", "server_name",
-             "path", "tls", "packages", "request_timeout")
+             "path", "tls", "packages", "request_timeout", "shared_dirs")
 
 
 def _apps(c: _Cursor, workspace: Workspace, airflow: AirflowSettings | None) -> tuple[AppSettings, ...]:
@@ -932,11 +934,12 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
         found = c.child(key)
         return parse(found) if found else default
 
+    requirements = opt("requirements", lambda x: x.str(_REL_PATH, "'requirements/prod.txt'"), d.requirements)
     return AppSettings(
         name=name, database=database, source=source_path,
         wsgi=opt("wsgi", lambda x: x.str(_WSGI, "'wsgi:app', 'package:create_app()' or "
                                                   "'package:create_app(\"production\")'"), d.wsgi),
-        requirements=opt("requirements", lambda x: x.str(_REL_PATH, "'requirements/prod.txt'"), d.requirements),
+        requirements=requirements,
         release_command=opt("release_command", _command, d.release_command),
         db_rollback_command=opt("db_rollback_command", _rollback_command, d.db_rollback_command),
         keep_releases=opt("keep_releases", lambda x: x.int(1, 100), d.keep_releases),
@@ -952,7 +955,23 @@ def _app(c: _Cursor, workspace: Workspace, default_port: int = AppSettings.port)
         packages=opt("packages", lambda x: tuple(dict.fromkeys(i.str(_PACKAGE, "'libpq-dev'") for i in x.items())),
                      d.packages),
         request_timeout=opt("request_timeout", lambda x: x.int(5, 3600), d.request_timeout),
+        shared_dirs=opt("shared_dirs", lambda x: _shared_dirs(x, requirements), d.shared_dirs),
     )
+
+
+def _shared_dirs(c: _Cursor, requirements: str) -> tuple[str, ...]:
+    """Relative folders of the release, none inside another, none holding the requirements."""
+    out: list[str] = []
+    for item in c.items():
+        path = item.str(_SHARED_DIR, "'instance' or 'media/uploads' (relative, not starting with a dot)")
+        for other in out:
+            if path == other or path.startswith(other + "/") or other.startswith(path + "/"):
+                item.fail(f"'{path}' overlaps '{other}'", "list each folder once, and none inside another")
+        if requirements == path or requirements.startswith(path + "/"):
+            item.fail(f"'{path}' holds the requirements file {requirements}, which ships with each release",
+                      "share a folder that holds only what the app writes")
+        out.append(path)
+    return tuple(out)
 
 
 def _database(c: _Cursor | None) -> DatabaseSettings | None:
@@ -983,7 +1002,7 @@ def _app_env(c: _Cursor | None, database: DatabaseSettings | None) -> tuple[tupl
         if item is None:
             c.fail(f"{key} has no value", "write a value, or a secret reference", key=f"{c.key}.{key}",
                    line=c.node.line_of(key))
-        if not isinstance(key, str) or not _ENV_NAME.match(key):
+        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
             item.fail("environment variable names are upper-case letters, digits and underscores",
                       "rename it, e.g. FLASK_CONFIG")
         if key in taken:
@@ -1036,7 +1055,7 @@ def _health(c: _Cursor) -> HealthSettings:
 def _server_names(c: _Cursor) -> str:
     """Space-separated DNS names (a leading ``*.`` allowed), as nginx's ``server_name`` takes them."""
     names = c.str().split() if isinstance(c.node, str) else []
-    if not names or any(not _SERVER_NAME.match(n) for n in names):
+    if not names or any(not _SERVER_NAME.fullmatch(n) for n in names):
         c.fail(f"expected DNS names like 'shop.example.com www.shop.example.com', got {c.node!r}",
                "write lower-case DNS names separated by spaces")
     return " ".join(names)
@@ -1079,7 +1098,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         envc = c.child("env")
         envc.mapping(tuple(envc.node.keys()) if isinstance(envc.node, dict) else ())
         for key in envc.node:
-            if not re.match(r"^AIRFLOW__[A-Z0-9_]+__[A-Z0-9_]+$", str(key)):
+            if not re.fullmatch(r"^AIRFLOW__[A-Z0-9_]+__[A-Z0-9_]+$", str(key)):
                 envc.child(key).fail("expected an Airflow setting like AIRFLOW__CORE__PARALLELISM",
                                      "name it AIRFLOW__<SECTION>__<KEY>")
             env.append((str(key), str(envc.node[key])))

@@ -36,8 +36,9 @@ def describe(env: Environment) -> str:
         db = app.database
         data = f"database {db.name} user {db.user} password {_secret_state(env, db.password)}" if db else "no database"
         apt = f"; apt packages {' '.join(app.packages)}" if app.packages else ""
+        kept = f"; shared dirs {', '.join(app.shared_dirs)} (in /srv/{app.name}/data)" if app.shared_dirs else ""
         lines.append(f"  app {app.name}: {where}; slots on ports {app.port + 1}-{app.port + 2}; health "
-                     f"{app.health.path}; {data}{apt}")
+                     f"{app.health.path}; {data}{apt}{kept}")
     if env.ca_certificates:
         lines.append(f"  CA certificates: {', '.join(str(p) for p in env.ca_certificates)}")
     return "\n".join(lines)

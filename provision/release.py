@@ -74,6 +74,11 @@ def manifest(source: Path, exclude: tuple[str, ...]) -> dict[str, list]:
     return out
 
 
+def unshared(files: dict[str, list], shared_dirs: tuple[str, ...]) -> dict[str, list]:
+    """The manifest without what lies in a shared folder: the host's copy is the one that counts."""
+    return {p: meta for p, meta in files.items() if not any(p == d or p.startswith(d + "/") for d in shared_dirs)}
+
+
 @dataclass(frozen=True)
 class Upload:
     changed: list[str]     # new or different files
@@ -235,12 +240,15 @@ def unlock_command(lock_dir: str) -> str:
 
 
 def upload_command(releases: str, new: str, previous: str | None, upload: Upload, tar: bytes,
-                   manifest_json: bytes, info_json: bytes) -> str:
-    """Hard-link the previous release (rsync --link-dest's trick), then replace what changed."""
+                   manifest_json: bytes, info_json: bytes, data: str = "") -> str:
+    """Hard-link the previous release (rsync --link-dest's trick), then replace what changed. Its
+    links into the shared folders under ``data`` go first: nothing is written through them."""
     target = f"{releases}/{new}"
     lines = [f"rm -rf {q(target)}.partial"]
     if previous:
         lines.append(f"cp -al {q(releases + '/' + previous)} {q(target)}.partial")
+        if data:
+            lines.append(f"find {q(target)}.partial -type l -lname {q(data + '/*')} -delete")
         lines.append(f"rm -f {q(target)}.partial/.env")
         lines.append(f"rm -f {q(target)}.partial/.dropship-db-*")     # the previous release's database record
         # Bytecode cached by the previous release must not stand in for changed sources.
@@ -261,6 +269,25 @@ def upload_command(releases: str, new: str, previous: str | None, upload: Upload
     lines.append(f"rm -rf {q(target)}")
     lines.append(f"mv -T {q(target)}.partial {q(target)}")
     return "\n".join(lines)
+
+
+def shared_dirs_command(release_dir: str, data: str, shared_dirs: tuple[str, ...], user: str) -> str:
+    """Link each shared folder of the release to its folder under ``data`` (Capistrano's linked_dirs),
+    made the app user's when missing: what the app writes there outlives its releases."""
+    lines, made = [], set()
+    for path in shared_dirs:
+        parts = path.split("/")
+        for depth in range(1, len(parts) + 1):
+            sub = "/".join(parts[:depth])
+            if sub not in made:
+                made.add(sub)
+                folder = q(f"{data}/{sub}")
+                lines.append(f"[ -d {folder} ] || install -d -o {q(user)} -g {q(user)} -m 0750 {folder}")
+        if len(parts) > 1:
+            lines.append(f"mkdir -p {q(release_dir + '/' + '/'.join(parts[:-1]))}")
+        lines.append(f"rm -rf {q(release_dir + '/' + path)}")
+        lines.append(f"ln -s {q(data + '/' + path)} {q(release_dir + '/' + path)}")
+    return "\n".join([f"install -d -m 0755 {q(data)}"] + lines) if lines else ""
 
 
 def app_server_command(venv: str) -> str:

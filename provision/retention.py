@@ -14,7 +14,7 @@ STAMP = re.compile(r"^\d{8}T\d{6}Z$")
 
 
 def parse_stamp(stamp: str) -> datetime | None:
-    if not STAMP.match(stamp):
+    if not STAMP.fullmatch(stamp):
         return None
     try:
         return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

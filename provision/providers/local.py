@@ -60,7 +60,7 @@ def network_name(env: str) -> str:
 
 
 def check_name(kind: str, value: str) -> str:
-    if not _NAME.match(value or ""):
+    if not _NAME.fullmatch(value or ""):
         raise ProviderError(f"{kind} {value!r} cannot name a local droplet",
                             "use lowercase letters, digits and dashes")
     return value
@@ -298,7 +298,7 @@ class LocalProvider:
         anything else must be a local snapshot (image id or tag)."""
         if image_exists(image):
             return image
-        if image in ("", BASE_IMAGE_NAME) or re.match(r"^(debian|ubuntu)-[0-9][0-9a-z-]*$", image):
+        if image in ("", BASE_IMAGE_NAME) or re.fullmatch(r"^(debian|ubuntu)-[0-9][0-9a-z-]*$", image):
             return ensure_base_image()
         raise ProviderError(f"image {image!r} not found on the local Docker engine",
                             f"use image '{BASE_IMAGE_NAME}' or a snapshot made with `droplet.snapshot`")

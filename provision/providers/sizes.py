@@ -16,7 +16,7 @@ class Size:
 
 def parse_size(slug: str) -> Size:
     """``s-2vcpu-4gb`` -> Size(vcpus=2, memory_mb=4096); ValueError if the slug has no figures."""
-    m = _SLUG.match(slug)
+    m = _SLUG.fullmatch(slug)
     if not m:
         raise ValueError(f"size {slug!r} is not a size slug like 's-2vcpu-4gb'")
     mem = float(m.group("mem"))

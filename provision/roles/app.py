@@ -100,6 +100,11 @@ class AppLayout:
     def venvs(self) -> str:
         return f"{self.root}/shared/venvs"
 
+    @property
+    def data(self) -> str:
+        """The app's shared folders (``shared_dirs``), linked into each release."""
+        return f"{self.root}/data"
+
 
 def layout(app: AppSettings) -> AppLayout:
     return AppLayout(app.name, app.port, app.path)

@@ -190,9 +190,11 @@ class AppDeploy:
             # Its gunicorn stops while the release is made, not on the way to the switch.
             self.step(f"stop slot {state.idle} ({warm}) for the new release", rel.stop_slot_command(unit))
         try:
+            links = rel.shared_dirs_command(release_dir, self.lay.data, app.shared_dirs, self.lay.user)
             self.step(f"upload {len(upload.changed)} changed, {len(upload.removed)} removed file(s)",
                       rel.upload_command(self.lay.releases, ship.id, previous, upload, tar,
-                                         json.dumps(ship.manifest).encode(), json.dumps(ship.info).encode()))
+                                         json.dumps(ship.manifest).encode(), json.dumps(ship.info).encode(),
+                                         data=self.lay.data) + ("\n" + links if links else ""))
             digest = ship.venv_digest(state.python)
             self.virtualenv(digest, release_dir)
             dotenv = rel.env_file(app_environment(app, values, ship.id, self.db_address))

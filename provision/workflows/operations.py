@@ -126,7 +126,7 @@ def since_seconds(since: str | None) -> int | None:
     """``10m`` -> 600 (s, m, h, d); None stays None; anything else is refused before any host is asked."""
     if since is None:
         return None
-    m = _SINCE.match(since)
+    m = _SINCE.fullmatch(since)
     if not m or int(m.group(1)) == 0:
         raise DropshipError(f"--since {since!r} is not a duration like 30s, 10m, 2h or 1d", "pass e.g. --since 10m")
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]

@@ -9,7 +9,8 @@ server (SCRIPT_NAME), with a hostile string as its page title; it lists no gunic
 old one. The tests run in order on one droplet: both deploy and serve their forms (CSRF included);
 deploys and rollbacks of each app under load fail no request; a release that cannot start fails
 its gate with its own error; a rename leaves nginx valid and serving; removing the app disables
-it and keeps its data, `--purge` drops that.
+it and keeps its data, `--purge` drops that; a src-layout app installs its own source; an app of
+Flask's tutorial shape keeps its SQLite file and uploads in `shared_dirs` across deploys.
 """
 from __future__ import annotations
 
@@ -257,3 +258,90 @@ def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_
     host.invoke("rollback", "--app", "pkgapp")
     assert Browser(host.url).open("/pkg/")[2] == "release one"
     assert len(host.on_host("ls /srv/pkgapp/shared/venvs").split()) == 2          # one per source
+
+
+NOTES = '''\
+import os
+import sqlite3
+
+from flask import Flask, request
+
+from .message import MESSAGE
+
+
+def create_app():
+    """Flask's tutorial shape: a SQLite file in the instance folder; uploads in media/uploads."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    database = os.path.join(app.instance_path, "notes.sqlite")
+    uploads = os.path.join(os.path.dirname(app.root_path), "media", "uploads")
+
+    @app.cli.command("init-db")
+    def init_db():
+        with sqlite3.connect(database) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS note (body TEXT)")
+
+    @app.route("/", methods=["GET", "POST"])
+    def index():
+        with sqlite3.connect(database) as db:
+            if request.method == "POST":
+                db.execute("INSERT INTO note VALUES (?)", (request.form["body"],))
+            notes = [row[0] for row in db.execute("SELECT body FROM note")]
+        return " | ".join([MESSAGE, *notes])
+
+    @app.post("/upload")
+    def upload():
+        with open(os.path.join(uploads, os.path.basename(request.form["name"])), "w") as fh:
+            fh.write(request.form["text"])
+        return "stored"
+
+    @app.get("/uploads")
+    def listing():
+        return " ".join(sorted(os.listdir(uploads)))
+
+    return app
+'''
+
+
+def test_what_the_app_writes_in_its_shared_dirs_outlives_deploys_and_rollbacks(host, tmp_path_factory):
+    """An app that writes beside its code (a SQLite file in Flask's instance folder, uploads in
+    media/uploads), as Flask's tutorial does: without `shared_dirs` its user cannot write there and
+    each release would start empty; with them, notes and uploads survive a deploy and a rollback,
+    and the repo's placeholders in those folders never overwrite what the app wrote."""
+    repo = AppRepo(tmp_path_factory.mktemp("notes"))
+    for name, text in {"notes/__init__.py": NOTES, "notes/message.py": 'MESSAGE = "release one"\n',
+                       "requirements.txt": "flask==3.1.3\n", "instance/.gitkeep": "",
+                       "media/uploads/README": "placeholder from the repo\n", "media/logo.txt": "logo\n"}.items():
+        (repo.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo.root / name).write_text(text)
+    repo.git("init", "-q", "-b", "main")
+    repo.commit("one")
+    notes = {"name": "notes", "source": str(repo.root), "path": "/notes", "wsgi": "notes:create_app()",
+             "release_command": "flask --app notes init-db", "health": {"path": "/"},
+             "shared_dirs": ["instance", "media/uploads"]}
+    host.write(app_settings(host.names.root), notes)
+    host.invoke("provision")
+    host.invoke("deploy", "--only", "notes")
+    user = Browser(host.url)
+    assert user.open("/notes/", {"body": "first note"})[2] == "release one | first note"
+    assert user.open("/notes/upload", {"name": "cat.txt", "text": "meow"})[2] == "stored"
+    assert user.open("/notes/uploads")[2] == "cat.txt"                  # the repo's README did not ship there
+    assert host.on_host("stat -c '%U %a' /srv/notes/data/instance /srv/notes/data/media/uploads").splitlines() == \
+        ["notes 750", "notes 750"]
+    host.on_host("runuser -u notes -- sh -c 'echo the app changed it > /srv/notes/data/media/uploads/README'")
+
+    (repo.root / "notes/message.py").write_text('MESSAGE = "release two"\n')
+    (repo.root / "media/uploads/README").write_text("a new placeholder\n")
+    repo.commit("two")
+    host.invoke("deploy", "--only", "notes")
+    assert user.open("/notes/")[2] == "release two | first note"
+    assert user.open("/notes/uploads")[2] == "README cat.txt"
+    assert host.on_host("cat /srv/notes/data/media/uploads/README") == "the app changed it\n"
+    assert host.on_host("cat /srv/notes/slots/*/media/logo.txt").splitlines() == ["logo", "logo"]
+    host.invoke("rollback", "--app", "notes")
+    assert user.open("/notes/", {"body": "after the rollback"})[2] == "release one | first note | after the rollback"
+    host.write(app_settings(host.names.root), {**notes, "shared_dirs": ["instance"]})     # uploads no longer kept
+    host.invoke("deploy", "--only", "notes")
+    assert user.open("/notes/uploads")[2] == "README"                   # the release's own folder, with the repo's file
+    assert host.on_host("ls /srv/notes/data/media/uploads").split() == ["README", "cat.txt"]   # nothing written there
+    assert "release two | first note | after the rollback" == user.open("/notes/")[2]

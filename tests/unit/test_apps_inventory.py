@@ -106,6 +106,17 @@ def test_several_apps_with_ports_server_names_and_paths(tmp_path):
     ("app: {name: a, request_timeout: '90; rm'}\n", ["request_timeout"]),
     ("nginx: {client_max_body_size: '100m; return 200'}\n", ["client_max_body_size", "'100m'"]),
     ("nginx: {client_max_body_size: 1t}\n", ["client_max_body_size"]),
+    ("app: {name: a, shared_dirs: [/srv/x]}\n", ["shared_dirs[0]", "'instance'"]),
+    ("app: {name: a, shared_dirs: [../up]}\n", ["shared_dirs[0]"]),
+    ("app: {name: a, shared_dirs: [uploads/../..]}\n", ["shared_dirs[0]"]),
+    ("app: {name: a, shared_dirs: [.env]}\n", ["shared_dirs[0]", "not starting with a dot"]),
+    ("app: {name: a, shared_dirs: ['up loads']}\n", ["shared_dirs[0]"]),
+    ("app: {name: a, shared_dirs: ['$(reboot)']}\n", ["shared_dirs[0]"]),
+    ("app: {name: a, shared_dirs: [uploads/]}\n", ["shared_dirs[0]"]),
+    ("app: {name: a, shared_dirs: [instance, uploads, instance]}\n", ["shared_dirs[2]", "overlaps 'instance'"]),
+    ("app: {name: a, shared_dirs: [media/uploads, media]}\n", ["shared_dirs[1]", "overlaps 'media/uploads'"]),
+    ("app: {name: a, requirements: reqs/prod.txt, shared_dirs: [reqs]}\n", ["shared_dirs[0]", "requirements"]),
+    ("app: {name: a, shared_dirs: uploads}\n", ["shared_dirs", "expected a list"]),
     ("app: {name: postgres}\n", ["system user"]),
     ("app: {name: a, env: {lower: x}}\n", ["upper-case"]),
     ("app: {name: a, env: {DROPSHIP_RELEASE: x}}\n", ["set by Dropship"]),
@@ -169,6 +180,31 @@ def test_request_timeout_and_body_size_reach_gunicorn_and_nginx(tmp_path):
     assert " --timeout 65 " in files["/etc/systemd/system/blog@.service"]
     assert "        proxy_read_timeout 60s;\n" in files["/etc/nginx/dropship/locations/app-blog.conf"]
     assert "\nclient_max_body_size 100m;\n" in files["/etc/nginx/conf.d/00-dropship.conf"]
+
+
+def test_shared_dirs_are_kept_in_order_and_shown(tmp_path):
+    from provision.inventory_view import describe
+
+    env = load(tmp_path, """
+        app: {name: notes, shared_dirs: [instance, media/uploads, var.d/cache_1]}
+    """)
+    assert env.settings.app.shared_dirs == ("instance", "media/uploads", "var.d/cache_1")
+    assert "; shared dirs instance, media/uploads, var.d/cache_1 (in /srv/notes/data)\n" in describe(env)
+
+
+@pytest.mark.parametrize("apps_yaml, key", [
+    ('app: {name: "shop\\n"}\n', "name"),
+    ('app: {name: a, wsgi: "wsgi:app\\n"}\n', "wsgi"),
+    ('app: {name: a, path: "/blog\\n"}\n', "path"),
+    ('app: {name: a, packages: ["curl\\n"]}\n', "packages[0]"),
+    ('app: {name: a, requirements: "req.txt\\n"}\n', "requirements"),
+    ('app: {name: a, shared_dirs: ["uploads\\n"]}\n', "shared_dirs[0]"),
+    ('app: {name: a, env: {"A\\n": x}}\n', "env"),
+    ('app: {name: a, database: {name: "d\\n", user: a, password: {secret: p}}}\n', "database.name"),
+])
+def test_a_trailing_newline_is_refused_not_passed_on(tmp_path, apps_yaml, key):
+    """A pattern's ``$`` matches before a final newline: every value is matched whole."""
+    assert f"app.{key}" in refused(tmp_path, apps_yaml)
 
 
 def test_env_values_keep_quotes_newlines_and_unicode(tmp_path):

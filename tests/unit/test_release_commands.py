@@ -332,3 +332,67 @@ def test_a_venv_per_release_only_when_the_requirements_install_it():
         == rel.requirements_hash(b"flask", "3.13")
     assert ship("r1", b"-e .", True).venv_digest("3.13") != ship("r2", b"-e .", True).venv_digest("3.13")
     assert ship("r1", b"-e .", True).venv_digest("3.13") == rel.requirements_hash(b"-e .", "3.13", "r1")
+
+
+def test_shared_dirs_command_exact():
+    assert rel.shared_dirs_command("/srv/my app/releases/r2", "/srv/my app/data", ("instance", "media/up loads"),
+                                   "my app") == (
+        "install -d -m 0755 '/srv/my app/data'\n"
+        "[ -d '/srv/my app/data/instance' ] || install -d -o 'my app' -g 'my app' -m 0750 '/srv/my app/data/instance'\n"
+        "rm -rf '/srv/my app/releases/r2/instance'\n"
+        "ln -s '/srv/my app/data/instance' '/srv/my app/releases/r2/instance'\n"
+        "[ -d '/srv/my app/data/media' ] || install -d -o 'my app' -g 'my app' -m 0750 '/srv/my app/data/media'\n"
+        "[ -d '/srv/my app/data/media/up loads' ] || "
+        "install -d -o 'my app' -g 'my app' -m 0750 '/srv/my app/data/media/up loads'\n"
+        "mkdir -p '/srv/my app/releases/r2/media'\n"
+        "rm -rf '/srv/my app/releases/r2/media/up loads'\n"
+        "ln -s '/srv/my app/data/media/up loads' '/srv/my app/releases/r2/media/up loads'")
+    assert rel.shared_dirs_command("/srv/a/releases/r2", "/srv/a/data", (), "a") == ""
+
+
+def test_upload_drops_the_previous_releases_links_into_shared_folders():
+    script = rel.upload_command("/srv/a/releases", "r2", "r1", rel.Upload([], []), b"", b"{}", b"{}",
+                                data="/srv/a/data")
+    assert script.splitlines()[:3] == ["rm -rf /srv/a/releases/r2.partial",
+                                       "cp -al /srv/a/releases/r1 /srv/a/releases/r2.partial",
+                                       "find /srv/a/releases/r2.partial -type l -lname '/srv/a/data/*' -delete"]
+
+
+def test_files_in_shared_folders_do_not_ship():
+    files = {"app.py": ["1", 0o644], "instance/.gitkeep": ["2", 0o644], "instance.py": ["3", 0o644],
+             "media/uploads/README": ["4", 0o644], "media/logo.png": ["5", 0o644], "media/uploads": ["6", 0o644]}
+    assert rel.unshared(files, ("instance", "media/uploads")) == {
+        "app.py": ["1", 0o644], "instance.py": ["3", 0o644], "media/logo.png": ["5", 0o644]}
+    assert rel.unshared(files, ()) == files
+
+
+def test_shared_folders_outlive_releases_and_nothing_is_written_through_them(tmp_path):
+    """Three releases on disk as a deploy makes them: what the app wrote stays; a release's files
+    never land in the shared folder, even once the folder is no longer shared."""
+    import getpass
+
+    releases, data, user = tmp_path / "releases", tmp_path / "data", getpass.getuser()
+    source = tmp_path / "src"
+    write_files(source, {"app.py": "v1", "media/logo.png": "logo", "media/uploads/README": "from the repo"})
+
+    def release(rid: str, previous: str | None, shared: tuple[str, ...], changed: list[str], removed=()) -> Path:
+        script = rel.upload_command(str(releases), rid, previous, rel.Upload(changed, list(removed)),
+                                    rel.tarball(source, changed), b"{}", b"{}", data=str(data))
+        script += "\n" + rel.shared_dirs_command(str(releases / rid), str(data), shared, user)
+        subprocess.run(["sh", "-ec", script], check=True)
+        return releases / rid
+
+    r1 = release("r1", None, ("instance", "media/uploads"), ["app.py", "media/logo.png"])
+    assert os.readlink(r1 / "media/uploads") == str(data / "media/uploads") and (r1 / "media/logo.png").is_file()
+    (r1 / "instance" / "notes.sqlite").write_text("the app's data")          # written by the app, through its link
+    (r1 / "media/uploads/cat.jpg").write_text("uploaded")
+    (data / "media/uploads/README").write_text("the app's own README")
+    (source / "app.py").write_text("v2")
+    r2 = release("r2", "r1", ("instance", "media/uploads"), ["app.py"])
+    assert (r2 / "instance/notes.sqlite").read_text() == "the app's data" and (r2 / "app.py").read_text() == "v2"
+    assert sorted(os.listdir(data / "media/uploads")) == ["README", "cat.jpg"]
+    r3 = release("r3", "r2", (), ["media/uploads/README"])                  # no longer shared: the repo's file ships
+    assert (r3 / "media/uploads/README").read_text() == "from the repo" and not (r3 / "instance").exists()
+    assert (data / "media/uploads/README").read_text() == "the app's own README"
+    assert (data / "instance/notes.sqlite").read_text() == "the app's data"
+    assert oct((data / "instance").stat().st_mode & 0o777) == "0o750"
