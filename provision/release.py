@@ -55,15 +55,22 @@ def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(p, pat) for p in parts for pat in patterns)
 
 
-def manifest(source: Path, exclude: tuple[str, ...]) -> dict[str, list]:
-    """``{relative path: [sha256, mode]}`` of every file that ships."""
+def in_folder(path: str, folders: tuple[str, ...]) -> bool:
+    """``path`` is one of ``folders`` or lies inside one (relative paths)."""
+    return any(path == f or path.startswith(f + "/") for f in folders)
+
+
+def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...] = ()) -> dict[str, list]:
+    """``{relative path: [sha256, mode]}`` of every file that ships: none in a shared folder (the
+    host's copy is the one that counts; not even read here)."""
     out: dict[str, list] = {}
     for dirpath, dirnames, filenames in os.walk(source):
         rel_dir = os.path.relpath(dirpath, source)
-        dirnames[:] = sorted(d for d in dirnames if not _excluded(os.path.normpath(os.path.join(rel_dir, d)), exclude))
+        dirnames[:] = sorted(d for d in dirnames if not _excluded(os.path.normpath(os.path.join(rel_dir, d)), exclude)
+                             and not in_folder(os.path.normpath(os.path.join(rel_dir, d)), shared_dirs))
         for name in sorted(filenames):
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            if _excluded(rel, exclude):
+            if _excluded(rel, exclude) or in_folder(rel, shared_dirs):
                 continue
             full = os.path.join(dirpath, name)
             if os.path.islink(full) or not os.path.isfile(full):
@@ -72,11 +79,6 @@ def manifest(source: Path, exclude: tuple[str, ...]) -> dict[str, list]:
                 digest = hashlib.sha256(fh.read()).hexdigest()
             out[rel] = [digest, os.stat(full).st_mode & 0o777]
     return out
-
-
-def unshared(files: dict[str, list], shared_dirs: tuple[str, ...]) -> dict[str, list]:
-    """The manifest without what lies in a shared folder: the host's copy is the one that counts."""
-    return {p: meta for p, meta in files.items() if not any(p == d or p.startswith(d + "/") for d in shared_dirs)}
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def app_shipment(app: AppSettings, source: Path, sha: str, release_id: str | Non
         requirements, local = rel.requirements_text(source, app.requirements)
     except DropshipError as exc:
         raise DropshipError(f"app {app.name}: {exc.message}", exc.fix) from None
-    return Shipment(rid, source, rel.unshared(rel.manifest(source, app.exclude), app.shared_dirs), requirements,
+    return Shipment(rid, source, rel.manifest(source, app.exclude, app.shared_dirs), requirements,
                     {"id": rid, "git": sha, "by": who(), "at": now()}, installs_source=local)
 
 

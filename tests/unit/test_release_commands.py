@@ -358,12 +358,14 @@ def test_upload_drops_the_previous_releases_links_into_shared_folders():
                                        "find /srv/a/releases/r2.partial -type l -lname '/srv/a/data/*' -delete"]
 
 
-def test_files_in_shared_folders_do_not_ship():
-    files = {"app.py": ["1", 0o644], "instance/.gitkeep": ["2", 0o644], "instance.py": ["3", 0o644],
-             "media/uploads/README": ["4", 0o644], "media/logo.png": ["5", 0o644], "media/uploads": ["6", 0o644]}
-    assert rel.unshared(files, ("instance", "media/uploads")) == {
-        "app.py": ["1", 0o644], "instance.py": ["3", 0o644], "media/logo.png": ["5", 0o644]}
-    assert rel.unshared(files, ()) == files
+def test_files_in_shared_folders_do_not_ship(tmp_path):
+    write_files(tmp_path / "a", {"app.py": "1", "instance/.gitkeep": "2", "instance.py": "3",
+                                 "media/uploads/README": "4", "media/logo.png": "5"})
+    write_files(tmp_path / "b", {"media/uploads": "6"})                     # a file where a folder is shared
+    assert sorted(rel.manifest(tmp_path / "a", (), ("instance", "media/uploads"))) == [
+        "app.py", "instance.py", "media/logo.png"]
+    assert rel.manifest(tmp_path / "b", (), ("media/uploads",)) == {}
+    assert len(rel.manifest(tmp_path / "a", ())) == 5
 
 
 def test_shared_folders_outlive_releases_and_nothing_is_written_through_them(tmp_path):
