@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .. import release as rel
 from ..airflow_image import HostBuild, build_image, plan_host_build, planned_tag
+from ..dag_errors import fix_for, located_error
 from ..engine.model import q
 from ..engine.runner import Progress
 from ..errors import DropshipError, RemoteError
@@ -26,10 +27,13 @@ from ..transport.ssh import Session, connect
 from .. import hosts as host_selection
 from .on_hosts import read_hosts
 
+# As the DAG processor parses a folder: on sys.path (DAGs import their helpers from it), files that do
+# not look like DAGs skipped unless [core] dag_discovery_safe_mode is off, .airflowignore honoured.
 CHECK_DAGS = r"""
 import json, sys
+sys.path.append(sys.argv[1])
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(sys.argv[1], safe_mode=False)
+bag = DagBag(sys.argv[1])
 print("DAGBAG " + json.dumps({"errors": {k.split(sys.argv[1] + "/", 1)[-1]: v for k, v in bag.import_errors.items()},
                              "dags": sorted(bag.dags)}))
 """
@@ -208,10 +212,10 @@ class HostDags:
         result = json.loads(line[7:])
         if result["errors"]:
             path, error = next(iter(sorted(result["errors"].items())))
-            last = [ln for ln in str(error).strip().splitlines() if ln.strip()][-1:]
-            raise RemoteError(self.session.name, "check DAGs", f"{path}: {last[0] if last else error}"
+            message = located_error(path, error, inside)
+            raise RemoteError(self.session.name, "check DAGs", message
                               + (f" (+{len(result['errors']) - 1} more)" if len(result["errors"]) > 1 else ""),
-                              "fix the DAG and deploy again; the running DAGs were left as they were")
+                              fix_for(message))
         return list(result["dags"])
 
     def switch(self, release: str) -> float:

@@ -174,21 +174,29 @@ def test_dags_lists_helloworld_without_import_errors(stack):
 
 # --- 3. one task -------------------------------------------------------------------------------------
 
-def test_task_test_prints_the_greeting(stack):
-    # `tasks test` makes a temporary run, which Airflow's scheduler also runs when the DAG is active and
-    # then kills when the run is deleted (apache/airflow#35994): a task is tested alone with its DAG paused.
-    def paused(value: bool) -> None:
-        status, body = stack.api.call("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": value}, token=stack.api.token())
+def task_test(stack: Stack, dag: str, task: str, date: str = "2015-06-01") -> str:
+    """`airflow.test` of one task, its output. `tasks test` makes a temporary run, which Airflow's scheduler
+    also runs when the DAG is active and then kills when the run is deleted (apache/airflow#35994): a task
+    is tested alone with its DAG paused, and the DAG is then left as it was."""
+    def paused(value: bool) -> bool:
+        status, body = stack.api.call("PATCH", f"/api/v2/dags/{dag}", {"is_paused": value}, token=stack.api.token())
         assert status == 200 and body["is_paused"] is value, (status, body)
+        return value
 
+    was = stack.api.get(f"/api/v2/dags/{dag}")["is_paused"]
     paused(True)
     try:
-        proc = stack.invoke("airflow.test", "--env", stack.env, "--dag", DAG, "--task", "task_1",
-                            "--date", "2015-06-01")
+        proc = stack.invoke("airflow.test", "--env", stack.env, "--dag", dag, "--task", task, "--date", date)
     finally:
-        paused(False)
+        paused(was)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Hello World from Task 1" in proc.stdout and "invalid_state" not in proc.stdout, proc.stdout[-3000:]
+    assert "invalid_state" not in proc.stdout, proc.stdout[-3000:]
+    return proc.stdout
+
+
+def test_task_test_prints_the_greeting(stack):
+    out = task_test(stack, DAG, "task_1")
+    assert "Hello World from Task 1" in out, out[-3000:]
 
 
 # --- 4. backfill -------------------------------------------------------------------------------------
@@ -374,11 +382,12 @@ def test_dag_with_an_import_error_is_refused(stack):
     before = current_release(stack)
     assert before == stack.releases[-1]
     kept = retained(stack)
-    stack.repo.write("broken.py", "import no_such_module\n", "a DAG file that cannot be imported")
+    stack.repo.write("broken.py", "from airflow.sdk import DAG\nimport no_such_module\n", "a DAG file that cannot be imported")
     try:
         proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
         error = one_error_line(proc)
-        assert "broken.py" in error and "no_such_module" in error and "ModuleNotFoundError" in error, error
+        assert "broken.py:2: ModuleNotFoundError: No module named 'no_such_module'" in error, error
+        assert "no_such_module is neither in the Airflow image nor in the DAGs' folder" in error, error
         assert current_release(stack) == before
         assert retained(stack) == kept                        # the refused release was removed
         found = dags_json(stack)
@@ -443,6 +452,76 @@ def test_dag_edit_of_the_same_size_is_seen(stack):
     deploy_dags(stack)
     poll("tag 'samples' (a same-size edit) in the REST API", lambda: dag_attrs(stack)[0] == {"samples"},
          VISIBLE_WITHIN, every=2)
+
+
+# --- 9b. DAGs of another shape: written for Airflow 2, importing a module of their own folder -------------
+
+TEAM_DAG = '''"""A team's nightly job, as written for Airflow 2: airflow.operators imports, default_args."""
+from datetime import datetime, timedelta
+
+from airflow import DAG
+from airflow.operators.bash import BashOperator
+from airflow.operators.python import PythonOperator
+
+from common.greetings import GREETING
+
+
+def greet():
+    print(GREETING)
+
+
+default_args = {"owner": "data-team", "retries": 1, "retry_delay": timedelta(minutes=5)}
+
+with DAG(dag_id="team_etl", default_args=default_args, start_date=datetime(2023, 1, 1), schedule=None,
+         catchup=False, tags=["etl"]) as dag:
+    PythonOperator(task_id="greet", python_callable=greet) >> BashOperator(task_id="load", bash_command="echo loaded")
+'''
+OLD_API_DAG = '''from datetime import datetime
+
+from airflow import DAG
+from airflow.operators.empty import EmptyOperator
+
+with DAG("nightly_report", start_date=datetime(2022, 6, 1), schedule_interval="@daily") as dag:
+    EmptyOperator(task_id="start")
+'''
+FILES = ("common/__init__.py", "common/greetings.py", "team_etl.py", "scripts/transform.py", "nightly_report.py")
+
+
+def test_dags_written_elsewhere_deploy_and_run_with_their_own_modules(stack):
+    repo = stack.repo
+    for folder in ("common", "scripts"):
+        (repo.root / folder).mkdir(exist_ok=True)
+    (repo.root / "common" / "__init__.py").write_text("")
+    (repo.root / "common" / "greetings.py").write_text('GREETING = "greetings from a module of the DAGs, v1"\n')
+    (repo.root / "team_etl.py").write_text(TEAM_DAG)
+    # Not a DAG file (no "dag" in it): Airflow's processor does not import it, and neither does the check.
+    (repo.root / "scripts" / "transform.py").write_text("import pandas_not_in_this_image  # run by cron elsewhere\n")
+    repo.commit("a team's DAG with a helper module and a script")
+    try:
+        deploy_dags(stack)
+        found = dags_json(stack)                  # the deploy returned once the processor had parsed the release
+        assert "team_etl" in listed(found) and found["import_errors"] == [], found
+        assert "greetings from a module of the DAGs, v1" in task_test(stack, "team_etl", "greet")
+
+        # The check and the tasks import the release's module, not the one of the release before.
+        repo.write("common/greetings.py", 'GREETING = "greetings from a module of the DAGs, v2"\n', "helper v2")
+        live = deploy_dags(stack)
+        assert "greetings from a module of the DAGs, v2" in task_test(stack, "team_etl", "greet")
+
+        repo.write("nightly_report.py", OLD_API_DAG, "a DAG using schedule_interval, gone in Airflow 3")
+        proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")
+        error = one_error_line(proc)
+        assert "nightly_report.py:6: TypeError: DAG.__init__() got an unexpected keyword argument " \
+               "'schedule_interval'" in error, error
+        assert "the DAG was written for Airflow 2: schedule_interval= is schedule= in Airflow 3" in error, error
+        assert current_release(stack) == live
+        repo.remove("nightly_report.py", "drop the old DAG")
+    finally:
+        for name in FILES:
+            (repo.root / name).unlink(missing_ok=True)
+        repo.commit("back to Helloworld alone")
+    deploy_dags(stack)
+    assert set(listed(dags_json(stack))) >= {DAG}
 
 
 # --- 10. a settings change migrates and recreates the services; an unchanged deploy restarts nothing --------
