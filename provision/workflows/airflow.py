@@ -57,7 +57,7 @@ while True:
             from airflow.models.errors import ParseImportError
             for e in s.query(ParseImportError):
                 if "/dags/current/" in (e.filename or ""):
-                    errors[e.filename.split("/dags/current/", 1)[1]] = (e.stacktrace or "").strip().splitlines()[-1:]
+                    errors[e.filename.split("/dags/current/", 1)[1]] = (e.stacktrace or "").strip()[-4000:]
         except ImportError:
             pass
     if done == want or time.time() > deadline:
@@ -66,6 +66,7 @@ while True:
     time.sleep(1)
 """
 PARSE_WAIT = 120       # seconds a deploy waits for the DAG processor
+CONTAINER_DAGS = "/opt/airflow/dags"     # LAYOUT.dags inside the containers
 
 
 def wait_parsed_command(dag_ids: list[str], since: float, seconds: int) -> str:
@@ -75,12 +76,13 @@ def wait_parsed_command(dag_ids: list[str], since: float, seconds: int) -> str:
 
 
 def parsed_report(output: str) -> tuple[list[str], dict[str, str]]:
-    """(DAG ids not parsed yet, {file: last line of its import error}) from WAIT_PARSED's output (pure)."""
+    """(DAG ids not parsed yet, {file: its import error located, on one line}) from WAIT_PARSED's output (pure)."""
     line = next((ln for ln in output.splitlines() if ln.startswith("PARSED ")), None)
     if line is None:
         return ["(no answer from the DAG processor's database)"], {}
     data = json.loads(line[7:])
-    return list(data["missing"]), {f: (e[0] if e else "") for f, e in data["errors"].items()}
+    return list(data["missing"]), {f: located_error(f, e, f"{CONTAINER_DAGS}/current")
+                                   for f, e in data["errors"].items()}
 
 
 def airflow_hosts(env: Environment, names=None):
@@ -202,7 +204,7 @@ class HostDags:
     def check(self, release: str) -> list[str]:
         """Parse the new DAG folder inside the Airflow image; any import error refuses the deploy.
         The ids of the DAGs it defines."""
-        inside = f"/opt/airflow/dags/releases/{release}"
+        inside = f"{CONTAINER_DAGS}/releases/{release}"
         out = self.step("check DAGs for import errors",
                         compose_exec(f"python -c {q(CHECK_DAGS)} {q(inside)}", "airflow-dag-processor"), timeout=300)
         line = next((ln for ln in out.splitlines() if ln.startswith("DAGBAG ")), None)
@@ -236,7 +238,7 @@ class HostDags:
             self.progress.step(self.session.name, "warning", f"not parsed within {seconds} s: {', '.join(missing)} "
                                "(see `invoke airflow.logs --service dag-processor`)")
         for path, error in sorted(errors.items()):
-            self.progress.step(self.session.name, "warning", f"the DAG processor reports {path}: {error}")
+            self.progress.step(self.session.name, "warning", f"the DAG processor reports {error}")
 
     def rollback_target(self, to: str | None) -> str:
         """The release a rollback switches to: ``to`` or the one before ``current`` (checked here)."""

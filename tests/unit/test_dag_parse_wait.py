@@ -1,4 +1,6 @@
 """A DAG deploy returns once the DAG processor has parsed the release: the command and its report."""
+import json
+
 from provision.engine.model import q
 from provision.workflows.airflow import WAIT_PARSED, parsed_report, wait_parsed_command
 
@@ -11,6 +13,8 @@ def test_wait_parsed_command_exact():
 
 def test_the_parse_wait_report():
     assert parsed_report('x\nPARSED {"missing": [], "errors": {}}\n') == ([], {})
-    assert parsed_report('PARSED {"missing": ["b"], "errors": {"b.py": ["NameError: x"], "c.py": []}}') == (
-        ["b"], {"b.py": "NameError: x", "c.py": ""})
+    trace = ('Traceback (most recent call last):\n  File "/opt/airflow/dags/current/b.py", line 3, in <module>\n'
+             "    x\nNameError: name 'x' is not defined")
+    assert parsed_report('PARSED ' + json.dumps({"missing": ["b"], "errors": {"b.py": trace, "c.py": ""}})) == (
+        ["b"], {"b.py": "b.py:3: NameError: name 'x' is not defined", "c.py": "c.py"})
     assert parsed_report("Traceback ...")[0] == ["(no answer from the DAG processor's database)"]
