@@ -60,20 +60,43 @@ def in_folder(path: str, folders: tuple[str, ...]) -> bool:
     return any(path == f or path.startswith(f + "/") for f in folders)
 
 
-def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...] = ()) -> dict[str, list]:
-    """``{relative path: [sha256, mode]}`` of every file that ships: none in a shared folder (the
-    host's copy is the one that counts; not even read here)."""
+def git_files(source: Path) -> set[str] | None:
+    """The files of ``source`` git would commit: tracked and new ones, none that ``.gitignore``,
+    ``.git/info/exclude`` or the global excludes file ignores (a developer's ``venv/``, ``.env``, local
+    database); paths relative to ``source``. None where ``source`` is not in a git work tree, or git
+    lists nothing there (a folder the repository ignores whole): then everything ships. A submodule's
+    files are listed by its own rules."""
+    try:
+        proc = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                               "--", "."], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    files = {os.path.normpath(p) for p in os.fsdecode(proc.stdout).split("\0") if p} if proc.returncode == 0 else set()
+    for sub in [p for p in files if (source / p).is_dir()]:
+        files.discard(sub)
+        files |= {f"{sub}/{p}" for p in git_files(source / sub) or ()}
+    return files or None
+
+
+def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...] = (),
+             listed: set[str] | None = None) -> dict[str, list]:
+    """``{relative path: [sha256, mode]}`` of every file that ships: of ``listed`` only (``git_files``)
+    unless it is None, none ``exclude`` matches, none in a shared folder (the host's copy is the one
+    that counts). What does not ship is not even read."""
+    def wanted(rel: str, folder: bool) -> bool:
+        if _excluded(rel, exclude) or in_folder(rel, shared_dirs):
+            return False
+        return listed is None or rel in (parents if folder else listed)
+
+    parents = {str(d) for p in listed or () for d in Path(p).parents}
     out: dict[str, list] = {}
     for dirpath, dirnames, filenames in os.walk(source):
         rel_dir = os.path.relpath(dirpath, source)
-        dirnames[:] = sorted(d for d in dirnames if not _excluded(os.path.normpath(os.path.join(rel_dir, d)), exclude)
-                             and not in_folder(os.path.normpath(os.path.join(rel_dir, d)), shared_dirs))
+        dirnames[:] = sorted(d for d in dirnames if wanted(os.path.normpath(os.path.join(rel_dir, d)), True))
         for name in sorted(filenames):
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            if _excluded(rel, exclude) or in_folder(rel, shared_dirs):
-                continue
             full = os.path.join(dirpath, name)
-            if os.path.islink(full) or not os.path.isfile(full):
+            if not wanted(rel, False) or os.path.islink(full) or not os.path.isfile(full):
                 continue
             with open(full, "rb") as fh:
                 digest = hashlib.sha256(fh.read()).hexdigest()

@@ -75,12 +75,16 @@ def app_shipment(app: AppSettings, source: Path, sha: str, release_id: str | Non
         requirements, local = rel.requirements_text(source, app.requirements)
     except DropshipError as exc:
         raise DropshipError(f"app {app.name}: {exc.message}", exc.fix) from None
-    return Shipment(rid, source, rel.manifest(source, app.exclude, app.shared_dirs), requirements,
-                    {"id": rid, "git": sha, "by": who(), "at": now()}, installs_source=local)
+    files = rel.manifest(source, app.exclude, app.shared_dirs, rel.git_files(source))
+    if app.requirements not in files:
+        raise DropshipError(f"app {app.name}: {app.requirements} would not ship: git ignores it or app.exclude "
+                            "leaves it out", "commit it (remove it from .gitignore), or narrow app.exclude")
+    return Shipment(rid, source, files, requirements, {"id": rid, "git": sha, "by": who(), "at": now()},
+                    installs_source=local)
 
 
 def dag_shipment(af: AirflowSettings, sha: str, release_id: str) -> Shipment:
-    return Shipment(release_id, af.dags, rel.manifest(af.dags, DAG_EXCLUDE), b"",
+    return Shipment(release_id, af.dags, rel.manifest(af.dags, DAG_EXCLUDE, listed=rel.git_files(af.dags)), b"",
                     {"id": release_id, "git": sha, "by": who(), "at": now()})
 
 

@@ -231,9 +231,18 @@ def test_db_backup_list_restore(site):
 
 
 def test_one_file_deploy_is_incremental(site):
+    # A developer's local files that git ignores (here through .git/info/exclude) do not ship.
+    (site.repo.root / ".git" / "info" / "exclude").write_text("venv/\n.env\n*.sqlite\n")
+    for name, text in (("venv/bin/activate", "# a local venv"), (".env", "DEV_API_KEY=dev-only"), ("dev.sqlite", "x")):
+        (site.repo.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (site.repo.root / name).write_text(text)
     proc = deploy(site, "v4")
     uploads = UPLOAD.findall(proc.stderr)
     assert uploads == [("1", "0")], proc.stderr
+    release = f"/srv/names/releases/{site.releases['v4']}"
+    on_host = f"dropship-{site.env}-web-1"
+    assert docker_exec(on_host, f"ls -A {release} | grep -cx -e venv -e dev.sqlite || true").strip() == "0"
+    assert "DEV_API_KEY" not in docker_exec(on_host, f"cat {release}/.env")
     digest, seconds = VENV.search(proc.stderr).groups()
     assert digest == site.venv and float(seconds) < 2, proc.stderr
     assert "BUILT" not in proc.stderr

@@ -10,8 +10,10 @@ import pytest
 
 from provision import release as rel
 from provision.errors import DropshipError
+from provision.inventory import AppSettings
 from provision.workflows.host_deploy import AppState, app_state_command
 from provision.roles.app import AppLayout
+from provision.workflows.shipment import app_shipment
 
 
 def test_state_command_exact():
@@ -368,6 +370,51 @@ def test_files_in_shared_folders_do_not_ship(tmp_path):
     assert len(rel.manifest(tmp_path / "a", ())) == 5
 
 
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c",
+                    "commit.gpgsign=false", "-c", "protocol.file.allow=always", *args], check=True, capture_output=True)
+
+
+def test_what_git_ignores_does_not_ship_and_new_files_do(tmp_path):
+    repo, app = tmp_path / "repo", tmp_path / "repo" / "services" / "web"
+    write_files(repo, {".gitignore": "venv/\n.env\n*.sqlite\nnode_modules/\n", "README": "r",
+                       "services/web/app.py": "1", "services/web/requirements.txt": "flask\n",
+                       "services/web/static/site.css": "2", "services/web/tmp/.gitignore": "*\n!.gitignore\n"})
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v1")
+    write_files(app, {"venv/bin/activate": "3", ".env": "DEV_KEY=dev-secret", "dev.sqlite": "4", "tmp/x.log": "5",
+                      "node_modules/a/index.js": "6", "new page.py": "7", "données.txt": "8",
+                      "notes.local": "9"})
+    (repo / ".git" / "info" / "exclude").write_text("*.local\n")
+    (app / "static" / "site.css").unlink()                          # deleted, not yet committed
+    listed = rel.git_files(app)
+    assert listed == {"app.py", "requirements.txt", "static/site.css", "tmp/.gitignore", "new page.py", "données.txt"}
+    assert sorted(rel.manifest(app, (".git", "__pycache__"), ("tmp",), listed)) == [
+        "app.py", "données.txt", "new page.py", "requirements.txt"]
+
+
+def test_a_source_outside_git_or_ignored_whole_ships_all_and_a_submodule_by_its_own_rules(tmp_path):
+    write_files(tmp_path / "plain", {"app.py": "1", "venv/x": "2"})
+    assert rel.git_files(tmp_path / "plain") is None
+    assert sorted(rel.manifest(tmp_path / "plain", (), (), None)) == ["app.py", "venv/x"]
+
+    repo = tmp_path / "repo"
+    write_files(repo, {".gitignore": "build/\n", "build/app/app.py": "1", "lib/README": "x"})
+    write_files(tmp_path / "vendored", {"pkg/__init__.py": "v", "ignored.tmp": "t", ".gitignore": "*.tmp\n"})
+    for root in (tmp_path / "vendored", repo):
+        git(root, "init", "-q")
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", "v1")
+    git(repo, "submodule", "add", "-q", str(tmp_path / "vendored"), "vendored")
+    write_files(repo / "vendored", {"local.tmp": "l", "pkg/new.py": "n"})
+    assert rel.git_files(repo / "build" / "app") is None
+    listed = rel.git_files(repo)
+    assert listed == {".gitignore", ".gitmodules", "lib/README", "vendored/.gitignore", "vendored/pkg/__init__.py",
+                      "vendored/pkg/new.py"}
+    assert sorted(rel.manifest(repo, (".git",), (), listed)) == sorted(listed)
+
+
 def test_shared_folders_outlive_releases_and_nothing_is_written_through_them(tmp_path):
     """Three releases on disk as a deploy makes them: what the app wrote stays; a release's files
     never land in the shared folder, even once the folder is no longer shared."""
@@ -398,3 +445,17 @@ def test_shared_folders_outlive_releases_and_nothing_is_written_through_them(tmp
     assert (data / "media/uploads/README").read_text() == "the app's own README"
     assert (data / "instance/notes.sqlite").read_text() == "the app's data"
     assert oct((data / "instance").stat().st_mode & 0o777) == "0o750"
+
+
+def test_a_requirements_file_git_ignores_is_refused_before_any_host(tmp_path):
+    write_files(tmp_path, {".gitignore": "requirements*.txt\n", "app.py": "1", "requirements.txt": "flask\n"})
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "v1")
+    with pytest.raises(DropshipError) as err:
+        app_shipment(AppSettings("shop", source=tmp_path), tmp_path, "abc12345")
+    assert str(err.value) == ("app shop: requirements.txt would not ship: git ignores it or app.exclude leaves it out "
+                              "(fix: commit it (remove it from .gitignore), or narrow app.exclude)")
+    (tmp_path / ".gitignore").write_text("venv/\n")
+    assert sorted(app_shipment(AppSettings("shop", source=tmp_path), tmp_path, "abc12345").manifest) == [
+        ".gitignore", "app.py", "requirements.txt"]
