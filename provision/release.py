@@ -19,7 +19,8 @@ from pathlib import Path
 from .engine.files import File
 from .engine.model import q
 from .engine.nginx import reload_and_wait
-from .engine.uv import SYSTEM_CAS, UV, UV_ENV, seed_command, seeded_venv_commands, venv_commands
+from .engine.uv import (SYSTEM_CAS, UV, UV_ENV, export_lock_command, install_args, project_dir, seed_command,
+                        seeded_venv_commands, venv_commands)
 from .errors import DropshipError
 from .transport.procstat import FIELD
 
@@ -142,7 +143,13 @@ _LOCAL = re.compile(r"^\s*(?:(?:-e|--editable)(?:\s*=\s*|\s+))?(?:\.{1,2}(?:/|$|
 def requirements_text(source: Path, path: str) -> tuple[bytes, bool]:
     """The requirements file ``path`` of ``source`` and every file it includes (``-r``, ``-c``,
     relative to the including file), as one text to hash; and whether one of them installs a local
-    path (``-e .``: the release's own code). A missing include is a DropshipError naming file and line."""
+    path (``-e .``: the release's own code). A missing include is a DropshipError naming file and line.
+    A ``pyproject.toml`` installs its project, pinned by the ``uv.lock`` beside it (hashed with it)."""
+    folder = project_dir(path)
+    if folder is not None:
+        lock = source / folder / "uv.lock"
+        return b"\0".join([path.encode(), (source / path).read_bytes(),
+                           lock.read_bytes() if lock.is_file() else b""]), True
     out: list[bytes] = []
     local, seen = False, set()
 
@@ -340,9 +347,10 @@ def venv_command(venvs: str, digest: str, release_dir: str, requirements: str) -
     is removed; or made before it existed) gets ``app_server_command``. It runs in the release, where
     a requirement's relative path (``-e .``) points."""
     venv, req = f"{venvs}/{digest}", f"{release_dir}/{requirements}"
+    lock = export_lock_command(req)
     return f"""
 cd {q(release_dir)} || exit 1
-if [ ! -e {q(venv)}/.complete ]; then
+{lock + chr(10) if lock else ""}if [ ! -e {q(venv)}/.complete ]; then
   rm -rf {q(venv)}
   ok=
   if [ -x {UV} ]; then
@@ -355,7 +363,7 @@ if [ ! -e {q(venv)}/.complete ]; then
     fi
   else
     python3 -m venv {q(venv)} && PIP_CERT={SYSTEM_CAS} {q(venv)}/bin/pip install --disable-pip-version-check -q \\
-      -r {q(req)} && ok=1
+      {install_args(req)} && ok=1
   fi
   if [ -n "$ok" ]; then
     rm -f {q(venv)}/{GUNICORN_ENV}
@@ -363,7 +371,7 @@ if [ ! -e {q(venv)}/.complete ]; then
     echo BUILT
   else
     rm -rf {q(venv)}
-    echo "installing -r {requirements} failed (see above)"
+    echo "installing {requirements} failed (see above)"
     exit 1
   fi
 elif [ ! -e {q(venv)}/.bytecode ]; then

@@ -28,6 +28,42 @@ def install_command() -> str:
             f"install -d -m 0755 {q(UV_CACHE)}")
 
 
+LOCKED = ".dropship-locked.txt"      # beside a pyproject.toml: its uv.lock's pins, as requirements
+
+
+def project_dir(requirements: str) -> str | None:
+    """The project folder when ``requirements`` is a ``pyproject.toml`` (the project itself is installed), else None."""
+    folder, _, name = requirements.rpartition("/")
+    return (folder or ".") if name == "pyproject.toml" else None
+
+
+def install_args(requirements: str) -> str:
+    """What to install: ``-r FILE``; for a ``pyproject.toml`` the project itself, editable (its
+    dependencies with it, pinned by ``LOCKED``: see ``export_lock_command``)."""
+    folder = project_dir(requirements)
+    if folder is None:
+        return f"-r {q(requirements)}"
+    return f"-r {q(folder + '/' + LOCKED)} -e {q(folder)}"
+
+
+def export_lock_command(requirements: str) -> str:
+    """For a ``pyproject.toml``: write ``LOCKED`` beside it, the pins of the ``uv.lock`` there (no dev
+    group, not the project), or nothing when there is no lock or no uv; empty for a requirements file.
+    The file is removed first: a release starts as hard links to the previous one."""
+    folder = project_dir(requirements)
+    if folder is None:
+        return ""
+    d, out = q(folder), q(folder + "/" + LOCKED)
+    return (f"rm -f {out}\n"
+            f"if [ -e {d}/uv.lock ] && [ -x {UV} ]; then\n"
+            f"  (cd {d} && {UV_ENV} {UV} export -q --frozen --no-dev --no-hashes --no-emit-project --no-header "
+            f"--no-annotate --format requirements-txt -o {LOCKED}) || "
+            f"{{ echo {q('reading ' + folder + '/uv.lock failed (see above)')}; exit 1; }}\n"
+            f"else\n"
+            f"  : > {out}\n"
+            f"fi")
+
+
 def venv_commands(venv: str, requirements: str) -> str:
     """Create ``venv`` (relocatable, so that a later one can start as its copy; with pip, as
     ``python3 -m venv`` would) and install ``requirements`` into it, bytecode compiled: the app's
@@ -35,7 +71,7 @@ def venv_commands(venv: str, requirements: str) -> str:
     imports afresh (about 0.8 s of CPU for a Flask + SQLAlchemy app)."""
     return (f"{UV_ENV} {UV} venv -q --seed --relocatable --python /usr/bin/python3 {q(venv)} && "
             f"{UV_ENV} {UV} pip install -q --compile-bytecode --python {q(venv + '/bin/python')} "
-            f"-r {q(requirements)}")
+            f"{install_args(requirements)}")
 
 
 def seed_command(venvs: str) -> str:
@@ -57,7 +93,7 @@ def seeded_venv_commands(seed: str, venv: str, requirements: str) -> str:
     their inodes changed since). A seed made before the mark existed may hold a ``requirements.lock``."""
     v, py, mark = q(venv), q(venv + "/bin/python"), q(venv + "/.linked")
     return (f"cp -al {seed} {v} && rm -f {v}/.complete {v}/.bytecode {v}/requirements.lock && touch {mark} && "
-            f"{UV_ENV} {UV} pip install -q --exact --upgrade --python {py} -r {q(requirements)} && "
+            f"{UV_ENV} {UV} pip install -q --exact --upgrade --python {py} {install_args(requirements)} && "
             f"{{ find {v}/lib -cnewer {mark} -name '*.py' | {py} -m compileall -q -i - >/dev/null 2>&1 || true; }}")
 
 

@@ -9,12 +9,14 @@ server (SCRIPT_NAME), with a hostile string as its page title; it lists no gunic
 old one. The tests run in order on one droplet: both deploy and serve their forms (CSRF included);
 deploys and rollbacks of each app under load fail no request; a release that cannot start fails
 its gate with its own error; a rename leaves nginx valid and serving; removing the app disables
-it and keeps its data, `--purge` drops that; a src-layout app installs its own source; an app of
+it and keeps its data, `--purge` drops that; a src-layout app installs its own source; an app with
+only a pyproject.toml and a uv.lock gets the versions the lock pins; an app of
 Flask's tutorial shape keeps its SQLite file and uploads in `shared_dirs` across deploys.
 """
 from __future__ import annotations
 
 import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -258,6 +260,38 @@ def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_
     host.invoke("rollback", "--app", "pkgapp")
     assert Browser(host.url).open("/pkg/")[2] == "release one"
     assert len(host.on_host("ls /srv/pkgapp/shared/venvs").split()) == 2          # one per source
+
+
+def test_an_app_with_only_a_pyproject_is_installed_as_its_uv_lock_pins(host, tmp_path_factory):
+    """`requirements: backend/pyproject.toml` (no requirements file, a uv project in a folder of the repo):
+    the project itself is installed, its dependencies at the versions of its uv.lock (older than what a
+    fresh resolution picks: the lock was made before the pyproject allowed newer), its dev group not."""
+    repo = AppRepo(tmp_path_factory.mktemp("uvapp"))
+    project = repo.root / "backend"
+    pinned = PYPROJECT.replace('name = "pkgapp"', 'name = "uvapp"').replace(
+        'dependencies = ["flask"]', 'dependencies = ["flask>=3,<3.1"]\n\n[dependency-groups]\ndev = ["iniconfig"]')
+    for name, text in {"pyproject.toml": pinned, "src/uvapp/__init__.py": FACTORY,
+                       "src/uvapp/message.py": 'MESSAGE = "locked one"\n'}.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    subprocess.run([sys.executable, "-m", "uv", "lock", "-q"], cwd=project, check=True, timeout=300)
+    (project / "pyproject.toml").write_text(pinned.replace("flask>=3,<3.1", "flask>=3"))
+    repo.git("init", "-q", "-b", "main")
+    repo.commit("one")
+    host.write(app_settings(host.names.root), {"name": "uvapp", "source": str(repo.root), "path": "/uv",
+                                               "wsgi": "uvapp:create_app()", "requirements": "backend/pyproject.toml",
+                                               "health": {"path": "/"}})
+    host.invoke("provision")
+    host.invoke("deploy", "--only", "uvapp")
+    assert Browser(host.url).open("/uv/")[2] == "locked one"
+    venv = "/srv/uvapp/slots/$(cat /srv/uvapp/live)/.venv"
+    versions = host.on_host(f"{venv}/bin/python -c 'import importlib.metadata as m; "
+                            "print(m.version(\"flask\"), [d.name for d in m.distributions() if d.name == \"iniconfig\"])'")
+    assert versions.split(maxsplit=1) == ["3.0.3", "[]\n"], versions
+    (project / "src/uvapp/message.py").write_text('MESSAGE = "locked two"\n')
+    repo.commit("two")
+    host.invoke("deploy", "--only", "uvapp")
+    assert Browser(host.url).open("/uv/")[2] == "locked two"
 
 
 NOTES = '''\

@@ -8,8 +8,8 @@ import pytest
 
 from provision import release as rel
 from provision.build_failures import CERTIFICATE, build_failure_cause
-from provision.engine.uv import (UV, UV_ENV, UV_VERSION, UvTool, install_command, seed_command, seeded_venv_commands,
-                                 venv_commands)
+from provision.engine.uv import (UV, UV_ENV, UV_VERSION, UvTool, export_lock_command, install_args, install_command,
+                                 project_dir, seed_command, seeded_venv_commands, venv_commands)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ install --disable-pip-version-check -q \\
     echo BUILT
   else
     rm -rf /srv/shop/venvs/ab12
-    echo "installing -r requirements.txt failed (see above)"
+    echo "installing requirements.txt failed (see above)"
     exit 1
   fi
 elif [ ! -e /srv/shop/venvs/ab12/.bytecode ]; then
@@ -161,3 +161,39 @@ def test_uv_certificate_failure_is_read_as_one():
            "  Caused by: error sending request\n  Caused by: invalid peer certificate: UnknownIssuer\n")
     cause = build_failure_cause(log)
     assert cause.kind == CERTIFICATE and "invalid peer certificate: UnknownIssuer" in cause.evidence
+
+
+def test_a_pyproject_installs_its_project_pinned_by_its_uv_lock():
+    assert [project_dir(p) for p in ("pyproject.toml", "backend/pyproject.toml", "/srv/a/releases/r1/pyproject.toml",
+                                     "requirements.txt", "x/mypyproject.toml")] == [
+        ".", "backend", "/srv/a/releases/r1", None, None]
+    assert install_args("/srv/a/releases/r1/requirements.txt") == "-r /srv/a/releases/r1/requirements.txt"
+    assert install_args("/srv/a b/r1/pyproject.toml") == "-r '/srv/a b/r1/.dropship-locked.txt' -e '/srv/a b/r1'"
+    assert export_lock_command("/srv/a/r1/requirements.txt") == ""
+    assert export_lock_command("/srv/a b/r1/pyproject.toml") == (
+        "rm -f '/srv/a b/r1/.dropship-locked.txt'\n"
+        f"if [ -e '/srv/a b/r1'/uv.lock ] && [ -x {UV} ]; then\n"
+        f"  (cd '/srv/a b/r1' && UV_SYSTEM_CERTS=1 UV_CACHE_DIR=/var/cache/dropship/uv UV_NO_PROGRESS=1 {UV} export -q "
+        "--frozen --no-dev --no-hashes --no-emit-project --no-header --no-annotate --format requirements-txt "
+        "-o .dropship-locked.txt) || { echo 'reading /srv/a b/r1/uv.lock failed (see above)'; exit 1; }\n"
+        "else\n"
+        "  : > '/srv/a b/r1/.dropship-locked.txt'\n"
+        "fi")
+    assert venv_commands("/v", "/r/pyproject.toml").endswith(
+        "pip install -q --compile-bytecode --python /v/bin/python -r /r/.dropship-locked.txt -e /r")
+    assert " --upgrade --python /v/bin/python -r /r/.dropship-locked.txt -e /r && " in \
+        seeded_venv_commands('"$seed"', "/v", "/r/pyproject.toml")
+    script = rel.venv_command("/srv/a/venvs", "ab12", "/srv/a/releases/r1", "backend/pyproject.toml")
+    assert script.startswith("\ncd /srv/a/releases/r1 || exit 1\n"
+                             + export_lock_command("/srv/a/releases/r1/backend/pyproject.toml") + "\nif [ ! -e ")
+    assert "pip install --disable-pip-version-check -q \\\n      -r /srv/a/releases/r1/backend/.dropship-locked.txt " \
+           "-e /srv/a/releases/r1/backend && ok=1" in script
+    assert 'echo "installing backend/pyproject.toml failed (see above)"' in script
+
+
+def test_a_pyproject_makes_a_venv_per_release_and_its_lock_counts(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\n')
+    text, local = rel.requirements_text(tmp_path, "pyproject.toml")
+    assert local and b'name = "x"' in text
+    (tmp_path / "uv.lock").write_text("version = 1\n")
+    assert rel.requirements_text(tmp_path, "pyproject.toml") == (text + b"version = 1\n", True)
