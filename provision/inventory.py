@@ -212,7 +212,7 @@ class AirflowSettings:
                                                   SecretRef("secret", "airflow_db_password", ""))
     executor: str = "LocalExecutor"     # or CeleryExecutor: a Celery worker, Redis on the host as its broker
     redis_password: SecretRef = SecretRef("secret", "airflow_redis_password", "")   # the broker's (Celery)
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str | SecretRef], ...] = ()   # settings, connections, variables (secret refs too)
     tls: ServerTls = ServerTls()     # of its own server
     flower: AirflowFlower | None = None    # CeleryExecutor only
 
@@ -328,6 +328,7 @@ class Environment:
             refs += [u.password for u in af.users if u.name != af.admin_user]
             refs += [af.redis_password] if af.celery else []
             refs += [af.flower.password] if af.flower else []
+            refs += [v for _, v in af.env if isinstance(v, SecretRef)]
         servers = [self.settings.nginx.tls] + [a.tls for a in self.settings.apps] + ([af.tls] if af else [])
         refs += [r for t in servers for r in (t.certificate, t.key) if r]
         bk = self.settings.backups
@@ -989,6 +990,37 @@ def _database(c: _Cursor | None) -> DatabaseSettings | None:
     )
 
 
+_AIRFLOW_ENV = re.compile(r"AIRFLOW__[A-Z0-9_]+__[A-Z0-9_]+|AIRFLOW_(?:CONN|VAR)_[A-Z0-9_]+")
+
+
+def _airflow_env(c: _Cursor | None) -> tuple[tuple[str, str | SecretRef], ...]:
+    """Airflow's settings (``AIRFLOW__SECTION__KEY``), connections (``AIRFLOW_CONN_ID``) and variables
+    (``AIRFLOW_VAR_NAME``): a value or a secret reference, never generated (a password, a connection URI)."""
+    if c is None:
+        return ()
+    c.mapping(tuple(c.node.keys()) if isinstance(c.node, dict) else ())
+    out = []
+    for key in c.node:
+        item = c.child(key)
+        if not _AIRFLOW_ENV.fullmatch(str(key)):
+            (item or c).fail(f"{key} is not an Airflow setting, connection or variable",
+                             "name it AIRFLOW__<SECTION>__<KEY>, AIRFLOW_CONN_<CONN_ID> or AIRFLOW_VAR_<NAME>",
+                             key=f"{c.key}.{key}", line=c.node.line_of(key))
+        if item is None:
+            c.fail(f"{key} has no value", "write a value, or a secret reference", key=f"{c.key}.{key}",
+                   line=c.node.line_of(key))
+        if isinstance(item.node, dict):
+            out.append((str(key), replace(item.secret(), generate="never")))
+        elif isinstance(item.node, (list, type(None))):
+            item.fail(f"expected a string, a number or a secret reference, got {_kind(item.node)}",
+                      "quote the value, or write {secret: name}")
+        elif "\0" in str(item.node):
+            item.fail("a value cannot hold a NUL character", "remove it")
+        else:
+            out.append((str(key), str(item.node)))
+    return tuple(out)
+
+
 def _app_env(c: _Cursor | None, database: DatabaseSettings | None) -> tuple[tuple[str, str | SecretRef], ...]:
     if c is None:
         return ()
@@ -1093,15 +1125,7 @@ def _airflow(c: _Cursor | None, workspace: Workspace) -> AirflowSettings | None:
         database = DatabaseSettings(db.child("name", required=True).str(_IDENT, "'airflow'"),
                                     db.child("user", required=True).str(_IDENT, "'airflow'"),
                                     db.child("password", required=True).secret())
-    env = []
-    if c.child("env"):
-        envc = c.child("env")
-        envc.mapping(tuple(envc.node.keys()) if isinstance(envc.node, dict) else ())
-        for key in envc.node:
-            if not re.fullmatch(r"^AIRFLOW__[A-Z0-9_]+__[A-Z0-9_]+$", str(key)):
-                envc.child(key).fail("expected an Airflow setting like AIRFLOW__CORE__PARALLELISM",
-                                     "name it AIRFLOW__<SECTION>__<KEY>")
-            env.append((str(key), str(envc.node[key])))
+    env = _airflow_env(c.child("env"))
     opt = {k: c.child(k) for k in ("url_path", "admin_user", "admin_password", "fernet_key", "jwt_secret",
                                    "api_secret_key", "executor", "redis_password")}
     server, tls = c.child("server_name"), c.child("tls")

@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from .model import PHASE_SERVICES, Change, Resource, q
 
 
+def env_file(values: list[tuple[str, str]]) -> str:
+    """Compose ``env_file`` lines that Compose reads back exactly: each value in double quotes, with
+    ``\\``, ``"`` and ``$`` escaped (unquoted, `` #`` starts a comment and ``$X`` is interpolated) and
+    newlines as ``\\n``."""
+    def quoted(value: str) -> str:
+        for old, new in (("\\", "\\\\"), ('"', '\\"'), ("$", "\\$"), ("\n", "\\n"), ("\r", "\\r")):
+            value = value.replace(old, new)
+        return f'"{value}"'
+
+    return "".join(f"{key}={quoted(value)}\n" for key, value in values)
+
+
 @dataclass(frozen=True)
 class ComposeProject(Resource):
     """``docker compose up`` when the configuration changed (a stamp of its inputs says so) or a

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine.compose import ComposeProject
+from ..engine.compose import ComposeProject, env_file
 from ..engine.files import Absent, Directory, File, Symlink
 from ..engine.model import Handler, Resource
 from ..engine.postgres import PgDatabase, PgRole
 from .. import placement
 from ..errors import DropshipError
+from ..inventory import SecretRef
 from ..release import database_url
 from ..sizing import airflow_parallelism, airflow_worker_concurrency
 from ..templates import render
@@ -128,10 +129,9 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
                                     broker, host) if af.celery else []),
         *(flower_env(af, v) if ctx.has("airflow") else []),
         *remote,
-        *af.env,
+        *((k, v[val.name] if isinstance(val, SecretRef) else val) for k, val in af.env),
     ]
-    return ("# Managed by Dropship (airflow role). Secrets inside: keep it 0600.\n"
-            + "".join(f"{k}={val}\n" for k, val in values)).encode()
+    return ("# Managed by Dropship (airflow role). Secrets inside: keep it 0600.\n" + env_file(values)).encode()
 
 
 def execution_url(address: str, url_path: str) -> str:

@@ -39,6 +39,7 @@ DAGS_DIR = "/srv/airflow/dags"
 # api-server revalidates its cached copy as often, so a task change right after another one takes
 # longer than DAG attributes (tags, owners), which are updated at every parse.
 VISIBLE_WITHIN = 30.0
+RECIPIENTS = 'data@example.org #team "ops" $HOME'      # an Airflow variable of the inventory: read back as is
 TASKS_VISIBLE_WITHIN = 90.0
 
 
@@ -70,8 +71,14 @@ def stack(tmp_path_factory):
     repo = DagRepo.create(root / "dags")
     (root / "env").mkdir()
     box = Sandbox(root / "env", run_name())
-    defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"}, "airflow": airflow_settings(repo.root)}
+    airflow = {**airflow_settings(repo.root), "env": {"AIRFLOW_VAR_REPORT_RECIPIENTS": RECIPIENTS,
+                                                      "AIRFLOW_CONN_WAREHOUSE": {"secret": "warehouse_uri"}}}
+    defaults = {**{k: v for k, v in DEFAULTS.items() if k != "app"}, "airflow": airflow}
     box.write({box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, SIZE, warm=True)]}}, defaults)
+    secrets = box.environment().workspace.secrets_path(box.env)       # a connection URI is never generated
+    secrets.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secrets.write_text(yaml.safe_dump({"warehouse_uri": "postgresql://etl:p%40ss%23w0rd@warehouse.internal:5432/dw"}))
+    secrets.chmod(0o600)
     timings: dict[str, float] = {}
     try:
         t0 = time.monotonic()
@@ -460,6 +467,8 @@ TEAM_DAG = '''"""A team's nightly job, as written for Airflow 2: airflow.operato
 from datetime import datetime, timedelta
 
 from airflow import DAG
+from airflow.hooks.base import BaseHook
+from airflow.models import Variable
 from airflow.operators.bash import BashOperator
 from airflow.operators.python import PythonOperator
 
@@ -468,6 +477,8 @@ from common.greetings import GREETING
 
 def greet():
     print(GREETING)
+    print("recipients:", Variable.get("report_recipients"))
+    print("warehouse:", BaseHook.get_connection("warehouse").host)
 
 
 default_args = {"owner": "data-team", "retries": 1, "retry_delay": timedelta(minutes=5)}
@@ -501,7 +512,10 @@ def test_dags_written_elsewhere_deploy_and_run_with_their_own_modules(stack):
         deploy_dags(stack)
         found = dags_json(stack)                  # the deploy returned once the processor had parsed the release
         assert "team_etl" in listed(found) and found["import_errors"] == [], found
-        assert "greetings from a module of the DAGs, v1" in task_test(stack, "team_etl", "greet")
+        out = task_test(stack, "team_etl", "greet")
+        assert "greetings from a module of the DAGs, v1" in out, out[-3000:]
+        # the inventory's airflow.env: a variable (hostile string) and a connection (a secret) reach the task
+        assert f"recipients: {RECIPIENTS}" in out and "warehouse: warehouse.internal" in out, out[-3000:]
 
         # The check and the tasks import the release's module, not the one of the release before.
         repo.write("common/greetings.py", 'GREETING = "greetings from a module of the DAGs, v2"\n', "helper v2")

@@ -87,14 +87,14 @@ def test_celery_env_lines_exact():
 
 def test_env_file_with_celery_and_without():
     env = file_at(airflow.resources(celery_context()), "/srv/airflow/airflow.env").content.decode()
-    assert "AIRFLOW__CORE__EXECUTOR=CeleryExecutor\n" in env
-    assert env.endswith("AIRFLOW__CORE__PARALLELISM=8\n"
-                        "AIRFLOW__CELERY__BROKER_URL=redis://:redis-pw-123456@host.docker.internal:6379/0\n"
-                        "AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql://airflow:af-db-pw-123456"
-                        "@host.docker.internal:5432/airflow\n"
-                        "AIRFLOW__CELERY__WORKER_CONCURRENCY=4\n")
+    assert "AIRFLOW__CORE__EXECUTOR=\"CeleryExecutor\"\n" in env
+    assert env.endswith("AIRFLOW__CORE__PARALLELISM=\"8\"\n"
+                        "AIRFLOW__CELERY__BROKER_URL=\"redis://:redis-pw-123456@host.docker.internal:6379/0\"\n"
+                        "AIRFLOW__CELERY__RESULT_BACKEND=\"db+postgresql://airflow:af-db-pw-123456"
+                        "@host.docker.internal:5432/airflow\"\n"
+                        "AIRFLOW__CELERY__WORKER_CONCURRENCY=\"4\"\n")
     local = file_at(airflow.resources(context()), "/srv/airflow/airflow.env").content.decode()
-    assert "AIRFLOW__CORE__EXECUTOR=LocalExecutor\n" in local and "CELERY" not in local
+    assert "AIRFLOW__CORE__EXECUTOR=\"LocalExecutor\"\n" in local and "CELERY" not in local
 
 
 # --- the compose file -----------------------------------------------------------------------------------

@@ -97,8 +97,8 @@ def test_the_airflow_host_runs_flower_on_loopback_behind_nginx(tmp_path):
     assert flower["ports"] == ["127.0.0.1:5555:5555"]
     assert flower["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://localhost:5555/celery-watch/healthcheck"]
     lines = out["/srv/airflow/airflow.env"].splitlines()
-    assert "AIRFLOW__CELERY__FLOWER_URL_PREFIX=/celery-watch" in lines
-    assert "AIRFLOW__CELERY__FLOWER_BASIC_AUTH=on_call:Fl0wer-pw_x" in lines
+    assert "AIRFLOW__CELERY__FLOWER_URL_PREFIX=\"/celery-watch\"" in lines
+    assert "AIRFLOW__CELERY__FLOWER_BASIC_AUTH=\"on_call:Fl0wer-pw_x\"" in lines
     location = out[airflow.NGINX_LOCATION]
     assert "location /pipelines/ {" in location
     assert "location /celery-watch/ {\n    proxy_pass http://127.0.0.1:5555;\n" in location

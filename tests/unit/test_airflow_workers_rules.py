@@ -185,15 +185,15 @@ def test_worker_compose_exact():
 def test_worker_env_points_at_private_addresses(tmp_path):
     env = load(tmp_path)
     lines = airflow.airflow_env(ctx(env, "worker-1")).decode().splitlines()
-    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://airflow:af-db-pw-123456@10.110.0.2:5432/airflow" \
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=\"postgresql+psycopg2://airflow:af-db-pw-123456@10.110.0.2:5432/airflow\"" \
         in lines
-    assert "AIRFLOW__CELERY__BROKER_URL=redis://:redis-pw-123456@10.110.0.2:6379/0" in lines
-    assert "AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql://airflow:af-db-pw-123456@10.110.0.2:5432/airflow" in lines
-    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://10.110.0.2:8080/airflow/execution/" in lines
-    assert "AIRFLOW__CORE__HOSTNAME_CALLABLE=socket.gethostname" in lines
-    assert "AIRFLOW__CELERY__WORKER_CONCURRENCY=4" in lines
+    assert "AIRFLOW__CELERY__BROKER_URL=\"redis://:redis-pw-123456@10.110.0.2:6379/0\"" in lines
+    assert "AIRFLOW__CELERY__RESULT_BACKEND=\"db+postgresql://airflow:af-db-pw-123456@10.110.0.2:5432/airflow\"" in lines
+    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=\"http://10.110.0.2:8080/airflow/execution/\"" in lines
+    assert "AIRFLOW__CORE__HOSTNAME_CALLABLE=\"socket.gethostname\"" in lines
+    assert "AIRFLOW__CELERY__WORKER_CONCURRENCY=\"4\"" in lines
     home = airflow.airflow_env(ctx(env, "airflow-1")).decode().splitlines()
-    assert "AIRFLOW__CELERY__BROKER_URL=redis://:redis-pw-123456@host.docker.internal:6379/0" in home
+    assert "AIRFLOW__CELERY__BROKER_URL=\"redis://:redis-pw-123456@host.docker.internal:6379/0\"" in home
     assert not any(line.startswith("AIRFLOW__CORE__HOSTNAME_CALLABLE") for line in home)
 
 

@@ -228,13 +228,13 @@ def test_one_host_keeps_its_configuration(tmp_path):
                                                                            "postgres database names"]
     assert base.firewall_rules(ctx(env, "web-1", {})) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12 to 172.17.0.1")
     line = next(ln for ln in airflow_env(ctx(env, "web-1", {})).decode().splitlines() if "SQL_ALCHEMY_CONN" in ln)
-    assert line.endswith("@host.docker.internal:5432/airflow")
+    assert line.endswith("@host.docker.internal:5432/airflow\"")
 
 
 def test_airflow_elsewhere_connects_to_the_db_hosts_private_address(tmp_path):
     env = load(tmp_path, SPLIT)
     line = next(ln for ln in airflow_env(ctx(env, "web-1")).decode().splitlines() if "SQL_ALCHEMY_CONN" in ln)
-    assert line == "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://airflow:s3cret@10.110.0.2:5432/airflow"
+    assert line == "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=\"postgresql+psycopg2://airflow:s3cret@10.110.0.2:5432/airflow\""
     assert placement.database_address(env, "web-1", ADDRESSES) == "10.110.0.2"
     assert placement.database_address(env, "db-1", ADDRESSES) == "127.0.0.1"
 

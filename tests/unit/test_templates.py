@@ -377,7 +377,7 @@ def test_airflow_ui_on_a_path_or_a_server_of_its_own():
     assert "location /airflow/ {" in location and "proxy_pass http://127.0.0.1:8080;" in location
     assert any(isinstance(r, Absent) and r.path == airflow.NGINX_SERVER for r in on_path)
     env_file = file_at(on_path, "/srv/airflow/airflow.env").content.decode()
-    assert "AIRFLOW__API__BASE_URL=/airflow\n" in env_file
+    assert "AIRFLOW__API__BASE_URL=\"/airflow\"\n" in env_file
 
     af = replace(ctx.env.settings.airflow, server_name="airflow.example.com", url_path="")
     own = replace(ctx, env=replace(ctx.env, settings=replace(ctx.env.settings, airflow=af)))
@@ -387,7 +387,7 @@ def test_airflow_ui_on_a_path_or_a_server_of_its_own():
     assert "default_server" not in server
     assert any(isinstance(r, Absent) and r.path == airflow.NGINX_LOCATION for r in resources)
     env_file = file_at(resources, "/srv/airflow/airflow.env").content.decode()
-    assert "AIRFLOW__API__BASE_URL=http://airflow.example.com\n" in env_file
-    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://airflow-apiserver:8080/execution/\n" in env_file
+    assert "AIRFLOW__API__BASE_URL=\"http://airflow.example.com\"\n" in env_file
+    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=\"http://airflow-apiserver:8080/execution/\"\n" in env_file
     compose = file_at(resources, "/srv/airflow/compose.yaml").content.decode()
     assert "http://localhost:8080/api/v2/version" in compose

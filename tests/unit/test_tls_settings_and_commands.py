@@ -245,9 +245,9 @@ def test_sites_include_their_snippet_and_airflow_knows_its_scheme():
     assert "include /etc/nginx/dropship/tls-example.com.conf;" in site_config(ctx, ctx.settings.apps[0]).decode()
     [server] = [r for r in airflow_resources(ctx) if isinstance(r, File) and r.path.endswith("dropship-airflow.conf")]
     assert "include /etc/nginx/dropship/tls-airflow.example.com.conf;" in server.content.decode()
-    assert b"AIRFLOW__API__BASE_URL=https://airflow.example.com" in airflow_env(ctx, "airflow.example.com")
+    assert b"AIRFLOW__API__BASE_URL=\"https://airflow.example.com\"" in airflow_env(ctx, "airflow.example.com")
     plain = with_airflow(context(env_name="staging"), server_name="airflow.example.com", url_path="")
-    assert b"AIRFLOW__API__BASE_URL=http://airflow.example.com" in airflow_env(plain, "airflow.example.com")
+    assert b"AIRFLOW__API__BASE_URL=\"http://airflow.example.com\"" in airflow_env(plain, "airflow.example.com")
 
 
 # --- certificates given as secrets --------------------------------------------------------------
