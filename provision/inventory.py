@@ -453,7 +453,12 @@ def load_inventory(path: str | os.PathLike) -> dict[str, Environment]:
         raise InventoryError(path, line, "(file)", f"not UTF-8 text (byte {exc.object[exc.start]:#04x})",
                              "save the file as UTF-8") from None
     root = _Cursor(path, yamlsource.load(text, path), "", 1)
-    root.mapping(("defaults", "environments"))
+    if not isinstance(root.node, dict):
+        root.fail(f"expected a mapping, got {_kind(root.node)}", _MAPPING_FIX)
+    for key in root.node:           # x-… keys hold YAML anchors to reuse (as in Compose files), nothing else
+        if key not in ("defaults", "environments") and not (isinstance(key, str) and key.startswith("x-")):
+            root.fail(f"unknown key '{key}'", "use defaults, environments, or an x-… key to hold YAML anchors",
+                      key=str(key), line=root.node.line_of(key))
     defaults = root.child("defaults", default=yamlsource.LDict(line=1))
     defaults.mapping(_ENV_KEYS)
     envs = root.child("environments", required=True)

@@ -165,6 +165,33 @@ def test_unknown_top_level_key(tmp_path):
     assert_located(error(tmp_path, "envs: {}\n" + LOCAL), tmp_path, 1, "envs", "unknown key")
 
 
+def test_anchors_kept_under_x_keys_and_merge_keys_are_read_as_yaml_means_them(tmp_path):
+    text = """\
+x-web: &web {size: s-1vcpu-1gb, roles: [base, nginx, app]}
+x-app: &app
+  name: shop
+  env: &env {SHOP_MODE: production}
+defaults:
+  apps:
+    - <<: *app
+      path: /shop
+      env: {<<: *env, EXTRA: "1"}
+environments:
+  staging:
+    provider: local
+    droplets:
+      - {<<: *web, name: web-1}
+      - {<<: *web, name: web-2, size: s-2vcpu-4gb}
+"""
+    env = load(tmp_path, text)["staging"]
+    assert [(h.name, h.droplet.size, h.roles) for h in env.hosts] == [
+        ("web-1", "s-1vcpu-1gb", ("base", "nginx", "app")), ("web-2", "s-2vcpu-4gb", ("base", "nginx", "app"))]
+    app = env.settings.apps[0]
+    assert (app.name, app.path, app.env) == ("shop", "/shop", (("SHOP_MODE", "production"), ("EXTRA", "1")))
+    assert_located(error(tmp_path, text.replace("x-web:", "y-web:")), tmp_path, 1, "y-web", "unknown key",
+                   "use defaults, environments, or an x-… key to hold YAML anchors")
+
+
 def test_missing_provider(tmp_path):
     err = error(tmp_path, LOCAL.replace("    provider: local\n", ""))
     assert_located(err, tmp_path, 2, "environments.local.provider", "missing required key 'provider'")
