@@ -66,7 +66,8 @@ def git_files(source: Path) -> set[str] | None:
     ``.git/info/exclude`` or the global excludes file ignores (a developer's ``venv/``, ``.env``, local
     database); paths relative to ``source``. None where ``source`` is not in a git work tree, or git
     lists nothing there (a folder the repository ignores whole): then everything ships. A submodule's
-    files are listed by its own rules."""
+    files are listed by its own rules; a symlink to a folder lists what is in it (by the rules of the
+    repository it is in, if any)."""
     try:
         proc = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard",
                                "--", "."], capture_output=True, timeout=60)
@@ -75,7 +76,8 @@ def git_files(source: Path) -> set[str] | None:
     files = {os.path.normpath(p) for p in os.fsdecode(proc.stdout).split("\0") if p} if proc.returncode == 0 else set()
     for sub in [p for p in files if (source / p).is_dir()]:
         files.discard(sub)
-        files |= {f"{sub}/{p}" for p in git_files(source / sub) or ()}
+        inside = git_files(source / sub)
+        files |= {f"{sub}/{p}" for p in (inside if inside is not None else manifest(source / sub, ()))}
     return files or None
 
 
@@ -83,7 +85,9 @@ def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...
              listed: set[str] | None = None) -> dict[str, list]:
     """``{relative path: [sha256, mode]}`` of every file that ships: of ``listed`` only (``git_files``)
     unless it is None, none ``exclude`` matches, none in a shared folder (the host's copy is the one
-    that counts). What does not ship is not even read."""
+    that counts). What does not ship is not even read. Symlinks ship what they point at (a file's
+    content, a folder's files; each real folder once, so a link to a parent cannot loop); a dangling
+    one ships nothing."""
     def wanted(rel: str, folder: bool) -> bool:
         if _excluded(rel, exclude) or in_folder(rel, shared_dirs):
             return False
@@ -91,13 +95,19 @@ def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...
 
     parents = {str(d) for p in listed or () for d in Path(p).parents}
     out: dict[str, list] = {}
-    for dirpath, dirnames, filenames in os.walk(source):
+    walked: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in walked:
+            dirnames[:] = []
+            continue
+        walked.add(real)
         rel_dir = os.path.relpath(dirpath, source)
         dirnames[:] = sorted(d for d in dirnames if wanted(os.path.normpath(os.path.join(rel_dir, d)), True))
         for name in sorted(filenames):
             rel = os.path.normpath(os.path.join(rel_dir, name))
             full = os.path.join(dirpath, name)
-            if not wanted(rel, False) or os.path.islink(full) or not os.path.isfile(full):
+            if not wanted(rel, False) or not os.path.isfile(full):
                 continue
             with open(full, "rb") as fh:
                 digest = hashlib.sha256(fh.read()).hexdigest()
@@ -122,9 +132,9 @@ def diff(previous: dict[str, list] | None, current: dict[str, list]) -> Upload:
 
 
 def tarball(source: Path, paths: list[str]) -> bytes:
-    """A gzip tar of ``paths`` (relative to ``source``), owned by root, modes kept."""
+    """A gzip tar of ``paths`` (relative to ``source``, symlinks followed), owned by root, modes kept."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6, dereference=True) as tar:   # as the manifest
         for rel in paths:
             info = tar.gettarinfo(str(source / rel), arcname=rel)
             info.uid = info.gid = 0

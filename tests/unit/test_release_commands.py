@@ -1,7 +1,9 @@
 """Release command builders by their exact strings, and run for real: the shared state command and
 its parser (apps and DAGs), and the health gate against a local HTTP server."""
 import http.server
+import io
 import os
+import tarfile
 import subprocess
 import threading
 from pathlib import Path
@@ -445,6 +447,37 @@ def test_shared_folders_outlive_releases_and_nothing_is_written_through_them(tmp
     assert (data / "media/uploads/README").read_text() == "the app's own README"
     assert (data / "instance/notes.sqlite").read_text() == "the app's data"
     assert oct((data / "instance").stat().st_mode & 0o777) == "0o750"
+
+
+def test_symlinks_ship_what_they_point_at_and_cannot_loop(tmp_path):
+    write_files(tmp_path / "outside", {"shared/util.py": "u", "config.ini": "c"})
+    write_files(tmp_path / "src", {"app.py": "a"})
+    src = tmp_path / "src"
+    (src / "util").symlink_to(tmp_path / "outside" / "shared")        # a folder outside the source
+    (src / "config.ini").symlink_to(tmp_path / "outside" / "config.ini")
+    (src / "again").symlink_to(src)                                    # a loop
+    (src / "gone.py").symlink_to(tmp_path / "nowhere.py")              # dangling
+    found = rel.manifest(src, ())
+    assert sorted(found) == ["app.py", "config.ini", "util/util.py"]
+    assert found["util/util.py"][0] == rel.manifest(tmp_path / "outside", ())["shared/util.py"][0]
+    with tarfile.open(fileobj=io.BytesIO(rel.tarball(src, sorted(found)))) as tar:
+        assert [(m.name, m.isfile(), tar.extractfile(m).read()) for m in tar.getmembers()] == [
+            ("app.py", True, b"a"), ("config.ini", True, b"c"), ("util/util.py", True, b"u")]
+
+
+def test_a_linked_folder_ships_by_the_rules_of_its_repository_or_whole(tmp_path):
+    repo = tmp_path / "repo"
+    write_files(repo, {".gitignore": "*.local\n", "lib/common/sql.py": "q", "dags/etl.py": "e"})
+    write_files(tmp_path / "elsewhere", {"x.py": "x", "y.local": "y"})
+    (repo / "dags" / "common").symlink_to("../lib/common")
+    (repo / "dags" / "vendor").symlink_to(tmp_path / "elsewhere")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v1")
+    write_files(repo / "lib" / "common", {"secrets.local": "s"})
+    listed = rel.git_files(repo / "dags")
+    assert listed == {"etl.py", "common/sql.py", "vendor/x.py", "vendor/y.local"}
+    assert sorted(rel.manifest(repo / "dags", (".git",), (), listed)) == sorted(listed)
 
 
 def test_a_requirements_file_git_ignores_is_refused_before_any_host(tmp_path):
