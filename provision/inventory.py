@@ -996,6 +996,25 @@ def _database(c: _Cursor | None) -> DatabaseSettings | None:
 
 
 _AIRFLOW_ENV = re.compile(r"AIRFLOW__[A-Z0-9_]+__[A-Z0-9_]+|AIRFLOW_(?:CONN|VAR)_[A-Z0-9_]+")
+# Settings Dropship wires together (the services, nginx, the DAG releases rely on them), and the
+# inventory key that sets each instead; sizing-derived ones (PARALLELISM, WORKER_CONCURRENCY) may be set.
+_AIRFLOW_WIRED = {
+    "AIRFLOW__CORE__EXECUTOR": "set airflow.executor",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "set airflow.database",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "set airflow.database",
+    "AIRFLOW__CELERY__BROKER_URL": "set airflow.redis_password",
+    "AIRFLOW__CORE__FERNET_KEY": "set airflow.fernet_key",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "set airflow.jwt_secret",
+    "AIRFLOW__API__SECRET_KEY": "set airflow.api_secret_key",
+    "AIRFLOW__CORE__DAGS_FOLDER": "set airflow.dags (deploys switch the folder the services read)",
+    "AIRFLOW__API__BASE_URL": "set airflow.url_path or airflow.server_name",
+    "AIRFLOW__CORE__AUTH_MANAGER": "Dropship's accounts need Airflow's FAB auth manager (airflow.users)",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "Dropship points tasks at the api-server, also from worker hosts",
+    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker hosts need their own names: task logs are read there",
+    "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "the scheduler's health check needs it",
+    "AIRFLOW__CELERY__FLOWER_URL_PREFIX": "set airflow.flower",
+    "AIRFLOW__CELERY__FLOWER_BASIC_AUTH": "set airflow.flower",
+}
 
 
 def _airflow_env(c: _Cursor | None) -> tuple[tuple[str, str | SecretRef], ...]:
@@ -1014,6 +1033,8 @@ def _airflow_env(c: _Cursor | None) -> tuple[tuple[str, str | SecretRef], ...]:
         if item is None:
             c.fail(f"{key} has no value", "write a value, or a secret reference", key=f"{c.key}.{key}",
                    line=c.node.line_of(key))
+        if key in _AIRFLOW_WIRED:
+            item.fail(f"{key} is set by Dropship", f"remove it: {_AIRFLOW_WIRED[key]}")
         if isinstance(item.node, dict):
             out.append((str(key), replace(item.secret(), generate="never")))
         elif isinstance(item.node, (list, type(None))):

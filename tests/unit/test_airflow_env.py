@@ -56,3 +56,13 @@ def test_the_inventorys_values_and_secrets_reach_airflow_env_as_data():
     assert text.endswith('AIRFLOW_VAR_GREETING="hi #1 \\$HOME \\"you\\"\\nAIRFLOW__CORE__FERNET_KEY=x"\n'
                          'AIRFLOW_CONN_WAREHOUSE="postgresql://u:p%40ss@db:5432/wh"\n')
     assert len(re.findall(r"^AIRFLOW__CORE__FERNET_KEY=", text, re.M)) == 1
+
+
+def test_what_dropship_wires_is_set_through_its_own_key(tmp_path):
+    env = AIRFLOW + "      env:\n        AIRFLOW__CORE__PARALLELISM: 64\n"          # a sized setting: the inventory's wins
+    assert load(tmp_path, env)["local"].settings.airflow.env == (("AIRFLOW__CORE__PARALLELISM", "64"),)
+    assert_located(error(tmp_path, env + "        AIRFLOW__CORE__EXECUTOR: KubernetesExecutor\n"), tmp_path, 13,
+                   "environments.local.airflow.env.AIRFLOW__CORE__EXECUTOR", "is set by Dropship",
+                   "remove it: set airflow.executor")
+    assert_located(error(tmp_path, env + "        AIRFLOW__CORE__DAGS_FOLDER: /opt/dags\n"), tmp_path, 13,
+                   "environments.local.airflow.env.AIRFLOW__CORE__DAGS_FOLDER", "set airflow.dags")
