@@ -71,5 +71,6 @@ def fix_for(message: str) -> str:
         return f"the DAG uses an Airflow API this version does not have; {RUFF_AIRFLOW3}; {LEFT}"
     if missing := _MISSING.search(message):
         return (f"{missing[1]} is neither in the Airflow image nor in the DAGs' folder: add its package to the "
-                f"requirements.txt of airflow.build.context and provision, or ship it with the DAGs; {LEFT}")
+                "requirements.txt of airflow.build.context and provision, or ship it with the DAGs (git-ignored "
+                f"files do not ship); {LEFT}")
     return DEFAULT_FIX

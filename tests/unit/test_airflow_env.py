@@ -27,21 +27,19 @@ def test_settings_connections_and_variables_with_secret_references(tmp_path):
 
 
 def test_other_names_and_values_are_refused_where_they_are(tmp_path):
-    env = AIRFLOW + "      env:\n"                                    # line 11
-    assert_located(error(tmp_path, env + "        S3_BUCKET: reports\n"), tmp_path, 12, "environments.local.airflow.env.S3_BUCKET",
-                   "not an Airflow setting, connection or variable", "AIRFLOW_CONN_<CONN_ID>")
-    assert_located(error(tmp_path, env + "        AIRFLOW_CONN_X: [a, b]\n"), tmp_path, 12, "environments.local.airflow.env.AIRFLOW_CONN_X",
-                   "expected a string, a number or a secret reference, got a list")
-    assert_located(error(tmp_path, env + "        AIRFLOW_VAR_X:\n"), tmp_path, 12, "environments.local.airflow.env.AIRFLOW_VAR_X",
-                   "has no value")
-    assert_located(error(tmp_path, env + '        AIRFLOW_VAR_X: "a\\0b"\n'), tmp_path, 12, "environments.local.airflow.env.AIRFLOW_VAR_X",
-                   "NUL")
-    assert_located(error(tmp_path, env + "        AIRFLOW_CONN_X: {secret: 'a-b'}\n"), tmp_path, 12,
-                   "environments.local.airflow.env.AIRFLOW_CONN_X", "letters, digits and underscores")
+    env, key = AIRFLOW + "      env:\n", "environments.local.airflow.env."          # env: at line 11
+    for line, problem in (("S3_BUCKET: reports", "not an Airflow setting, connection or variable"),
+                          ("AIRFLOW_CONN_X: [a, b]", "expected a string, a number or a secret reference, got a list"),
+                          ("AIRFLOW_VAR_X:", "has no value"),
+                          ('AIRFLOW_VAR_X: "a\\0b"', "NUL"),
+                          ("AIRFLOW_CONN_X: {secret: 'a-b'}", "letters, digits and underscores")):
+        assert_located(error(tmp_path, f"{env}        {line}\n"), tmp_path, 12, key + line.split(":")[0], problem)
+    assert "AIRFLOW_CONN_<CONN_ID>" in str(error(tmp_path, env + "        S3_BUCKET: reports\n"))
 
 
 def test_compose_reads_every_value_back_exactly():
-    assert env_file([("A", "plain"), ("B", 'p@ss #1 $HOME ${X} "q" back\\slash'), ("C", "two\nlines\r"), ("D", "")]) == (
+    values = [("A", "plain"), ("B", 'p@ss #1 $HOME ${X} "q" back\\slash'), ("C", "two\nlines\r"), ("D", "")]
+    assert env_file(values) == (
         'A="plain"\n'
         'B="p@ss #1 \\$HOME \\${X} \\"q\\" back\\\\slash"\n'
         'C="two\\nlines\\r"\n'
@@ -59,7 +57,7 @@ def test_the_inventorys_values_and_secrets_reach_airflow_env_as_data():
 
 
 def test_what_dropship_wires_is_set_through_its_own_key(tmp_path):
-    env = AIRFLOW + "      env:\n        AIRFLOW__CORE__PARALLELISM: 64\n"          # a sized setting: the inventory's wins
+    env = AIRFLOW + "      env:\n        AIRFLOW__CORE__PARALLELISM: 64\n"       # sized: the inventory's wins
     assert load(tmp_path, env)["local"].settings.airflow.env == (("AIRFLOW__CORE__PARALLELISM", "64"),)
     assert_located(error(tmp_path, env + "        AIRFLOW__CORE__EXECUTOR: KubernetesExecutor\n"), tmp_path, 13,
                    "environments.local.airflow.env.AIRFLOW__CORE__EXECUTOR", "is set by Dropship",

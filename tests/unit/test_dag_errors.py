@@ -89,7 +89,8 @@ def test_a_missing_module_names_the_package_to_add():
         "to the requirements.txt of airflow.build.context, then provision; the running DAGs were left as they were")
     assert fix_for("a.py:1: ModuleNotFoundError: No module named 'pandas'") == (
         "pandas is neither in the Airflow image nor in the DAGs' folder: add its package to the requirements.txt "
-        "of airflow.build.context and provision, or ship it with the DAGs; the running DAGs were left as they were")
+        "of airflow.build.context and provision, or ship it with the DAGs (git-ignored files do not ship); "
+        "the running DAGs were left as they were")
 
 
 def test_anything_else_keeps_the_plain_fix():
