@@ -13,6 +13,7 @@ import re
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,24 +78,14 @@ def git_files(source: Path) -> set[str] | None:
     for sub in [p for p in files if (source / p).is_dir()]:
         files.discard(sub)
         inside = git_files(source / sub)
-        files |= {f"{sub}/{p}" for p in (inside if inside is not None else manifest(source / sub, ()))}
+        files |= {f"{sub}/{p}" for p in (inside if inside is not None else
+                                         (rel for rel, _ in _walk(source / sub, lambda _rel, _folder: True)))}
     return files or None
 
 
-def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...] = (),
-             listed: set[str] | None = None) -> dict[str, list]:
-    """``{relative path: [sha256, mode]}`` of every file that ships: of ``listed`` only (``git_files``)
-    unless it is None, none ``exclude`` matches, none in a shared folder (the host's copy is the one
-    that counts). What does not ship is not even read. Symlinks ship what they point at (a file's
-    content, a folder's files; each real folder once, so a link to a parent cannot loop); a dangling
-    one ships nothing."""
-    def wanted(rel: str, folder: bool) -> bool:
-        if _excluded(rel, exclude) or in_folder(rel, shared_dirs):
-            return False
-        return listed is None or rel in (parents if folder else listed)
-
-    parents = {str(d) for p in listed or () for d in Path(p).parents}
-    out: dict[str, list] = {}
+def _walk(source: Path, wanted) -> Iterator[tuple[str, str]]:
+    """(relative path, full path) of each file under ``source`` that ``wanted(rel, folder)`` keeps, in
+    order, symlinks followed (each real folder once, so a link to a parent cannot loop)."""
     walked: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(source, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -105,13 +96,28 @@ def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...
         rel_dir = os.path.relpath(dirpath, source)
         dirnames[:] = sorted(d for d in dirnames if wanted(os.path.normpath(os.path.join(rel_dir, d)), True))
         for name in sorted(filenames):
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            full = os.path.join(dirpath, name)
-            if not wanted(rel, False) or not os.path.isfile(full):
-                continue
-            with open(full, "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
-            out[rel] = [digest, os.stat(full).st_mode & 0o777]
+            rel, full = os.path.normpath(os.path.join(rel_dir, name)), os.path.join(dirpath, name)
+            if wanted(rel, False) and os.path.isfile(full):
+                yield rel, full
+
+
+def manifest(source: Path, exclude: tuple[str, ...], shared_dirs: tuple[str, ...] = (),
+             listed: set[str] | None = None) -> dict[str, list]:
+    """``{relative path: [sha256, mode]}`` of every file that ships: of ``listed`` only (``git_files``)
+    unless it is None, none ``exclude`` matches, none in a shared folder (the host's copy is the one
+    that counts). What does not ship is not even read. Symlinks ship what they point at (a file's
+    content, a folder's files: see ``_walk``); a dangling one ships nothing."""
+    def wanted(rel: str, folder: bool) -> bool:
+        if _excluded(rel, exclude) or in_folder(rel, shared_dirs):
+            return False
+        return listed is None or rel in (parents if folder else listed)
+
+    parents = {str(d) for p in listed or () for d in Path(p).parents}
+    out: dict[str, list] = {}
+    for rel, full in _walk(source, wanted):
+        with open(full, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+        out[rel] = [digest, os.stat(full).st_mode & 0o777]
     return out
 
 

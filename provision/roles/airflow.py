@@ -81,6 +81,7 @@ class AirflowLayout:
 
 
 LAYOUT = AirflowLayout()
+CONTAINER_DAGS = "/opt/airflow/dags"      # LAYOUT.dags as the containers mount it
 
 
 def image_ref(ctx: RoleContext) -> str:
@@ -113,7 +114,7 @@ def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
         ("AIRFLOW__API_AUTH__JWT_SECRET", v[af.jwt_secret.name]),
         ("AIRFLOW__API__SECRET_KEY", v[af.api_secret_key.name]),
         ("AIRFLOW__CORE__LOAD_EXAMPLES", "False"),
-        ("AIRFLOW__CORE__DAGS_FOLDER", "/opt/airflow/dags/current"),
+        ("AIRFLOW__CORE__DAGS_FOLDER", f"{CONTAINER_DAGS}/current"),
         ("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False"),
         ("AIRFLOW__CORE__AUTH_MANAGER", FAB_AUTH_MANAGER),
         ("AIRFLOW__API__BASE_URL", base_url(scheme_of(ctx, af.server_name or ctx.settings.nginx.server_name), server,

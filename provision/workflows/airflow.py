@@ -19,7 +19,7 @@ from ..image_on_host import build_on_host, pull_on_host, ship_image
 from ..inventory import Environment
 from ..redact import Redactor
 from ..roles import airflow_celery
-from ..roles.airflow import LAYOUT, services
+from ..roles.airflow import CONTAINER_DAGS, LAYOUT, services
 from ..roles.airflow_celery import WORKER
 from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
@@ -66,7 +66,6 @@ while True:
     time.sleep(1)
 """
 PARSE_WAIT = 120       # seconds a deploy waits for the DAG processor
-CONTAINER_DAGS = "/opt/airflow/dags"     # LAYOUT.dags inside the containers
 
 
 def wait_parsed_command(dag_ids: list[str], since: float, seconds: int) -> str:
@@ -237,8 +236,8 @@ class HostDags:
         if missing:
             self.progress.step(self.session.name, "warning", f"not parsed within {seconds} s: {', '.join(missing)} "
                                "(see `invoke airflow.logs --service dag-processor`)")
-        for path, error in sorted(errors.items()):
-            self.progress.step(self.session.name, "warning", f"the DAG processor reports {error}")
+        for path in sorted(errors):
+            self.progress.step(self.session.name, "warning", f"the DAG processor reports {errors[path]}")
 
     def rollback_target(self, to: str | None) -> str:
         """The release a rollback switches to: ``to`` or the one before ``current`` (checked here)."""
