@@ -10,9 +10,12 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tarfile
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,8 @@ from pathlib import Path
 from .engine.files import File
 from .engine.model import q
 from .engine.nginx import reload_and_wait
-from .engine.uv import (SYSTEM_CAS, UV, UV_ENV, export_lock_command, install_args, project_dir, seed_command,
+from .engine.uv import (LOCK_STALE, SYSTEM_CAS, UV, UV_ENV, export_lock_command, install_args, lock_check_argv,
+                        project_dir, seed_command,
                         seeded_venv_commands, venv_commands)
 from .errors import DropshipError
 from .transport.procstat import FIELD
@@ -190,6 +194,35 @@ def requirements_text(source: Path, path: str) -> tuple[bytes, bool]:
 
     read(path)
     return b"".join(out), local
+
+
+def lock_out_of_date(project: Path) -> str | None:
+    """uv's words when ``project``'s ``uv.lock`` no longer matches its ``pyproject.toml`` (``uv sync
+    --locked`` would refuse it), else None. Checked here offline first, then against the index; where
+    neither can tell (no Python here for its requires-python, no network), the hosts' export checks it."""
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+    if uv is None or not (project / "uv.lock").is_file():
+        return None
+    for offline in (True, False):
+        try:
+            done = subprocess.run(lock_check_argv(uv, offline), cwd=project, capture_output=True, text=True,
+                                  timeout=300, env={**os.environ, "UV_NO_PROGRESS": "1"})
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode == 0:
+            return None
+        said = " ".join(done.stderr.strip().split("\n\n")[0].split())     # uv wraps its error at 80 columns
+        if LOCK_STALE in said:
+            return said
+    return None
+
+
+def sets_requires_python(pyproject: Path) -> bool:
+    """Whether ``pyproject`` sets ``project.requires-python`` (an unreadable one counts as setting it)."""
+    try:
+        return "requires-python" in tomllib.loads(pyproject.read_text()).get("project", {})
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def requirements_hash(requirements: bytes, python_version: str, release_id: str = "") -> str:

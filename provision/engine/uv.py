@@ -49,7 +49,10 @@ def install_args(requirements: str) -> str:
 def export_lock_command(requirements: str) -> str:
     """For a ``pyproject.toml``: write ``LOCKED`` beside it, the pins of the ``uv.lock`` there (no dev
     group, not the project), or nothing when there is no lock or no uv; empty for a requirements file.
-    The file is removed first: a release starts as hard links to the previous one."""
+    The lock is taken as it is (``--frozen``): whether it still matches its pyproject is checked on the
+    controller (``lock_check_argv``), with the developer's Python: a project without ``requires-python``
+    locks for the Python that locked it, and a host's other Python would call that lock stale. The
+    file is removed first: a release starts as hard links to the previous one."""
     folder = project_dir(requirements)
     if folder is None:
         return ""
@@ -62,6 +65,15 @@ def export_lock_command(requirements: str) -> str:
             f"else\n"
             f"  : > {out}\n"
             f"fi")
+
+
+LOCK_STALE = "needs to be updated"      # what ``uv lock --check`` says of a lock its pyproject outgrew
+
+
+def lock_check_argv(uv: str, offline: bool) -> list[str]:
+    """``uv lock --check`` of the project in the working folder, run on the controller: it writes
+    nothing and downloads no Python; ``offline``, a current lock needs no index."""
+    return [uv, "lock", "--check", "--no-python-downloads", "-q"] + (["--offline"] if offline else [])
 
 
 def venv_commands(venv: str, requirements: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import release as rel
+from ..engine.uv import project_dir
 from ..errors import DropshipError
 from ..inventory import AirflowSettings, AppSettings, SecretRef
 
@@ -75,6 +76,15 @@ def app_shipment(app: AppSettings, source: Path, sha: str, release_id: str | Non
         requirements, local = rel.requirements_text(source, app.requirements)
     except DropshipError as exc:
         raise DropshipError(f"app {app.name}: {exc.message}", exc.fix) from None
+    project = project_dir(app.requirements)
+    stale = rel.lock_out_of_date(source / project) if project is not None else None
+    if stale:
+        where = "" if project == "." else project + "/"
+        fix = f"run `uv lock`{' in ' + project if where else ''} and commit uv.lock"
+        if not rel.sets_requires_python(source / project / "pyproject.toml"):
+            fix += ("; set project.requires-python in pyproject.toml too: without it uv locks for the Python "
+                    "that runs it")
+        raise DropshipError(f"app {app.name}: {where}uv.lock does not match {where}pyproject.toml ({stale})", fix)
     files = rel.manifest(source, app.exclude, app.shared_dirs, rel.git_files(source))
     if app.requirements not in files:
         raise DropshipError(f"app {app.name}: {app.requirements} would not ship: git ignores it or app.exclude "

@@ -265,17 +265,18 @@ def test_an_app_that_installs_its_own_source_serves_each_release(host, tmp_path_
 def test_an_app_with_only_a_pyproject_is_installed_as_its_uv_lock_pins(host, tmp_path_factory):
     """`requirements: backend/pyproject.toml` (no requirements file, a uv project in a folder of the repo):
     the project itself is installed, its dependencies at the versions of its uv.lock (older than what a
-    fresh resolution picks: the lock was made before the pyproject allowed newer), its dev group not."""
+    fresh resolution picks), its dev group not; a lock its pyproject outgrew is refused before any host, as
+    `uv sync --locked` would."""
     repo = AppRepo(tmp_path_factory.mktemp("uvapp"))
     project = repo.root / "backend"
     pinned = PYPROJECT.replace('name = "pkgapp"', 'name = "uvapp"').replace(
-        'dependencies = ["flask"]', 'dependencies = ["flask>=3,<3.1"]\n\n[dependency-groups]\ndev = ["iniconfig"]')
+        'dependencies = ["flask"]', 'dependencies = ["flask>=3"]\n\n[dependency-groups]\ndev = ["iniconfig"]')
     for name, text in {"pyproject.toml": pinned, "src/uvapp/__init__.py": FACTORY,
                        "src/uvapp/message.py": 'MESSAGE = "locked one"\n'}.items():
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text(text)
-    subprocess.run([sys.executable, "-m", "uv", "lock", "-q"], cwd=project, check=True, timeout=300)
-    (project / "pyproject.toml").write_text(pinned.replace("flask>=3,<3.1", "flask>=3"))
+    subprocess.run([sys.executable, "-m", "uv", "lock", "-q", "--upgrade-package", "flask==3.0.3"], cwd=project,
+                   check=True, timeout=300)
     repo.git("init", "-q", "-b", "main")
     repo.commit("one")
     host.write(app_settings(host.names.root), {"name": "uvapp", "source": str(repo.root), "path": "/uv",
@@ -291,6 +292,16 @@ def test_an_app_with_only_a_pyproject_is_installed_as_its_uv_lock_pins(host, tmp
     (project / "src/uvapp/message.py").write_text('MESSAGE = "locked two"\n')
     repo.commit("two")
     host.invoke("deploy", "--only", "uvapp")
+    assert Browser(host.url).open("/uv/")[2] == "locked two"
+    (project / "pyproject.toml").write_text(pinned.replace('"flask>=3"', '"flask>=3", "itsdangerous>=2"'))
+    (project / "src/uvapp/message.py").write_text('MESSAGE = "locked three"\n')
+    repo.commit("a dependency added, the lock left as it was")
+    refused = host.box.invoke("deploy", "--env", host.box.env, "--only", "uvapp")
+    [line] = [ln for ln in (refused.stdout + refused.stderr).splitlines() if ln.startswith("error: ")]
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert line.startswith("error: app uvapp: backend/uv.lock does not match backend/pyproject.toml (error: The "
+                           "lockfile at `uv.lock` needs to be updated, but `--check` was provided.)"), line
+    assert "run `uv lock` in backend and commit uv.lock" in refused.stdout + refused.stderr
     assert Browser(host.url).open("/uv/")[2] == "locked two"
 
 

@@ -5,6 +5,7 @@ import io
 import os
 import tarfile
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -478,6 +479,32 @@ def test_a_linked_folder_ships_by_the_rules_of_its_repository_or_whole(tmp_path)
     listed = rel.git_files(repo / "dags")
     assert listed == {"etl.py", "common/sql.py", "vendor/x.py", "vendor/y.local"}
     assert sorted(rel.manifest(repo / "dags", (".git",), (), listed)) == sorted(listed)
+
+
+def test_a_uv_lock_its_pyproject_outgrew_is_refused_before_any_host(tmp_path, monkeypatch):
+    """As `uv sync --locked` would: the controller's uv (an empty cache, no index needed) checks the lock."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "cache"))
+    project = tmp_path / "src" / "api"
+    write_files(project, {"pyproject.toml": '[project]\nname = "api"\nversion = "1"\nrequires-python = ">=3.9"\n'
+                                            'dependencies = []\n', "api/__init__.py": ""})
+    subprocess.run([sys.executable, "-m", "uv", "lock", "-q", "--offline"], cwd=project, check=True, timeout=120)
+    settings = AppSettings("shop", source=tmp_path, requirements="src/api/pyproject.toml")
+    assert rel.lock_out_of_date(project) is None
+    assert app_shipment(settings, tmp_path, "abc12345").installs_source
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(">=3.9", ">=3.10"))
+    with pytest.raises(DropshipError) as err:
+        app_shipment(settings, tmp_path, "abc12345")
+    assert str(err.value) == ("app shop: src/api/uv.lock does not match src/api/pyproject.toml (error: The lockfile at "
+                              "`uv.lock` needs to be updated, but `--check` was provided.) (fix: run `uv lock` in "
+                              "src/api and commit uv.lock)")
+    pyproject.write_text(pyproject.read_text().replace('requires-python = ">=3.10"\n', ""))
+    with pytest.raises(DropshipError) as err:              # uv takes this Python's: 3.11 is not the lock's 3.9
+        app_shipment(settings, tmp_path, "abc12345")
+    assert err.value.fix == ("run `uv lock` in src/api and commit uv.lock; set project.requires-python in "
+                             "pyproject.toml too: without it uv locks for the Python that runs it")
+    (project / "uv.lock").unlink()                   # no lock: the project's own resolution, nothing to check
+    assert rel.lock_out_of_date(project) is None
 
 
 def test_a_requirements_file_git_ignores_is_refused_before_any_host(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from provision import release as rel
 from provision.build_failures import CERTIFICATE, build_failure_cause
 from provision.engine.uv import (UV, UV_ENV, UV_VERSION, UvTool, export_lock_command, install_args, install_command,
-                                 project_dir, seed_command, seeded_venv_commands, venv_commands)
+                                 lock_check_argv, project_dir, seed_command, seeded_venv_commands, venv_commands)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,6 +189,12 @@ def test_a_pyproject_installs_its_project_pinned_by_its_uv_lock():
     assert "pip install --disable-pip-version-check -q \\\n      -r /srv/a/releases/r1/backend/.dropship-locked.txt " \
            "-e /srv/a/releases/r1/backend && ok=1" in script
     assert 'echo "installing backend/pyproject.toml failed (see above)"' in script
+
+
+def test_the_controller_checks_a_lock_without_writing_it_or_fetching_a_python():
+    assert lock_check_argv("/v/bin/uv", offline=True) == [
+        "/v/bin/uv", "lock", "--check", "--no-python-downloads", "-q", "--offline"]
+    assert lock_check_argv("uv", offline=False) == ["uv", "lock", "--check", "--no-python-downloads", "-q"]
 
 
 def test_a_pyproject_makes_a_venv_per_release_and_its_lock_counts(tmp_path):
