@@ -43,8 +43,9 @@ def scheduled_lines(found: dict) -> list[str]:
     """``db.backups``' part of the scheduled backups: sets on the host and off-site, then the runs (pure)."""
     lines = [f"scheduled backups ({found['host']}):"]
     for r in found["backups"]:
+        held = r["databases"] + [f"{app} files" for app in r.get("files", [])]
         lines.append(f"  {r['where'] + ':' + r['stamp']:<28} {r['bytes']:>12} bytes  {_age(r['age_s']):>5} old  "
-                     f"{', '.join(r['databases'])}")
+                     f"{', '.join(held)}")
     if not found["backups"]:
         lines.append("  none yet")
     if found.get("offsite_error"):

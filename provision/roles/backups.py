@@ -1,5 +1,6 @@
 """Backups on a Postgres host (with ``backups:`` in the inventory): age, rclone, the backup script,
-its 0600 rclone config, and a systemd service run by a timer on ``backups.schedule``.
+its 0600 rclone config, and a systemd service run by a timer on ``backups.schedule``. Each set holds
+the databases and, where the host runs the apps, their shared folders (``shared_dirs``).
 
 The host gets only the age recipient; the identity stays in the controller's secrets.
 """
@@ -16,6 +17,7 @@ from ..errors import DropshipError
 from ..inventory import Environment
 from ..templates import render
 from . import RoleContext
+from .app import AppLayout
 from .handlers import DAEMON_RELOAD, retire_timer
 
 NAME = "postgres"                   # the postgres role brings them: dumps are taken where the data is
@@ -24,6 +26,8 @@ STATE = "/var/lib/dropship/backup"
 FOLDER = "/var/backups/dropship/scheduled"
 SCRIPT = "/usr/local/sbin/dropship-backup"
 RETENTION = "/usr/local/lib/dropship/retention.py"
+FILES_ARCHIVE = "/usr/local/lib/dropship/files_archive.py"
+DUMP, FILES = ".dump.age", ".files.tar.age"       # a set's files: <database>.dump.age, <app>.files.tar.age
 SERVICE, TIMER = "dropship-backup.service", "dropship-backup.timer"
 RCLONE = f"rclone --config {CONF}/rclone.conf"
 REMOTE_NAME = "offsite"
@@ -35,6 +39,13 @@ def databases(env: Environment, has_airflow: bool) -> list[str]:
     if has_airflow and env.settings.airflow:
         out.append(env.settings.airflow.database.name)
     return list(dict.fromkeys(out))
+
+
+def shared_folders(ctx: RoleContext) -> dict[str, str]:
+    """The apps whose shared folders this host's backup keeps: app -> its data folder (where it runs them)."""
+    if not ctx.has("app"):
+        return {}
+    return {a.name: AppLayout(a.name).data for a in ctx.settings.apps if a.shared_dirs}
 
 
 def remote(env: Environment) -> str:
@@ -66,9 +77,11 @@ def resources(ctx: RoleContext) -> list[Resource]:
                             f"remove it from .secrets/{ctx.env.name}.yaml to have one generated, or paste "
                             "`age-keygen` output") from None
     dbs = databases(ctx.env, ctx.has("airflow") or placement.airflow_elsewhere(ctx.env))
+    folders = shared_folders(ctx)
     site = bk.offsite
     env_file = render("backups/backup.env.j2", databases=q(" ".join(dbs)), keep_daily=bk.keep_daily,
-                      keep_weekly=bk.keep_weekly, remote=q(remote(ctx.env)))
+                      keep_weekly=bk.keep_weekly, remote=q(remote(ctx.env)),
+                      files=q(" ".join(f"{app}={folder}" for app, folder in folders.items())))
     timer = render("backups/dropship-backup.timer.j2", schedule=bk.schedule)
     out: list[Resource] = [
         Directory(CONF, mode=0o755, role=NAME),
@@ -76,10 +89,13 @@ def resources(ctx: RoleContext) -> list[Resource]:
         File(f"{CONF}/recipient", (recipient + "\n").encode(), role=NAME),
         File(f"{CONF}/backup.env", env_file, role=NAME),
         File(RETENTION, (Path(__file__).resolve().parent.parent / "retention.py").read_bytes(), role=NAME),
+        File(FILES_ARCHIVE, (Path(__file__).resolve().parent.parent / "files_archive.py").read_bytes(), role=NAME),
         File(SCRIPT, render("backups/dropship-backup.sh.j2", conf_dir=CONF, state_dir=STATE, folder=FOLDER,
-                            retention=RETENTION), mode=0o755, role=NAME),
+                            retention=RETENTION, files_archive=FILES_ARCHIVE, dump=DUMP, files=FILES),
+             mode=0o755, role=NAME),
         File(f"/etc/systemd/system/{SERVICE}",
-             render("backups/dropship-backup.service.j2", databases=dbs, offsite=bool(site), script=SCRIPT),
+             render("backups/dropship-backup.service.j2", databases=dbs, apps=list(folders), offsite=bool(site),
+                    script=SCRIPT),
              role=NAME, notify=(DAEMON_RELOAD,)),
         File(f"/etc/systemd/system/{TIMER}", timer, role=NAME, notify=(DAEMON_RELOAD, restart(TIMER)),
              check=f"systemd-analyze calendar {q(bk.schedule)} >/dev/null"),

@@ -18,7 +18,8 @@ from ..errors import DropshipError
 from ..inventory import Environment
 from ..retention import STAMP
 from ..roles.airflow import AirflowLayout, stack_health_command
-from ..roles.backups import FOLDER, RCLONE, SERVICE, STATE, TIMER, remote
+from ..roles.app import AppLayout
+from ..roles.backups import DUMP, FILES, FOLDER, RCLONE, SERVICE, STATE, TIMER, remote
 from ..secrets import SecretStore, redactor_for
 from .database import _failed, _session, backup_command, host_session
 
@@ -44,18 +45,18 @@ def records_command() -> str:
 
 
 def list_command(remote_path: str) -> str:
-    """``host <stamp> <database> <bytes> <epoch>`` per kept file, ``offsite <rclone lsjson>`` (one line)
+    """``host <stamp> <file> <bytes> <epoch>`` per kept file, ``offsite <rclone lsjson>`` (one line)
     when off-site, then ``records_command``."""
-    out = (f"find {FOLDER} -mindepth 2 -maxdepth 2 -name '*.dump.age' -printf 'host %h %f %s %T@\\n' "
-           f"2>/dev/null | sed 's#^host {FOLDER}/#host #; s#\\.dump\\.age # #' | sort\n")
+    out = (f"find {FOLDER} -mindepth 2 -maxdepth 2 \\( -name '*{DUMP}' -o -name '*{FILES}' \\) "
+           f"-printf 'host %h %f %s %T@\\n' 2>/dev/null | sed 's#^host {FOLDER}/#host #' | sort\n")
     if remote_path:
         out += f"printf 'offsite '; {RCLONE} lsjson -R --files-only {q(remote_path)} 2>&1 | tr -d '\\n'; echo\n"
     return out + records_command()
 
 
-def fetch_command(where: str, remote_path: str, stamp: str, database: str) -> str:
-    """The encrypted dump on stdout: from the bucket (``offsite``) or the host's folder (``host``)."""
-    name = f"{stamp}/{database}.dump.age"
+def fetch_command(where: str, remote_path: str, stamp: str, file: str) -> str:
+    """A set's encrypted ``file`` on stdout: from the bucket (``offsite``) or the host's folder (``host``)."""
+    name = f"{stamp}/{file}"
     if where == "offsite":
         return f"{RCLONE} cat {q(remote_path + '/' + name)}"
     return f"cat {q(FOLDER + '/' + name)}"
@@ -65,6 +66,24 @@ def pg_restore_command(database: str, owner: str) -> str:
     """``pg_restore`` of a custom-format dump on stdin, replacing the database's objects in one transaction."""
     return (f"runuser -u postgres -- pg_restore --clean --if-exists --no-owner --role={q(owner)} "
             f"--single-transaction -d {q(database)}")
+
+
+def restore_files_command(app: str, data: str, shared_dirs: tuple[str, ...], safety: str) -> str:
+    """Unpack the tar on stdin as ``app``'s shared folders at ``data`` (root's, the folders in it its
+    user's, those the app lists now made when the set lacks them): beside it first, then swapped in,
+    the folder it replaces kept as ``<data>.<safety>``; the app's running slots reload (gracefully:
+    new workers open the restored files). One command (``sh -c``), so ``sudo -n`` covers all of it."""
+    d, new, user = q(data), q(data + ".restoring"), q(app)
+    made = sorted({"/".join(p.split("/")[:n]) for p in shared_dirs for n in range(1, p.count("/") + 2)})
+    lines = [f"rm -rf {new} && install -d -m 0755 {new} && tar -x -C {new} --no-same-owner && "
+             f"chown -hR {user}:{user} {new} && chown root:root {new} || exit 1"]
+    lines += [f"[ -d {q(data + '.restoring/' + m)} ] || install -d -o {user} -g {user} -m 0750 "
+              f"{q(data + '.restoring/' + m)} || exit 1" for m in made]
+    return "sh -c " + q("\n".join(lines + [
+        f"if [ -e {d} ]; then mv {d} {q(data + '.' + safety)} || exit 1; "
+        f"echo {q('kept the folder it replaces as ' + data + '.' + safety)}; fi",
+        f"mv {new} {d} || exit 1",
+        f"systemctl try-reload-or-restart {q(app + '@blue')} {q(app + '@green')}"]))
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------------
@@ -92,9 +111,7 @@ def parse_list(output: str, now: float) -> dict:
     for line in output.splitlines():
         parts = line.split()
         if line.startswith("host ") and len(parts) == 5 and STAMP.match(parts[1]):
-            row = sets.setdefault(("host", parts[1]), _set("host", parts[1], now))
-            row["databases"].append(parts[2])
-            row["bytes"] += int(parts[3])
+            _add_file(sets, "host", parts[1], parts[2], int(parts[3]), now)
         elif line.startswith("offsite "):
             try:
                 objects = json.loads(line[len("offsite "):])
@@ -103,17 +120,21 @@ def parse_list(output: str, now: float) -> dict:
                 continue
             for obj in objects:
                 stamp, _, name = str(obj.get("Path", "")).partition("/")
-                if STAMP.match(stamp) and name.endswith(".dump.age") and "/" not in name:
-                    row = sets.setdefault(("offsite", stamp), _set("offsite", stamp, now))
-                    row["databases"].append(name[:-len(".dump.age")])
-                    row["bytes"] += int(obj.get("Size", 0))
+                if STAMP.match(stamp) and "/" not in name:
+                    _add_file(sets, "offsite", stamp, name, int(obj.get("Size", 0)), now)
     rows = sorted(sets.values(), key=lambda r: (r["where"], r["stamp"]))
     return {"backups": rows, "offsite_error": offsite_error, **parse_records(output, now)}
 
 
-def _set(where: str, stamp: str, now: float) -> dict:
-    when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
-    return {"where": where, "stamp": stamp, "databases": [], "bytes": 0, "age_s": max(0, int(now - when))}
+def _add_file(sets: dict, where: str, stamp: str, name: str, size: int, now: float) -> None:
+    """Count a set's file: ``<database>.dump.age`` or ``<app>.files.tar.age``; any other name is not one."""
+    for suffix, key in ((DUMP, "databases"), (FILES, "files")):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+            row = sets.setdefault((where, stamp), {"where": where, "stamp": stamp, "databases": [], "files": [],
+                                                   "bytes": 0, "age_s": max(0, int(now - when))})
+            row[key].append(name[:-len(suffix)])
+            row["bytes"] += size
 
 
 def _iso(epoch: int) -> str:
@@ -169,8 +190,9 @@ def listing(env: Environment) -> dict:
 
 def restore(env: Environment, source: str, confirm: Callable[[str], None] | None = None,
             on_line: Callable[[str], None] = print) -> str:
-    """Restore every database of one backup set; returns its stamp. ``confirm(stamp)`` is asked once the
-    set is known, before anything changes; a safety dump of each database is taken first."""
+    """Restore every database of one backup set, then the apps' shared folders it holds; returns its
+    stamp. ``confirm(stamp)`` is asked once the set is known, before anything changes; a safety dump of
+    each database is taken first, and each folder replaced is kept beside the restored one."""
     where, wanted = parse_source(source)
     bk = _configured(env, offsite=where == "offsite")
     if not shutil.which("age"):
@@ -210,6 +232,13 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
         if unknown:
             raise DropshipError(f"db.restore: backup {stamp} holds {', '.join(unknown)}, which the inventory does not "
                                 "name", "restore into an environment that has these databases")
+        apps = {a.name for a in env.settings.apps}
+        runs_apps = any(h.name == session.name and "app" in h.roles for h in env.hosts)
+        strays = [a for a in chosen.get("files", []) if a not in apps or not runs_apps]
+        if strays:
+            raise DropshipError(f"db.restore: backup {stamp} holds the shared folders of {', '.join(strays)}, which "
+                                f"{session.name} does not run", "restore into an environment where the postgres host "
+                                "runs these apps (the app role)")
         if confirm:
             confirm(stamp)
         safety = time.strftime("pre-restore-%Y%m%dT%H%M%SZ", time.gmtime())
@@ -222,7 +251,8 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
                 on_line(f"[{session.name}] download {where}:{stamp}/{db}")
                 cipher = os.path.join(tmp, f"{db}.age")
                 with open(cipher, "wb") as fh:
-                    got = session.receive(fetch_command(where, remote(env), stamp, db), fh.write, timeout=6 * 3600)
+                    got = session.receive(fetch_command(where, remote(env), stamp, db + DUMP), fh.write,
+                                          timeout=6 * 3600)
                 if got.rc != 0:
                     raise _failed(session, f"download {db}", got.stderr, "check `invoke db.backups` lists it")
                 on_line(f"[{session.name}] safety dump of {db} ({safety})")
@@ -251,6 +281,25 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
                     raise _failed(session, f"pg_restore {db}", result.stdout + result.stderr,
                                   f"{db} was left as it was (one transaction); the safety dump is "
                                   f"{safety}.dump in `invoke db.backups`")
+            for app in sorted(chosen.get("files", [])):
+                on_line(f"[{session.name}] download {where}:{stamp}/{app}{FILES}")
+                cipher = os.path.join(tmp, f"{app}.files.age")
+                with open(cipher, "wb") as fh:
+                    got = session.receive(fetch_command(where, remote(env), stamp, app + FILES), fh.write,
+                                          timeout=6 * 3600)
+                if got.rc != 0:
+                    raise _failed(session, f"download the shared folders of {app}", got.stderr,
+                                  "check `invoke db.backups` lists them")
+                on_line(f"[{session.name}] decrypt here and unpack the shared folders of {app}")
+                data = AppLayout(app).data
+                shared = next(a.shared_dirs for a in env.settings.apps if a.name == app)
+                result = _decrypt_into(session, key, cipher, restore_files_command(app, data, shared, safety))
+                for line in result.stdout.splitlines():
+                    on_line(f"[{session.name}] {app}: {session.redact(line)}")
+                if result.rc != 0:
+                    raise _failed(session, f"restore the shared folders of {app}", result.stdout + result.stderr,
+                                  f"{data} is as it was unless the output says it was kept as {data}.{safety} "
+                                  f"(then move that back); the databases are restored")
         return stamp
     finally:
         session.close()

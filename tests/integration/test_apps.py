@@ -11,10 +11,12 @@ deploys and rollbacks of each app under load fail no request; a release that can
 its gate with its own error; a rename leaves nginx valid and serving; removing the app disables
 it and keeps its data, `--purge` drops that; a src-layout app installs its own source; an app with
 only a pyproject.toml and a uv.lock gets the versions the lock pins; an app of
-Flask's tutorial shape keeps its SQLite file and uploads in `shared_dirs` across deploys.
+Flask's tutorial shape keeps its SQLite file and uploads in `shared_dirs` across deploys, and a
+backup set holds them and restores them.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -44,8 +46,8 @@ class Host:
 
         return load_droplets(self.box.environment())["web-1"].id
 
-    def write(self, *apps: dict) -> None:
-        defaults = {k: v for k, v in DEFAULTS.items() if k != "app"}
+    def write(self, *apps: dict, backups: dict | None = None) -> None:
+        defaults = {k: v for k, v in DEFAULTS.items() if k != "app"} | ({"backups": backups} if backups else {})
         self.box.write({self.box.env: {"provider": "local", "droplets": [droplet_spec("web-1", ROLES, warm=True)],
                                        "apps": list(apps)}}, defaults=defaults)
 
@@ -348,11 +350,8 @@ def create_app():
 '''
 
 
-def test_what_the_app_writes_in_its_shared_dirs_outlives_deploys_and_rollbacks(host, tmp_path_factory):
-    """An app that writes beside its code (a SQLite file in Flask's instance folder, uploads in
-    media/uploads), as Flask's tutorial does: without `shared_dirs` its user cannot write there and
-    each release would start empty; with them, notes and uploads survive a deploy and a rollback,
-    and the repo's placeholders in those folders never overwrite what the app wrote."""
+@pytest.fixture(scope="module")
+def notes_app(tmp_path_factory) -> tuple[AppRepo, dict]:
     repo = AppRepo(tmp_path_factory.mktemp("notes"))
     for name, text in {"notes/__init__.py": NOTES, "notes/message.py": 'MESSAGE = "release one"\n',
                        "requirements.txt": "flask==3.1.3\n", "instance/.gitkeep": "",
@@ -361,9 +360,17 @@ def test_what_the_app_writes_in_its_shared_dirs_outlives_deploys_and_rollbacks(h
         (repo.root / name).write_text(text)
     repo.git("init", "-q", "-b", "main")
     repo.commit("one")
-    notes = {"name": "notes", "source": str(repo.root), "path": "/notes", "wsgi": "notes:create_app()",
-             "release_command": "flask --app notes init-db", "health": {"path": "/"},
-             "shared_dirs": ["instance", "media/uploads"]}
+    return repo, {"name": "notes", "source": str(repo.root), "path": "/notes", "wsgi": "notes:create_app()",
+                  "release_command": "flask --app notes init-db", "health": {"path": "/"},
+                  "shared_dirs": ["instance", "media/uploads"]}
+
+
+def test_what_the_app_writes_in_its_shared_dirs_outlives_deploys_and_rollbacks(host, notes_app):
+    """An app that writes beside its code (a SQLite file in Flask's instance folder, uploads in
+    media/uploads), as Flask's tutorial does: without `shared_dirs` its user cannot write there and
+    each release would start empty; with them, notes and uploads survive a deploy and a rollback,
+    and the repo's placeholders in those folders never overwrite what the app wrote."""
+    repo, notes = notes_app
     host.write(app_settings(host.names.root), notes)
     host.invoke("provision")
     host.invoke("deploy", "--only", "notes")
@@ -390,3 +397,34 @@ def test_what_the_app_writes_in_its_shared_dirs_outlives_deploys_and_rollbacks(h
     assert user.open("/notes/uploads")[2] == "README"                   # the release's own folder, with the repo's file
     assert host.on_host("ls /srv/notes/data/media/uploads").split() == ["README", "cat.txt"]   # nothing written there
     assert "release two | first note | after the rollback" == user.open("/notes/")[2]
+
+
+def test_a_backup_set_holds_the_shared_folders_and_restores_them(host, notes_app):
+    """With `backups:`, each set also holds the apps' shared folders (the SQLite file copied whole,
+    encrypted like the dumps); `db.restore` brings them back as they were, the app's user owning
+    them, the folder it replaces kept beside, and the app goes on writing without a deploy."""
+    _, notes = notes_app
+    host.write(app_settings(host.names.root), notes, backups={"keep_daily": 3})
+    host.invoke("provision")
+    host.invoke("deploy", "--only", "notes")
+    user = Browser(host.url)
+    assert user.open("/notes/", {"body": "kept by the backup"})[2].endswith(" | kept by the backup")
+    assert user.open("/notes/upload", {"name": "dog's photo.txt", "text": "woof"})[2] == "stored"
+    before = user.open("/notes/")[2]
+    host.invoke("db.backup", "--offsite")
+    listed = json.loads(host.invoke("db.backups", "--json").stdout.splitlines()[-1])["scheduled"]["backups"]
+    [kept] = [r for r in listed if r["where"] == "host"]
+    assert kept["files"] == ["notes"] and "names" in kept["databases"], kept
+    archive = f"/var/backups/dropship/scheduled/{kept['stamp']}/notes.files.tar.age"
+    assert host.on_host(f"head -c 22 {archive}") == "age-encryption.org/v1\n"
+
+    assert user.open("/notes/", {"body": "after the backup"})[2].endswith(" | after the backup")
+    assert user.open("/notes/upload", {"name": "late.txt", "text": "late"})[2] == "stored"
+    proc = host.invoke("db.restore", "--from", f"host:{kept['stamp']}", "--yes")
+    assert "notes: kept the folder it replaces as /srv/notes/data.pre-restore-" in proc.stdout, proc.stdout
+    assert user.open("/notes/")[2] == before
+    assert user.open("/notes/uploads")[2] == "README cat.txt dog's photo.txt"
+    assert host.on_host("stat -c '%U %a' /srv/notes/data /srv/notes/data/instance/notes.sqlite").splitlines() == \
+        ["root 755", "notes 644"]
+    assert user.open("/notes/", {"body": "written after the restore"})[2] == before + " | written after the restore"
+    assert host.on_host("cat /srv/notes/data.pre-restore-*/media/uploads/late.txt") == "late"

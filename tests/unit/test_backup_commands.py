@@ -1,4 +1,5 @@
 """Backups: retention selection, age keys, inventory `backups:` validation, the host's files (exact)."""
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,7 +12,8 @@ from provision.errors import DropshipError, InventoryError
 from provision.inventory import load_inventory
 from provision.retention import keep, to_delete
 from provision.roles import backups as backup_role
-from test_templates import BACKUP_SECRETS, BACKUPS, context, file_at, with_airflow, with_backups
+from provision import files_archive as fa
+from test_templates import BACKUP_SECRETS, BACKUPS, context, file_at, several_apps, with_airflow, with_backups
 
 # --- retention --------------------------------------------------------------------------------------
 
@@ -123,7 +125,7 @@ def test_backup_files_exact():
     res = backup_role.resources(ctx)
     assert file_at(res, "/etc/dropship/backup/backup.env").content.decode() == (
         "# Dropship backups (no secrets here: credentials are in rclone.conf, 0600)\n"
-        "DATABASES='names airflow'\nKEEP_DAILY=7\nKEEP_WEEKLY=4\nREMOTE=offsite:dropship-test/local\n")
+        "DATABASES='names airflow'\nKEEP_DAILY=7\nKEEP_WEEKLY=4\nREMOTE=offsite:dropship-test/local\nFILES=''\n")
     assert file_at(res, "/etc/dropship/backup/recipient").content.decode() == \
         agekey.recipient_of(BACKUP_SECRETS["backup_age_identity"]) + "\n"
     timer = file_at(res, "/etc/systemd/system/dropship-backup.timer")
@@ -137,6 +139,26 @@ def test_backup_files_exact():
         in service
     # the identity never reaches the host
     assert not any(BACKUP_SECRETS["backup_age_identity"].encode() in r.content for r in res if isinstance(r, File))
+
+
+def test_the_shared_folders_of_the_apps_this_host_runs_are_in_the_set():
+    from dataclasses import replace
+
+    ctx = several_apps(with_backups(context()))
+    names, blog, shop = ctx.settings.apps
+    apps = (names, replace(blog, shared_dirs=("instance", "media/uploads")), replace(shop, shared_dirs=("uploads",)))
+    ctx = replace(ctx, env=replace(ctx.env, settings=replace(ctx.settings, apps=apps)))
+    res = backup_role.resources(ctx)
+    assert "\nFILES='blog=/srv/blog/data shop=/srv/shop/data'\n" in \
+        file_at(res, "/etc/dropship/backup/backup.env").content.decode()
+    assert "Description=Dropship backup: encrypted dumps of names, airflow, the shared folders of blog, shop, kept " \
+           "here and off-site\n" in file_at(res, "/etc/systemd/system/dropship-backup.service").content.decode()
+    script = file_at(res, "/usr/local/sbin/dropship-backup").content.decode()
+    assert ('  runuser -u "$app" -- python3 /usr/local/lib/dropship/files_archive.py "$dir" | age -R '
+            '"$conf/recipient" -o "$part/$app.files.tar.age"\n') in script
+    assert file_at(res, "/usr/local/lib/dropship/files_archive.py").content == Path(fa.__file__).read_bytes()
+    db_only = replace(ctx, host=replace(ctx.host, roles=("base", "postgres")))        # the apps run elsewhere
+    assert "\nFILES=''\n" in file_at(backup_role.resources(db_only), "/etc/dropship/backup/backup.env").content.decode()
 
 
 def test_secret_spanning_lines_is_refused_before_any_host():
@@ -184,9 +206,9 @@ def test_records_and_list_commands():
                "echo 0;; *) date -d \"$v\" +%s 2>/dev/null || echo 0;; esac; }\n"
                'echo "timer $(ts LastTriggerUSec) $(ts NextElapseUSecRealtime)"\n')
     assert wf.records_command() == records
-    host = ("find /var/backups/dropship/scheduled -mindepth 2 -maxdepth 2 -name '*.dump.age' "
-            "-printf 'host %h %f %s %T@\\n' 2>/dev/null | sed 's#^host /var/backups/dropship/scheduled/#host #; "
-            "s#\\.dump\\.age # #' | sort\n")
+    host = ("find /var/backups/dropship/scheduled -mindepth 2 -maxdepth 2 \\( -name '*.dump.age' -o -name "
+            "'*.files.tar.age' \\) -printf 'host %h %f %s %T@\\n' 2>/dev/null | "
+            "sed 's#^host /var/backups/dropship/scheduled/#host #' | sort\n")
     assert wf.list_command("") == host + records
     assert wf.list_command("offsite:b/p") == host + (
         "printf 'offsite '; rclone --config /etc/dropship/backup/rclone.conf lsjson -R --files-only offsite:b/p "
@@ -194,14 +216,32 @@ def test_records_and_list_commands():
 
 
 def test_fetch_and_restore_commands_quote_names():
-    assert wf.fetch_command("offsite", "offsite:b/p", "20261204T031500Z", "names") == \
+    assert wf.fetch_command("offsite", "offsite:b/p", "20261204T031500Z", "names.dump.age") == \
         "rclone --config /etc/dropship/backup/rclone.conf cat offsite:b/p/20261204T031500Z/names.dump.age"
-    assert wf.fetch_command("host", "", "20261204T031500Z", "names") == \
-        "cat /var/backups/dropship/scheduled/20261204T031500Z/names.dump.age"
+    assert wf.fetch_command("host", "", "20261204T031500Z", "notes.files.tar.age") == \
+        "cat /var/backups/dropship/scheduled/20261204T031500Z/notes.files.tar.age"
     assert wf.pg_restore_command("names", "names") == ("runuser -u postgres -- pg_restore --clean --if-exists "
                                                        "--no-owner --role=names --single-transaction -d names")
     hostile = "x'; rm -rf / #"
     assert wf.pg_restore_command(hostile, hostile).endswith("-d 'x'\"'\"'; rm -rf / #'")
+
+
+def test_restoring_shared_folders_unpacks_beside_them_then_swaps_and_reloads():
+    assert wf.restore_files_command("notes", "/srv/notes/data", ("instance", "media/uploads"),
+                                    "pre-restore-20261205T010203Z") == "sh -c " + shlex.quote(
+        "rm -rf /srv/notes/data.restoring && install -d -m 0755 /srv/notes/data.restoring && "
+        "tar -x -C /srv/notes/data.restoring --no-same-owner && chown -hR notes:notes /srv/notes/data.restoring && "
+        "chown root:root /srv/notes/data.restoring || exit 1\n"
+        "[ -d /srv/notes/data.restoring/instance ] || install -d -o notes -g notes -m 0750 "
+        "/srv/notes/data.restoring/instance || exit 1\n"
+        "[ -d /srv/notes/data.restoring/media ] || install -d -o notes -g notes -m 0750 "
+        "/srv/notes/data.restoring/media || exit 1\n"
+        "[ -d /srv/notes/data.restoring/media/uploads ] || install -d -o notes -g notes -m 0750 "
+        "/srv/notes/data.restoring/media/uploads || exit 1\n"
+        "if [ -e /srv/notes/data ]; then mv /srv/notes/data /srv/notes/data.pre-restore-20261205T010203Z || exit 1; "
+        "echo 'kept the folder it replaces as /srv/notes/data.pre-restore-20261205T010203Z'; fi\n"
+        "mv /srv/notes/data.restoring /srv/notes/data || exit 1\n"
+        "systemctl try-reload-or-restart notes@blue notes@green")
 
 
 @pytest.mark.parametrize("source", ["offsite:latest", "offsite:", "s3:LATEST", "host:2026", "offsite:LATEST;id",
@@ -220,25 +260,28 @@ NOW = 1_796_353_200          # 2026-12-04T03:00:00Z
 
 
 def test_parse_list_groups_sets_and_reads_runs():
-    out = ("host 20261203T031500Z names 1000 1796268900.5\nhost 20261203T031500Z airflow 2000 1796268900.5\n"
+    out = ("host 20261203T031500Z names.dump.age 1000 1796268900.5\n"
+           "host 20261203T031500Z airflow.dump.age 2000 1796268900.5\n"
+           "host 20261203T031500Z notes.files.tar.age 500 1796268900.5\nhost 20261203T031500Z x.tmp 9 1796268900.5\n"
            'offsite [{"Path":"20261203T031500Z/names.dump.age","Size":1000},'
-           '{"Path":"20261203T031500Z/airflow.dump.age","Size":2000},{"Path":"junk/x","Size":1}]\n'
+           '{"Path":"20261203T031500Z/airflow.dump.age","Size":2000},{"Path":"junk/x","Size":1},'
+           '{"Path":"20261203T031500Z/.files.tar.age","Size":1}]\n'
            "run last-success 1796268910 success 0 done_20261203T031500Z\n"
            "run last-failure 1796350000 exit-code 1 upload_20261204T021500Z\n"
            "timer 1796267700 1796355300\n")
     got = wf.parse_list(out, NOW)
     assert got["backups"] == [
-        {"where": "host", "stamp": "20261203T031500Z", "databases": ["names", "airflow"], "bytes": 3000,
-         "age_s": 85500},
-        {"where": "offsite", "stamp": "20261203T031500Z", "databases": ["names", "airflow"], "bytes": 3000,
-         "age_s": 85500}]
+        {"where": "host", "stamp": "20261203T031500Z", "databases": ["names", "airflow"], "files": ["notes"],
+         "bytes": 3500, "age_s": 85500},
+        {"where": "offsite", "stamp": "20261203T031500Z", "databases": ["names", "airflow"], "files": [],
+         "bytes": 3000, "age_s": 85500}]
     assert got["last_failure"] == {"at": "2026-12-04T02:06:40Z", "age_s": 3200, "result": "exit-code", "exit": "1",
                                    "step": "upload 20261204T021500Z"}
     assert got["timer"] == {"last_trigger": "2026-12-03T03:15:00Z", "next": "2026-12-04T03:35:00Z"}
     assert run_lines(got)[1] == ("scheduled backup LAST FAILURE: 2026-12-04T02:06:40Z (53m ago), exit-code (exit 1) "
                                  "at step 'upload 20261204T021500Z'; read `journalctl -u dropship-backup.service`")
     assert scheduled_lines({"host": "web-1", **got})[1] == \
-        "  host:20261203T031500Z                3000 bytes    23h old  names, airflow"
+        "  host:20261203T031500Z                3500 bytes    23h old  names, airflow, notes files"
 
 
 def test_unreadable_bucket_is_reported_not_parsed():
