@@ -60,6 +60,8 @@ def _add(tar: tarfile.TarFile, path: str, name: str, scratch: str) -> bool:
         info = tar.gettarinfo(path, arcname=name)
     except FileNotFoundError:
         return False
+    if info is None:
+        return False                                # a socket: nothing to keep (tar skips them too)
     if not info.isfile():
         tar.addfile(info)                           # a folder, a link: as it is
         return True

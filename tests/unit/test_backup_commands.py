@@ -154,8 +154,8 @@ def test_the_shared_folders_of_the_apps_this_host_runs_are_in_the_set():
     assert "Description=Dropship backup: encrypted dumps of names, airflow, the shared folders of blog, shop, kept " \
            "here and off-site\n" in file_at(res, "/etc/systemd/system/dropship-backup.service").content.decode()
     script = file_at(res, "/usr/local/sbin/dropship-backup").content.decode()
-    assert ('  runuser -u "$app" -- python3 /usr/local/lib/dropship/files_archive.py "$dir" | age -R '
-            '"$conf/recipient" -o "$part/$app.files.tar.age"\n') in script
+    assert ('  runuser -u "$app" -- env TMPDIR=/var/tmp python3 /usr/local/lib/dropship/files_archive.py "$dir" \\\n'
+            '    | age -R "$conf/recipient" -o "$part/$app.files.tar.age"\n') in script
     assert file_at(res, "/usr/local/lib/dropship/files_archive.py").content == Path(fa.__file__).read_bytes()
     db_only = replace(ctx, host=replace(ctx.host, roles=("base", "postgres")))        # the apps run elsewhere
     assert "\nFILES=''\n" in file_at(backup_role.resources(db_only), "/etc/dropship/backup/backup.env").content.decode()
