@@ -371,8 +371,8 @@ def restore(c, env=None, file=None, yes=False, from_=None):
     if from_:
         from .workflows.backups import restore as restore_set
 
-        ask = None if yes else lambda stamp: _confirm(f"Replace the databases of {env} with backup {stamp}? "
-                                                      "Type the environment name: ", env)
+        ask = None if yes else lambda stamp, what: _confirm(f"Replace {what} of {env} with backup {stamp}? "
+                                                            "Type the environment name: ", env)
         stamp = restore_set(e, from_, ask, on_line=_say(e))
         return _say(e)(f"restored backup {stamp} (safety dumps: pre-restore-*.dump in `invoke db.backups`)")
     from .workflows.database import restore as run_restore

@@ -86,6 +86,13 @@ def restore_files_command(app: str, data: str, shared_dirs: tuple[str, ...], saf
         f"systemctl try-reload-or-restart {q(app + '@blue')} {q(app + '@green')}"]))
 
 
+def held_words(row: dict) -> str:
+    """What restoring a set replaces, in words: ``the databases a, b and the shared folders of c`` (pure)."""
+    out = f"the database{'s' * (len(row['databases']) != 1)} {', '.join(row['databases'])}" if row["databases"] else ""
+    files = row.get("files", [])
+    return " and ".join(filter(None, [out, f"the shared folders of {', '.join(files)}" if files else ""]))
+
+
 # --- parsing (pure) ---------------------------------------------------------------------------------
 
 def parse_records(output: str, now: float) -> dict:
@@ -188,10 +195,11 @@ def listing(env: Environment) -> dict:
     return {"host": session.name, **parse_list(out, time.time())}
 
 
-def restore(env: Environment, source: str, confirm: Callable[[str], None] | None = None,
+def restore(env: Environment, source: str, confirm: Callable[[str, str], None] | None = None,
             on_line: Callable[[str], None] = print) -> str:
     """Restore every database of one backup set, then the apps' shared folders it holds; returns its
-    stamp. ``confirm(stamp)`` is asked once the set is known, before anything changes; a safety dump of
+    stamp. ``confirm(stamp, what)`` is asked once the set is known (``what`` it replaces, in words),
+    before anything changes; a safety dump of
     each database is taken first, and each folder replaced is kept beside the restored one."""
     where, wanted = parse_source(source)
     bk = _configured(env, offsite=where == "offsite")
@@ -240,7 +248,7 @@ def restore(env: Environment, source: str, confirm: Callable[[str], None] | None
                                 f"{session.name} does not run", "restore into an environment where the postgres host "
                                 "runs these apps (the app role)")
         if confirm:
-            confirm(stamp)
+            confirm(stamp, held_words(chosen))
         safety = time.strftime("pre-restore-%Y%m%dT%H%M%SZ", time.gmtime())
         with tempfile.TemporaryDirectory(prefix="dropship-restore-") as tmp:
             key = os.path.join(tmp, "identity")

@@ -226,6 +226,12 @@ def test_fetch_and_restore_commands_quote_names():
     assert wf.pg_restore_command(hostile, hostile).endswith("-d 'x'\"'\"'; rm -rf / #'")
 
 
+def test_the_restore_prompt_names_what_the_set_replaces():
+    assert wf.held_words({"databases": ["names", "airflow"], "files": ["notes", "blog"]}) == \
+        "the databases names, airflow and the shared folders of notes, blog"
+    assert wf.held_words({"databases": ["names"], "files": []}) == "the database names"
+
+
 def test_restoring_shared_folders_unpacks_beside_them_then_swaps_and_reloads():
     assert wf.restore_files_command("notes", "/srv/notes/data", ("instance", "media/uploads"),
                                     "pre-restore-20261205T010203Z") == "sh -c " + shlex.quote(
