@@ -74,13 +74,17 @@ def wait_parsed_command(dag_ids: list[str], since: float, seconds: int) -> str:
                         "airflow-scheduler")
 
 
+_RELEASE_PATH = re.compile(re.escape(f"{CONTAINER_DAGS}/releases/") + r"[^/\"]+/")
+
+
 def parsed_report(output: str) -> tuple[list[str], dict[str, str]]:
     """(DAG ids not parsed yet, {file: its import error located, on one line}) from WAIT_PARSED's output (pure)."""
     line = next((ln for ln in output.splitlines() if ln.startswith("PARSED ")), None)
     if line is None:
         return ["(no answer from the DAG processor's database)"], {}
     data = json.loads(line[7:])
-    return list(data["missing"]), {f: located_error(f, e, f"{CONTAINER_DAGS}/current")
+    current = f"{CONTAINER_DAGS}/current/"          # a frame may name the release the link resolves to
+    return list(data["missing"]), {f: located_error(f, _RELEASE_PATH.sub(current, e), current)
                                    for f, e in data["errors"].items()}
 
 

@@ -17,4 +17,7 @@ def test_the_parse_wait_report():
              "    x\nNameError: name 'x' is not defined")
     assert parsed_report('PARSED ' + json.dumps({"missing": ["b"], "errors": {"b.py": trace, "c.py": ""}})) == (
         ["b"], {"b.py": "b.py:3: NameError: name 'x' is not defined", "c.py": "c.py"})
+    resolved = trace.replace("/current/", "/releases/20261205T101010Z-ab12cd34/")     # the link resolved
+    assert parsed_report('PARSED ' + json.dumps({"missing": [], "errors": {"b.py": resolved}}))[1] == \
+        {"b.py": "b.py:3: NameError: name 'x' is not defined"}
     assert parsed_report("Traceback ...")[0] == ["(no answer from the DAG processor's database)"]
