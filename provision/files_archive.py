@@ -48,8 +48,7 @@ def steady_copy(path: str, to: str) -> bool:
             after = os.stat(path)
         except FileNotFoundError:
             return False
-        if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns) == (
-                os.path.getsize(to), after.st_mtime_ns):
+        if before.st_mtime_ns == after.st_mtime_ns and before.st_size == after.st_size == os.path.getsize(to):
             return True
     raise OSError(f"{path} kept changing while it was read ({TRIES} tries)")
 
@@ -86,16 +85,14 @@ def archive(folder: str, out) -> list[str]:
         for root, dirs, files in os.walk(folder):
             dirs.sort()
             here = os.path.relpath(root, folder)
-            entries = sorted(dirs + files) if here == "." else [""] + sorted(dirs + files)
-            for entry in entries:
-                path = os.path.join(root, entry) if entry else root
+            chosen = [(root, here)] if here != "." else []          # the folder itself, then what is in it
+            for entry in sorted(dirs + files):
+                path = os.path.join(root, entry)
                 if entry in dirs and not os.path.islink(path):
-                    continue                        # added when walked
-                if entry.endswith(SIDE_FILES) and is_sqlite(path[:path.rindex("-")]):
-                    continue
-                name = os.path.normpath(os.path.join(here, entry))
-                if _add(tar, path, name, scratch):
-                    names.append(name)
+                    continue                                        # added when walked
+                if not (entry.endswith(SIDE_FILES) and is_sqlite(path[:path.rindex("-")])):
+                    chosen.append((path, os.path.normpath(os.path.join(here, entry))))
+            names += [name for path, name in chosen if _add(tar, path, name, scratch)]
     return names
 
 

@@ -199,7 +199,8 @@ def requirements_text(source: Path, path: str) -> tuple[bytes, bool]:
 def lock_out_of_date(project: Path) -> str | None:
     """uv's words when ``project``'s ``uv.lock`` no longer matches its ``pyproject.toml`` (``uv sync
     --locked`` would refuse it), else None. Checked here offline first, then against the index; where
-    neither can tell (no Python here for its requires-python, no network), the hosts' export checks it."""
+    neither can tell (no Python here for its requires-python, no network), it is None: the hosts install
+    the lock as it is."""
     uv = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
     if uv is None or not (project / "uv.lock").is_file():
         return None

@@ -257,12 +257,8 @@ def restore(env: Environment, source: str, confirm: Callable[[str, str], None] |
                 fh.write(identity + "\n")
             for db in sorted(chosen["databases"], key=lambda d: d == (airflow.database.name if airflow else "")):
                 on_line(f"[{session.name}] download {where}:{stamp}/{db}")
-                cipher = os.path.join(tmp, f"{db}.age")
-                with open(cipher, "wb") as fh:
-                    got = session.receive(fetch_command(where, remote(env), stamp, db + DUMP), fh.write,
-                                          timeout=6 * 3600)
-                if got.rc != 0:
-                    raise _failed(session, f"download {db}", got.stderr, "check `invoke db.backups` lists it")
+                cipher = _download(session, fetch_command(where, remote(env), stamp, db + DUMP),
+                                   os.path.join(tmp, f"{db}.age"), db)
                 on_line(f"[{session.name}] safety dump of {db} ({safety})")
                 dumped = session.script(backup_command(db, safety), timeout=6 * 3600)
                 if dumped.rc != 0:
@@ -291,13 +287,8 @@ def restore(env: Environment, source: str, confirm: Callable[[str, str], None] |
                                   f"{safety}.dump in `invoke db.backups`")
             for app in sorted(chosen.get("files", [])):
                 on_line(f"[{session.name}] download {where}:{stamp}/{app}{FILES}")
-                cipher = os.path.join(tmp, f"{app}.files.age")
-                with open(cipher, "wb") as fh:
-                    got = session.receive(fetch_command(where, remote(env), stamp, app + FILES), fh.write,
-                                          timeout=6 * 3600)
-                if got.rc != 0:
-                    raise _failed(session, f"download the shared folders of {app}", got.stderr,
-                                  "check `invoke db.backups` lists them")
+                cipher = _download(session, fetch_command(where, remote(env), stamp, app + FILES),
+                                   os.path.join(tmp, f"{app}.files.age"), f"the shared folders of {app}")
                 on_line(f"[{session.name}] decrypt here and unpack the shared folders of {app}")
                 data = AppLayout(app).data
                 shared = next(a.shared_dirs for a in env.settings.apps if a.name == app)
@@ -313,6 +304,15 @@ def restore(env: Environment, source: str, confirm: Callable[[str, str], None] |
         session.close()
         for other in opened.values():
             other.close()
+
+
+def _download(session, command: str, to: str, what: str) -> str:
+    """Write what ``command`` prints on the host (an encrypted file of a set) to ``to`` here; returns ``to``."""
+    with open(to, "wb") as fh:
+        got = session.receive(command, fh.write, timeout=6 * 3600)
+    if got.rc != 0:
+        raise _failed(session, f"download {what}", got.stderr, "check `invoke db.backups` lists it")
+    return to
 
 
 def _decrypt_into(session, identity_file: str, cipher: str, command: str):
