@@ -136,24 +136,35 @@ def role_packages() -> list[str]:
     return sorted({p for role in registry().values() for p in role.packages(ctx)})
 
 
+# Daemons the packages enable that only some roles run: each such role enables and starts its own
+# (`Service`), so a warm droplet runs what its roles ask for, as a fresh droplet does.
+ROLE_DAEMONS = ("postgresql", "nginx", "redis-server", "docker.service", "docker.socket", "containerd",
+                "certbot.timer")
+
+
+def warm_recipe(base: str, packages: list[str]) -> str:
+    """The warm image's Dockerfile: ``packages`` installed, ``ROLE_DAEMONS`` disabled (pure)."""
+    return (f"FROM {base}\nRUN export DEBIAN_FRONTEND=noninteractive && apt-get update -q && "
+            f"apt-get install -y -q --no-install-recommends {' '.join(packages)} && apt-get clean && "
+            f"rm -rf /var/lib/apt/lists/* && systemctl disable {' '.join(ROLE_DAEMONS)}\n")
+
+
 def warm_image() -> str:
-    """The droplet image with every role's packages installed and nothing configured (built once per
-    machine). Fixtures whose tests are not about a first provision start from it: their provision
-    still configures everything for real, it only finds the packages there already."""
+    """The droplet image with every role's packages installed and nothing configured or running
+    (built once per machine). Fixtures whose tests are not about a first provision start from it:
+    their provision still configures everything for real, it only finds the packages there already."""
     from provision.providers.docker_engine import docker, image_exists
     from provision.providers.local_image import _build, build_lock, ensure_base_image, recipe_hash
 
     base = ensure_base_image()
-    packages = role_packages()
     base_id = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
-    tag = f"dropship/droplet-warm:{recipe_hash(base_id, *packages)}"
+    recipe = warm_recipe(base, role_packages())
+    tag = f"dropship/droplet-warm:{recipe_hash(base_id, recipe)}"
     if image_exists(tag):
         return tag
     with build_lock(what="the warm test droplet image"):
         if not image_exists(tag):
-            _build(tag, f"FROM {base}\nRUN export DEBIAN_FRONTEND=noninteractive && apt-get update -q && "
-                        f"apt-get install -y -q --no-install-recommends {' '.join(packages)} && apt-get clean && "
-                        "rm -rf /var/lib/apt/lists/*\n", {}, timeout=900)
+            _build(tag, recipe, {}, timeout=900)
     return tag
 
 
