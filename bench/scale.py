@@ -7,8 +7,9 @@ and deploys once to settle, then times the CLI exactly as a user runs it: --runs
 provisions and --runs deploys of a new commit changing one file. For each it also reads the CPU
 time the droplets used (their cgroups) and the CLI used (this process's children): local
 droplets share this machine's CPUs with the controller, so their sum over the CPU count is a
-floor no controller can beat. Bar: the largest size <= 2x the 1-host time, for both. Everything
-it creates is removed at the end.
+floor no controller can beat (what the droplets use idle, measured before the runs, is shown
+apart: their daemons and gunicorns run on these CPUs too). Bar: the largest size <= 2x the 1-host
+time, for both. Everything it creates is removed at the end.
 
     .venv/bin/python bench/scale.py [--sizes 1,5,10,20] [--runs 3] [--json]
 """
@@ -84,13 +85,23 @@ def timed(box: Sandbox, task: str) -> tuple[float, dict, dict[str, float]]:
     return seconds, report, cpu
 
 
-def floor(cpu: list[dict[str, float]]) -> str:
-    """The median CPU seconds of droplets and CLI, and the wall time they need at least on this machine."""
+def idle_rate(env: str, seconds: float = 5) -> float | None:
+    """CPU seconds per second the environment's droplets use while nothing is run on them."""
+    before = droplets_cpu(env)
+    time.sleep(seconds)
+    after = droplets_cpu(env)
+    return None if before is None or after is None else (after - before) / seconds
+
+
+def floor(cpu: list[dict[str, float]], seconds: float, idle: float | None) -> str:
+    """The median CPU seconds of droplets (with what they use idle over ``seconds``) and CLI, and the
+    wall time they need at least on this machine."""
     if not all("droplets" in c for c in cpu):
         return f"the CLI used {statistics.median(c['cli'] for c in cpu):.2f} CPU-s"
     droplets, cli = statistics.median(c["droplets"] for c in cpu), statistics.median(c["cli"] for c in cpu)
-    return (f"droplets {droplets:.2f} + CLI {cli:.2f} CPU-s, so >= {(droplets + cli) / (os.cpu_count() or 1):.2f} s "
-            f"on {os.cpu_count()} CPU(s)")
+    of_it = f" ({idle * seconds:.2f} of it idle)" if idle is not None else ""
+    return (f"droplets {droplets:.2f}{of_it} + CLI {cli:.2f} CPU-s, so >= "
+            f"{(droplets + cli) / (os.cpu_count() or 1):.2f} s on {os.cpu_count()} CPU(s)")
 
 
 def changed(report: dict) -> int:
@@ -119,7 +130,9 @@ def main() -> None:
                 timed(box, "provision")
                 repo.version(f"settle {n}")
                 timed(box, "deploy")
-                print(f"{n} host(s): created, provisioned and deployed in {time.perf_counter() - t0:.0f} s",
+                idle = idle_rate(box.env)
+                print(f"{n} host(s): created, provisioned and deployed in {time.perf_counter() - t0:.0f} s"
+                      + (f"; idle, the droplets use {idle:.3f} CPU-s a second" if idle is not None else ""),
                       flush=True)
                 noop, deploys, noop_cpu, deploy_cpu = [], [], [], []
                 for i in range(args.runs):
@@ -133,13 +146,17 @@ def main() -> None:
                     deploys.append(seconds)
                     deploy_cpu.append(cpu)
                 rows[n] = {"noop_provision_s": statistics.median(noop), "deploy_s": statistics.median(deploys)}
+                if idle is not None:
+                    rows[n]["idle_droplet_cpu_per_s"] = idle
                 for key, runs in (("noop_provision", noop_cpu), ("deploy", deploy_cpu)):
                     rows[n][f"{key}_cli_cpu_s"] = statistics.median(c["cli"] for c in runs)
                     if all("droplets" in c for c in runs):
                         rows[n][f"{key}_droplet_cpu_s"] = statistics.median(c["droplets"] for c in runs)
                 print(f"{n:>3} host(s), medians of {args.runs} runs:\n"
-                      f"      no-op provision {rows[n]['noop_provision_s']:.2f} s ({floor(noop_cpu)})\n"
-                      f"      one-file deploy {rows[n]['deploy_s']:.2f} s ({floor(deploy_cpu)})", flush=True)
+                      f"      no-op provision {rows[n]['noop_provision_s']:.2f} s "
+                      f"({floor(noop_cpu, rows[n]['noop_provision_s'], idle)})\n"
+                      f"      one-file deploy {rows[n]['deploy_s']:.2f} s "
+                      f"({floor(deploy_cpu, rows[n]['deploy_s'], idle)})", flush=True)
         finally:
             box.invoke("droplet.destroy", "--env", box.env, "--yes", timeout=3600)
 

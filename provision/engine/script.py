@@ -87,12 +87,13 @@ class Step:
 
 
 def plan_handlers(changes: list[Change]) -> list[Handler]:
-    """Handlers notified by ``changes``, once each, minus those of services this phase starts."""
-    started = {c.service for c in changes if c.service}
+    """Handlers notified by ``changes``, once each, minus those of a service this phase starts
+    after every change that notifies it (a change made after the start still needs its reload)."""
+    started = {c.service: i for i, c in enumerate(changes) if c.service}
     out: list[Handler] = []
-    for c in changes:
+    for i, c in enumerate(changes):
         for h in c.notify:
-            if h not in out and not (h.service and h.service in started):
+            if h not in out and not (h.service in started and i < started[h.service]):
                 out.append(h)
     return out
 

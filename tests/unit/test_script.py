@@ -160,6 +160,15 @@ def test_plan_handlers_drops_restart_of_service_started_in_same_phase():
     assert plan_handlers(changes) == [restart("fail2ban")]
 
 
+def test_plan_handlers_keeps_the_reload_of_a_change_made_after_the_service_started():
+    # nginx's role starts a stopped nginx; a later role's site then needs the reload
+    reload_nginx = reload("nginx", check="nginx -t -q")
+    changes = [change("nginx conf", [reload_nginx]), change("start nginx", service="nginx"),
+               change("airflow location", [reload_nginx], role="airflow")]
+    assert plan_handlers(changes) == [reload_nginx]
+    assert plan_handlers(changes[:2]) == []
+
+
 def test_plan_handlers_keeps_handlers_without_service():
     plain = Handler("update ca", "update-ca-certificates")
     assert plan_handlers([change("x", [plain], service="x")]) == [plain]
