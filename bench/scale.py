@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from provision.roles.app import AppLayout  # noqa: E402
 from tests.support import (DEFAULTS, AppRepo, Sandbox, app_settings, droplet_spec, last_json,  # noqa: E402
                            reap_dead_runs, run_name)
 
@@ -42,12 +43,15 @@ def droplets(count: int) -> list[dict]:
         [droplet_spec(f"h{i:02d}", WEB_ROLES, SIZE, warm=True) for i in range(2, count + 1)]
 
 
+def containers(env: str) -> list[str]:
+    return subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=dropship.env={env}"],
+                          capture_output=True, text=True).stdout.split()
+
+
 def droplets_cpu(env: str) -> float | None:
     """CPU seconds the environment's local droplets have used (their cgroups), None where unreadable."""
-    ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=dropship.env={env}"],
-                         capture_output=True, text=True).stdout.split()
     total = 0.0
-    for cid in ids:
+    for cid in containers(env):
         for path, scale in ((f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage", 1e-9),
                             (f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", 1e-6),
                             (f"/sys/fs/cgroup/unified/docker/{cid}/cpu.stat", 1e-6)):
@@ -60,6 +64,31 @@ def droplets_cpu(env: str) -> float | None:
             total += int(usage) * scale
             break
         else:
+            return None
+    return total
+
+
+def live_slot_cpu_command(app: str) -> str:
+    """Shell printing the CPU seconds the processes of ``app``'s live slot (its gunicorn master and
+    workers) have used since they started (pure): utime and stime, the 12th and 13th fields after
+    the command name, which may hold spaces."""
+    lay = AppLayout(app)
+    return (f"main=$(systemctl show -p MainPID --value {lay.app}@$(cat {lay.live_file}).service); "
+            "[ \"${main:-0}\" -gt 0 ] || exit 1; "
+            "for p in $main $(pgrep -P $main); do sed 's/.*) //' /proc/$p/stat | cut -d' ' -f12,13; done | "
+            "awk -v hz=$(getconf CLK_TCK) '{t += $1 + $2} END {printf \"%.3f\\n\", t / hz}'")
+
+
+def app_start_cpu(env: str, app: str) -> float | None:
+    """CPU seconds ``app``'s live slots (started by the last deploy) have used on all the droplets: the
+    app's own start, which no deploy tool saves, None where unreadable."""
+    total = 0.0
+    for cid in containers(env):
+        done = subprocess.run(["docker", "exec", cid, "sh", "-c", live_slot_cpu_command(app)],
+                              capture_output=True, text=True)
+        try:
+            total += float(done.stdout)
+        except ValueError:
             return None
     return total
 
@@ -94,14 +123,19 @@ def idle_rate(env: str, seconds: float = 5) -> float | None:
 
 
 def floor(cpu: list[dict[str, float]], seconds: float, idle: float | None) -> str:
-    """The median CPU seconds of droplets (with what they use idle over ``seconds``) and CLI, and the
-    wall time they need at least on this machine."""
+    """The median CPU seconds of droplets (with what they use idle over ``seconds`` and, for deploys,
+    what the app's new slots used starting) and CLI, and the wall time they need at least here."""
     if not all("droplets" in c for c in cpu):
         return f"the CLI used {statistics.median(c['cli'] for c in cpu):.2f} CPU-s"
     droplets, cli = statistics.median(c["droplets"] for c in cpu), statistics.median(c["cli"] for c in cpu)
-    of_it = f" ({idle * seconds:.2f} of it idle)" if idle is not None else ""
+    cpus = os.cpu_count() or 1
+    parts = [f"{idle * seconds:.2f} of it idle"] if idle is not None else []
+    app = statistics.median(c["app_start"] for c in cpu) if all(c.get("app_start") is not None for c in cpu) else None
+    if app is not None:
+        parts.append(f"{app:.2f} the app's new gunicorns starting, alone >= {app / cpus:.2f} s")
+    of_it = f" ({'; '.join(parts)})" if parts else ""
     return (f"droplets {droplets:.2f}{of_it} + CLI {cli:.2f} CPU-s, so >= "
-            f"{(droplets + cli) / (os.cpu_count() or 1):.2f} s on {os.cpu_count()} CPU(s)")
+            f"{(droplets + cli) / cpus:.2f} s on {os.cpu_count()} CPU(s)")
 
 
 def changed(report: dict) -> int:
@@ -119,6 +153,7 @@ def main() -> None:
     rows: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="dropship-bench-") as tmp:
         repo = AppRepo.create(Path(tmp) / "app")
+        app = app_settings(repo.root)["name"]
         (Path(tmp) / "env").mkdir()
         box = Sandbox(Path(tmp) / "env", run_name())
         try:
@@ -143,6 +178,7 @@ def main() -> None:
                     noop_cpu.append(cpu)
                     repo.version(f"bench {n}.{i}")
                     seconds, _, cpu = timed(box, "deploy")
+                    cpu["app_start"] = app_start_cpu(box.env, app)
                     deploys.append(seconds)
                     deploy_cpu.append(cpu)
                 rows[n] = {"noop_provision_s": statistics.median(noop), "deploy_s": statistics.median(deploys)}
@@ -152,6 +188,8 @@ def main() -> None:
                     rows[n][f"{key}_cli_cpu_s"] = statistics.median(c["cli"] for c in runs)
                     if all("droplets" in c for c in runs):
                         rows[n][f"{key}_droplet_cpu_s"] = statistics.median(c["droplets"] for c in runs)
+                    if all(c.get("app_start") is not None for c in runs):
+                        rows[n][f"{key}_app_start_cpu_s"] = statistics.median(c["app_start"] for c in runs)
                 print(f"{n:>3} host(s), medians of {args.runs} runs:\n"
                       f"      no-op provision {rows[n]['noop_provision_s']:.2f} s "
                       f"({floor(noop_cpu, rows[n]['noop_provision_s'], idle)})\n"
@@ -169,6 +207,11 @@ def main() -> None:
         ratio = rows[last][f"{key}_s"] / rows[first][f"{key}_s"]
         verdicts[f"{key}_s"] = round(ratio, 2)
         print(f"{what}: {last} hosts / {first} host = {ratio:.2f}x  bar <= 2x: {'PASS' if ratio <= 2 else 'FAIL'}")
+    if "deploy_app_start_cpu_s" in rows[last]:
+        cpus = os.cpu_count() or 1
+        print(f"at {last} hosts the app's new gunicorns alone need >= "
+              f"{rows[last]['deploy_app_start_cpu_s'] / cpus:.2f} s of this machine's {cpus} CPU(s) to start; "
+              f"the bar allows {2 * rows[first]['deploy_s']:.2f} s for the whole deploy")
     if "deploy_droplet_cpu_s" in rows[last]:
         print(f"the droplets share this machine's {os.cpu_count()} CPU(s) with the CLI; on DigitalOcean each has "
               "CPUs of its own")

@@ -374,4 +374,6 @@ def _reason(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
+    if isinstance(exc, paramiko.SSHException) and ("banner" in str(exc) or str(exc) == "No existing session"):
+        return "connected, but sshd did not answer"      # hung, or sshd not up behind a proxy
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -10,20 +10,22 @@ from ..redact import Redactor
 from ..report import Report
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import PARALLEL, fan_out
-from ..transport.ssh import connect
+from ..transport.ssh import Session, connect
 
 
 def run_on_hosts(env: Environment, hosts: list[HostSpec], targets, redactor: Redactor, parallel: int, work,
-               command: str, extra: dict | None = None) -> Report:
+               command: str, extra: dict | None = None, sessions: dict[str, Session] | None = None) -> Report:
     """``work(host, session)`` on every host at once (bounded by ``parallel``), each over its own
-    SSH session; a host's DropshipError becomes its failed outcome in the returned report."""
+    SSH session (taken from ``sessions`` where one was opened already); a host's DropshipError
+    becomes its failed outcome in the returned report. Every session is closed after its work."""
     started = time.monotonic()
     known = KnownHosts(env.workspace.known_hosts_path)
     specs = {h.name: h for h in hosts}
     report = Report(command, env.name, extra=extra or {})
+    opened = sessions if sessions is not None else {}
 
     def one(target):
-        session = connect(target, known, redactor)
+        session = opened.pop(target.name, None) or connect(target, known, redactor)
         try:
             return work(specs[target.name], session)
         finally:

@@ -6,7 +6,7 @@ batch is undone and put back; the hosts after it keep serving the old release.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import balancer
@@ -19,6 +19,7 @@ from ..redact import Redactor
 from ..report import Report
 from ..roles.app import layout
 from ..transport.hostkeys import KnownHosts
+from ..transport.pool import fan_out
 from ..transport.ssh import Session, Target, connect
 from .host_deploy import Steps
 from .on_hosts import read_hosts, run_on_hosts
@@ -101,6 +102,7 @@ class Rollout:
     work: Work
     undo: Work | None = None
     first_alone: bool = False
+    sessions: dict[str, Session] = field(default_factory=dict, repr=False)   # logged in, not yet used
 
     @property
     def all_web(self) -> list[str]:
@@ -110,7 +112,8 @@ class Rollout:
     def on(self, names: list[str], work: Work) -> dict[str, HostOutcome]:
         hosts = [h for h in self.hosts if h.name in names]
         targets = [t for t in self.targets if t.name in names]
-        return run_on_hosts(self.env, hosts, targets, self.redactor, self.parallel, work, self.command).hosts
+        return run_on_hosts(self.env, hosts, targets, self.redactor, self.parallel, work, self.command,
+                            sessions=self.sessions).hosts
 
     def switch(self, batch: list[str], first: bool) -> dict[str, HostOutcome]:
         if not (first and self.first_alone and len(batch) > 1):
@@ -120,23 +123,52 @@ class Rollout:
             return done | {h: HostOutcome(h, skipped=1) for h in batch[1:]}
         return done | self.on(batch[1:], self.work)
 
+    def log_in(self) -> dict[str, HostOutcome]:
+        """Log in to the lb and every host before anything changes, their sessions kept for their
+        work: a host that cannot be reached stops the rollout before its first batch, not at its own
+        with the hosts before it switched. The outcomes when one could not be logged in to, else {}."""
+        known = KnownHosts(self.env.workspace.known_hosts_path)
+        logged = fan_out([self.lb, *self.targets], lambda t: connect(t, known, self.redactor), self.parallel)
+        self.sessions = {t.name: s for t, s, _ in logged if s is not None}
+        refused = {t.name: exc for t, _, exc in logged if exc is not None}
+        if not refused:
+            return {}
+        self.close()
+        for exc in refused.values():
+            if not isinstance(exc, DropshipError):
+                raise exc
+        names = {t.name for t in self.targets} | {self.lb.name}
+        return {h.name: HostOutcome(h.name, failed=1, error=self.redactor(str(DropshipError(
+                    f"{refused[h.name].message}; {self.command} changed nothing", refused[h.name].fix))))
+                if h.name in refused else HostOutcome(h.name, skipped=1) for h in self.env.hosts if h.name in names}
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+        self.sessions = {}
+
     def run(self, extra: dict) -> Report:
         started = time.monotonic()
         report = Report(self.command, self.env.name, extra=extra)
-        others = [h.name for h in self.hosts if "app" not in h.roles]
-        outcomes = self.on(others, self.work) if others else {}
-        web = [h.name for h in self.hosts if "app" in h.roles]
-        lb = HostOutcome(self.lb.name)
+        refused = self.log_in()
+        if refused:
+            report.hosts, report.seconds = refused, time.monotonic() - started
+            return report
         try:
-            session = connect(self.lb, KnownHosts(self.env.workspace.known_hosts_path), self.redactor)
-            steps = Steps(session, self.progress, self.redactor, "", "")
-            lb = steps.outcome
+            others = [h.name for h in self.hosts if "app" not in h.roles]
+            outcomes = self.on(others, self.work) if others else {}
+            web = [h.name for h in self.hosts if "app" in h.roles]
+            steps = Steps(self.sessions.pop(self.lb.name), self.progress, self.redactor, "", "")
             try:
                 self.batches(steps, web, outcomes)
+            except DropshipError as exc:         # the lb's nginx refused a change, or the lb was lost
+                steps.outcome.failed, steps.outcome.error = 1, self.redactor(str(exc))
             finally:
-                session.close()
-        except DropshipError as exc:         # the lb cannot be reached, or its nginx refused a change
-            lb.failed, lb.error = 1, self.redactor(str(exc))
+                steps.session.close()
+        finally:
+            self.close()
+        lb = steps.outcome
+        lb.seconds = time.monotonic() - started          # its upstream changes span the rollout
         outcomes[self.lb.name] = lb
         outcomes |= {h: HostOutcome(h, skipped=1) for h in web if h not in outcomes}
         order = [h.name for h in self.env.hosts]
@@ -171,7 +203,8 @@ class Rollout:
                 return
             upstream.members = [h for h in self.all_web if h in upstream.members or h in batch]
             upstream.write(f"put back {', '.join(batch)}", "undrain")
-            self.progress.step(self.lb.name, "ok", f"batch {i}/{len(plan)} done: {', '.join(batch)} serve again")
+            self.progress.step(self.lb.name, "ok", f"batch {i}/{len(plan)} done: {', '.join(batch)} "
+                               f"{'serves' if len(batch) == 1 else 'serve'} again")
 
     def stopped(self, outcomes: dict[str, HostOutcome], host: str, i: int, n: int, batch: list[str],
                 undone: dict[str, HostOutcome], web: list[str]) -> None:

@@ -352,6 +352,27 @@ def test_a_release_failing_its_health_check_stops_after_the_first_batch(farm):
     assert " down" not in farm.upstream() and "\n" not in error
 
 
+def test_a_web_host_that_does_not_answer_stops_the_deploy_before_anything_changes(farm):
+    dumps = farm.ssh(DB, "ls /var/backups/dropship/names")
+    upstream = farm.upstream()
+    subprocess.run(["docker", "pause", farm.container("web-2")], check=True, capture_output=True)
+    try:       # web-2 hangs: its SSH port takes the connection and says nothing
+        proc = farm.deploy("v2 again", "--only", "names", check=False)
+    finally:
+        subprocess.run(["docker", "unpause", farm.container("web-2")], check=True, capture_output=True)
+    assert proc.returncode != 0
+    report = last_json(proc)
+    assert report["hosts"]["web-2"]["failed"] == 1, report
+    assert all(report["hosts"][h]["skipped"] == 1 for h in (LB, "web-1")), report
+    error = report["hosts"]["web-2"]["error"]
+    assert error.startswith("web-2: connect: unreachable at ") and "; deploy changed nothing (fix: " in error, error
+    # batch 1 (web-1) was not drained, migrated or switched
+    assert "drain" not in proc.stdout + proc.stderr and farm.upstream() == upstream
+    assert farm.ssh(DB, "ls /var/backups/dropship/names") == dumps
+    v1 = farm.releases["v1"]
+    assert {farm.live(w) for w in WEB} == {v1} and farm.through_lb() == {v1}
+
+
 def test_a_rolling_resize_of_the_web_tier_under_load_fails_no_request(farm):
     cpus = {w: farm.cpus(w) for w in WEB}
     farm.web_size = BIGGER
