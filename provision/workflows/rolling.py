@@ -103,6 +103,7 @@ class Rollout:
     undo: Work | None = None
     first_alone: bool = False
     sessions: dict[str, Session] = field(default_factory=dict, repr=False)   # logged in, not yet used
+    lb_session: Session | None = field(default=None, repr=False)
 
     @property
     def all_web(self) -> list[str]:
@@ -129,7 +130,8 @@ class Rollout:
         with the hosts before it switched. The outcomes when one could not be logged in to, else {}."""
         known = KnownHosts(self.env.workspace.known_hosts_path)
         logged = fan_out([self.lb, *self.targets], lambda t: connect(t, known, self.redactor), self.parallel)
-        self.sessions = {t.name: s for t, s, _ in logged if s is not None}
+        (_, self.lb_session, _), *hosts = logged      # (the lb's own session: it may hold DAGs to deploy too)
+        self.sessions = {t.name: s for t, s, _ in hosts if s is not None}
         refused = {t.name: exc for t, _, exc in logged if exc is not None}
         if not refused:
             return {}
@@ -143,9 +145,10 @@ class Rollout:
                 if h.name in refused else HostOutcome(h.name, skipped=1) for h in self.env.hosts if h.name in names}
 
     def close(self) -> None:
-        for session in self.sessions.values():
-            session.close()
-        self.sessions = {}
+        for session in [self.lb_session, *self.sessions.values()]:
+            if session is not None:
+                session.close()
+        self.lb_session, self.sessions = None, {}
 
     def run(self, extra: dict) -> Report:
         started = time.monotonic()
@@ -158,13 +161,11 @@ class Rollout:
             others = [h.name for h in self.hosts if "app" not in h.roles]
             outcomes = self.on(others, self.work) if others else {}
             web = [h.name for h in self.hosts if "app" in h.roles]
-            steps = Steps(self.sessions.pop(self.lb.name), self.progress, self.redactor, "", "")
+            steps = Steps(self.lb_session, self.progress, self.redactor, "", "")
             try:
                 self.batches(steps, web, outcomes)
             except DropshipError as exc:         # the lb's nginx refused a change, or the lb was lost
                 steps.outcome.failed, steps.outcome.error = 1, self.redactor(str(exc))
-            finally:
-                steps.session.close()
         finally:
             self.close()
         lb = steps.outcome
