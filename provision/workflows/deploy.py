@@ -26,7 +26,7 @@ from ..secrets import SecretStore, redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import PARALLEL
 from ..transport.ssh import LazySession, Session, Target
-from .host_deploy import AppDeploy, Steps, app_state_command
+from .host_deploy import AppDeploy, AppState, Steps, app_state_command, rollback_target
 from .dag_release import DAG_LOCK, dag_hosts, deploy_dags, rollback_dags
 from .migration_gate import MigrationGate
 from .on_hosts import run_on_hosts
@@ -328,6 +328,11 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
         return outcome
 
     extra = {"release": to} | ({"database": said} if with_db else {})
+    refused = rollback_refusals(env, [h for h in chosen if "app" in deployed_roles(env, h, app_name)], targets,
+                                apps, to, redactor)
+    if refused:
+        return Report("rollback", env.name, hosts={h.name: refused.get(h.name) or HostOutcome(h.name, skipped=1)
+                                                   for h in chosen}, extra=extra)
     lb = rolling_lb(env, chosen, apps, redactor) if not with_db else None
     if lb:
         report = Rollout(env, chosen, targets, lb, addresses, apps, redactor, progress, parallel, "rollback",
@@ -337,6 +342,38 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     if together:
         merge_dags(report, together, lambda: rollback_dags(env, together, to, progress, redactor), progress)
     return report
+
+
+def rollback_refusals(env: Environment, hosts: list[HostSpec], targets: list[Target], apps: tuple[AppSettings, ...],
+                      to: str | None, redactor: Redactor) -> dict[str, HostOutcome]:
+    """Where a rollback of several app hosts could not go back (the release unknown there, no warm
+    one, an unreachable host), read before any of them changes: the outcomes then, else {}. A host
+    that joined after the release, or a host that is down, would otherwise stop a rollout half done."""
+    if len(hosts) < 2 or not apps:
+        return {}
+    names = {h.name for h in hosts}
+    problems: dict[str, str] = {}
+
+    def work(host: HostSpec, session: Session) -> HostOutcome:
+        for app in apps:
+            store = rel.parse_state(session.script(app_state_command(layout(app)), timeout=60).stdout)
+            state = AppState.of(store) if store.present else None
+            _, problem, fix = rollback_target(state, to) if state else ("", f"{app.name} is not deployed here",
+                                                                          f"deploy {app.name} there first")
+            if problem and not (state and to and to == state.live_release):    # (it serves it already)
+                problems[host.name] = str(RemoteError(host.name, f"{_prefix(env, app)}rollback",
+                                                      f"{problem}; rollback changed nothing",
+                                                      f"{fix}, or leave {host.name} out with --hosts"))
+                break
+        return HostOutcome(host.name)
+
+    report = run_on_hosts(env, hosts, [t for t in targets if t.name in names], redactor, PARALLEL, work,
+                          "rollback")
+    out = {h: HostOutcome(h, failed=1, error=redactor(problems[h])) for h in problems}
+    for h, outcome in report.hosts.items():
+        if outcome.failed:
+            out[h] = HostOutcome(h, failed=1, error=outcome.error.replace(" (fix: ", "; rollback changed nothing (fix: ", 1))
+    return out
 
 
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:

@@ -129,6 +129,19 @@ class AppState:
         return SLOTS[1] if self.live == SLOTS[0] else SLOTS[0]
 
 
+def rollback_target(state: AppState, to: str | None) -> tuple[str, str, str]:
+    """The release a rollback of ``state`` goes to: ``to`` (default: the warm one), unless it is not
+    retained or already live; else "", what stops it, and the fix (pure)."""
+    target = to or state.slots.get(state.idle)
+    if not target:
+        return "", "no previous release is kept warm", "pass --to with one of the releases listed by `invoke releases`"
+    if target not in state.releases:
+        return "", f"unknown release {target}", f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}"
+    if target == state.live_release:
+        return "", f"{target} is already live", "nothing to do"
+    return target, "", ""
+
+
 def app_state_command(lay: AppLayout) -> str:
     return rel.state_command(lay.root, tuple(f"slots/{s}" for s in SLOTS), "live", python=True,
                              marks=(db_release.REVISION, db_release.LEFT))
@@ -300,17 +313,9 @@ class AppDeploy:
 
     def rollback_target(self, state: AppState, to: str | None) -> str:
         """The release ``to`` (default: the warm one), refused unless retained and not live."""
-        warm = state.slots.get(state.idle)
-        target = to or warm
-        name, prefix = self.session.name, self.steps.prefix
-        if not target:
-            raise RemoteError(name, prefix + "rollback", "no previous release is kept warm",
-                              "pass --to with one of the releases listed by `invoke releases`")
-        if target not in state.releases:
-            raise RemoteError(name, prefix + "rollback", f"unknown release {target}",
-                              f"use one of: {', '.join(reversed(state.releases)) or 'none retained'}")
-        if target == state.live_release:
-            raise RemoteError(name, prefix + "rollback", f"{target} is already live", "nothing to do")
+        target, problem, fix = rollback_target(state, to)
+        if problem:
+            raise RemoteError(self.session.name, self.steps.prefix + "rollback", problem, fix)
         return target
 
     def go_back(self, state: AppState, target: str, restart: bool = False) -> None:

@@ -412,6 +412,15 @@ def test_a_third_web_host_joins_after_its_gate_and_is_drained_when_removed(farm)
     assert {farm.live(w) for w in WEB + ["web-3"]} == {v3}
     assert "# web-3" in farm.upstream() and farm.through_lb(9) == {v3}
     assert farm.tcp("web-3", farm.address(DB), 5432) == "open"
+    # web-3 joined with v3: it has no previous release to go back to, so a rollback changes no host
+    proc = farm.box.invoke("rollback", "--env", farm.box.env, "--app", "names", "--json")
+    assert proc.returncode != 0
+    report = last_json(proc)
+    error = report["hosts"]["web-3"]["error"]
+    assert error.startswith("web-3: rollback: no previous release is kept warm; rollback changed nothing"), error
+    assert "leave web-3 out with --hosts" in error and "\n" not in error, error
+    assert all(report["hosts"][w]["skipped"] == 1 for w in WEB), report
+    assert {farm.live(w) for w in WEB + ["web-3"]} == {v3} and "drain" not in proc.stdout + proc.stderr
     farm.gone = farm.address("web-3")
 
     farm.write(WEB)
