@@ -51,6 +51,9 @@ def git_sha(path: Path) -> str:
         return "nogit"
 
 
+RELEASE_ID = re.compile(r"\d{8}T\d{6}Z-(?:[0-9a-f]{8,40}(?:-dirty)?|nogit)")    # what release_id() makes
+
+
 def release_id(sha: str, now: float | None = None) -> str:
     """``20261125T010203Z-1a2b3c4d``: sorts by time; says which commit."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time())) + f"-{sha}"

@@ -283,6 +283,9 @@ def rollback(env: Environment, to: str | None, hosts, progress: Progress, parall
     """Switch back; ``with_db``: the app database too (see db_rollback), ``confirm(message)`` asked first."""
     from .db_rollback import rollback_with_db
 
+    if to is not None and not rel.RELEASE_ID.fullmatch(to):
+        raise DropshipError(f"--to {to!r} is not a release id like 20261125T010203Z-1a2b3c4d",
+                            f"use one listed by `invoke releases --env {env.name}`")
     apps = chosen_apps(env, app_name, "--app")
     if app_name == "airflow":
         apps = ()

@@ -52,3 +52,13 @@ def test_then_the_pinned_host_key(checkout):
     save_droplets(env, {"staging-web-1": Droplet("staging-web-1", "1", "active", "192.0.2.10")}, set())
     line = only_error(deploy(checkout, DIGITALOCEAN_TOKEN="dop_v1_fake"))
     assert line.startswith("error: staging-web-1: no pinned host key for 192.0.2.10:22 (fix: ")
+
+
+@pytest.mark.parametrize("to", ["../../etc", "$(touch /tmp/x)", "20261125T010203Z-1a2b3c4d\nx", "latest"])
+def test_rollback_to_something_that_is_not_a_release_id(checkout, to):
+    environ = {k: v for k, v in os.environ.items() if k != "DIGITALOCEAN_TOKEN"}
+    environ.update(DROPSHIP_INVENTORY=str(checkout / "inventory.yaml"))
+    proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT), "rollback", "--env", "staging",
+                           "--to", to], cwd=checkout, env=environ, capture_output=True, text=True, timeout=60)
+    assert only_error(proc) == (f"error: --to {to!r} is not a release id like 20261125T010203Z-1a2b3c4d "
+                                "(fix: use one listed by `invoke releases --env staging`)")

@@ -519,3 +519,10 @@ def test_a_requirements_file_git_ignores_is_refused_before_any_host(tmp_path):
     (tmp_path / ".gitignore").write_text("venv/\n")
     assert sorted(app_shipment(AppSettings("shop", source=tmp_path), tmp_path, "abc12345").manifest) == [
         ".gitignore", "app.py", "requirements.txt"]
+
+
+def test_release_ids_match_the_pattern_rollback_checks():
+    for sha in ("1a2b3c4d", "1a2b3c4d5e-dirty", "nogit"):
+        assert rel.RELEASE_ID.fullmatch(rel.release_id(sha, 0))
+    for bad in ("19700101T000000Z", "19700101T000000Z-XYZ", "../19700101T000000Z-1a2b3c4d", "latest"):
+        assert not rel.RELEASE_ID.fullmatch(bad)
