@@ -277,6 +277,18 @@ class Session:
             self._shell, self._pending, self._shell_err = chan, b"", b""
         return self._shell
 
+    def alive(self) -> bool:
+        """Whether the connection still stands (a session kept for later work may have been dropped)."""
+        transport = self.connection.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def keep_alive(self, seconds: float = 30) -> None:
+        """Send a keepalive every ``seconds`` of quiet, so that a session kept idle for later work
+        is not dropped by a NAT or firewall that forgets idle connections."""
+        transport = self.connection.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(int(seconds))
+
     def close(self) -> None:
         if self._shell is not None:
             try:

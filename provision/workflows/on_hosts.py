@@ -25,7 +25,11 @@ def run_on_hosts(env: Environment, hosts: list[HostSpec], targets, redactor: Red
     opened = sessions if sessions is not None else {}
 
     def one(target):
-        session = opened.pop(target.name, None) or connect(target, known, redactor)
+        session = opened.pop(target.name, None)
+        if session is not None and not session.alive():     # dropped while it waited: log in again
+            session.close()
+            session = None
+        session = session or connect(target, known, redactor)
         try:
             return work(specs[target.name], session)
         finally:

@@ -132,6 +132,9 @@ class Rollout:
         logged = fan_out([self.lb, *self.targets], lambda t: connect(t, known, self.redactor), self.parallel)
         (_, self.lb_session, _), *hosts = logged      # (the lb's own session: it may hold DAGs to deploy too)
         self.sessions = {t.name: s for t, s, _ in hosts if s is not None}
+        for session in [self.lb_session, *self.sessions.values()]:
+            if session is not None:
+                session.keep_alive()        # a later batch's host waits for the batches before it
         refused = {t.name: exc for t, _, exc in logged if exc is not None}
         if not refused:
             return {}
