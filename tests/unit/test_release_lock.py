@@ -154,7 +154,9 @@ def test_wait_then_take_over_when_the_holder_ends(tmp_path, shells):
             assert line.split()[1] == "0"
             break
         lines.append(line.rstrip("\n"))
-    assert lines[0].startswith("WAIT 30 ") and lines[-2:] == [f"STALE {json.dumps(holder(1))}", "LOCKED_BY_ME"], lines
+    # seconds left counted from the lock's start: a second may pass before its first line on a busy machine
+    assert lines[0].split()[:2] in (["WAIT", "30"], ["WAIT", "29"]), lines
+    assert lines[-2:] == [f"STALE {json.dumps(holder(1))}", "LOCKED_BY_ME"], lines
 
 
 def lost_client_lock(lock: str, step: subprocess.Popen) -> None:
