@@ -19,6 +19,13 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode() for ch in text)
 
 
+def changed_nothing(error: str, command: str) -> str:
+    """A host's one-line error (``… (fix: …)``) saying that ``command`` changed nothing, before its fix
+    (pure): a check of every host stopped it before any change."""
+    head, sep, fix = error.partition(" (fix: ")
+    return f"{head}; {command} changed nothing{sep}{fix}"
+
+
 class InventoryError(DropshipError):
     """Invalid inventory: names the file, line and key (values quoted in it are kept on one line)."""
 

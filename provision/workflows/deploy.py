@@ -15,7 +15,7 @@ from .. import hosts as host_selection
 from .. import placement
 from .. import release as rel
 from ..engine.runner import Converge, HostOutcome, Progress
-from ..errors import DropshipError, RemoteError
+from ..errors import DropshipError, RemoteError, changed_nothing
 from ..inventory import AppSettings, Environment, HostSpec
 from ..keys import key_path, public_key
 from ..redact import Redactor
@@ -355,7 +355,6 @@ def rollback_refusals(env: Environment, hosts: list[HostSpec], targets: list[Tar
     if len(hosts) < 2 or not apps:
         return {}
     names = {h.name for h in hosts}
-    problems: dict[str, str] = {}
 
     def work(host: HostSpec, session: Session) -> HostOutcome:
         for app in apps:
@@ -364,19 +363,14 @@ def rollback_refusals(env: Environment, hosts: list[HostSpec], targets: list[Tar
             _, problem, fix = rollback_target(state, to) if state else ("", f"{app.name} is not deployed here",
                                                                           f"deploy {app.name} there first")
             if problem and not (state and to and to == state.live_release):    # (it serves it already)
-                problems[host.name] = str(RemoteError(host.name, f"{_prefix(env, app)}rollback",
-                                                      f"{problem}; rollback changed nothing",
-                                                      f"{fix}, or leave {host.name} out with --hosts"))
-                break
+                raise RemoteError(host.name, f"{_prefix(env, app)}rollback", problem,
+                                  f"{fix}, or leave {host.name} out with --hosts")
         return HostOutcome(host.name)
 
     report = run_on_hosts(env, hosts, [t for t in targets if t.name in names], redactor, PARALLEL, work,
                           "rollback")
-    out = {h: HostOutcome(h, failed=1, error=redactor(problems[h])) for h in problems}
-    for h, outcome in report.hosts.items():
-        if outcome.failed:
-            out[h] = HostOutcome(h, failed=1, error=outcome.error.replace(" (fix: ", "; rollback changed nothing (fix: ", 1))
-    return out
+    return {h: HostOutcome(h, failed=1, error=changed_nothing(o.error, "rollback"))
+            for h, o in report.hosts.items() if o.failed}
 
 
 def releases(env: Environment, hosts, app_name: str | None = None) -> dict[str, list[dict]]:

@@ -13,7 +13,7 @@ from .. import balancer
 from .. import hosts as host_selection
 from ..engine.model import q
 from ..engine.runner import HostOutcome, Progress
-from ..errors import DropshipError, RemoteError
+from ..errors import DropshipError, RemoteError, changed_nothing
 from ..inventory import AppSettings, Environment, HostSpec
 from ..redact import Redactor
 from ..report import Report
@@ -143,8 +143,8 @@ class Rollout:
             if not isinstance(exc, DropshipError):
                 raise exc
         names = {t.name for t in self.targets} | {self.lb.name}
-        return {h.name: HostOutcome(h.name, failed=1, error=self.redactor(str(DropshipError(
-                    f"{refused[h.name].message}; {self.command} changed nothing", refused[h.name].fix))))
+        return {h.name: HostOutcome(h.name, failed=1, error=self.redactor(changed_nothing(str(refused[h.name]),
+                                                                                        self.command)))
                 if h.name in refused else HostOutcome(h.name, skipped=1) for h in self.env.hosts if h.name in names}
 
     def close(self) -> None:
