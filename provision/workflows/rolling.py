@@ -215,14 +215,19 @@ class Rollout:
         """The failed host's one-line error says where the rollout stopped and how to recover."""
         back = [h for h in batch if h in undone and not undone[h].failed]
         stuck = [h for h in batch if h in undone and undone[h].failed]
-        rest = web[web.index(batch[-1]) + 1:]
+        done, rest = web[:web.index(batch[0])], web[web.index(batch[-1]) + 1:]
         said = [f"{self.command} stopped at batch {i}/{n}"]
+        said += [f"{', '.join(done)} {'rolled back' if self.command == 'rollback' else 'on the new release'}"] \
+            if done else []
         said += [f"{', '.join(back)} back on the previous release"] if back else []
         said += [f"{', '.join(stuck)} could not be rolled back ({undone[stuck[0]].error})"] if stuck else []
         said += [f"{', '.join(rest)} untouched (still on the old release)"] if rest else []
+        fix = f"fix the cause, then run `invoke {self.command} --env {self.env.name}` again"
+        if done and self.command == "deploy":
+            fix += (f", or `invoke rollback --env {self.env.name} --hosts {','.join(done)}` to put "
+                    f"{'them' if len(done) > 1 else 'it'} back on {'their' if len(done) > 1 else 'its'} previous release")
         first = outcomes[host]
-        first.error = (f"{first.error.split(' (fix: ')[0]}; {'; '.join(said)} (fix: fix the cause, then run "
-                       f"`invoke {self.command} --env {self.env.name}` again)")
+        first.error = f"{first.error.split(' (fix: ')[0]}; {'; '.join(said)} (fix: {fix})"
 
 
 class Detour:

@@ -308,6 +308,30 @@ def test_a_stopped_rollout_says_where_and_how_to_go_on(tmp_path):
         "again)")
 
 
+
+def test_a_rollout_stopped_after_a_batch_names_the_hosts_already_switched(tmp_path):
+    from provision.engine.runner import HostOutcome
+    from provision.workflows.rolling import Rollout
+
+    env = load(tmp_path)
+    web = ["web-1", "web-2", "web-3"]
+    for command, switched in (("deploy", "web-1, web-2 on the new release"), ("rollback", "web-1 rolled back")):
+        rollout = Rollout(env, [], [], None, ADDRESSES, env.settings.apps, None, None, 1, command, None)
+        batch = ["web-3"] if command == "deploy" else ["web-2"]
+        outcomes = {batch[0]: HostOutcome(batch[0], failed=1, error=f"{batch[0]}: health check: no (fix: x)")}
+        rollout.stopped(outcomes, batch[0], 2, 2, batch, {batch[0]: HostOutcome(batch[0])}, web)
+        error = outcomes[batch[0]].error
+        assert f"{command} stopped at batch 2/2; {switched}; {batch[0]} back on the previous release" in error
+    assert error.endswith("web-3 untouched (still on the old release) (fix: fix the cause, then run "
+                          "`invoke rollback --env e` again)")
+    deploy = Rollout(env, [], [], None, ADDRESSES, env.settings.apps, None, None, 1, "deploy", None)
+    outcomes = {"web-3": HostOutcome("web-3", failed=1, error="web-3: health check: no")}
+    deploy.stopped(outcomes, "web-3", 2, 2, ["web-3"], {"web-3": HostOutcome("web-3")}, web)
+    assert outcomes["web-3"].error.endswith(
+        "(fix: fix the cause, then run `invoke deploy --env e` again, or `invoke rollback --env e --hosts "
+        "web-1,web-2` to put them back on their previous release)")
+
+
 def test_listed_addresses_of_the_upstream_file():
     text = lb.upstream_file(lb.backends(["web-1"], ADDRESSES)).decode() + "server 10.110.0.9:80 down;   # web-9\n"
     assert lb.listed(text) == {"10.110.0.3", "10.110.0.9"}
