@@ -79,6 +79,12 @@ def listed(text: str) -> set[str]:
     return {m.group(1) for m in map(_SERVER.match, text.splitlines()) if m}
 
 
+def serving(text: str) -> set[str]:
+    """The addresses the upstream file ``text`` sends requests to (listed and not ``down``)."""
+    return {m.group(1) for line in text.splitlines()
+            if (m := _SERVER.match(line)) and " down" not in line.split("#")[0]}
+
+
 def members(text: str, hosts: list[str], addresses: dict[str, str]) -> list[str]:
     """Which of ``hosts`` the upstream file ``text`` lists, in the order of ``hosts``; a server whose
     host left the inventory is not among them (the next rewrite drains it)."""

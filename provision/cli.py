@@ -63,30 +63,38 @@ def create(c, env=None, hosts=None):
 @required("env")
 def list_(c, env=None, json=False):
     """List the environment's droplets as the provider sees them."""
-    from .workflows.droplets import list_droplets
+    from .workflows.droplets import leftovers, list_droplets
 
     e = environment(c, env)
     droplets = list_droplets(e)
     sizes = {h.name: h.droplet.size for h in e.hosts if h.droplet is not None}
+    left = leftovers(e, droplets)
     if json:
-        print_json([{**d.to_dict(), "inventory_size": sizes.get(d.name)} for d in droplets])
+        print_json([{**d.to_dict(), "inventory_size": sizes.get(d.name), "in_inventory": d.name not in left}
+                    for d in droplets])
     else:
         _print_droplets(droplets, sizes)
+        for name in left:
+            print(f"{name}: not in the inventory (destroy it with `invoke droplet.destroy --env {e.name} "
+                  f"--hosts {name}`, or list it in the inventory again)")
 
 
-@task(help={"env": "environment", "hosts": "comma-separated host names (default: all)",
-            "yes": "do not ask for confirmation"})
+@task(help={"env": "environment", "hosts": "comma-separated host names, or droplets no longer in the inventory "
+            "(default: all, those too)", "yes": "do not ask for confirmation"})
 @user_errors
 @required("env")
 def destroy(c, env=None, hosts=None, yes=False):
-    """Destroy the environment's droplets (and their data)."""
-    from .hosts import select
+    """Destroy the environment's droplets (and their data), also those no longer in the inventory."""
     from .workflows.droplets import destroy as destroy_droplets
+    from .workflows.droplets import destroy_plan, leftovers, list_droplets, served_by_lb
 
     e = environment(c, env)
-    chosen = select(e, split_names(hosts))
+    chosen = destroy_plan(e, split_names(hosts), leftovers(e, list_droplets(e))
+                          if any(h.droplet is not None for h in e.hosts) else [])
+    if hosts:
+        served_by_lb(e, chosen)
     if not yes and e.provider != "local":
-        _confirm(f"Destroy {', '.join(h.name for h in chosen)} in {env}? Type the environment name: ", env)
+        _confirm(f"Destroy {', '.join(chosen)} in {env}? Type the environment name: ", env)
     destroy_droplets(e, chosen, _progress())
 
 

@@ -85,16 +85,63 @@ def list_droplets(env: Environment) -> list[Droplet]:
     return droplets
 
 
-def destroy(env: Environment, hosts: list[HostSpec], progress) -> None:
+def leftovers(env: Environment, droplets: list[Droplet]) -> list[str]:
+    """The environment's droplets that its inventory no longer lists (pure)."""
+    listed = {h.name for h in env.hosts}
+    return [d.name for d in droplets if d.name not in listed]
+
+
+def destroy_plan(env: Environment, names: tuple[str, ...] | None, existing: list[str]) -> list[str]:
+    """The droplets ``droplet.destroy`` removes (pure): ``names`` (a host of the inventory, or a
+    droplet of ``existing`` it no longer lists), else every droplet of the inventory and every one
+    of ``existing`` left over."""
+    hosts = {h.name: h for h in env.hosts}
+    left = [n for n in existing if n not in hosts]
+    if not names:
+        return [h.name for h in _droplet_hosts(env, list(env.hosts))] + left
+    unknown = [n for n in names if n not in hosts and n not in left]
+    if unknown:
+        raise DropshipError(f"unknown host(s) {', '.join(unknown)} in environment {env.name}",
+                            f"use one of: {', '.join(sorted([*hosts, *left]))}")
+    chosen = [hosts[n] for n in names if n in hosts]
+    return ([h.name for h in _droplet_hosts(env, chosen)] if chosen else []) + [n for n in names if n in left]
+
+
+def served_by_lb(env: Environment, names: list[str]) -> None:
+    """Refuse to destroy web hosts the environment's lb still sends requests to (their requests
+    would fail): removing them from the inventory and provisioning drains them first."""
+    from .. import balancer
+    from .on_hosts import read_hosts
+
+    lb = balancer.lb_host(env)
+    state = load_droplets(env)
+    addresses = {n: state[n].private_address for n in names if n in state and state[n].private_address}
+    if lb is None or lb.name in names or not addresses:
+        return
+    upstream = read_hosts(env, [lb], lambda h: f"cat {balancer.UPSTREAM_FILE} 2>/dev/null; true",
+                          lambda out, now: {"text": out}, "read the upstream")[lb.name]
+    if "error" in upstream:
+        raise DropshipError(f"{upstream['error'].split(' (fix: ')[0]}; destroyed nothing",
+                            f"start {lb.name} (its upstream tells whether they still serve), or destroy it too")
+    still = [n for n, a in addresses.items() if a in balancer.serving(upstream["text"])]
+    if still:
+        them = ", ".join(still)
+        raise DropshipError(f"{them} still in {lb.name}'s upstream: destroying would fail the requests sent "
+                            "there; destroyed nothing",
+                            f"remove {them} from the inventory and run `invoke provision --env {env.name}`, "
+                            f"which drains {'them' if len(still) > 1 else 'it'} from {lb.name}, then destroy")
+
+
+def destroy(env: Environment, names: list[str], progress) -> None:
     provider = provider_for(env)
     known = KnownHosts(env.workspace.known_hosts_path)
     state = load_droplets(env)
-    for h in _droplet_hosts(env, hosts):
-        provider.destroy(h.name)
-        if h.name in state:
-            known.forget(state[h.name].address, state[h.name].ssh_port)
-            del state[h.name]
-        progress.step(h.name, "destroyed", "")
+    for name in names:
+        provider.destroy(name)
+        if name in state:
+            known.forget(state[name].address, state[name].ssh_port)
+            del state[name]
+        progress.step(name, "destroyed", "")
     save_droplets(env, state)
 
 

@@ -29,8 +29,8 @@ from provision.providers.local import reap
 from provision.state import load_droplets
 from tests.loadgen import LoadGenerator
 from tests.support import (DEFAULTS, AirflowAPI, AppRepo, Browser, DagRepo, Sandbox, airflow_settings, app_settings,
-                           docker_exec, droplet_spec, heading, http_base, last_json, poll, run_name, sandbox_secret,
-                           ssh_script)
+                           docker_exec, droplet_spec, heading, http_base, last_json, one_error_line, poll, run_name,
+                           sandbox_secret, ssh_script)
 
 pytestmark = pytest.mark.integration
 
@@ -428,6 +428,19 @@ def test_a_third_web_host_joins_after_its_gate_and_is_drained_when_removed(farm)
     assert "# web-3" not in farm.upstream(), farm.upstream()
     assert farm.through_lb(9) == {farm.releases["v4"]}
     assert "upstream: web-1, web-2 (" in proc.stderr + proc.stdout      # web-3 drained first
+
+    # web-3's droplet is left over: listed as such, and destroyed by name; a web host the lb still
+    # sends requests to is not destroyed
+    listed = json.loads(farm.box.invoke("droplet.list", "--env", farm.box.env, "--json", check=True).stdout)
+    assert {d["name"]: d["in_inventory"] for d in listed}["web-3"] is False
+    proc = farm.box.invoke("droplet.destroy", "--env", farm.box.env, "--hosts", "web-2", "--yes")
+    assert proc.returncode != 0 and one_error_line(proc).startswith(
+        "error: web-2 still in lb-1's upstream: destroying would fail the requests sent there; destroyed nothing"), \
+        proc.stdout + proc.stderr
+    proc = farm.box.invoke("droplet.destroy", "--env", farm.box.env, "--hosts", "web-3", "--yes", check=True)
+    listed = json.loads(farm.box.invoke("droplet.list", "--env", farm.box.env, "--json", check=True).stdout)
+    assert "web-3" not in {d["name"] for d in listed} and {"web-2", LB} <= {d["name"] for d in listed}
+    assert farm.through_lb(9) == {farm.releases["v4"]}
 
 
 def test_provision_drains_a_server_no_longer_in_the_inventory(farm):
