@@ -1,5 +1,5 @@
-"""PostgreSQL: server on localhost (and the Docker bridge when asked, and the private address when
-other hosts connect), the apps' roles and databases (and Airflow's when it runs elsewhere)."""
+"""PostgreSQL: server on localhost (and the Docker bridge when asked, and the host's private address,
+open to the other hosts that connect), the apps' roles and databases (and Airflow's when it runs elsewhere)."""
 from __future__ import annotations
 
 from ..engine.files import File
@@ -31,7 +31,10 @@ def resources(ctx: RoleContext) -> list[Resource]:
     conf_dir = f"/etc/postgresql/{version(ctx)}/main"
     bridge = pg.listen_docker_bridge or ctx.has("airflow")     # Airflow's containers reach it there
     remote = placement.clients(ctx.env)                        # app/airflow hosts, over the private network
-    private = placement.checked_ipv4(ctx.addresses.get(ctx.host.name, ""), ctx.host.name) if remote else None
+    # On its private address from the first provision (pg_hba and ufw let no one in until a client host
+    # exists): a web or Airflow host added later then reloads PostgreSQL, not a restart that fails requests.
+    address = ctx.addresses.get(ctx.host.name, "")
+    private = placement.checked_ipv4(address, ctx.host.name) if remote or address else None
     listen = placement.listen_addresses(pg.docker_bridge_address if bridge else None, private)
     conf = render("postgres/dropship.conf.j2", memory_mb=ctx.facts.memory_mb, cpus=ctx.facts.cpus,
                   listen_addresses=listen, **vars(memory_settings(ctx.facts.memory_mb)))

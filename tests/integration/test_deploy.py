@@ -5,7 +5,8 @@ in a git repository of its own, where each new version is a commit changing the 
 The tests run in order and share the droplet's state: deploy, submit names through the real form,
 redeploy, roll back and forward; zero failed requests under load while a deploy and a rollback
 switch releases; database backup and restore; a one-file deploy that uploads one file and reuses
-the virtualenv; last, that no switch above was still in progress when its command returned.
+the virtualenv; that no switch above was still in progress when its command returned; last, an lb
+and a second web host join the droplet with no failed request.
 """
 from __future__ import annotations
 
@@ -347,3 +348,25 @@ def test_switch_is_complete_when_the_command_returns(site):
     """Deploys and rollbacks above: right after `invoke` returned, only the new release answered."""
     assert site.releases, "nothing was deployed"
     assert not site.late, "the old release still answered after the command returned:\n" + "\n".join(site.late)
+
+
+def test_growing_from_one_droplet_to_an_lb_and_two_web_hosts_fails_no_request(site):
+    """The day one droplet keeps serving while an lb and a second web host join (`invoke up`): its
+    PostgreSQL already listens on the private address, so letting web-2 in is a reload, not a restart."""
+    _, names = Browser(site.url).page()
+    site.box.write({site.env: {"provider": "local", "droplets": [
+        droplet_spec("lb-1", ["base", "nginx", "lb"], "s-1vcpu-1gb", warm=True),
+        droplet_spec("web-1", ROLES, warm=True),
+        droplet_spec("web-2", ["base", "nginx", "app"], "s-1vcpu-1gb", warm=True)]}},
+        defaults={**DEFAULTS, "app": app_settings(site.repo.root)})
+    done: dict[str, subprocess.CompletedProcess] = {}
+    under_load(site, lambda: done.setdefault("up", site.box.invoke("up", "--env", site.env, timeout=900)),
+               "lb-1 and web-2 join")
+    proc = done["up"]
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert "[web-1] ran          handler: reload postgresql" in out and "restart postgresql" not in out, out
+    lb = Browser(http_base(site.box, "lb-1"))
+    answers = {lb.health()["release"] for _ in range(6)}
+    assert len(answers) == 1, answers                                     # one release on both web hosts
+    assert lb.page()[1] == names                                          # web-2 reads web-1's database

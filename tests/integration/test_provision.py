@@ -97,8 +97,16 @@ def test_end_state_over_ssh(web):
     for s in SERVICES:
         assert f"svc {s} enabled active" in out
     listening = {ln.split()[1] for ln in out if ln.startswith("listen ")}
-    assert {"0.0.0.0:22", "0.0.0.0:80", "127.0.0.1:5432"} <= listening
-    assert not any(addr.endswith(":5432") and not addr.startswith(("127.0.0.1", "[::1]")) for addr in listening)
+    # PostgreSQL on loopback and the private address (for hosts added later), where ufw lets no one in yet
+    private = droplet.private_address
+    assert {"0.0.0.0:22", "0.0.0.0:80", "127.0.0.1:5432", f"{private}:5432"} <= listening
+    assert not any(addr.endswith(":5432") and not addr.startswith(("127.0.0.1", "[::1]", f"{private}:"))
+                   for addr in listening)
+    try:
+        socket.create_connection((private, 5432), timeout=3).close()
+        raise AssertionError(f"{private}:5432 let this machine in")
+    except OSError:
+        pass
     assert {"sshd permitrootlogin no", "sshd passwordauthentication no", "sshd pubkeyauthentication yes",
             "sshd kbdinteractiveauthentication no"} <= set(out)
     ufw = "\n".join(ln for ln in out if ln.startswith("ufw "))

@@ -231,6 +231,19 @@ def test_one_host_keeps_its_configuration(tmp_path):
     assert line.endswith("@host.docker.internal:5432/airflow\"")
 
 
+def test_one_host_listens_on_its_private_address_with_no_one_let_in(tmp_path):
+    """A web host added later then changes pg_hba and ufw (a reload), not listen_addresses (a restart)."""
+    env = load(tmp_path, ONE)
+    one = ctx(env, "web-1", {"web-1": "10.110.0.3"})
+    resources = postgres.resources(one)
+    assert "listen_addresses = 'localhost,172.17.0.1,10.110.0.3'\n" in content(
+        resources, "/etc/postgresql/17/main/conf.d/dropship.conf")
+    assert "10.110.0.3" not in content(resources, "/etc/postgresql/17/main/pg_hba.conf")
+    assert base.firewall_rules(one) == ("22/tcp", "80/tcp", "443/tcp", "5432/tcp from 172.16.0.0/12 to 172.17.0.1")
+    with pytest.raises(DropshipError, match="web-1: private address 'nope' is not an IPv4 address"):
+        postgres.resources(ctx(env, "web-1", {"web-1": "nope"}))
+
+
 def test_airflow_elsewhere_connects_to_the_db_hosts_private_address(tmp_path):
     env = load(tmp_path, SPLIT)
     line = next(ln for ln in airflow_env(ctx(env, "web-1")).decode().splitlines() if "SQL_ALCHEMY_CONN" in ln)
