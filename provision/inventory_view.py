@@ -30,13 +30,17 @@ def describe(env: Environment) -> str:
     lines.append(f"  timezone {s.timezone}; swap {'auto' if s.swap_mb is None else (s.swap_mb or 'off')}; "
                  f"firewall allows {', '.join(s.firewall_allow)}")
     lines.append(f"  docker: {s.docker.source}, logs {s.docker.log_max_size} x {s.docker.log_max_file}")
-    lines.append(f"  postgres: localhost{' + ' + s.postgres.docker_bridge_address if s.postgres.listen_docker_bridge else ''}")
+    bridge = f" + {s.postgres.docker_bridge_address}" if s.postgres.listen_docker_bridge else ""
+    lines.append(f"  postgres: localhost{bridge} + the host's private address (its clients on other hosts only)")
+    web = [h.name for h in env.hosts if "app" in h.roles]
     for app in s.apps:
         where = f"server {app.server_name}" if app.server_name else f"path {app.path or '/'} of the default server"
         db = app.database
         data = f"database {db.name} user {db.user} password {_secret_state(env, db.password)}" if db else "no database"
         apt = f"; apt packages {' '.join(app.packages)}" if app.packages else ""
-        kept = f"; shared dirs {', '.join(app.shared_dirs)} (in /srv/{app.name}/data)" if app.shared_dirs else ""
+        kept = f"; shared dirs {', '.join(app.shared_dirs)} (in /srv/{app.name}/data" + (
+            f"; each of {', '.join(web)} keeps its own copy, backed up only on a host that also runs postgres)"
+            if len(web) > 1 else ")") if app.shared_dirs else ""
         lines.append(f"  app {app.name}: {where}; slots on ports {app.port + 1}-{app.port + 2}; health "
                      f"{app.health.path}; {data}{apt}{kept}")
     if env.ca_certificates:

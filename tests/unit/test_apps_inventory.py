@@ -190,6 +190,13 @@ def test_shared_dirs_are_kept_in_order_and_shown(tmp_path):
     """)
     assert env.settings.app.shared_dirs == ("instance", "media/uploads", "var.d/cache_1")
     assert "; shared dirs instance, media/uploads, var.d/cache_1 (in /srv/notes/data)\n" in describe(env)
+    (tmp_path / "inventory.yaml").write_text((tmp_path / "inventory.yaml").read_text().replace(
+        "    droplets:\n", "    droplets:\n      - {name: lb-1, size: s-1vcpu-1gb, roles: [base, nginx, lb]}\n"
+        "      - {name: web-2, size: s-1vcpu-1gb, roles: [base, nginx, app]}\n").replace(
+        "roles: [base, app]", "roles: [base, nginx, app, postgres]"))
+    assert ("; shared dirs instance, media/uploads, var.d/cache_1 (in /srv/notes/data; each of web-2, web-1 keeps "
+            "its own copy, backed up only on a host that also runs postgres)\n") in describe(
+        load_inventory(tmp_path / "inventory.yaml")["local"])
 
 
 @pytest.mark.parametrize("apps_yaml, key", [
