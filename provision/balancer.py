@@ -79,10 +79,17 @@ def listed(text: str) -> set[str]:
     return {m.group(1) for m in map(_SERVER.match, text.splitlines()) if m}
 
 
+def servers(text: str) -> list[dict]:
+    """The web hosts the upstream file ``text`` lists, in its order: ``host`` (its comment),
+    ``address`` and whether requests go there (``serving``: not marked ``down``)."""
+    return [{"host": line.partition("#")[2].strip(), "address": m.group(1),
+             "serving": " down" not in line.partition("#")[0]}
+            for line in text.splitlines() if (m := _SERVER.match(line))]
+
+
 def serving(text: str) -> set[str]:
     """The addresses the upstream file ``text`` sends requests to (listed and not ``down``)."""
-    return {m.group(1) for line in text.splitlines()
-            if (m := _SERVER.match(line)) and " down" not in line.split("#")[0]}
+    return {s["address"] for s in servers(text) if s["serving"]}
 
 
 def members(text: str, hosts: list[str], addresses: dict[str, str]) -> list[str]:

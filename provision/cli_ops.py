@@ -71,10 +71,23 @@ def status_lines(found: dict[str, dict]) -> list[str]:
             lines.append(f"  backup of {db}: {b['name']}, {_age(b['age_s'])} ago")
         if st.get("scheduled_backups"):
             lines += ["  " + line for line in run_lines(st["scheduled_backups"])]
+        if "upstream" in st:
+            lines.append(upstream_line(st["upstream"]))
         for svc in st.get("airflow", []):
             lines.append(f"  airflow: {svc['service']} {svc['state']}{' (' + svc['health'] + ')' if svc['health'] else ''}")
         lines += certificate_lines(st.get("tls", {}))
     return lines
+
+
+def upstream_line(servers: list[dict]) -> str:
+    """The lb's upstream as text (pure): each web host serving or drained."""
+    if not servers:
+        return "  upstream: no web host yet (its placeholder answers 503)"
+    said = ", ".join(f"{s['host'] or s['address']} {'serving' if s['serving'] else 'DRAINED'}" for s in servers)
+    if all(s["serving"] for s in servers):
+        return f"  upstream: {said}"
+    return (f"  upstream: {said} (left drained by a deploy, rollback or resize that did not finish: run it "
+            "again to put it back)")
 
 
 def certificate_lines(tls: dict) -> list[str]:

@@ -8,6 +8,7 @@ import re
 import shlex
 from datetime import datetime, timedelta, timezone
 
+from .. import balancer
 from .. import hosts as host_selection
 from .. import release as rel
 from ..engine.model import q
@@ -51,12 +52,12 @@ awk -v t="$t" -v u="$u" '/^MemTotal:/ { mt = $2 } /^MemAvailable:/ { a = $2 }
 
 
 def status_command(apps: tuple[AppSettings, ...], airflow: bool, backups: bool = False,
-                   databases: tuple[str, ...] | None = None) -> str:
+                   databases: tuple[str, ...] | None = None, lb: bool = False) -> str:
     """Print a host's state, a line each: ``app <name> <slot> <live|warm> <release> <http code>``,
     ``backup <database> <newest dump> <epoch>`` (of ``databases``, default the apps'), ``disk <used %>
-    <free KB>``, ``memory <total KB> <used KB>``, and (with ``airflow``) compose's JSON of the Airflow
-    services."""
-    lines = []
+    <free KB>``, ``memory <total KB> <used KB>``, (with ``airflow``) compose's JSON of the Airflow
+    services, and (with ``lb``) the lines of its upstream file, each as ``lb-upstream <line>``."""
+    lines = [f"sed 's/^/lb-upstream /' {q(balancer.UPSTREAM_FILE)} 2>/dev/null"] if lb else []
     own = [a.database.name for a in apps if a.database]
     dumps = own if databases is None else list(databases)
     for app in apps:
@@ -118,6 +119,9 @@ def parse_status(output: str, now: float) -> dict:
                 if row.get("Service") != "airflow-init":
                     out["airflow"].append({"service": row.get("Service"), "state": row.get("State"),
                                            "health": row.get("Health") or ""})
+    upstream = [line.removeprefix("lb-upstream ") for line in output.splitlines() if line.startswith("lb-upstream ")]
+    if upstream:
+        out["upstream"] = balancer.servers("\n".join(upstream))
     out["tls"] = parse_certificates(output, now)
     return out
 
@@ -248,17 +252,19 @@ def _apps(env: Environment, name: str | None) -> tuple[AppSettings, ...]:
     return tuple(a for a in env.settings.apps if name in (None, a.name))
 
 
-def _hosts(env: Environment, names, role: str | None = None) -> list[HostSpec]:
-    chosen = [h for h in host_selection.select(env, names) if role is None or role in h.roles]
+def _hosts(env: Environment, names, *roles: str) -> list[HostSpec]:
+    """The chosen hosts (``names``, default all) with one of ``roles`` (any role when none is given)."""
+    chosen = [h for h in host_selection.select(env, names) if not roles or set(roles) & set(h.roles)]
     if not chosen:
-        raise DropshipError(f"no host{' with the ' + role + ' role' if role else ''} in environment {env.name}",
-                            "check --hosts and the hosts' roles in the inventory")
+        raise DropshipError(f"no host{' with the ' + ' or '.join(roles) + ' role' if roles else ''} in environment "
+                            f"{env.name}", "check --hosts and the hosts' roles in the inventory")
     return chosen
 
 
 def status(env: Environment, names=None) -> dict[str, dict]:
     """Per host: each app's slots (live and warm, release, health), the newest dump, Airflow's
-    services (a worker host's too), disk and memory use; a host that does not answer says why."""
+    services (a worker host's too), the lb's upstream, disk and memory use; a host that does not
+    answer says why."""
 
     def script(host: HostSpec) -> str:
         apps = env.settings.apps if "app" in host.roles else ()
@@ -266,22 +272,23 @@ def status(env: Environment, names=None) -> dict[str, dict]:
         backups = "postgres" in host.roles and env.settings.backups is not None
         here = "postgres" in host.roles       # dumps are where the database is
         databases = tuple(dict.fromkeys(a.database.name for a in env.settings.apps if a.database)) if here else ()
-        return status_command(tuple(apps), airflow, backups, databases)
+        return status_command(tuple(apps), airflow, backups, databases, lb="lb" in host.roles)
 
     return read_hosts(env, _hosts(env, names), script, parse_status, "status")
 
 
 def logs(env: Environment, app: str | None, names, follow: bool, since: str | None, on_line) -> None:
-    """The chosen apps' slot journals and nginx's logs of each host, in time order (or streamed with
-    ``follow``), each line as ``[host] line``, secrets masked."""
+    """The chosen apps' slot journals and nginx's logs of each app host (the lb's nginx logs too), in
+    time order (or streamed with ``follow``), each line as ``[host] line``, secrets masked."""
     seconds = since_seconds(since)
     apps = _apps(env, app)
-    chosen = _hosts(env, names, "app")
+    chosen = _hosts(env, names, "app", "lb")
     redactor = redactor_for(env)
     known = KnownHosts(env.workspace.known_hosts_path)
-    command = logs_command(apps, seconds, follow)
+    roles = {h.name: h.roles for h in chosen}
 
     def one(target):
+        command = logs_command(apps if "app" in roles[target.name] else (), seconds, follow)
         session = connect(target, known, redactor)
         try:
             if follow:

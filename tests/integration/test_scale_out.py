@@ -10,14 +10,16 @@
 One environment of warm local droplets is created, provisioned and deployed once for the module;
 the tests run in order and share it. Under load through the lb (0 failed requests): a rolling
 deploy, a rolling rollback, a release failing its health check (stops after the first batch), a
-rolling resize of the web tier, a third web host joining after its gate and drained when removed.
-Helloworld runs on worker-1; PostgreSQL and Redis let in exactly their clients.
+rolling resize of the web tier, a third web host joining after its gate and drained when removed
+(its droplet then destroyed by name), a deploy after one killed while web-1 was drained. Helloworld runs on worker-1; PostgreSQL and Redis let in exactly their clients.
 """
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -28,9 +30,9 @@ import pytest
 from provision.providers.local import reap
 from provision.state import load_droplets
 from tests.loadgen import LoadGenerator
-from tests.support import (DEFAULTS, AirflowAPI, AppRepo, Browser, DagRepo, Sandbox, airflow_settings, app_settings,
-                           docker_exec, droplet_spec, heading, http_base, last_json, one_error_line, poll, run_name,
-                           sandbox_secret, ssh_script)
+from tests.support import (DEFAULTS, INVOKE, AirflowAPI, AppRepo, Browser, DagRepo, Sandbox, airflow_settings,
+                           app_settings, docker_exec, droplet_spec, heading, http_base, last_json, one_error_line,
+                           poll, run_name, sandbox_secret, ssh_script)
 
 pytestmark = pytest.mark.integration
 
@@ -454,6 +456,33 @@ def test_provision_drains_a_server_no_longer_in_the_inventory(farm):
     assert farm.through_lb() == {farm.releases["v4"]}
     # web-3 left the inventory: db-1 no longer lets it in
     assert farm.gone and farm.gone not in farm.ssh(DB, "ufw status")
+
+
+def test_a_rollout_killed_while_a_host_is_drained_is_finished_by_the_next_deploy(farm):
+    farm.repo.version("v5-killed")
+    env = dict(os.environ, DROPSHIP_INVENTORY=str(farm.box.inventory))
+    proc = subprocess.Popen(INVOKE + ["deploy", "--env", farm.box.env, "--only", "names"], cwd=farm.box.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "drain web-1" in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert any("drain web-1" in line for line in seen), "".join(seen)
+    status = farm.box.invoke("status", "--env", farm.box.env, "--hosts", LB, check=True).stdout
+    assert ("upstream: web-1 DRAINED, web-2 serving (left drained by a deploy, rollback or resize that did not "
+            "finish: run it again to put it back)") in status, status
+    assert farm.through_lb() == {farm.releases["v4"]}                  # web-2 serves meanwhile
+    under_load(farm, lambda: farm.deploy("v5", "--only", "names"), "deploy v5 after a killed one")
+    status = farm.box.invoke("status", "--env", farm.box.env, "--hosts", LB, check=True).stdout
+    assert "upstream: web-1 serving, web-2 serving\n" in status, status
+    assert {farm.live(w) for w in WEB} == {farm.releases["v5"]} and farm.through_lb(8) == {farm.releases["v5"]}
+    logs = farm.box.invoke("logs", "--env", farm.box.env, "--hosts", LB, "--since", "10m", check=True).stdout
+    assert any(line.startswith(f"[{LB}] nginx-access: ") and "GET /healthz" in line for line in logs.splitlines()), \
+        logs[-3000:]
 
 
 def test_secrets_never_show(farm):

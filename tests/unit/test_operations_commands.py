@@ -152,3 +152,25 @@ def test_ci_true_answers_prompts_as_yes(monkeypatch):
     monkeypatch.setattr("sys.stdin", open("/dev/null"))
     with pytest.raises(DropshipError, match="pass --yes"):
         cli._confirm("Destroy? ", "staging")
+
+
+def test_status_shows_the_lbs_upstream_and_a_host_left_drained():
+    from provision import balancer
+
+    assert status_command((), False, lb=True).startswith(
+        "sed 's/^/lb-upstream /' /etc/nginx/dropship/lb-upstream.conf 2>/dev/null\n")
+    assert "lb-upstream" not in status_command((), False)
+    upstream = balancer.upstream_file(balancer.backends(["web-1", "web-2"], {"web-1": "10.1.0.3", "web-2": "10.1.0.4"},
+                                                        down=("web-1",))).decode()
+    out = "".join(f"lb-upstream {line}\n" for line in upstream.splitlines()) + "disk 41% 1048576\n"
+    st = parse_status(out, now=0)
+    assert st["upstream"] == [{"host": "web-1", "address": "10.1.0.3", "serving": False},
+                              {"host": "web-2", "address": "10.1.0.4", "serving": True}]
+    assert status_lines({"lb-1": st})[1] == (
+        "  upstream: web-1 DRAINED, web-2 serving (left drained by a deploy, rollback or resize that did not "
+        "finish: run it again to put it back)")
+    st["upstream"][0]["serving"] = True
+    assert status_lines({"lb-1": st})[1] == "  upstream: web-1 serving, web-2 serving"
+    empty = parse_status("".join(f"lb-upstream {ln}\n" for ln in balancer.upstream_file([]).decode().splitlines()), 0)
+    assert status_lines({"lb-1": empty})[1] == "  upstream: no web host yet (its placeholder answers 503)"
+    assert "upstream" not in parse_status("disk 41% 1048576\n", 0)
