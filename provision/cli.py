@@ -216,17 +216,20 @@ def provision_task(c, env=None, dry_run=False, json=False, roles=None, hosts=Non
                            "json": "print one JSON object (progress goes to stderr)",
                            "hosts": "comma-separated host names",
                            "only": "app (every app), an app's name, or airflow (the DAGs)",
-                           "lock_wait": "seconds to wait for another deploy's lock (default: refuse at once)"})
+                           "lock_wait": "seconds to wait for another deploy's lock (default: refuse at once)",
+                           "empty_database": "go on where an app's database moved to a host that has none of "
+                                             "its tables (default: refuse)"})
 @user_errors
 @required("env")
-def deploy_task(c, env=None, ref=None, json=False, hosts=None, only=None, lock_wait=0):
+def deploy_task(c, env=None, ref=None, json=False, hosts=None, only=None, lock_wait=0, empty_database=False):
     """Ship the apps (zero downtime, health-gated) and the Airflow DAGs (import-checked) as releases."""
     from .report import emit
     from .workflows.deploy import DeployOptions, deploy
 
     progress = _progress(json)
     report = deploy(environment(c, env), DeployOptions(ref=ref, hosts=split_names(hosts), parallel=parallel(c),
-                                                       only=only, lock_wait=_seconds(lock_wait)), progress)
+                                                       only=only, lock_wait=_seconds(lock_wait),
+                                                       empty_database=empty_database), progress)
     emit(report, json, progress)
     if not report.ok:
         raise Exit(code=1)
@@ -390,6 +393,22 @@ def restore(c, env=None, file=None, yes=False, from_=None):
     _say(e)(f"restored from {run_restore(e, file, confirm)}")
 
 
+@task(name="copy", help={"env": "environment", "from": "the host whose PostgreSQL holds the databases now (the "
+                                                     "postgres role's previous host)",
+                         "yes": "do not ask for confirmation"})
+@user_errors
+@required("env")
+def copy_databases(c, env=None, from_=None, yes=False):
+    """Copy the apps' databases from another host's PostgreSQL into the postgres host (replaces them)."""
+    from .workflows.db_copy import copy
+
+    e = environment(c, env)
+    if not from_:
+        raise DropshipError("db.copy: pass --from HOST, the host the databases are on now", "e.g. --from web-1")
+    ask = None if yes else lambda what: _confirm(f"Replace {what}? Type the environment name: ", env)
+    copy(e, from_, ask, on_line=_say(e))
+
+
 # --- airflow ---------------------------------------------------------------------------------------
 
 @task(name="status", help={"env": "environment", "json": "print JSON"})
@@ -519,7 +538,7 @@ def namespace() -> Collection:
     ns.add_task(rollback_task)
     ns.add_task(releases_task)
     ns.add_task(unlock_task)
-    ns.add_collection(Collection("db", backup, backups, restore))
+    ns.add_collection(Collection("db", backup, backups, restore, copy_databases))
     ns.add_collection(Collection("airflow", airflow_status, airflow_dags, airflow_trigger, airflow_test,
                                  airflow_backfill, airflow_logs))
     ns.add_task(up)

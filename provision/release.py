@@ -260,6 +260,12 @@ def database_url(user: str, password: str, name: str, host: str = "127.0.0.1", p
 
 # --- commands of the deploy steps (run in the host's root shell) ----------------------------------
 
+def database_host_command(dotenv: str) -> str:
+    """The host of the DATABASE_URL in the release's ``dotenv`` (nothing without one): where that
+    release reads its database."""
+    return f"sed -n 's/^DATABASE_URL=\".*@\\([^:/@]*\\):[0-9]*\\/.*/\\1/p' {q(dotenv)} 2>/dev/null; true"
+
+
 def lock_command(lock_dir: str, holder: dict, wait: int = 0, ending: int = 20) -> str:
     """Take the lock atomically: a complete lock folder (``holder`` JSON, ``shell``: the root
     shell's pid and start time, ``session``: the same of its SSH session process) is renamed into

@@ -33,6 +33,12 @@ def backup_command(database: str, name: str) -> str:
             f"mv -f {q(path)}.partial {q(path)} && echo {q(path)}")
 
 
+def table_count_command(database: str) -> str:
+    """The number of tables of ``database`` outside PostgreSQL's own schemas (0: nothing in it yet)."""
+    return (f"runuser -u postgres -- psql -Atq -d {q(database)} -c \"select count(*) from pg_catalog.pg_tables "
+            "where schemaname not in ('pg_catalog', 'information_schema')\"")
+
+
 def prune_dumps_command(database: str, keep: int) -> str:
     """Keep the newest ``keep`` pre-deploy dumps of ``database`` (their names sort by release time):
     the ones the retained releases roll back with, on a postgres host of its own."""

@@ -43,6 +43,7 @@ class DeployOptions:
     parallel: int = PARALLEL
     only: str | None = None          # "app" (every app), an app's name, or "airflow" (the DAGs); default all
     lock_wait: float = 0             # seconds to wait for a live lock holder
+    empty_database: bool = False     # an app's database moved to a host where it is empty: go on
 
 
 # --- what ships where -------------------------------------------------------------------------------
@@ -159,7 +160,8 @@ def app_deploys(env: Environment, host: HostSpec, session: Session, db: Target |
     session, logged in on the first of them) when that is another host."""
     remote = db is not None and db.name != host.name and "app" in host.roles
     db_session = LazySession(db, KnownHosts(env.workspace.known_hosts_path), redactor) if remote else None
-    address = placement.database_address(env, host.name, addresses) if remote else placement.LOCAL
+    # (also where no database command runs there: a rollback checks the release it goes back to reads it)
+    address = placement.database_address(env, host.name, addresses) if "app" in host.roles else placement.LOCAL
 
     def make(app: AppSettings) -> AppDeploy:
         steps = _app_steps(env, session, progress, redactor, app, lock_wait)
@@ -233,7 +235,8 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                     ship = ships[app.name]
                     migrate = first is None or host.name == first   # the release command runs once
                     _merge(outcome, deploy_app.steps.attempt("deploy", ship.id, env.name,
-                                                             lambda: deploy_app.deploy(ship, values, migrate, gate)))
+                                                             lambda: deploy_app.deploy(ship, values, migrate, gate,
+                                                                                       options.empty_database)))
             outcome.seconds = time.monotonic() - started
             return outcome
 

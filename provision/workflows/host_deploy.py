@@ -18,7 +18,7 @@ from ..redact import Redactor
 from ..roles.app import SLOTS, AppLayout, layout
 from ..templates import render
 from ..transport.ssh import Session
-from .database import backup_command, backup_dir, prune_dumps_command
+from .database import backup_command, backup_dir, prune_dumps_command, table_count_command
 from .migration_gate import MigrationGate
 from .shipment import Shipment, app_environment, now, who
 
@@ -179,11 +179,14 @@ class AppDeploy:
                               "`invoke provision`, then deploy again; the old release is still serving") from None
 
     def deploy(self, ship: Shipment, values: dict[str, str], release_command: bool = True,
-               gate: MigrationGate | None = None) -> str:
+               gate: MigrationGate | None = None, empty_database: bool = False) -> str:
         """Ship and switch to ``ship``; without ``release_command`` its release command is not run
         (a rolling deploy runs it once, on the first host). With ``gate``, the host that runs it opens
-        the gate after it, the others wait there before starting the release."""
+        the gate after it, the others wait there before starting the release. Unless ``empty_database``,
+        a database that moved to another address and has no tables there is refused first."""
         state = self.state()
+        if self.app.database and state.live_release in state.releases and not empty_database:
+            self.refuse_a_moved_empty_database(state.live_release)
         in_slots = [r for r in state.slots.values() if r]
         if ship.id in in_slots:
             raise RemoteError(self.session.name, self.steps.prefix + "release id",
@@ -241,6 +244,25 @@ class AppDeploy:
         if app.database and self.remote_db and migrates:      # (it made a dump there)
             self.db_step("prune old pre-deploy dumps", prune_dumps_command(app.database.name, app.keep_releases))
         return ship.id
+
+    def refuse_a_moved_empty_database(self, live: str) -> None:
+        """The live release reads the database at another address than this deploy's (the postgres role
+        moved to another host) and there it has no tables: the new release would serve an empty
+        database while the data stays where the live release reads it. Nothing has changed yet."""
+        before = self.step("where the live release reads its database",
+                           rel.database_host_command(f"{self.lay.release(live)}/.env")).strip()
+        db = self.app.database.name
+        if not before or before == self.db_address or \
+                self.db_step(f"tables of database {db}", table_count_command(db)).strip() != "0":
+            return
+        local = before in ("127.0.0.1", "localhost")
+        raise RemoteError(self.session.name, self.steps.prefix + "database move",
+                          f"database {db} moves from {before}{' on ' + self.session.name if local else ''} (where "
+                          f"the live release reads it) to {self.db_address}, where it has no tables: the new "
+                          "release would serve an empty database; nothing changed",
+                          f"copy the data first with `invoke db.copy --env ENV --from "
+                          f"{self.session.name if local else 'HOST'}` (the host it is on now), or deploy with "
+                          "--empty-database to start with an empty one")
 
     def dump_before_migrations(self, name: str, previous: str | None) -> None:
         """pg_dump where the database is; the release being left records it (`rollback --with-db`
@@ -303,13 +325,30 @@ class AppDeploy:
         state = self.state()
         if state.live_release != release:
             return state.live_release or "nothing"
-        return self.rollback(None)
+        target = self.rollback_target(state, None)
+        self.go_back(state, target)
+        return target
 
     def rollback(self, to: str | None) -> str:
         state = self.state()
         target = self.rollback_target(state, to)
+        if self.app.database:
+            self.refuse_another_database(target)
         self.go_back(state, target)
         return target
+
+    def refuse_another_database(self, target: str) -> None:
+        """``target`` reads its database elsewhere than the inventory's postgres host now (the role
+        moved since): going back would serve that old database. Nothing has changed yet."""
+        there = self.step(f"where {target} reads its database",
+                          rel.database_host_command(f"{self.lay.release(target)}/.env")).strip()
+        if there and there != self.db_address:
+            raise RemoteError(self.session.name, self.steps.prefix + "rollback",
+                              f"release {target} reads database {self.app.database.name} at {there}, and it is "
+                              f"at {self.db_address} now (PostgreSQL moved since): going back would serve the "
+                              "old one; nothing changed",
+                              "deploy that release's commit instead (`invoke deploy --env ENV --ref COMMIT`; "
+                              "`invoke releases` shows it)")
 
     def rollback_target(self, state: AppState, to: str | None) -> str:
         """The release ``to`` (default: the warm one), refused unless retained and not live."""

@@ -5,8 +5,9 @@ in a git repository of its own, where each new version is a commit changing the 
 The tests run in order and share the droplet's state: deploy, submit names through the real form,
 redeploy, roll back and forward; zero failed requests under load while a deploy and a rollback
 switch releases; database backup and restore; a one-file deploy that uploads one file and reuses
-the virtualenv; that no switch above was still in progress when its command returned; last, an lb
-and a second web host join the droplet with no failed request.
+the virtualenv; that no switch above was still in progress when its command returned; last, with
+no failed request, PostgreSQL moves to a host of its own (its data copied with `db.copy`), then an
+lb and a second web host join.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 
 from tests.loadgen import LoadGenerator
 from provision.airflow_image import controller_ca_files
+from provision.state import load_droplets
 from provision.engine.uv import UV_VERSION
 from tests.support import (DEFAULTS, INVOKE, AppRepo, Browser, Sandbox, app_settings, docker_exec, droplet_spec,
                            heading, http_base, last_json, one_error_line, run_name)
@@ -350,14 +352,49 @@ def test_switch_is_complete_when_the_command_returns(site):
     assert not site.late, "the old release still answered after the command returned:\n" + "\n".join(site.late)
 
 
+def test_moving_postgres_to_a_host_of_its_own_needs_the_data_copied_first(site):
+    """PostgreSQL moves from web-1 to db-1 (`invoke up`): the deploy refuses to serve db-1's empty
+    database, web-1 serving its own meanwhile; `db.copy --from web-1` copies it, then the deploy
+    switches to db-1 (web-1's PostgreSQL stopped: the names still show). No request fails."""
+    _, names = Browser(site.url).page()
+    site.box.write({site.env: {"provider": "local", "droplets": [
+        droplet_spec("web-1", ["base", "nginx", "app"], warm=True),
+        droplet_spec("db-1", ["base", "postgres"], "s-1vcpu-1gb", warm=True)]}},
+        defaults={**DEFAULTS, "app": app_settings(site.repo.root)})
+    done: dict[str, subprocess.CompletedProcess] = {}
+
+    def move() -> None:
+        done["up"] = site.box.invoke("up", "--env", site.env, timeout=900)
+        done["copy"] = site.box.invoke("db.copy", "--env", site.env, "--from", "web-1", "--yes")
+        done["deploy"] = site.box.invoke("deploy", "--env", site.env)
+
+    under_load(site, move, "postgres moves to db-1")
+    address = load_droplets(site.box.environment())["db-1"].private_address
+    error = one_error_line(done["up"])
+    assert error.startswith(f"error: web-1: database move: database names moves from 127.0.0.1 on web-1 (where the "
+                            f"live release reads it) to {address}, where it has no tables"), error
+    assert "`invoke db.copy --env ENV --from web-1`" in error and "--empty-database" in error, error
+    assert done["copy"].returncode == 0 and "names: copied from web-1 to db-1 (" in done["copy"].stdout, \
+        done["copy"].stdout + done["copy"].stderr
+    assert done["deploy"].returncode == 0, done["deploy"].stdout[-3000:] + done["deploy"].stderr[-3000:]
+    docker_exec(f"dropship-{site.env}-web-1", "systemctl stop postgresql")
+    assert Browser(site.url).page()[1] == names                        # read from db-1
+    # the release before reads web-1's own database: going back to it is refused, nothing changed
+    error = one_error_line(site.box.invoke("rollback", "--env", site.env))
+    assert (f"reads database names at 127.0.0.1, and it is at {address} now (PostgreSQL moved since): going back "
+            "would serve the old one; nothing changed") in error, error
+    assert Browser(site.url).page()[1] == names
+
+
 def test_growing_from_one_droplet_to_an_lb_and_two_web_hosts_fails_no_request(site):
-    """The day one droplet keeps serving while an lb and a second web host join (`invoke up`): its
-    PostgreSQL already listens on the private address, so letting web-2 in is a reload, not a restart."""
+    """web-1 keeps serving while an lb and a second web host join (`invoke up`): db-1's PostgreSQL
+    already listens on its private address, so letting web-2 in is a reload, not a restart."""
     _, names = Browser(site.url).page()
     site.box.write({site.env: {"provider": "local", "droplets": [
         droplet_spec("lb-1", ["base", "nginx", "lb"], "s-1vcpu-1gb", warm=True),
-        droplet_spec("web-1", ROLES, warm=True),
-        droplet_spec("web-2", ["base", "nginx", "app"], "s-1vcpu-1gb", warm=True)]}},
+        droplet_spec("web-1", ["base", "nginx", "app"], warm=True),
+        droplet_spec("web-2", ["base", "nginx", "app"], "s-1vcpu-1gb", warm=True),
+        droplet_spec("db-1", ["base", "postgres"], "s-1vcpu-1gb", warm=True)]}},
         defaults={**DEFAULTS, "app": app_settings(site.repo.root)})
     done: dict[str, subprocess.CompletedProcess] = {}
     under_load(site, lambda: done.setdefault("up", site.box.invoke("up", "--env", site.env, timeout=900)),
@@ -365,7 +402,7 @@ def test_growing_from_one_droplet_to_an_lb_and_two_web_hosts_fails_no_request(si
     proc = done["up"]
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    assert "[web-1] ran          handler: reload postgresql" in out and "restart postgresql" not in out, out
+    assert "[db-1] ran          handler: reload postgresql" in out and "restart postgresql" not in out, out
     lb = Browser(http_base(site.box, "lb-1"))
     answers = {lb.health()["release"] for _ in range(6)}
     assert len(answers) == 1, answers                                     # one release on both web hosts

@@ -1,0 +1,85 @@
+"""`db.copy`: the apps' databases from another host's PostgreSQL (where they were before the postgres
+role moved to a host of its own) into the postgres host's, each streamed through here: ``pg_dump -Fc``
+there, a safety dump of what it replaces, then ``pg_restore`` in one transaction."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Callable
+
+from .. import hosts as host_selection
+from .. import placement
+from ..engine.model import q
+from ..errors import DropshipError
+from ..inventory import DatabaseSettings, Environment
+from .backups import pg_restore_command
+from .database import _failed, backup_command, host_session
+
+
+def dump_command(database: str) -> str:
+    """``database`` in pg_dump's custom format on stdout."""
+    return f"runuser -u postgres -- pg_dump -Fc {q(database)}"
+
+
+def databases(env: Environment) -> list[DatabaseSettings]:
+    """The apps' databases, each once."""
+    found: dict[str, DatabaseSettings] = {}
+    for app in env.settings.apps:
+        if app.database:
+            found.setdefault(app.database.name, app.database)
+    return list(found.values())
+
+
+def plan(env: Environment, source: str) -> tuple[str, str, list[DatabaseSettings]]:
+    """(source host, postgres host, databases), refused before any host is contacted (pure)."""
+    [src] = host_selection.select(env, (source,))
+    target = placement.postgres_host(env)
+    if target is None:
+        raise DropshipError(f"no host of {env.name} has the postgres role", "add 'postgres' to a host's roles")
+    if src.name == target.name:
+        raise DropshipError(f"db.copy: {source} is the postgres host, the databases' destination",
+                            "pass --from the host the data is on now (the postgres role's previous host)")
+    dbs = databases(env)
+    if not dbs:
+        raise DropshipError(f"environment {env.name} has no app database", "add app.database to the inventory")
+    return src.name, target.name, dbs
+
+
+def copy(env: Environment, source: str, confirm: Callable[[str], None] | None = None,
+         on_line: Callable[[str], None] = print) -> None:
+    """Copy every app database from ``source`` into the postgres host; ``confirm(what)`` is asked
+    before any host is contacted. A failure leaves the destination as it was (one transaction)."""
+    src_name, target_name, dbs = plan(env, source)
+    if confirm:
+        confirm(f"databases {', '.join(d.name for d in dbs)} on {target_name} with those on {src_name}")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    src = host_session(env, env.host(src_name))
+    try:
+        dst = host_session(env, env.host(target_name))
+        try:
+            with tempfile.TemporaryDirectory(prefix="dropship-db-copy-") as tmp:
+                for db in dbs:
+                    path = os.path.join(tmp, f"{db.name}.dump")
+                    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+                        got = src.receive(dump_command(db.name), fh.write, timeout=6 * 3600)
+                    if got.rc != 0:
+                        raise _failed(src, f"pg_dump {db.name}", got.stderr,
+                                      f"check that {src_name}'s PostgreSQL still runs and holds {db.name}; "
+                                      "nothing was changed")
+                    safety = dst.script(backup_command(db.name, f"pre-copy-{stamp}"), timeout=6 * 3600)
+                    if safety.rc != 0:
+                        raise _failed(dst, f"safety dump of {db.name}", safety.stdout,
+                                      "check the database and disk space there; it was left as it was")
+                    with open(path, "rb") as fh:
+                        put = dst.send_stream(pg_restore_command(db.name, db.user),
+                                              iter(lambda: fh.read(1 << 20), b""), timeout=6 * 3600)
+                    if put.rc != 0:
+                        raise _failed(dst, f"pg_restore {db.name}", put.stdout + put.stderr,
+                                      "it was left as it was (one transaction); fix the cause and run db.copy again")
+                    on_line(f"{db.name}: copied from {src_name} to {target_name} ({os.path.getsize(path)} bytes "
+                            f"dumped; what it replaced is pre-copy-{stamp}.dump in `invoke db.backups`)")
+        finally:
+            dst.close()
+    finally:
+        src.close()
