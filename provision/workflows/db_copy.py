@@ -53,7 +53,7 @@ def copy(env: Environment, source: str, confirm: Callable[[str], None] | None = 
     src_name, target_name, dbs = plan(env, source)
     if confirm:
         confirm(f"databases {', '.join(d.name for d in dbs)} on {target_name} with those on {src_name}")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp, started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), time.monotonic()
     src = host_session(env, env.host(src_name))
     try:
         dst = host_session(env, env.host(target_name))
@@ -61,6 +61,7 @@ def copy(env: Environment, source: str, confirm: Callable[[str], None] | None = 
             with tempfile.TemporaryDirectory(prefix="dropship-db-copy-") as tmp:
                 for db in dbs:
                     path = os.path.join(tmp, f"{db.name}.dump")
+                    on_line(f"{db.name}: pg_dump on {src_name} …")
                     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
                         got = src.receive(dump_command(db.name), fh.write, timeout=6 * 3600)
                     if got.rc != 0:
@@ -71,14 +72,17 @@ def copy(env: Environment, source: str, confirm: Callable[[str], None] | None = 
                     if safety.rc != 0:
                         raise _failed(dst, f"safety dump of {db.name}", safety.stdout,
                                       "check the database and disk space there; it was left as it was")
+                    on_line(f"{db.name}: pg_restore on {target_name} ({os.path.getsize(path)} bytes) …")
                     with open(path, "rb") as fh:
                         put = dst.send_stream(pg_restore_command(db.name, db.user),
                                               iter(lambda: fh.read(1 << 20), b""), timeout=6 * 3600)
                     if put.rc != 0:
                         raise _failed(dst, f"pg_restore {db.name}", put.stdout + put.stderr,
                                       "it was left as it was (one transaction); fix the cause and run db.copy again")
-                    on_line(f"{db.name}: copied from {src_name} to {target_name} ({os.path.getsize(path)} bytes "
-                            f"dumped; what it replaced is pre-copy-{stamp}.dump in `invoke db.backups`)")
+                    on_line(f"{db.name}: copied from {src_name} to {target_name} (what it replaced is "
+                            f"pre-copy-{stamp}.dump in `invoke db.backups`)")
+            on_line(f"recap: {len(dbs)} database(s) copied from {src_name} to {target_name} in "
+                    f"{time.monotonic() - started:.1f}s")
         finally:
             dst.close()
     finally:

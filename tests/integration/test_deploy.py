@@ -374,7 +374,8 @@ def test_moving_postgres_to_a_host_of_its_own_needs_the_data_copied_first(site):
     assert error.startswith(f"error: web-1: database move: database names moves from 127.0.0.1 on web-1 (where the "
                             f"live release reads it) to {address}, where it has no tables"), error
     assert "`invoke db.copy --env ENV --from web-1`" in error and "--empty-database" in error, error
-    assert done["copy"].returncode == 0 and "names: copied from web-1 to db-1 (" in done["copy"].stdout, \
+    assert done["copy"].returncode == 0 and "names: copied from web-1 to db-1 (" in done["copy"].stdout and \
+        "recap: 1 database(s) copied from web-1 to db-1 in " in done["copy"].stdout, \
         done["copy"].stdout + done["copy"].stderr
     assert done["deploy"].returncode == 0, done["deploy"].stdout[-3000:] + done["deploy"].stderr[-3000:]
     docker_exec(f"dropship-{site.env}-web-1", "systemctl stop postgresql")
