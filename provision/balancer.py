@@ -76,7 +76,7 @@ def backends(members: list[str], addresses: dict[str, str], down: tuple[str, ...
 
 def listed(text: str) -> set[str]:
     """The web hosts' addresses the upstream file ``text`` lists (down or not)."""
-    return {m.group(1) for m in map(_SERVER.match, text.splitlines()) if m}
+    return {s["address"] for s in servers(text)}
 
 
 def servers(text: str) -> list[dict]:

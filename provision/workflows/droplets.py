@@ -91,12 +91,10 @@ def leftovers(env: Environment, droplets: list[Droplet]) -> list[str]:
     return [d.name for d in droplets if d.name not in listed]
 
 
-def destroy_plan(env: Environment, names: tuple[str, ...] | None, existing: list[str]) -> list[str]:
-    """The droplets ``droplet.destroy`` removes (pure): ``names`` (a host of the inventory, or a
-    droplet of ``existing`` it no longer lists), else every droplet of the inventory and every one
-    of ``existing`` left over."""
+def destroy_plan(env: Environment, names: tuple[str, ...] | None, left: list[str]) -> list[str]:
+    """The droplets ``droplet.destroy`` removes (pure): ``names`` (a host of the inventory, or one of
+    the droplets ``left`` over that it no longer lists), else every droplet of the inventory and those."""
     hosts = {h.name: h for h in env.hosts}
-    left = [n for n in existing if n not in hosts]
     if not names:
         return [h.name for h in _droplet_hosts(env, list(env.hosts))] + left
     unknown = [n for n in names if n not in hosts and n not in left]

@@ -245,12 +245,16 @@ class AppDeploy:
             self.db_step("prune old pre-deploy dumps", prune_dumps_command(app.database.name, app.keep_releases))
         return ship.id
 
+    def database_host(self, release: str, label: str) -> str:
+        """Where ``release`` reads its database (the host of its DATABASE_URL), "" without one."""
+        return self.step(f"where {label} reads its database",
+                         rel.database_host_command(f"{self.lay.release(release)}/.env")).strip()
+
     def refuse_a_moved_empty_database(self, live: str) -> None:
         """The live release reads the database at another address than this deploy's (the postgres role
         moved to another host) and there it has no tables: the new release would serve an empty
         database while the data stays where the live release reads it. Nothing has changed yet."""
-        before = self.step("where the live release reads its database",
-                           rel.database_host_command(f"{self.lay.release(live)}/.env")).strip()
+        before = self.database_host(live, "the live release")
         db = self.app.database.name
         if not before or before == self.db_address or \
                 self.db_step(f"tables of database {db}", table_count_command(db)).strip() != "0":
@@ -340,8 +344,7 @@ class AppDeploy:
     def refuse_another_database(self, target: str) -> None:
         """``target`` reads its database elsewhere than the inventory's postgres host now (the role
         moved since): going back would serve that old database. Nothing has changed yet."""
-        there = self.step(f"where {target} reads its database",
-                          rel.database_host_command(f"{self.lay.release(target)}/.env")).strip()
+        there = self.database_host(target, target)
         if there and there != self.db_address:
             raise RemoteError(self.session.name, self.steps.prefix + "rollback",
                               f"release {target} reads database {self.app.database.name} at {there}, and it is "
