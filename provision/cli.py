@@ -192,11 +192,13 @@ def _confirm(prompt: str, expected: str) -> None:
     "json": "print one JSON object (progress goes to stderr)", "roles": "comma-separated roles to run",
     "hosts": "comma-separated host names", "accept_new_host_keys": "pin unknown host keys on first contact",
     "purge": "also delete the data (databases, releases, users) of apps and Airflow no longer in the inventory",
+    "empty_database": "go on where Airflow's database moved to a host that has none of its tables (Airflow "
+                      "starts there with no run history)",
 })
 @user_errors
 @required("env")
 def provision_task(c, env=None, dry_run=False, json=False, roles=None, hosts=None, accept_new_host_keys=False,
-                   purge=False):
+                   purge=False, empty_database=False):
     """Bring hosts to the state of their roles (base, postgres, docker, nginx); idempotent."""
     from .report import emit
     from .workflows.provision import ProvisionOptions, provision
@@ -204,7 +206,8 @@ def provision_task(c, env=None, dry_run=False, json=False, roles=None, hosts=Non
     progress = _progress(json)
     report = provision(environment(c, env), ProvisionOptions(
         dry_run=dry_run, roles=split_names(roles), hosts=split_names(hosts),
-        accept_new_host_keys=accept_new_host_keys, parallel=parallel(c), purge=purge), progress)
+        accept_new_host_keys=accept_new_host_keys, parallel=parallel(c), purge=purge,
+        empty_database=empty_database), progress)
     emit(report, json, progress)
     if not report.ok:
         raise Exit(code=1)
@@ -399,7 +402,7 @@ def restore(c, env=None, file=None, yes=False, from_=None):
 @user_errors
 @required("env")
 def copy_databases(c, env=None, from_=None, yes=False):
-    """Copy the apps' databases from another host's PostgreSQL into the postgres host (replaces them)."""
+    """Copy the apps' and Airflow's databases from another host's PostgreSQL into the postgres host (replaces them)."""
     from .workflows.db_copy import copy
 
     e = environment(c, env)

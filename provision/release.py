@@ -260,10 +260,20 @@ def database_url(user: str, password: str, name: str, host: str = "127.0.0.1", p
 
 # --- commands of the deploy steps (run in the host's root shell) ----------------------------------
 
+def url_host_sed(key: str, quote: str = '"') -> str:
+    """sed printing the host of the URL in the ``key=<quote>…`` lines of its input."""
+    return f"sed -n 's/^{key}={quote}.*@\\([^:/@]*\\):[0-9]*\\/.*/\\1/p'"
+
+
+def url_host_command(path: str, key: str) -> str:
+    """The host of the URL in the ``key="…"`` line of ``path`` (nothing without one)."""
+    return f"{url_host_sed(key)} {q(path)} 2>/dev/null; true"
+
+
 def database_host_command(dotenv: str) -> str:
     """The host of the DATABASE_URL in the release's ``dotenv`` (nothing without one): where that
     release reads its database."""
-    return f"sed -n 's/^DATABASE_URL=\".*@\\([^:/@]*\\):[0-9]*\\/.*/\\1/p' {q(dotenv)} 2>/dev/null; true"
+    return url_host_command(dotenv, "DATABASE_URL")
 
 
 def lock_command(lock_dir: str, holder: dict, wait: int = 0, ending: int = 20) -> str:

@@ -94,12 +94,17 @@ def image_ref(ctx: RoleContext) -> str:
     return ctx.airflow_image
 
 
+def database_server(env, host, addresses: dict[str, str]) -> str:
+    """Where ``host``'s Airflow containers reach its database: the host itself (as the containers see
+    it) when it has the postgres role, else the postgres host's private address."""
+    return CONTAINER_HOST if "postgres" in host.roles else placement.database_address(env, host.name, addresses)
+
+
 def airflow_env(ctx: RoleContext, server: str = "localhost") -> bytes:
     """Airflow's settings as compose env_file lines (secrets inside: the file is 0600). On an
     airflow_worker host the database, the broker and the execution API are at private addresses."""
     af, v = ctx.settings.airflow, ctx.secrets
-    host = "host.docker.internal" if ctx.has("postgres") else placement.database_address(ctx.env, ctx.host.name,
-                                                                                         ctx.addresses)
+    host = database_server(ctx.env, ctx.host, ctx.addresses)
     db = database_url(af.database.user, v[af.database.password.name], af.database.name,
                       host=host).replace("postgresql://", "postgresql+psycopg2://")
     execution, broker, remote = f"http://airflow-apiserver:8080{af.url_path}/execution/", CONTAINER_HOST, []

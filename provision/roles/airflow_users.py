@@ -81,7 +81,8 @@ def seal(key: str, wanted: list[dict], accounts: dict[str, dict]) -> str:
 # The same query from inside a running Airflow container, with Airflow's own connection (no Airflow import).
 QUERY_IN_CONTAINER = r"""
 import json, os, psycopg2, sys
-conn = psycopg2.connect(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "", 1))
+conn = psycopg2.connect(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "", 1),
+                        connect_timeout=10)
 with conn, conn.cursor() as cur:
     cur.execute(sys.argv[1])
     for (row,) in cur.fetchall():

@@ -23,6 +23,7 @@ from ..transport.hostkeys import KnownHosts
 from ..transport.pool import PARALLEL, fan_out
 from ..transport.ssh import Session, Target, connect
 from .airflow import ImagePlan, ensure_image, prepare_image
+from .airflow_database import check_move
 from .rolling import drain_departed, serving_web_hosts
 
 AIRFLOW_ROLES = ("airflow", "airflow_worker")     # the hosts that run the Airflow image
@@ -36,6 +37,7 @@ class ProvisionOptions:
     accept_new_host_keys: bool = False
     parallel: int = PARALLEL
     purge: bool = False           # also remove the data (databases, releases) of what is no longer wanted
+    empty_database: bool = False  # Airflow's database moved to a host where it has no tables: go on
 
 
 def check_roles(roles: tuple[str, ...] | None) -> None:
@@ -180,6 +182,19 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
             shipped.append(image)
 
     tag = image.tag if image else ""
+    guard = [host] if "airflow" in only and env.settings.airflow and not options.empty_database else []
+    pg = placement.postgres_host(env)
+    guard_phase = PHASE_SERVICES if pg and pg.name == host.name else PHASE_CONFIG
+
+    def before(phase: int) -> None:
+        """The hosts it needs first (``before_changes``); then the check that Airflow's database does
+        not move to where it has no tables: before the configuration changes (which close the old
+        database to Airflow), or, where the database moves to this host, once it made it (services)."""
+        if before_changes:
+            before_changes(phase)
+        if guard and phase >= guard_phase:
+            check_move(env, guard.pop(), session, addresses or {})
+
     try:
         return Converge(
             session=session,
@@ -188,7 +203,7 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
                                                record=record_scope(options.roles), purge=options.purge),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),
-            before_phase=get_image, before_changes=before_changes,
+            before_phase=get_image, before_changes=before,
         ).run()
     finally:
         session.close()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+from provision.state import load_droplets
+from provision.workflows import airflow_database as af_db
 from tests.browser import airflow_login
 from tests.support import (AIRFLOW_SOURCE, DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec,
                            droplet_spec, http_base, last_json, poll, run_name, sandbox_secret)
@@ -693,6 +695,55 @@ def test_ui_on_a_server_name_of_its_own(stack):
     assert DAG in {d["dag_id"] for d in own.get("/api/v2/dags")["dags"]}
     assert stack.api.call("GET", "/api/v2/version")[0] == 404                 # gone from the app's server
     assert docker_exec(stack.container, "ls /etc/nginx/dropship/locations/").split() == []
+
+
+# --- 13b. PostgreSQL moves to a host of its own ----------------------------------------------------------
+
+def test_moving_postgres_off_the_airflow_host_keeps_airflows_history(stack):
+    """The postgres role moves from web-1 to a new db-1: provision refuses to start Airflow on db-1's
+    empty database (web-1's Airflow keeps serving its own); `db.copy --from web-1` copies it with
+    Airflow stopped; the next provision starts Airflow on db-1 with its runs and variables."""
+    af = stack.box.environment().settings.airflow
+    api = AirflowAPI(http_base(stack.box) + af.url_path, af.admin_user, stack.api.password,
+                     host_header=af.server_name or None)
+    key, value = "kept_across_the_move", 'rows & runs "quoted" $HOME'
+    assert api.post("/api/v2/variables", {"key": key, "value": value})[0] in (200, 201)
+    runs = api.get(f"/api/v2/dags/{DAG}/dagRuns")["total_entries"]
+    assert runs > 0
+    inventory = yaml.safe_load(stack.box.inventory.read_text())
+    droplets = inventory["environments"][stack.env]["droplets"]
+    droplets[0]["roles"] = [r for r in ROLES if r != "postgres"]
+    droplets.append(droplet_spec("db-1", ["base", "postgres"], "s-1vcpu-1gb", warm=True))
+    stack.box.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    assert stack.invoke("droplet.create", "--env", stack.env).returncode == 0
+    address = load_droplets(stack.box.environment())["db-1"].private_address
+    reads_now = af_db.reads_now_command()
+
+    refused = stack.invoke("provision", "--env", stack.env)
+    error = one_error_line(refused)
+    assert error.startswith(f"error: web-1: airflow database move: Airflow's database {af.database.name} moves "
+                            f"from PostgreSQL on web-1 (where Airflow reads it now) to PostgreSQL on db-1 "
+                            f"({address}), where it has no tables"), refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"`invoke db.copy --env {stack.env} --from web-1`" in error and "--empty-database" in error, error
+    assert docker_exec(stack.container, reads_now).strip() == "host.docker.internal"
+    assert api.get(f"/api/v2/variables/{key}")["value"] == value            # still served from web-1
+
+    copied = stack.invoke("db.copy", "--env", stack.env, "--from", "web-1", "--yes")
+    assert copied.returncode == 0, copied.stdout[-3000:] + copied.stderr[-3000:]
+    assert f"{af.database.name}: copied from web-1 to db-1 (" in copied.stdout, copied.stdout
+    assert "Airflow's services stay stopped" in copied.stdout, copied.stdout
+    assert "recap: 1 database(s) copied from web-1 to db-1 in " in copied.stdout, copied.stdout
+    assert service_containers(stack) == set()                                # nothing left running
+
+    report, proc = stack.box.provision_json()
+    assert report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert docker_exec(stack.container, reads_now).strip() == address
+    docker_exec(stack.container, "systemctl stop postgresql")                # web-1's old copy is not read
+    assert api.get(f"/api/v2/variables/{key}")["value"] == value
+    assert api.get(f"/api/v2/dags/{DAG}/dagRuns")["total_entries"] == runs
+    secret = sandbox_secret(stack.box, af.database.password.name)
+    for proc in (refused, copied, proc):
+        assert secret not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
 
 
 # --- 14. no secret in any output -------------------------------------------------------------------------
