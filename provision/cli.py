@@ -220,8 +220,8 @@ def provision_task(c, env=None, dry_run=False, json=False, roles=None, hosts=Non
                            "hosts": "comma-separated host names",
                            "only": "app (every app), an app's name, or airflow (the DAGs)",
                            "lock_wait": "seconds to wait for another deploy's lock (default: refuse at once)",
-                           "empty_database": "go on where an app's database moved to a host that has none of "
-                                             "its tables (default: refuse)"})
+                           "empty_database": "go on where an app's or Airflow's database moved to a host that "
+                                             "has none of its tables (default: refuse)"})
 @user_errors
 @required("env")
 def deploy_task(c, env=None, ref=None, json=False, hosts=None, only=None, lock_wait=0, empty_database=False):

@@ -236,10 +236,12 @@ def ufw_rule_args(rule: str) -> str:
 
 @dataclass(frozen=True)
 class Firewall(Resource):
-    """ufw: deny inbound by default, allow exactly ``allow`` ("22/tcp", "5432/tcp from 172.16.0.0/12")."""
+    """ufw: deny inbound by default, allow exactly ``allow`` ("22/tcp", "5432/tcp from 172.16.0.0/12"),
+    and those of ``keep`` that it allows already (never added)."""
 
     allow: tuple[str, ...]
     role: str = ""
+    keep: tuple[str, ...] = ()
     phase: int = 2
 
     @property
@@ -273,12 +275,14 @@ class Firewall(Resource):
             cmds.append("ufw default allow outgoing")
         rules = facts["rules"]
         cmds += [f"ufw allow {ufw_rule_args(r)}" for r in self.allow if r not in rules]
-        cmds += [f"ufw delete allow {ufw_rule_args(r)}" for r in sorted(rules - set(self.allow))]
+        cmds += [f"ufw delete allow {ufw_rule_args(r)}" for r in sorted(rules - set(self.allow) - set(self.keep))]
         if cmds or facts.get("ENABLED") != "yes" or facts.get("LOADED") != "yes":
             cmds.append("ufw --force enable")
         if not cmds:
             return []
-        return [self.change("update", f"firewall: deny inbound, allow {', '.join(self.allow)}",
+        kept = [r for r in self.keep if r in rules and r not in self.allow]
+        return [self.change("update", f"firewall: deny inbound, allow {', '.join(self.allow)}"
+                            + (f"; still allowing {', '.join(kept)}" if kept else ""),
                             [c + " >/dev/null" for c in cmds])]
 
 

@@ -20,6 +20,7 @@ class RoleContext:
     airflow_image: str = ""          # the image tag the airflow role runs (built or pulled by the workflow)
     addresses: dict[str, str] = field(default_factory=dict, hash=False)   # hosts' private addresses
     live_web: tuple[str, ...] = ()   # web hosts serving a live release (the lb's first upstream)
+    purge: bool = False              # `provision --purge`: also what was kept for a move goes
 
     @property
     def settings(self):

@@ -50,6 +50,16 @@ def firewall_rules(ctx: RoleContext) -> tuple[str, ...]:
     return rules + balancer.firewall_rules(ctx.env, ctx.host, ctx.addresses)
 
 
+def former_postgres_rules(ctx: RoleContext) -> tuple[str, ...]:
+    """On a host without the postgres role, the rules letting the environment's other database client
+    hosts reach PostgreSQL, kept where the firewall has them (the role moved away: their live releases
+    read the database here until a deploy switches them) until `provision --purge`."""
+    if ctx.has("postgres") or ctx.purge:
+        return ()
+    others = [c for c in placement.clients(ctx.env) if c.host != ctx.host.name]
+    return placement.firewall_rules(others, ctx.addresses)
+
+
 def packages(ctx: RoleContext) -> list[str]:
     return ["sudo", "openssh-server", "ca-certificates", "ufw", "fail2ban", "python3-systemd",
             "unattended-upgrades", "rsync", "curl"]
@@ -72,7 +82,7 @@ def resources(ctx: RoleContext) -> list[Resource]:
              role=NAME),
         File(f"/etc/sudoers.d/90-dropship-{user}", render("base/sudoers.j2", user=user), mode=0o440,
              role=NAME, validate="visudo -cqf %s"),
-        Firewall(firewall_rules(ctx), role=NAME),
+        Firewall(firewall_rules(ctx), role=NAME, keep=former_postgres_rules(ctx)),
         File("/etc/fail2ban/jail.d/dropship.local", render("base/fail2ban-jail.local.j2", bantime="1h", maxretry=5),
              role=NAME, notify=(restart("fail2ban"),)),
         Service("fail2ban", role=NAME),

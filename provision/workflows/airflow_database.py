@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import placement
+from ..engine.model import PHASE_CONFIG, PHASE_SERVICES
 from ..errors import RemoteError
 from ..inventory import Environment, HostSpec
 from ..release import url_host_sed
@@ -50,7 +51,7 @@ def refusal(env: Environment, host: str, database: str, before: str, after: str,
                        "where it has no tables: Airflow would start there without its run history, connections "
                        "and variables; its services were left running as they were",
                        f"copy it first with `invoke db.copy --env {env.name} --from {source or 'HOST'}` (it stops "
-                       "Airflow while it copies), then run provision again; or provision with --empty-database "
+                       "Airflow while it copies), then run provision again; or run it with --empty-database "
                        "to start Airflow on an empty database")
 
 
@@ -79,6 +80,21 @@ def check_move(env: Environment, host: HostSpec, session: Session, addresses: di
             other.close()
     if not has_tables(result.stdout, result.rc):
         raise refusal(env, host.name, af.database.name, before, after, addresses)
+
+
+def move_check(env: Environment, host: HostSpec, roles: tuple[str, ...], session: Session,
+               addresses: dict[str, str], skip: bool = False) -> Callable[[int], None]:
+    """A Converge's ``before_changes`` for ``host`` running ``roles``: `check_move`, once, before the
+    airflow role changes the configuration (which closes the old database to Airflow), or, where the
+    database moves to this host, its services (the postgres role made the database by then)."""
+    pending = [host] if "airflow" in roles and env.settings.airflow and not skip else []
+    pg = placement.postgres_host(env)
+    at = PHASE_SERVICES if pg and pg.name == host.name else PHASE_CONFIG
+
+    def check(phase: int) -> None:
+        if pending and phase >= at:
+            check_move(env, pending.pop(), session, addresses)
+    return check
 
 
 def airflow_hosts(env: Environment) -> list[HostSpec]:

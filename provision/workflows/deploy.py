@@ -27,6 +27,7 @@ from ..transport.hostkeys import KnownHosts
 from ..transport.pool import PARALLEL
 from ..transport.ssh import LazySession, Session, Target
 from .host_deploy import AppDeploy, AppState, Steps, app_state_command, rollback_target
+from .airflow_database import move_check
 from .dag_release import DAG_LOCK, dag_hosts, deploy_dags, rollback_dags
 from .migration_gate import MigrationGate
 from .on_hosts import run_on_hosts
@@ -43,7 +44,7 @@ class DeployOptions:
     parallel: int = PARALLEL
     only: str | None = None          # "app" (every app), an app's name, or "airflow" (the DAGs); default all
     lock_wait: float = 0             # seconds to wait for a live lock holder
-    empty_database: bool = False     # an app's database moved to a host where it is empty: go on
+    empty_database: bool = False     # an app's or Airflow's database moved to a host where it is empty: go on
 
 
 # --- what ships where -------------------------------------------------------------------------------
@@ -222,7 +223,8 @@ def deploy(env: Environment, options: DeployOptions, progress: Progress) -> Repo
                     ensure_image(session, image, progress)
                 laid_out = Converge(session=session, progress=progress, build=lambda facts: host_resources(
                     RoleContext(env, host, facts, pub, values, image.tag if image else "", addresses), roles,
-                    record=roles)).run()
+                    record=roles), before_changes=move_check(env, host, roles, session, addresses,
+                                                             options.empty_database)).run()
             except RemoteError as exc:
                 return HostOutcome(host.name, failed=1, error=redactor(str(exc)), seconds=time.monotonic() - started)
             outcome.changed += laid_out.changed

@@ -23,7 +23,7 @@ from ..transport.hostkeys import KnownHosts
 from ..transport.pool import PARALLEL, fan_out
 from ..transport.ssh import Session, Target, connect
 from .airflow import ImagePlan, ensure_image, prepare_image
-from .airflow_database import check_move
+from .airflow_database import move_check
 from .rolling import drain_departed, serving_web_hosts
 
 AIRFLOW_ROLES = ("airflow", "airflow_worker")     # the hosts that run the Airflow image
@@ -182,24 +182,19 @@ def converge_host(env: Environment, host: HostSpec, target: Target, known: Known
             shipped.append(image)
 
     tag = image.tag if image else ""
-    guard = [host] if "airflow" in only and env.settings.airflow and not options.empty_database else []
-    pg = placement.postgres_host(env)
-    guard_phase = PHASE_SERVICES if pg and pg.name == host.name else PHASE_CONFIG
+    airflow_moves = move_check(env, host, only, session, addresses or {}, options.empty_database)
 
     def before(phase: int) -> None:
-        """The hosts it needs first (``before_changes``); then the check that Airflow's database does
-        not move to where it has no tables: before the configuration changes (which close the old
-        database to Airflow), or, where the database moves to this host, once it made it (services)."""
+        """The hosts it needs first, then that Airflow's database does not move to where it has no tables."""
         if before_changes:
             before_changes(phase)
-        if guard and phase >= guard_phase:
-            check_move(env, guard.pop(), session, addresses or {})
+        airflow_moves(phase)
 
     try:
         return Converge(
             session=session,
             build=lambda facts: host_resources(RoleContext(env, host, facts, pub, values, tag, addresses or {},
-                                                           live_web), only,
+                                                           live_web, options.purge), only,
                                                record=record_scope(options.roles), purge=options.purge),
             progress=progress, dry_run=options.dry_run,
             verify_login=lambda: verify_deploy_login(session, target, known, redactor),

@@ -727,6 +727,9 @@ def test_moving_postgres_off_the_airflow_host_keeps_airflows_history(stack):
     assert f"`invoke db.copy --env {stack.env} --from web-1`" in error and "--empty-database" in error, error
     assert docker_exec(stack.container, reads_now).strip() == "host.docker.internal"
     assert api.get(f"/api/v2/variables/{key}")["value"] == value            # still served from web-1
+    deployed = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")     # lays Airflow out too
+    assert one_error_line(deployed).startswith("error: web-1: airflow database move: "), deployed.stdout[-3000:]
+    assert docker_exec(stack.container, reads_now).strip() == "host.docker.internal"
 
     copied = stack.invoke("db.copy", "--env", stack.env, "--from", "web-1", "--yes")
     assert copied.returncode == 0, copied.stdout[-3000:] + copied.stderr[-3000:]
@@ -742,7 +745,7 @@ def test_moving_postgres_off_the_airflow_host_keeps_airflows_history(stack):
     assert api.get(f"/api/v2/variables/{key}")["value"] == value
     assert api.get(f"/api/v2/dags/{DAG}/dagRuns")["total_entries"] == runs
     secret = sandbox_secret(stack.box, af.database.password.name)
-    for proc in (refused, copied, proc):
+    for proc in (refused, deployed, copied, proc):
         assert secret not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -11,7 +11,9 @@ One environment of warm local droplets is created, provisioned and deployed once
 the tests run in order and share it. Under load through the lb (0 failed requests): a rolling
 deploy, a rolling rollback, a release failing its health check (stops after the first batch), a
 rolling resize of the web tier, a third web host joining after its gate and drained when removed
-(its droplet then destroyed by name), a deploy after one killed while web-1 was drained. Helloworld runs on worker-1; PostgreSQL and Redis let in exactly their clients.
+(its droplet then destroyed by name), a deploy after one killed while web-1 was drained, and last
+PostgreSQL moving to a new db-2 with the app's and Airflow's data. Helloworld runs on worker-1;
+PostgreSQL and Redis let in exactly their clients.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class Farm:
     dags: DagRepo
     output: str = ""
     web_size: str = SMALL
+    db: str = DB                         # the host with the postgres role
     gone: str = ""                       # the private address of a web host removed from the inventory
     releases: dict[str, str] = field(default_factory=dict)     # version label -> release id
 
@@ -66,7 +69,8 @@ class Farm:
     def write(self, web: list[str]) -> None:
         droplets = [droplet_spec(LB, ["base", "nginx", "lb"], "s-1vcpu-1gb", warm=True)]
         droplets += [droplet_spec(w, ["base", "nginx", "app"], self.web_size, warm=True) for w in web]
-        droplets += [droplet_spec(DB, ["base", "postgres"], "s-1vcpu-2gb", warm=True),
+        droplets += [droplet_spec(DB, ["base"] + (["postgres"] if self.db == DB else []), "s-1vcpu-2gb", warm=True),
+                     *([droplet_spec(self.db, ["base", "postgres"], "s-1vcpu-2gb", warm=True)] if self.db != DB else []),
                      droplet_spec(AIRFLOW, ["base", "docker", "nginx", "airflow"], "s-2vcpu-4gb", warm=True),
                      droplet_spec(WORKER, ["base", "docker", "airflow_worker"], "s-2vcpu-4gb", warm=True),
                      droplet_spec(OUT, ["base"], "s-1vcpu-1gb", warm=True)]
@@ -495,3 +499,57 @@ def test_a_second_provision_changes_nothing(farm):
     assert again["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
     changed = {h: r["changed"] for h, r in again["hosts"].items()}
     assert changed == {h: 0 for h in (LB, *WEB, DB, AIRFLOW, WORKER, OUT)}, json.dumps(again["changes"], indent=1)
+
+
+def test_postgres_moves_to_db_2_under_load_and_loses_nothing(farm):
+    """The postgres role moves from db-1 to a new db-2, every step under load through the lb. The first
+    provision sets db-2 up and refuses to start Airflow on its empty database, while db-1 still lets in
+    web-1 and web-2 (their live releases read it); `db.copy --from db-1` copies the app's and Airflow's
+    databases with Airflow stopped; provision starts Airflow on db-2; the rolling deploy switches the web
+    hosts. No request fails, the posted name and Airflow's runs are read from db-2, and once the next
+    deploy has replaced the warm slots (which read db-1), `provision --purge` closes db-1."""
+    env = farm.box.env
+    runs = farm.api.get(f"/api/v2/dags/{DAG}/dagRuns")["total_entries"]
+    assert runs > 0
+    farm.db = "db-2"
+    farm.write(WEB)
+    farm.box.invoke("droplet.create", "--env", env, check=True)
+    old, new = farm.address(DB), farm.address("db-2")
+    done: dict[str, subprocess.CompletedProcess] = {}
+
+    def move() -> None:
+        done["provision"] = farm.box.invoke("provision", "--env", env, timeout=1800)
+        done["copy"] = farm.box.invoke("db.copy", "--env", env, "--from", DB, "--yes", timeout=1800)
+        done["again"] = farm.box.invoke("provision", "--env", env, timeout=1800)
+        done["deploy"] = farm.deploy("v6", "--only", "names", check=False)
+
+    under_load(farm, move, "postgres moves to db-2")
+    for proc in done.values():
+        farm.output += proc.stdout + proc.stderr
+    first = done["provision"].stdout + done["provision"].stderr
+    assert done["provision"].returncode == 1 and "Traceback" not in first, first[-4000:]
+    assert (f"error: {AIRFLOW}: airflow database move: Airflow's database airflow moves from PostgreSQL on {DB} "
+            f"({old}) (where Airflow reads it now) to PostgreSQL on db-2 ({new}), where it has no tables") in first, \
+        first[-4000:]
+    assert f"`invoke db.copy --env {env} --from {DB}`" in first
+    copied = done["copy"].stdout
+    assert done["copy"].returncode == 0 and f"recap: 2 database(s) copied from {DB} to db-2 in " in copied, \
+        copied + done["copy"].stderr
+    assert done["again"].returncode == 0, done["again"].stdout[-4000:] + done["again"].stderr[-4000:]
+    assert done["deploy"].returncode == 0, done["deploy"].stdout[-4000:] + done["deploy"].stderr[-4000:]
+
+    ufw = farm.ssh(DB, "ufw status | grep 5432 || true")          # kept for the move, closed by --purge
+    assert sorted(line.split()[2] for line in ufw.splitlines()) == \
+        sorted(farm.address(h) for h in (*WEB, AIRFLOW, WORKER)), ufw
+    farm.deploy("v7", "--only", "names")       # the warm slots, which read db-1, now hold a db-2 release
+    purged, proc = farm.box.provision_json("--purge", "--hosts", DB)
+    assert purged["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert farm.ssh(DB, "ufw status | grep 5432 || true").strip() == ""
+    docker_exec(farm.container(DB), "systemctl stop postgresql")
+    assert NAME in [html.unescape(n) for n in Browser(farm.url).page()[1]]         # read from db-2
+    assert farm.api.get(f"/api/v2/dags/{DAG}/dagRuns")["total_entries"] == runs
+    for w in WEB:
+        url = farm.ssh(w, f"grep -h '^DATABASE_URL=' /srv/names/releases/{farm.live(w)}/.env")
+        assert f"@{new}:5432/names" in url, w
+    for name in ("app_db_password", "airflow_db_password"):
+        assert sandbox_secret(farm.box, name) not in farm.output

@@ -128,4 +128,4 @@ def test_the_refusal_names_both_places_and_the_fix(tmp_path):
         "Airflow reads it now) to PostgreSQL on pg (10.0.0.3), where it has no tables: Airflow would start there "
         "without its run history, connections and variables; its services were left running as they were (fix: "
         "copy it first with `invoke db.copy --env e --from pipelines` (it stops Airflow while it copies), then "
-        "run provision again; or provision with --empty-database to start Airflow on an empty database)")
+        "run provision again; or run it with --empty-database to start Airflow on an empty database)")

@@ -344,3 +344,33 @@ def test_pre_deploy_dumps_pruned_on_the_postgres_host(tmp_path):
     assert out == "pruned pre-20260101T000000Z-a.dump\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manual-20250101T000000Z.dump", "pre-20260102T000000Z-b.dump",
                                                           "pre-20260103T000000Z-c.dump"]
+
+
+MOVED = SPLIT.replace("      - name: out-1\n", "      - name: web-2\n        size: s-1vcpu-1gb\n        roles: [base, nginx, app]\n"
+                      "      - name: out-1\n")
+
+
+def test_a_host_the_postgres_role_left_keeps_letting_in_the_clients_it_let_in_until_purge(tmp_path):
+    """db-1 held PostgreSQL for web-1 and web-2 (out-1 now holds the role): the rules its firewall
+    has for them stay, none is added, and `provision --purge` removes them."""
+    env = load(tmp_path, MOVED.replace("roles: [base, postgres]", "roles: [base]")
+               .replace("      - name: out-1\n        size: s-1vcpu-1gb\n        roles: [base]",
+                        "      - name: out-1\n        size: s-1vcpu-1gb\n        roles: [base, postgres]"))
+    addresses = {**ADDRESSES, "web-2": "10.110.0.5"}
+    assert base.former_postgres_rules(ctx(env, "db-1", addresses)) == ("5432/tcp from 10.110.0.3",
+                                                                      "5432/tcp from 10.110.0.5")
+    assert base.former_postgres_rules(ctx(env, "web-1", addresses)) == ("5432/tcp from 10.110.0.5",)
+    assert base.former_postgres_rules(ctx(env, "out-1", addresses)) == ()                # the postgres host
+    purge = RoleContext(env, env.host("db-1"), FACTS, "k", SECRETS, "img", addresses, purge=True)
+    assert base.former_postgres_rules(purge) == ()
+    [fw] = [r for r in base.resources(ctx(env, "db-1", addresses)) if r.key == "firewall"]
+    facts = {"ENABLED": "yes", "DEFAULT_INPUT_POLICY": "DROP", "DEFAULT_OUTPUT_POLICY": "ACCEPT", "LOADED": "yes",
+             "rules": {"22/tcp", "80/tcp", "443/tcp", "5432/tcp from 10.110.0.3", "5432/tcp from 10.110.0.9"}}
+    [change] = fw.plan(facts)
+    assert change.commands == ["ufw delete allow proto tcp from 10.110.0.9 to any port 5432 >/dev/null",
+                               "ufw --force enable >/dev/null"]
+    assert change.summary == "firewall: deny inbound, allow 22/tcp, 80/tcp, 443/tcp; still allowing 5432/tcp from 10.110.0.3"
+    assert fw.plan({**facts, "rules": facts["rules"] - {"5432/tcp from 10.110.0.9"}}) == []
+    [fw] = [r for r in base.resources(purge) if r.key == "firewall"]
+    assert fw.plan(facts)[0].commands[:2] == ["ufw delete allow proto tcp from 10.110.0.3 to any port 5432 >/dev/null",
+                                              "ufw delete allow proto tcp from 10.110.0.9 to any port 5432 >/dev/null"]
