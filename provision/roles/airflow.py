@@ -15,7 +15,7 @@ from ..engine.model import Handler, Resource
 from ..engine.postgres import PgDatabase, PgRole
 from .. import placement
 from ..errors import DropshipError
-from ..inventory import SecretRef
+from ..inventory import Environment, HostSpec, SecretRef
 from ..release import database_url
 from ..sizing import airflow_parallelism, airflow_worker_concurrency
 from ..templates import render
@@ -94,7 +94,7 @@ def image_ref(ctx: RoleContext) -> str:
     return ctx.airflow_image
 
 
-def database_server(env, host, addresses: dict[str, str]) -> str:
+def database_server(env: Environment, host: HostSpec, addresses: dict[str, str]) -> str:
     """Where ``host``'s Airflow containers reach its database: the host itself (as the containers see
     it) when it has the postgres role, else the postgres host's private address."""
     return CONTAINER_HOST if "postgres" in host.roles else placement.database_address(env, host.name, addresses)

@@ -111,11 +111,12 @@ def stopped_while(env: Environment, source: str, addresses: dict[str, str], copy
     main = next((h for h in env.hosts if "airflow" in h.roles), None)
     if main is None:
         return False
-    sessions = {h.name: host_session(env, h) for h in airflow_hosts(env)}
+    sessions = {main.name: host_session(env, main)}
     try:
         before = sessions[main.name].script(reads_now_command(), timeout=60).stdout.strip()
         if not reads_from(before, main.name, source, addresses):
             return False
+        sessions.update({h.name: host_session(env, h) for h in airflow_hosts(env) if h.name != main.name})
         for name, session in sessions.items():
             on_line(f"airflow: stopping its services on {name} …")
             stopped = session.script(STOP, timeout=600)
