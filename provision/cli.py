@@ -473,13 +473,16 @@ def airflow_trigger(c, env=None, dag=None, date=None, wait=False):
 @user_errors
 @required("env", "dag", "task", "date")
 def airflow_test(c, env=None, dag=None, task=None, date=None):
-    """Run one task in isolation (airflow tasks test) and print its log output."""
-    from .workflows.airflow import test_task
+    """Run one task in isolation (airflow tasks test), print its log and its state; exit 1 unless it succeeded
+    (or skipped). The run it needs is one the scheduler leaves alone, removed afterwards."""
+    from .workflows.airflow_task_test import run_task_test, summary
 
     e = environment(c, env)
-    rc, _ = test_task(e, dag, task, date, on_line=_say(e))
-    if rc != 0:
-        raise Exit(code=rc)
+    say = _say(e)
+    outcome = run_task_test(e, dag, task, date, on_line=say)
+    say(summary(dag, task, outcome))
+    if not outcome.ok:
+        raise Exit(code=1)
 
 
 @task(name="backfill", help={"env": "environment", "dag": "DAG id", "start": "first date (YYYY-MM-DD)",

@@ -407,11 +407,6 @@ def wait_for_runs(env: Environment, dag: str, run_ids: set[str] | None, on_line=
         time.sleep(3)
 
 
-def test_task(env: Environment, dag: str, task: str, date: str, on_line=None) -> tuple[int, str]:
-    check_date("--date", date)
-    return run(env, compose_exec(f"airflow tasks test {q(dag)} {q(task)} {q(date)}"), on_line=on_line, timeout=900)
-
-
 def backfill(env: Environment, dag: str, start: str, end: str, wait: bool, on_line=None) -> dict[str, str]:
     if check_date("--start", start, day=True) > check_date("--end", end, day=True):
         raise DropshipError(f"--start {start} is after --end {end}", "swap them: the range runs from --start to --end")

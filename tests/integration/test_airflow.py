@@ -183,29 +183,17 @@ def test_dags_lists_helloworld_without_import_errors(stack):
 
 # --- 3. one task -------------------------------------------------------------------------------------
 
-def task_test(stack: Stack, dag: str, task: str, date: str = "2015-06-01") -> str:
-    """`airflow.test` of one task, its output. `tasks test` makes a temporary run, which Airflow's scheduler
-    also runs when the DAG is active and then kills when the run is deleted (apache/airflow#35994): a task
-    is tested alone with its DAG paused, and the DAG is then left as it was."""
-    def paused(value: bool) -> bool:
-        status, body = stack.api.call("PATCH", f"/api/v2/dags/{dag}", {"is_paused": value}, token=stack.api.token())
-        assert status == 200 and body["is_paused"] is value, (status, body)
-        return value
-
-    was = stack.api.get(f"/api/v2/dags/{dag}")["is_paused"]
-    paused(True)
-    try:
-        proc = stack.invoke("airflow.test", "--env", stack.env, "--dag", dag, "--task", task, "--date", date)
-    finally:
-        paused(was)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def task_test(stack: Stack, dag: str, task: str, date: str = "2015-06-01", rc: int = 0) -> str:
+    """`airflow.test` of one task of an active DAG: its output, which ends with the task's state."""
+    proc = stack.invoke("airflow.test", "--env", stack.env, "--dag", dag, "--task", task, "--date", date)
+    assert proc.returncode == rc, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "invalid_state" not in proc.stdout, proc.stdout[-3000:]
     return proc.stdout
 
 
 def test_task_test_prints_the_greeting(stack):
     out = task_test(stack, DAG, "task_1")
-    assert "Hello World from Task 1" in out, out[-3000:]
+    assert "Hello World from Task 1" in out and out.strip().splitlines()[-1] == f"{DAG}.task_1: success", out[-3000:]
 
 
 # --- 4. backfill -------------------------------------------------------------------------------------
@@ -466,6 +454,7 @@ def test_dag_edit_of_the_same_size_is_seen(stack):
 # --- 9b. DAGs of another shape: written for Airflow 2, importing a module of their own folder -------------
 
 TEAM_DAG = '''"""A team's nightly job, as written for Airflow 2: airflow.operators imports, default_args."""
+import time
 from datetime import datetime, timedelta
 
 from airflow import DAG
@@ -481,6 +470,7 @@ def greet():
     print(GREETING)
     print("recipients:", Variable.get("report_recipients"))
     print("warehouse:", BaseHook.get_connection("warehouse").host)
+    time.sleep(3)
 
 
 default_args = {"owner": "data-team", "retries": 1, "retry_delay": timedelta(minutes=5)}
@@ -488,6 +478,9 @@ default_args = {"owner": "data-team", "retries": 1, "retry_delay": timedelta(min
 with DAG(dag_id="team_etl", default_args=default_args, start_date=datetime(2023, 1, 1), schedule=None,
          catchup=False, tags=["etl"]) as dag:
     PythonOperator(task_id="greet", python_callable=greet) >> BashOperator(task_id="load", bash_command="echo loaded")
+    # runnable at once in any run: its mark says the scheduler ran it
+    BashOperator(task_id="notify", bash_command="echo sent >> /opt/airflow/logs/notified-{{ run_id }}")
+    BashOperator(task_id="check", bash_command="echo 'rows: 0'; exit 3", retries=0)
 '''
 OLD_API_DAG = '''from datetime import datetime
 
@@ -523,6 +516,14 @@ def test_dags_written_elsewhere_deploy_and_run_with_their_own_modules(stack):
         repo.write("common/greetings.py", 'GREETING = "greetings from a module of the DAGs, v2"\n', "helper v2")
         live = deploy_dags(stack)
         assert "greetings from a module of the DAGs, v2" in task_test(stack, "team_etl", "greet")
+        # A failing task fails the command (Airflow's `tasks test` exits 0); no test run is left behind, and
+        # the scheduler ran none of the DAG's other tasks on one (the DAG is active, its `notify` runnable).
+        out = task_test(stack, "team_etl", "check", "2024-02-29T13:30:00+00:00", rc=1)
+        assert "rows: 0" in out and out.strip().splitlines()[-1] == "team_etl.check: failed", out[-3000:]
+        assert str(listed(dags_json(stack))["team_etl"]["is_paused"]).lower() == "false"
+        assert stack.api.get("/api/v2/dags/team_etl/dagRuns")["dag_runs"] == []
+        marks = docker_exec(stack.container, "ls /srv/airflow/logs").split()
+        assert not [m for m in marks if m.startswith("notified-")], marks
 
         repo.write("nightly_report.py", OLD_API_DAG, "a DAG using schedule_interval, gone in Airflow 3")
         proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")

@@ -61,6 +61,7 @@ def check_after(d: AppStack, size: str, rows: str, started_before: str) -> None:
     proc = d.box.invoke("airflow.test", "--env", d.box.env, "--dag", "Helloworld", "--task", "task_1",
                         "--date", "2015-06-01", timeout=600)
     assert proc.returncode == 0 and "Hello World from Task 1" in proc.stdout, proc.stdout[-2000:] + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "Helloworld.task_1: success", proc.stdout[-2000:]
 
 
 def test_preflight_refuses_a_plan_before_anything_stops(app_stack):
