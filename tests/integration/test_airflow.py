@@ -11,6 +11,7 @@ nginx on its published port, with a JWT from POST /airflow/auth/token.
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import time
@@ -22,6 +23,8 @@ import yaml
 
 from provision.state import load_droplets
 from provision.workflows import airflow_database as af_db
+from provision.workflows.airflow import compose_exec
+from provision.workflows.airflow_task_test import TEMPORARY
 from tests.browser import airflow_login
 from tests.support import (AIRFLOW_SOURCE, DEFAULTS, AirflowAPI, DagRepo, Sandbox, airflow_settings, docker_exec,
                            droplet_spec, http_base, last_json, poll, run_name, sandbox_secret)
@@ -490,6 +493,18 @@ from airflow.operators.empty import EmptyOperator
 with DAG("nightly_report", start_date=datetime(2022, 6, 1), schedule_interval="@daily") as dag:
     EmptyOperator(task_id="start")
 '''
+# The run a killed `airflow.test` leaves: made for the task, finished, not removed.
+LEFTOVER = """
+import sys
+from airflow.cli.commands import task_command
+from airflow.models.serialized_dag import SerializedDagModel
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState
+with create_session() as s:
+    dag = SerializedDagModel.get_dag(sys.argv[1], session=s)
+    run, _ = task_command._get_dag_run(dag=dag, create_if_necessary="db", logical_date_or_run_id=sys.argv[2], session=s)
+    run.state = DagRunState.SUCCESS
+"""
 FILES = ("common/__init__.py", "common/greetings.py", "team_etl.py", "scripts/transform.py", "nightly_report.py")
 
 
@@ -524,6 +539,12 @@ def test_dags_written_elsewhere_deploy_and_run_with_their_own_modules(stack):
         assert stack.api.get("/api/v2/dags/team_etl/dagRuns")["dag_runs"] == []
         marks = docker_exec(stack.container, "ls /srv/airflow/logs").split()
         assert not [m for m in marks if m.startswith("notified-")], marks
+        # What a test killed after its run was made leaves: the next test at that date removes it.
+        docker_exec(stack.container, compose_exec(f"python -c {shlex.quote(LEFTOVER)} team_etl 2024-03-01"))
+        left = stack.api.get("/api/v2/dags/team_etl/dagRuns")["dag_runs"]
+        assert [(r["dag_run_id"][:len(TEMPORARY)], r["state"]) for r in left] == [(TEMPORARY, "success")], left
+        assert task_test(stack, "team_etl", "load", "2024-03-01").strip().endswith("team_etl.load: success")
+        assert stack.api.get("/api/v2/dags/team_etl/dagRuns")["dag_runs"] == []
 
         repo.write("nightly_report.py", OLD_API_DAG, "a DAG using schedule_interval, gone in Airflow 3")
         proc = stack.invoke("deploy", "--env", stack.env, "--only", "airflow")

@@ -3,25 +3,23 @@ import shlex
 
 import pytest
 
-from provision.workflows.airflow_task_test import (FINISH, PREPARE, Outcome, finish_command, marked, prepare_command,
-                                                   summary, tasks_test_command)
+from provision.workflows.airflow_task_test import MARKERS, TASK_TEST, Outcome, marked, summary, task_test_command
 
 EXEC = "docker compose --project-directory /srv/airflow -p airflow exec -T -e PYTHONWARNINGS=ignore airflow-scheduler"
 RUN = "__airflow_temporary_run_2026-12-06T12:40:22.090826+00:00__"
 
 
-def test_the_task_runs_on_the_prepared_run_by_its_id():
-    assert tasks_test_command("team etl", "it's", RUN) == \
-        f"{EXEC} airflow tasks test 'team etl' 'it'\"'\"'s' {RUN}"
+def test_inputs_are_arguments_of_the_snippet_never_code():
+    dag, task, date = "etl'; rm -rf / #", "it's", "2024-02-29T13:30:00+00:00"
+    assert task_test_command(dag, task, date) == \
+        f"{EXEC} python -c {shlex.quote(TASK_TEST)} {shlex.quote(dag)} 'it'\"'\"'s' {date}"
+    assert shlex.split(task_test_command(dag, task, date))[-3:] == [dag, task, date]
 
 
-def test_prepare_and_finish_pass_their_inputs_as_arguments_never_as_code():
-    dag, date = "etl'; rm -rf / #", "2024-02-29T13:30:00+00:00"
-    assert prepare_command(dag, date) == f"{EXEC} python -c {shlex.quote(PREPARE)} {shlex.quote(dag)} {date}"
-    assert shlex.split(prepare_command(dag, date))[-2:] == [dag, date]
-    assert finish_command(dag, RUN, "load", True) == \
-        f"{EXEC} python -c {shlex.quote(FINISH)} {shlex.quote(dag)} {RUN} load 1"
-    assert shlex.split(finish_command("d", RUN, "t", False))[-4:] == ["d", RUN, "t", "0"]
+def test_the_snippet_is_python_and_runs_the_task_through_airflows_own_cli():
+    compile(TASK_TEST, "task_test", "exec")
+    assert 'parse_args(["tasks", "test", dag_id, task_id, run_id])' in TASK_TEST
+    assert all(m.endswith(" ") and f'say("{m.strip()}"' in TASK_TEST for m in MARKERS)
 
 
 def test_markers_are_read_from_their_own_line():
