@@ -3,6 +3,7 @@ database has tables there, so that its run history, connections and variables ar
 where it reads them now; and `db.copy` stops Airflow while it copies that database."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 from .. import placement
@@ -117,22 +118,33 @@ def stopped_while(env: Environment, source: str, addresses: dict[str, str], copy
         if not reads_from(before, main.name, source, addresses):
             return False
         sessions.update({h.name: host_session(env, h) for h in airflow_hosts(env) if h.name != main.name})
-        for name, session in sessions.items():
-            on_line(f"airflow: stopping its services on {name} …")
-            stopped = session.script(STOP, timeout=600)
-            if stopped.rc != 0:
-                _start(sessions, on_line)
-                raise RemoteError(name, "stop Airflow", session.redact(stopped.stdout.strip()[-300:]),
-                                  "check Docker there; Airflow was started again and nothing was copied")
-        try:
+        with services_stopped(sessions, on_line, start_after=False):
             copy()
-        except BaseException:
-            _start(sessions, on_line)
-            raise
         return True
     finally:
         for session in sessions.values():
             session.close()
+
+
+@contextmanager
+def services_stopped(sessions: dict[str, Session], on_line: Callable[[str], None], start_after: bool = True):
+    """Airflow's services stopped on the host of each session (by host name) while the block replaces
+    their database; started again after it (unless not ``start_after``), and always when it fails. Where
+    they do not stop, they are started again everywhere and nothing runs."""
+    for name, session in sessions.items():
+        on_line(f"airflow: stopping its services on {name} …")
+        stopped = session.script(STOP, timeout=600)
+        if stopped.rc != 0:
+            _start(sessions, on_line)
+            raise RemoteError(name, "stop Airflow", session.redact(stopped.stdout.strip()[-300:]),
+                              "check Docker there; Airflow was started again and its database left as it was")
+    try:
+        yield
+    except BaseException:
+        _start(sessions, on_line)
+        raise
+    if start_after:
+        _start(sessions, on_line)
 
 
 def _start(sessions: dict[str, Session], on_line: Callable[[str], None]) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
+from contextlib import nullcontext
 from typing import Callable
 
 from ..engine.model import q
@@ -21,6 +22,7 @@ from ..roles.airflow import AirflowLayout, stack_health_command
 from ..roles.app import AppLayout
 from ..roles.backups import DUMP, FILES, FOLDER, RCLONE, SERVICE, STATE, TIMER, remote
 from ..secrets import SecretStore, redactor_for
+from .airflow_database import services_stopped
 from .database import _failed, _session, backup_command, host_session
 
 SOURCE = re.compile(r"^(offsite|host):(LATEST|\d{8}T\d{6}Z)$")
@@ -264,16 +266,12 @@ def restore(env: Environment, source: str, confirm: Callable[[str, str], None] |
                 if dumped.rc != 0:
                     raise _failed(session, f"safety dump of {db}", dumped.stdout, "nothing was replaced; check the disk")
                 is_airflow = af_host is not None and db == airflow.database.name
-                if is_airflow:     # Airflow stops (wherever it runs) while its database is replaced
-                    for h in af_hosts:
-                        airflow_session(h).script(f"{AirflowLayout().compose} stop >/dev/null 2>&1 || true",
-                                                  timeout=300)
-                on_line(f"[{session.name}] decrypt here and pg_restore {db}")
-                try:
+                # Airflow stops (wherever it runs) while its database is replaced
+                stopped = services_stopped({h.name: airflow_session(h) for h in af_hosts}, on_line) \
+                    if is_airflow else nullcontext()
+                with stopped:
+                    on_line(f"[{session.name}] decrypt here and pg_restore {db}")
                     result = _decrypt_into(session, key, cipher, pg_restore_command(db, owners[db]))
-                finally:
-                    for h in af_hosts if is_airflow else ():
-                        airflow_session(h).script(f"{AirflowLayout().compose} start >/dev/null", timeout=600)
                 if is_airflow:
                     on_line(f"[{af_host.name}] waiting for Airflow to be healthy")
                     healthy = airflow_session().script(stack_health_command(AirflowLayout().port, airflow.url_path),
