@@ -393,7 +393,7 @@ def context_tarball(folder: Path, ca_files: Sequence[Path]) -> tuple[bytes, list
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="dropship-airflow-context-") as tmp:
         written = assemble_context(folder, ca_files, Path(tmp))
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:    # fast: it holds uv's binary
             tar.add(tmp, arcname=".")
     return buf.getvalue(), written
 
