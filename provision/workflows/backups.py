@@ -10,8 +10,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
 from contextlib import nullcontext
+from datetime import datetime, timezone
 from typing import Callable
 
 from ..engine.model import q
