@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from ..engine.model import q
 from ..errors import DropshipError
 from ..inventory import Environment
-from .airflow import _session, check_date, compose_exec
+from ..secrets import redactor_for
+from .airflow import check_date, compose_exec, run
 
 TEMPORARY = "__airflow_temporary_run_"       # Airflow's own prefix: its `tasks test` leftovers go too
 
@@ -145,23 +146,16 @@ def summary(dag: str, task: str, outcome: Outcome) -> str:
 def run_task_test(env: Environment, dag: str, task: str, date: str, on_line=None) -> Outcome:
     """Run ``task`` of ``dag`` at ``date`` in isolation, streaming its log to ``on_line`` (secrets masked)."""
     check_date("--date", date)
-    session = _session(env)
-    redact = session.redact
-
-    def shown(line: str) -> None:
-        if on_line and not line.startswith(MARKERS):
-            on_line(redact(line))
-    try:
-        result = session.script(task_test_command(dag, task, date), timeout=900, on_line=shown)
-    finally:
-        session.close()
-    prepared = marked(result.stdout, "PREPARED")
+    shown = (lambda line: None if line.startswith(MARKERS) else on_line(line)) if on_line else None
+    rc, out = run(env, task_test_command(dag, task, date), on_line=shown, timeout=900)
+    prepared = marked(out, "PREPARED")
     if prepared is None or "error" in prepared:
-        why = prepared["error"] if prepared else (result.stdout.strip().splitlines() or ["no answer"])[-1]
+        why = prepared["error"] if prepared else (out.strip().splitlines() or ["no answer"])[-1]
+        redact = redactor_for(env)
         if why == "not found":
             raise DropshipError(redact(f"airflow.test: Airflow has no DAG {dag!r}"),
                                 "check the DAG id with `invoke airflow.dags` (it lists the DAGs Airflow parsed)")
         raise DropshipError(redact(f"airflow.test: could not make a run of {dag} at {date}: {why}"),
                             "check the date against the DAG's schedule; `invoke airflow.logs` shows Airflow's side")
-    done = marked(result.stdout, "FINISHED") or {"rc": result.rc or 1, "state": None}
+    done = marked(out, "FINISHED") or {"rc": rc or 1, "state": None}
     return Outcome(done["rc"], done["state"], done.get("left"))

@@ -22,7 +22,7 @@ from ..roles.airflow import AirflowLayout, stack_health_command
 from ..roles.app import AppLayout
 from ..roles.backups import DUMP, FILES, FOLDER, RCLONE, SERVICE, STATE, TIMER, remote
 from ..secrets import SecretStore, redactor_for
-from .airflow_database import services_stopped
+from .airflow_database import airflow_hosts, services_stopped
 from .database import _failed, _session, backup_command, host_session
 
 SOURCE = re.compile(r"^(offsite|host):(LATEST|\d{8}T\d{6}Z)$")
@@ -215,8 +215,7 @@ def restore(env: Environment, source: str, confirm: Callable[[str, str], None] |
         owners[airflow.database.name] = airflow.database.user
     session = _session(env)
     af_host = next((h for h in env.hosts if "airflow" in h.roles), None) if airflow else None
-    # where Airflow runs: the airflow host, then its worker hosts (stopped too while its database is replaced)
-    af_hosts = [af_host] + [h for h in env.hosts if "airflow_worker" in h.roles] if af_host else []
+    af_hosts = airflow_hosts(env) if af_host else []     # stopped while Airflow's database is replaced
     opened: dict[str, object] = {}       # sessions to those hosts that are not the postgres host
 
     def airflow_session(host=None):
