@@ -2,6 +2,7 @@
 tls.status (workflows/tls.py)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -173,7 +174,8 @@ def ssh(c, env=None, host=None, command=None):
 @required("env")
 def app_exec(c, env=None, app=None, host=None, command=None):
     """Run a one-off command as the app's user in its live release (virtualenv and environment):
-    `invoke app.exec --env staging -- flask --app wsgi shell`; its exit status is passed on."""
+    `invoke app.exec --env staging -- flask --app wsgi shell`; stdin is passed on (in a terminal, an
+    interactive session), and so is its exit status."""
     from .secrets import redactor_for
     from .workflows.operations import app_exec as run
 
@@ -182,8 +184,19 @@ def app_exec(c, env=None, app=None, host=None, command=None):
     if command and _after_dashes():
         raise DropshipError("app.exec takes the command once: --command or after --", "use one of the two")
     redact = redactor_for(e)
-    rc = run(e, app, host, argv, on_line=lambda line: print(redact(line), flush=True))
+    terminal = os.isatty(0) and os.isatty(1)
+    rc = run(e, app, host, argv, on_line=lambda line: print(redact(line), flush=True),
+             stdin_fd=None if terminal or not _readable(0) else 0, terminal=terminal)
     raise Exit(code=rc)
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` is open (a CI job may run commands with no stdin at all)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 @task(help={"env": "environment", "hosts": "comma-separated host names"})

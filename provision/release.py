@@ -484,7 +484,7 @@ def write_file_command(path: str, content: bytes, owner: str, mode: int) -> str:
 
 def release_command(release_dir: str, user: str, command: str) -> str:
     """Run the release command (migrations) as the app user with the release's environment."""
-    return (f"cd {q(release_dir)} && set -a && . ./.env && set +a && "
+    return (f"cd {q(release_dir)} && export USER={q(user)} LOGNAME={q(user)} && set -a && . ./.env && set +a && "
             f"PATH={q(release_dir)}/.venv/bin:$PATH HOME=/tmp "
             f"setpriv --reuid={q(user)} --regid={q(user)} --init-groups sh -c {q(command)}")
 

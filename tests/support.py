@@ -91,14 +91,47 @@ class Sandbox:
         return load_environment(self.inventory, name or self.env)
 
     def invoke(self, *args: str, check: bool = False, timeout: float = 900,
-               env: dict | None = None) -> subprocess.CompletedProcess:
-        """Run `invoke ARGS` against this sandbox's inventory, as a user would (``env``: more variables)."""
+               env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run `invoke ARGS` against this sandbox's inventory, as a user would (``env``: more variables;
+        ``input``: its stdin)."""
         env = dict(os.environ, DROPSHIP_INVENTORY=str(self.inventory), **(env or {}))
         proc = subprocess.run(INVOKE + list(args), cwd=self.root, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, input=input)
         if check and proc.returncode != 0:
             raise AssertionError(f"invoke {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+    def invoke_in_terminal(self, args: list[str], replies: list[tuple[str, str]],
+                           timeout: float = 120) -> tuple[int, str]:
+        """Run `invoke ARGS` on a terminal of its own, as a person at a shell: each time the output
+        shows a reply's prompt, the reply is typed. Its exit status and what the terminal showed."""
+        import pty
+        import select
+        import time
+
+        env = dict(os.environ, DROPSHIP_INVENTORY=str(self.inventory), TERM="xterm")
+        pid, fd = pty.fork()
+        if pid == 0:                                   # the child: the terminal is its stdin and stdout
+            os.chdir(self.root)
+            os.execve(INVOKE[0], INVOKE + args, env)
+        shown, start, pending, deadline = b"", 0, list(replies), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:                        # the child ended: its terminal is gone
+                    break
+                if not data:
+                    break
+                shown += data
+            if pending and pending[0][0].encode() in shown[start:]:
+                os.write(fd, pending.pop(0)[1].encode())
+                start = len(shown)                     # the next prompt is looked for in what follows
+        else:
+            os.kill(pid, 9)
+        os.close(fd)
+        status = os.waitpid(pid, 0)[1]
+        return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
 
     def provision_json(self, *args: str, env: dict | None = None) -> tuple[dict, subprocess.CompletedProcess]:
         proc = self.invoke("provision", "--env", self.env, "--json", *args, env=env)

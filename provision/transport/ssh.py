@@ -7,6 +7,7 @@ secrets never appear on a command line, and output is streamed line by line.
 """
 from __future__ import annotations
 
+import os
 import secrets
 import select
 import shlex
@@ -14,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import paramiko
 
@@ -150,22 +151,30 @@ class Session:
         chan.exec_command(command if self.user == "root" else f"sudo -n {command}")
         return chan
 
-    def send_stream(self, command: str, chunks: Iterable[bytes], timeout: float | None = None) -> Result:
+    def send_stream(self, command: str, chunks: Iterable[bytes], timeout: float | None = None,
+                    on_line: Callable[[str], None] | None = None) -> Result:
         """Run ``command`` as root (``sudo -n`` unless logged in as root) on a new channel and stream
         ``chunks`` to its stdin, e.g. ``docker load`` fed by a local ``docker save``.
 
         Output is read while sending, so a chatty command cannot stall the upload; if the command
-        ends early the rest of ``chunks`` is not consumed. Returns its exit status and output.
+        ends early the rest of ``chunks`` is not consumed (an empty chunk only looks whether it has
+        ended). ``on_line`` gets every stdout line as it arrives. Returns its exit status and output.
         """
         chan = self._root_channel(command)
         chan.settimeout(0.5)
         out: list[bytes] = []
         err: list[bytes] = []
+        pending = [b""]
         deadline = time.monotonic() + timeout if timeout else None
 
         def drain() -> None:
             while chan.recv_ready():
-                out.append(chan.recv(65536))
+                data = chan.recv(65536)
+                out.append(data)
+                if on_line:
+                    *lines, pending[0] = (pending[0] + data).split(b"\n")
+                    for line in lines:
+                        on_line(line.decode(errors="replace"))
             while chan.recv_stderr_ready():
                 err.append(chan.recv_stderr(65536))
             if deadline and time.monotonic() > deadline:
@@ -176,9 +185,12 @@ class Session:
         ended = False
         for chunk in chunks:
             view = memoryview(chunk)
-            while view and not ended:
+            while not ended:
                 if chan.closed or chan.exit_status_ready():
                     ended = True     # the command stopped reading: keep its output, send no more
+                    break
+                if not view:
+                    drain()
                     break
                 try:
                     view = view[chan.send(bytes(view[:32768])):]
@@ -195,6 +207,8 @@ class Session:
             drain()
             select.select([chan], [], [], 0.2)
         drain()
+        if on_line and pending[0]:
+            on_line(pending[0].decode(errors="replace"))
         chan.settimeout(None)
         rc = chan.recv_exit_status()
         chan.close()
@@ -315,6 +329,19 @@ class LazySession:
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
+
+
+def fd_chunks(fd: int, wait: float = 0.2) -> Iterator[bytes]:
+    """What arrives on ``fd`` (this process's stdin, a pipe) until its end, for ``send_stream``; an
+    empty chunk each ``wait`` seconds of quiet, so that a command that never reads it can still end."""
+    while True:
+        if not select.select([fd], [], [], wait)[0]:
+            yield b""
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            return
+        yield data
 
 
 def connect(target: Target, known: KnownHosts, redactor: Redactor, users: tuple[str, ...] | None = None) -> Session:

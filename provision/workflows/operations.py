@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from datetime import datetime, timedelta, timezone
 
 from .. import balancer
@@ -20,7 +21,7 @@ from ..roles.app import SLOTS, layout
 from ..secrets import redactor_for
 from ..transport.hostkeys import KnownHosts
 from ..transport.pool import PARALLEL, fan_out
-from ..transport.ssh import Session, connect
+from ..transport.ssh import Session, connect, fd_chunks
 from .backups import parse_records, records_command
 from .database import backup_dir
 from .on_hosts import read_hosts, run_on_hosts
@@ -231,13 +232,18 @@ def exec_command(release_dir: str, user: str, argv: list[str]) -> str:
     return rel.release_command(release_dir, user, command)
 
 
-def ssh_argv(env: Environment, host: HostSpec, command: list[str]) -> list[str]:
+def exec_shell(release_dir: str, user: str, argv: list[str]) -> str:
+    """``exec_command`` as one ``sh -c`` command with stderr merged into stdout: what root runs."""
+    return f"sh -c {q('exec 2>&1; ' + exec_command(release_dir, user, argv))}"
+
+
+def ssh_argv(env: Environment, host: HostSpec, command: list[str], tty: bool = False) -> list[str]:
     """OpenSSH as the deploy user with the pinned host keys only (a changed or unknown key is refused);
-    with a ``command``, in batch mode (no prompt ever)."""
+    with a ``command``, in batch mode (no prompt ever); ``tty``: on a terminal of its own (``-t``)."""
     target = host_selection.targets(env, [host])[0]
     return ["ssh", "-i", str(target.key_path), "-p", str(target.port),
             "-o", f"UserKnownHostsFile={env.workspace.known_hosts_path}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "IdentitiesOnly=yes", *(["-o", "BatchMode=yes"] if command else []),
+            "-o", "IdentitiesOnly=yes", *(["-o", "BatchMode=yes"] if command else []), *(["-t"] if tty else []),
             f"{env.ssh.user}@{target.address}", *command]
 
 
@@ -308,9 +314,12 @@ def logs(env: Environment, app: str | None, names, follow: bool, since: str | No
             on_line(f"[{target.name}] error: {redactor(str(exc))}")
 
 
-def app_exec(env: Environment, app: str | None, host: str | None, argv: list[str], on_line) -> int:
+def app_exec(env: Environment, app: str | None, host: str | None, argv: list[str], on_line,
+             stdin_fd: int | None = None, terminal: bool = False) -> int:
     """Run ``argv`` in the live release of the app on one host (the first with the app role by
-    default); output streamed through ``on_line`` (masked); the command's exit status."""
+    default); the command's exit status. Its input is what comes on ``stdin_fd`` (none without),
+    its output (stderr merged) is streamed through ``on_line``, masked. With ``terminal`` it runs on
+    a terminal of its own through OpenSSH instead, as ``invoke ssh``: for a shell or a REPL, unmasked."""
     if not argv or not any(a.strip() for a in argv):
         raise DropshipError("app.exec needs a command", "pass it after --, e.g. `invoke app.exec --env staging -- "
                                                         "flask --app wsgi shell`")
@@ -330,12 +339,17 @@ def app_exec(env: Environment, app: str | None, host: str | None, argv: list[str
         if not live:
             raise DropshipError(f"{target_host.name}: {chosen.name} has no live release",
                                 f"deploy it first: `invoke deploy --env {env.name}`")
-        release_dir = f"{lay.root}/releases/{live.rsplit('/', 1)[-1]}"
-        result = session.script(exec_command(release_dir, lay.user, argv),
-                                on_line=lambda ln: on_line(redactor(ln)), timeout=24 * 3600)
-        return result.rc
+        command = exec_shell(f"{lay.root}/releases/{live.rsplit('/', 1)[-1]}", lay.user, argv)
+        if not terminal:
+            result = session.send_stream(command, iter(()) if stdin_fd is None else fd_chunks(stdin_fd),
+                                         timeout=24 * 3600, on_line=lambda ln: on_line(redactor(ln)))
+            for line in result.stderr.splitlines():             # sudo's own, if it refused
+                on_line(redactor(line))
+            return result.rc
     finally:
         session.close()
+    root = command if env.ssh.user == "root" else f"sudo -n {command}"
+    return subprocess.call(ssh_argv(env, target_host, [root], tty=True))
 
 
 def audit(env: Environment, names=None) -> list[str]:

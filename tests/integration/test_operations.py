@@ -2,14 +2,16 @@
 Airflow): status, logs, ssh, app.exec and audit, with secrets masked in everything they print."""
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
 from provision.transport.hostkeys import KnownHosts
-from tests.support import last_json, random_host_key, sandbox_secret
+from tests.support import INVOKE, last_json, random_host_key, sandbox_secret
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +79,30 @@ def test_app_exec_runs_in_the_live_release_as_the_app_user_and_passes_the_exit_s
     assert failed.returncode == 7 and "out" in failed.stdout
     several = app_stack.box.invoke("app.exec", "--env", env, "--command", "true")
     assert several.returncode == 1 and "pass --app" in several.stderr
+
+
+def test_app_exec_passes_stdin_on_and_ends_when_the_command_does(app_stack):
+    box = app_stack.box
+    script = "import os, pwd\nprint('as', pwd.getpwuid(os.getuid()).pw_name, os.environ['USER'], 6 * 7)\n"
+    proc = ok(box.invoke("app.exec", "--env", box.env, "--app", "guestbook", "--", "python", "-", input=script))
+    assert proc.stdout.splitlines()[-1] == "as guestbook guestbook 42"
+    data = secrets.token_hex(150_000)                                   # 300 kB: many SSH windows
+    counted = ok(box.invoke("app.exec", "--env", box.env, "--app", "names", "--command", "wc -c", input=data))
+    assert counted.stdout.split() == [str(len(data))]
+    # An input that never ends (a pipe nobody closes) does not hold a command that does not read it.
+    with subprocess.Popen([*INVOKE, "app.exec", "--env", box.env, "--app", "names", "--", "echo", "done"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=box.root,
+                          env=dict(os.environ, DROPSHIP_INVENTORY=str(box.inventory))) as never:
+        assert never.stdout.read().splitlines()[-1] == "done" and never.wait(timeout=60) == 0
+
+
+def test_app_exec_in_a_terminal_is_an_interactive_session(app_stack):
+    box = app_stack.box
+    rc, shown = box.invoke_in_terminal(
+        ["app.exec", "--env", box.env, "--app", "guestbook", "--", "python", "-q"],
+        [(">>> ", "import os, pwd; print('as', pwd.getpwuid(os.getuid()).pw_name, os.isatty(0), 6 * 7)\r"),
+         ("as guestbook True 42", "raise SystemExit(5)\r")])
+    assert rc == 5 and "as guestbook True 42" in shown, shown[-2000:]
 
 
 def test_ssh_is_the_deploy_user_with_the_pinned_key_only(app_stack):

@@ -62,8 +62,8 @@ def test_downgrade_command_exact_and_derived():
     assert dbr.downgrade_command("flask --app wsgi db downgrade {revision}", "a1b2c3d4e5f6") == \
         "flask --app wsgi db downgrade a1b2c3d4e5f6"
     assert rel.release_command("/srv/shop/releases/r2", "shop", "flask --app wsgi db downgrade a1b2") == (
-        "cd /srv/shop/releases/r2 && set -a && . ./.env && set +a && PATH=/srv/shop/releases/r2/.venv/bin:$PATH "
-        "HOME=/tmp setpriv --reuid=shop --regid=shop --init-groups sh -c 'flask --app wsgi db downgrade a1b2'")
+        "cd /srv/shop/releases/r2 && export USER=shop LOGNAME=shop && set -a && . ./.env && set +a && "
+        "PATH=/srv/shop/releases/r2/.venv/bin:$PATH HOME=/tmp setpriv --reuid=shop --regid=shop --init-groups sh -c 'flask --app wsgi db downgrade a1b2'")
 
 
 @pytest.mark.parametrize("hostile", ["", "a1; reboot", "$(id)", "`id`", "a b", "a'b", "a\nb", "x" * 65, "../a"])

@@ -1,6 +1,7 @@
 """The pure parts of status, logs, app.exec, audit and ssh: command builders by their exact
 strings (run for real where a shell can), parsers on what hosts print, CI=true as --yes."""
 import json
+import os
 import subprocess
 import textwrap
 from datetime import datetime, timezone
@@ -12,8 +13,10 @@ from provision import cli
 from provision.cli_ops import status_lines
 from provision.errors import DropshipError
 from provision.inventory import AppSettings, DatabaseSettings, HealthSettings, load_inventory
-from provision.workflows.operations import (MEMORY, audit_lines, exec_command, journal_line, line_time, logs_command,
-                                            merge_logs, parse_status, since_seconds, ssh_argv, status_command)
+from provision.transport.ssh import fd_chunks
+from provision.workflows.operations import (MEMORY, audit_lines, exec_command, exec_shell, journal_line, line_time,
+                                            logs_command, merge_logs, parse_status, since_seconds, ssh_argv,
+                                            status_command)
 from provision.workflows.tls import certificates_command
 
 SHOP = AppSettings(name="shop", path="/shop", port=8010, health=HealthSettings("/up"),
@@ -111,8 +114,8 @@ def test_the_memory_probe_runs_on_this_machine():
 
 def test_exec_command_keeps_words_or_takes_a_command_line(tmp_path: Path):
     assert exec_command("/srv/shop/releases/r1", "shop", ["flask", "--app", "wsgi", "fix", "a b"]) == (
-        "cd /srv/shop/releases/r1 && set -a && . ./.env && set +a && PATH=/srv/shop/releases/r1/.venv/bin:$PATH "
-        "HOME=/tmp setpriv --reuid=shop --regid=shop --init-groups sh -c "
+        "cd /srv/shop/releases/r1 && export USER=shop LOGNAME=shop && set -a && . ./.env && set +a && "
+        "PATH=/srv/shop/releases/r1/.venv/bin:$PATH HOME=/tmp setpriv --reuid=shop --regid=shop --init-groups sh -c "
         "'flask --app wsgi fix '\"'\"'a b'\"'\"''")
     assert exec_command("/srv/r1", "shop", ["echo $HOME | wc -c"]).endswith("sh -c 'echo $HOME | wc -c'")
     (tmp_path / ".env").write_text('MARK="from the env"\n')
@@ -120,6 +123,31 @@ def test_exec_command_keeps_words_or_takes_a_command_line(tmp_path: Path):
     script = exec_command(str(tmp_path), "root", ["sh", "-c", 'echo "$MARK"; printf "%s\\n" "$1"', "x", hostile])
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
     assert out == f"from the env\n{hostile}\n" and not (tmp_path / "CANARY").exists()
+
+
+def test_exec_shell_is_one_command_with_stderr_merged(tmp_path: Path):
+    assert exec_shell("/srv/r1", "shop", ["echo $HOME | wc -c"]) == (
+        "sh -c 'exec 2>&1; cd /srv/r1 && export USER=shop LOGNAME=shop && set -a && . ./.env && set +a && "
+        "PATH=/srv/r1/.venv/bin:$PATH HOME=/tmp setpriv --reuid=shop --regid=shop --init-groups sh -c "
+        "'\"'\"'echo $HOME | wc -c'\"'\"''")
+    (tmp_path / ".env").write_text('USER=from-the-env\n')          # the app's own value wins, as in its unit
+    hostile = "a'b; $(touch CANARY)\n\"c\""
+    script = exec_shell(str(tmp_path), "root", ["sh", "-c", 'echo "$USER $LOGNAME"; echo "$1" >&2; read -r x; '
+                                                "echo got $x", "x", hostile])
+    out = subprocess.run(["sh", "-c", script], input="typed\n", capture_output=True, text=True, check=True)
+    assert (out.stdout, out.stderr) == (f"from-the-env root\n{hostile}\ngot typed\n", "")
+    assert not (tmp_path / "CANARY").exists()
+
+
+def test_fd_chunks_passes_a_pipe_on_and_says_when_it_is_quiet():
+    read, write = os.pipe()
+    chunks = fd_chunks(read, wait=0.01)
+    assert next(chunks) == b""                                        # nothing yet: the caller may look again
+    os.write(write, b"abc")
+    assert next(chunks) == b"abc"
+    os.close(write)
+    assert list(chunks) == []                                         # its end ends them
+    os.close(read)
 
 
 def test_audit_lines_are_keyed_by_their_time():
@@ -143,6 +171,8 @@ def test_ssh_argv_pins_the_host_key(tmp_path: Path):
                     "-o", f"UserKnownHostsFile={env.workspace.known_hosts_path}", "-o", "StrictHostKeyChecking=yes",
                     "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "deploy@203.0.113.9", "id", "-un"]
     assert "BatchMode=yes" not in ssh_argv(env, env.host("db-1"), [])
+    assert ssh_argv(env, env.host("db-1"), ["sudo -n sh -c 'python'"], tty=True)[-3:] == [
+        "-t", "deploy@203.0.113.9", "sudo -n sh -c 'python'"]
 
 
 def test_ci_true_answers_prompts_as_yes(monkeypatch):
