@@ -329,31 +329,34 @@ def _say(e):
     return lambda value="": print(redact(value if isinstance(value, str) else _json.dumps(value)))
 
 
-@task(help={"env": "environment",
+@task(help={"env": "environment", "app": "only this app's database (default: every app's)",
             "offsite": "run the scheduled backup now: every database, encrypted, kept on the host and uploaded"})
 @user_errors
 @required("env")
-def backup(c, env=None, offsite=False):
-    """pg_dump the app database now (--offsite: the scheduled, encrypted backup of every database)."""
+def backup(c, env=None, app=None, offsite=False):
+    """pg_dump the apps' databases now (--offsite: the scheduled, encrypted backup of every database)."""
     e = environment(c, env)
     if offsite:
+        if app:
+            raise DropshipError("db.backup: --offsite backs up every database; --app does not apply",
+                                "drop --app, or drop --offsite for a dump of that app's database")
         from .workflows.backups import run_now
 
         return run_now(e, on_line=_say(e))
     from .workflows.database import backup as run_backup
 
-    _say(e)(run_backup(e))
+    run_backup(e, app, on_line=_say(e))
 
 
-@task(help={"env": "environment", "json": "print JSON"})
+@task(help={"env": "environment", "app": "only this app's database (default: every app's)", "json": "print JSON"})
 @user_errors
 @required("env")
-def backups(c, env=None, json=False):
-    """List the app database's dumps and, with backups: configured, the scheduled ones (host and off-site)."""
+def backups(c, env=None, app=None, json=False):
+    """List the apps' database dumps and, with backups: configured, the scheduled ones (host and off-site)."""
     from .workflows.database import backups as list_backups
 
     e = environment(c, env)
-    say, rows = _say(e), list_backups(e)
+    say, rows = _say(e), list_backups(e, app)
     scheduled = None
     if e.settings.backups:
         from .workflows.backups import listing
@@ -361,8 +364,9 @@ def backups(c, env=None, json=False):
         scheduled = listing(e)
     if json:
         return say({"dumps": rows, "scheduled": scheduled} if scheduled else rows)
+    several = len({r["database"] for r in rows}) > 1
     for r in rows:
-        say(f"{r['name']:<48} {r['bytes']:>10} bytes  {r['at']}")
+        say((f"{r['database']:<16} " if several else "") + f"{r['name']:<48} {r['bytes']:>10} bytes  {r['at']}")
     if not rows:
         say("no backups")
     if scheduled:
@@ -373,15 +377,19 @@ def backups(c, env=None, json=False):
 
 
 @task(help={"env": "environment", "file": "backup name (see db.backups) or a local dump file",
+            "app": "the app whose database --file replaces (needed when several apps have one)",
             "from": "a scheduled backup: offsite:LATEST, offsite:<stamp> or host:<stamp>",
             "yes": "do not ask for confirmation"})
 @user_errors
 @required("env")
-def restore(c, env=None, file=None, yes=False, from_=None):
-    """Restore the app database from a dump, or every database from a scheduled backup (replaces their content)."""
+def restore(c, env=None, file=None, app=None, yes=False, from_=None):
+    """Restore an app database from a dump, or every database from a scheduled backup (replaces their content)."""
     e = environment(c, env)
     if bool(file) == bool(from_):
         raise DropshipError("db.restore: pass one of --file NAME or --from offsite:LATEST", "see `invoke db.backups`")
+    if from_ and app:
+        raise DropshipError("db.restore: --from restores every database of the set; --app does not apply",
+                            "drop --app, or restore one dump with --file NAME --app APP")
     if from_:
         from .workflows.backups import restore as restore_set
 
@@ -391,9 +399,9 @@ def restore(c, env=None, file=None, yes=False, from_=None):
         return _say(e)(f"restored backup {stamp} (safety dumps: pre-restore-*.dump in `invoke db.backups`)")
     from .workflows.database import restore as run_restore
 
-    confirm = None if yes else lambda: _confirm(f"Replace database {e.settings.app.database.name} of {env} "
-                                                f"with {file}? Type the environment name: ", env)
-    _say(e)(f"restored from {run_restore(e, file, confirm)}")
+    confirm = None if yes else lambda database: _confirm(f"Replace database {database} of {env} with {file}? "
+                                                         "Type the environment name: ", env)
+    _say(e)(f"restored from {run_restore(e, file, confirm, app)}")
 
 
 @task(name="copy", help={"env": "environment", "from": "the host whose PostgreSQL holds the databases now (the "

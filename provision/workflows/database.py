@@ -1,4 +1,4 @@
-"""``db.backup``, ``db.backups``, ``db.restore``: the app database's dumps on its Postgres host."""
+"""``db.backup``, ``db.backups``, ``db.restore``: the app databases' dumps on their Postgres host."""
 from __future__ import annotations
 
 import base64
@@ -93,11 +93,26 @@ def read_dump(path: Path) -> bytes:
             from None
 
 
-def _database(env: Environment) -> DatabaseSettings:
-    app = env.settings.app
-    if app is None or app.database is None:
-        raise DropshipError(f"environment {env.name} has no app database", "add app.database to the inventory")
-    return app.database
+def app_databases(env: Environment, app: str | None = None) -> list[DatabaseSettings]:
+    """The apps' databases, each once (apps may share one), or ``app``'s; refused where there is none (pure)."""
+    apps = [a for a in env.settings.apps if app in (None, a.name)]
+    if app is not None and not apps:
+        raise DropshipError(f"unknown app {app!r} in environment {env.name}",
+                            f"use --app with one of: {', '.join(a.name for a in env.settings.apps) or 'none'}")
+    found = list({a.database.name: a.database for a in apps if a.database}.values())
+    if not found:
+        raise DropshipError(f"{'app ' + app if app else 'environment ' + env.name} has no database",
+                            "add a database: to the app in the inventory")
+    return found
+
+
+def _one_database(env: Environment, app: str | None) -> DatabaseSettings:
+    """The database a command on one database acts on: the only one, or ``app``'s (pure)."""
+    found = app_databases(env, app)
+    if len(found) > 1:
+        raise DropshipError(f"environment {env.name} has several app databases: {', '.join(d.name for d in found)}",
+                            "pass --app NAME")
+    return found[0]
 
 
 def _session(env: Environment) -> Session:
@@ -118,47 +133,58 @@ def _failed(session: Session, step: str, output: str, fix: str) -> RemoteError:
     return RemoteError(session.name, step, session.redact(output.strip()[-300:]), fix)
 
 
-def backup(env: Environment) -> str:
-    db = _database(env)
+def backup(env: Environment, app: str | None = None, on_line: Callable[[str], None] = print) -> list[str]:
+    """pg_dump every app database (or ``app``'s) now, one after the other; the dumps' paths."""
+    dbs, stamp, started = app_databases(env, app), time.strftime("manual-%Y%m%dT%H%M%SZ", time.gmtime()), \
+        time.monotonic()
     session = _session(env)
     try:
-        result = session.script(backup_command(db.name, time.strftime("manual-%Y%m%dT%H%M%SZ", time.gmtime())),
-                                timeout=3600)
-        if result.rc != 0:
-            raise _failed(session, "pg_dump", result.stdout, "check the database is up")
-        return session.redact(result.stdout.strip().splitlines()[-1])
+        paths = []
+        for db in dbs:
+            on_line(f"[{session.name}] pg_dump {db.name} …")
+            result = session.script(backup_command(db.name, stamp), timeout=3600)
+            if result.rc != 0:
+                raise _failed(session, f"pg_dump {db.name}", result.stdout,
+                              "check the database is up" + (f"; dumped before it: {', '.join(paths)}" if paths else ""))
+            paths.append(session.redact(result.stdout.strip().splitlines()[-1]))
+            on_line(paths[-1])
+        on_line(f"recap: {len(paths)} database(s) dumped on {session.name} in {time.monotonic() - started:.1f}s")
+        return paths
     finally:
         session.close()
 
 
-def backups(env: Environment) -> list[dict]:
-    """The dumps on the host that ``db.restore`` accepts by name."""
-    db = _database(env)
+def backups(env: Environment, app: str | None = None) -> list[dict]:
+    """The dumps on the host that ``db.restore`` accepts by name, of every app database (or ``app``'s)."""
+    dbs = app_databases(env, app)
     session = _session(env)
     try:
-        out = session.redact(session.script(backups_command(db.name), timeout=60).stdout)
+        out = {db.name: session.redact(session.script(backups_command(db.name), timeout=60).stdout) for db in dbs}
     finally:
         session.close()
     rows = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and BACKUP_NAME.fullmatch(parts[0]):
-            rows.append({"name": parts[0], "bytes": int(parts[1]), "at": parts[2].split(".")[0] + "Z",
-                         "host": session.name})
+    for database, text in out.items():
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and BACKUP_NAME.fullmatch(parts[0]):
+                rows.append({"name": parts[0], "bytes": int(parts[1]), "at": parts[2].split(".")[0] + "Z",
+                             "host": session.name, "database": database})
     return rows
 
 
-def restore(env: Environment, file: str, confirm: Callable[[], None] | None = None) -> str:
-    """Restore a backup listed by ``db.backups`` (by name), or a local dump file (uploaded first).
+def restore(env: Environment, file: str, confirm: Callable[[str], None] | None = None,
+            app: str | None = None) -> str:
+    """Restore a backup listed by ``db.backups`` (by name), or a local dump file (uploaded first),
+    into the only app database or ``app``'s.
 
-    The name or the file is checked, and ``confirm()`` asked, before the host is contacted.
+    The name or the file is checked, and ``confirm(database)`` asked, before the host is contacted.
     """
-    db = _database(env)
+    db = _one_database(env, app)
     data = read_dump(Path(file)) if _is_local_file(file) else None
     remote = backup_path(db.name, file) if data is None else \
         f"{backup_dir(db.name)}/uploaded-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.dump"
     if confirm:
-        confirm()
+        confirm(db.name)
     session = _session(env)
     try:
         if data is not None:

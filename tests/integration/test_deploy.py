@@ -212,7 +212,8 @@ def test_db_backup_list_restore(site):
     assert before == NAMES
 
     proc = site.box.invoke("db.backup", "--env", site.env, check=True)
-    path = proc.stdout.strip().splitlines()[-1]
+    *_, path, recap = proc.stdout.strip().splitlines()
+    assert recap.startswith("recap: 1 database(s) dumped on web-1 in ")
     name = path.rsplit("/", 1)[-1]
     assert path.startswith("/var/backups/dropship/names/manual-") and name.endswith(".dump")
     listed = last_json(site.box.invoke("db.backups", "--env", site.env, "--json", check=True))

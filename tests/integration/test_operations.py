@@ -11,7 +11,8 @@ import urllib.request
 import pytest
 
 from provision.transport.hostkeys import KnownHosts
-from tests.support import INVOKE, last_json, random_host_key, sandbox_secret
+from tests.support import (INVOKE, Browser, guestbook_page, last_json, one_error_line, random_host_key,
+                           sandbox_secret, sign)
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +104,30 @@ def test_app_exec_in_a_terminal_is_an_interactive_session(app_stack):
         [(">>> ", "import os, pwd; print('as', pwd.getpwuid(os.getuid()).pw_name, os.isatty(0), 6 * 7)\r"),
          ("as guestbook True 42", "raise SystemExit(5)\r")])
     assert rc == 5 and "as guestbook True 42" in shown, shown[-2000:]
+
+
+def test_db_backup_and_restore_of_one_app_among_several(app_stack):
+    box = app_stack.box
+    browser = Browser(f"http://{app_stack.info.address}:{app_stack.info.port(80)}")
+    names = browser.page()[1]
+    proc = ok(box.invoke("db.backup", "--env", box.env))
+    paths = [ln for ln in proc.stdout.splitlines() if ln.startswith("/var/backups/")]
+    assert [p.rsplit("/", 2)[1] for p in paths] == ["names", "guestbook"]       # every app's database
+    assert proc.stdout.splitlines()[-1].startswith("recap: 2 database(s) dumped on web-1 in ")
+    name = paths[1].rsplit("/", 1)[1]
+    listed = last_json(box.invoke("db.backups", "--env", box.env, "--json"))
+    assert {(b["database"], b["name"]) for b in listed} >= {("names", name), ("guestbook", name)}
+    assert {b["database"] for b in last_json(box.invoke("db.backups", "--env", box.env, "--app", "guestbook",
+                                                        "--json"))} == {"guestbook"}
+    assert sign(browser, "Temp", "written after the dump") in (302, 303)
+    assert "written after the dump" in " ".join(guestbook_page(browser)[2])
+    refused = box.invoke("db.restore", "--env", box.env, "--file", name, "--yes")
+    assert one_error_line(refused) == ("error: environment " + box.env + " has several app databases: names, "
+                                       "guestbook (fix: pass --app NAME)")
+    ok(box.invoke("db.restore", "--env", box.env, "--file", name, "--app", "guestbook", "--yes"))
+    entries = " ".join(guestbook_page(browser)[2])
+    assert "written after the dump" not in entries and all(m in entries for _, m in app_stack.ENTRIES)
+    assert browser.page()[1] == names                                   # the other app's database untouched
 
 
 def test_ssh_is_the_deploy_user_with_the_pinned_key_only(app_stack):

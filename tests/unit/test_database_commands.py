@@ -133,11 +133,54 @@ def test_restore_asks_before_connecting(env):
     class Declined(Exception):
         pass
 
-    def decline():
+    def decline(database):
+        assert database == "names"
         raise Declined
 
     with pytest.raises(Declined):
         db.restore(env, "manual-20261202T041500Z.dump", confirm=decline)
+
+
+SEVERAL = INVENTORY.replace("""    app:
+      name: names
+      database: {name: names, user: names, password: {secret: app_db_password}}
+""", """    apps:
+      - name: names
+        database: {name: names, user: names, password: {secret: app_db_password}}
+      - {name: static-site, path: /static}
+      - {name: names-admin, path: /admin, database: {name: names, user: names, password: {secret: app_db_password}}}
+      - {name: shop, path: /shop, database: {name: shop_db, user: shop, password: {secret: shop_password}}}
+""")
+
+
+@pytest.fixture
+def several(tmp_path, monkeypatch):
+    (tmp_path / "inventory.yaml").write_text(SEVERAL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(db, "_session", lambda env: pytest.fail("a host was contacted"))
+    return load_environment(tmp_path / "inventory.yaml", "prod")
+
+
+def test_app_databases_are_each_apps_once_or_one_apps(several):
+    assert [d.name for d in db.app_databases(several)] == ["names", "shop_db"]       # names-admin shares names
+    assert [d.name for d in db.app_databases(several, "shop")] == ["shop_db"]
+    assert [d.name for d in db.app_databases(several, "names-admin")] == ["names"]
+    with pytest.raises(DropshipError) as info:
+        db.app_databases(several, "static-site")
+    assert info.value.message == "app static-site has no database"
+    with pytest.raises(DropshipError) as info:
+        db.app_databases(several, "shop; reboot")
+    assert info.value.message == "unknown app 'shop; reboot' in environment prod"
+    assert "names, static-site, names-admin, shop" in info.value.fix
+
+
+def test_restore_of_one_dump_needs_the_app_where_several_have_databases(several):
+    with pytest.raises(DropshipError) as info:
+        db.restore(several, "manual-20261202T041500Z.dump", confirm=lambda database: pytest.fail("asked"))
+    assert (info.value.message, info.value.fix) == ("environment prod has several app databases: names, shop_db",
+                                                 "pass --app NAME")
+    with pytest.raises(DropshipError, match="backup name"):      # checked before asking, for the app's database
+        db.restore(several, "x.dump; reboot", confirm=lambda database: pytest.fail("asked"), app="shop")
 
 
 def test_cli_refuses_a_hostile_name_in_one_line(tmp_path):
