@@ -249,8 +249,8 @@ def test_database_errors_are_masked(env, monkeypatch):
     secret = store(env).resolve(db_ref(env))
     monkeypatch.setattr(database, "_session", lambda e: FakeSession(e, [f"FATAL: password {secret} refused"], 1))
     with pytest.raises(DropshipError) as info:
-        database.backup(env)
-    assert str(info.value) == (f"web-1: pg_dump: FATAL: password {MASK} refused (fix: check the database is up)")
+        database.backup(env, on_line=lambda line: None)
+    assert str(info.value) == (f"web-1: pg_dump names: FATAL: password {MASK} refused (fix: check the database is up)")
 
 
 def test_cli_prints_through_the_redactor(env, capsys):
