@@ -1,8 +1,8 @@
-"""Which hosts a command works on, and how to reach each (pure apart from reading state)."""
+"""Which hosts and apps a command works on, and how to reach each host (pure apart from reading state)."""
 from __future__ import annotations
 
 from .errors import DropshipError
-from .inventory import Environment, HostSpec
+from .inventory import AppSettings, Environment, HostSpec
 from .keys import key_path
 from .state import first_contact, load_droplets
 from .transport.ssh import Target
@@ -18,6 +18,15 @@ def select(env: Environment, names: tuple[str, ...] | None) -> list[HostSpec]:
         raise DropshipError(f"unknown host(s) {', '.join(unknown)} in environment {env.name}",
                             f"use one of: {', '.join(sorted(known))}")
     return [h for h in env.hosts if h.name in names]
+
+
+def apps(env: Environment, name: str | None) -> tuple[AppSettings, ...]:
+    """Every app of the environment, or the one called ``name`` (``--app``; an unknown name is an error)."""
+    names = [a.name for a in env.settings.apps]
+    if name is not None and name not in names:
+        raise DropshipError(f"unknown app {name!r} in environment {env.name}",
+                            f"use --app with one of: {', '.join(names) or 'none (no apps: in the inventory)'}")
+    return tuple(a for a in env.settings.apps if name in (None, a.name))
 
 
 def targets(env: Environment, hosts: list[HostSpec], accept_new_keys: bool = False) -> list[Target]:

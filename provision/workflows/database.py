@@ -95,11 +95,7 @@ def read_dump(path: Path) -> bytes:
 
 def app_databases(env: Environment, app: str | None = None) -> list[DatabaseSettings]:
     """The apps' databases, each once (apps may share one), or ``app``'s; refused where there is none (pure)."""
-    apps = [a for a in env.settings.apps if app in (None, a.name)]
-    if app is not None and not apps:
-        raise DropshipError(f"unknown app {app!r} in environment {env.name}",
-                            f"use --app with one of: {', '.join(a.name for a in env.settings.apps) or 'none'}")
-    found = list({a.database.name: a.database for a in apps if a.database}.values())
+    found = list({a.database.name: a.database for a in host_selection.apps(env, app) if a.database}.values())
     if not found:
         raise DropshipError(f"{'app ' + app if app else 'environment ' + env.name} has no database",
                             "add a database: to the app in the inventory")

@@ -249,15 +249,6 @@ def ssh_argv(env: Environment, host: HostSpec, command: list[str], tty: bool = F
 
 # --- the workflows ------------------------------------------------------------------------------------
 
-def _apps(env: Environment, name: str | None) -> tuple[AppSettings, ...]:
-    """Every app of the environment, or the one called ``name``."""
-    names = [a.name for a in env.settings.apps]
-    if name is not None and name not in names:
-        raise DropshipError(f"unknown app {name!r} in environment {env.name}",
-                            f"use --app with one of: {', '.join(names) or 'none (no apps: in the inventory)'}")
-    return tuple(a for a in env.settings.apps if name in (None, a.name))
-
-
 def _hosts(env: Environment, names, *roles: str) -> list[HostSpec]:
     """The chosen hosts (``names``, default all) with one of ``roles`` (any role when none is given)."""
     chosen = [h for h in host_selection.select(env, names) if not roles or set(roles) & set(h.roles)]
@@ -287,7 +278,7 @@ def logs(env: Environment, app: str | None, names, follow: bool, since: str | No
     """The chosen apps' slot journals and nginx's logs of each app host (the lb's nginx logs too), in
     time order (or streamed with ``follow``), each line as ``[host] line``, secrets masked."""
     seconds = since_seconds(since)
-    apps = _apps(env, app)
+    apps = host_selection.apps(env, app)
     chosen = _hosts(env, names, "app", "lb")
     redactor = redactor_for(env)
     known = KnownHosts(env.workspace.known_hosts_path)
@@ -323,7 +314,7 @@ def app_exec(env: Environment, app: str | None, host: str | None, argv: list[str
     if not argv or not any(a.strip() for a in argv):
         raise DropshipError("app.exec needs a command", "pass it after --, e.g. `invoke app.exec --env staging -- "
                                                         "flask --app wsgi shell`")
-    apps = _apps(env, app)
+    apps = host_selection.apps(env, app)
     if len(apps) != 1:
         raise DropshipError(f"environment {env.name} has several apps: {', '.join(a.name for a in apps)}",
                             "pass --app NAME")

@@ -171,7 +171,7 @@ def test_app_databases_are_each_apps_once_or_one_apps(several):
     with pytest.raises(DropshipError) as info:
         db.app_databases(several, "shop; reboot")
     assert info.value.message == "unknown app 'shop; reboot' in environment prod"
-    assert "names, static-site, names-admin, shop" in info.value.fix
+    assert info.value.fix == "use --app with one of: names, static-site, names-admin, shop"
 
 
 def test_restore_of_one_dump_needs_the_app_where_several_have_databases(several):
