@@ -462,16 +462,17 @@ def airflow_dags(c, env=None, json=False):
 
 
 @task(name="trigger", help={"env": "environment", "dag": "DAG id", "date": "logical date (YYYY-MM-DD)",
+                            "conf": "the run's configuration, a JSON object (dag_run.conf, params)",
                             "wait": "wait for the run to finish"})
 @user_errors
 @required("env", "dag")
-def airflow_trigger(c, env=None, dag=None, date=None, wait=False):
-    """Trigger a DAG run (optionally at a logical date) and optionally wait for it."""
+def airflow_trigger(c, env=None, dag=None, date=None, conf=None, wait=False):
+    """Trigger a DAG run (optionally at a logical date, with a conf) and optionally wait for it."""
     from .workflows.airflow import trigger
 
     e = environment(c, env)
     say = _say(e)
-    result = trigger(e, dag, date, wait, on_line=say)
+    result = trigger(e, dag, date, wait, on_line=say, conf=conf)
     say(result)
     if wait and result != "success":
         raise Exit(code=1)

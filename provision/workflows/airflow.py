@@ -368,11 +368,35 @@ def service_name(env: Environment, service: str) -> str:
     return name
 
 
-def trigger(env: Environment, dag: str, date: str | None, wait: bool, on_line=None) -> str:
+def check_conf(value: str) -> str:
+    """``value`` (``--conf``) as compact JSON if it is a JSON object, else one error line (pure)."""
+    import json
+
+    try:
+        conf = json.loads(value)
+    except ValueError as exc:
+        raise DropshipError(f"--conf is not JSON: {exc}", """pass an object, e.g. --conf '{"day": "2015-06-01"}'""") \
+            from None
+    if not isinstance(conf, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(conf), "a number")
+        raise DropshipError(f"--conf is {kind}, not a JSON object",
+                            """pass an object, e.g. --conf '{"day": "2015-06-01"}'""")
+    return json.dumps(conf, separators=(",", ":"))
+
+
+def trigger_command(dag: str, date: str | None, conf: str | None) -> str:
+    """``airflow dags trigger`` of ``dag`` at ``date`` with ``conf`` (checked JSON), its run as JSON."""
+    return (f"airflow dags trigger {q(dag)}" + (f" --logical-date {q(date)}" if date else "")
+            + (f" --conf {q(conf)}" if conf else "") + " -o json")
+
+
+def trigger(env: Environment, dag: str, date: str | None, wait: bool, on_line=None, conf: str | None = None) -> str:
+    """Trigger a run of ``dag`` (at ``date``, with the JSON object ``conf``); its run id, or with
+    ``wait`` its final state. The inputs are checked before Airflow's host is contacted."""
     if date is not None:
         check_date("--date", date)
-    logical = f" --logical-date {q(date)}" if date else ""
-    rc, out = run(env, compose_exec(f"airflow dags trigger {q(dag)}{logical} -o json"), timeout=300)
+    conf = check_conf(conf) if conf is not None else None
+    rc, out = run(env, compose_exec(trigger_command(dag, date, conf)), timeout=300)
     rows = _json_rows(out)
     if rc != 0 or not rows:
         raise _failed(env, f"trigger of {dag}", rc, out, "check the DAG id with `invoke airflow.dags`")

@@ -229,6 +229,17 @@ def test_run_triggered_through_the_rest_api_succeeds(stack):
     assert sorted((t["task_id"], t["state"]) for t in tis) == [(f"task_{n}", "success") for n in range(1, 5)], tis
 
 
+def test_trigger_passes_a_conf_on_as_data(stack):
+    conf = {"who": "it's $(id) `id`", "rows": [1, 2.5, None], "nested": {"ok": True}}
+    proc = stack.invoke("airflow.trigger", "--env", stack.env, "--dag", DAG, "--conf", json.dumps(conf), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    path = f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(proc.stdout.splitlines()[-1], safe='')}"
+    assert stack.api.get(path)["conf"] == conf
+    assert poll("the run finished", lambda: stack.api.get(path)["state"] in ("success", "failed"), 180, every=2)
+    bad = stack.invoke("airflow.trigger", "--env", stack.env, "--dag", DAG, "--conf", "{'who': 1}")
+    assert one_error_line(bad).startswith("error: --conf is not JSON: Expecting property name")
+
+
 # --- 6. the UI behind nginx and Airflow's login; nothing else published ---------------------------------
 
 def test_api_needs_a_token(stack):

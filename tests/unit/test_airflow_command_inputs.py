@@ -3,7 +3,7 @@ releases and unlock accept, checked before any host is contacted (pure)."""
 import pytest
 
 from provision.errors import DropshipError
-from provision.workflows.airflow import check_date, service_name
+from provision.workflows.airflow import check_conf, check_date, service_name, trigger_command
 from provision.workflows.deploy import chosen_apps
 from tests.unit.test_airflow_workers_rules import load
 
@@ -39,6 +39,29 @@ def test_a_range_takes_days(value):
     with pytest.raises(DropshipError) as info:
         check_date("--start", value, day=True)
     assert str(info.value) == f"--start {value!r} is not a date like 2015-06-01 (fix: pass e.g. --start 2015-06-01)"
+
+
+def test_trigger_command_keeps_the_conf_one_argument():
+    conf = check_conf('{"who": "it\'s $(id)", "n": [1, 2.5, null],\n "nested": {"a": true}}')
+    assert conf == '{"who":"it\'s $(id)","n":[1,2.5,null],"nested":{"a":true}}'
+    assert trigger_command("team_etl", "2015-06-01", conf) == (
+        "airflow dags trigger team_etl --logical-date 2015-06-01 --conf "
+        "'{\"who\":\"it'\"'\"'s $(id)\",\"n\":[1,2.5,null],\"nested\":{\"a\":true}}' -o json")
+    assert trigger_command("x; reboot", None, None) == "airflow dags trigger 'x; reboot' -o json"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{'a': 1}", "--conf is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ("", "--conf is not JSON: Expecting value: line 1 column 1 (char 0)"),
+    ("[1, 2]", "--conf is an array, not a JSON object"),
+    ('"day"', "--conf is a string, not a JSON object"),
+    ("null", "--conf is null, not a JSON object"),
+    ("2.5", "--conf is a number, not a JSON object"),
+])
+def test_a_conf_is_a_json_object(value, message):
+    with pytest.raises(DropshipError) as info:
+        check_conf(value)
+    assert info.value.message == message and info.value.fix.startswith("pass an object, e.g. --conf '{")
 
 
 def test_services_by_short_or_compose_name(tmp_path):
