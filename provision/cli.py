@@ -478,17 +478,18 @@ def airflow_trigger(c, env=None, dag=None, date=None, conf=None, wait=False):
         raise Exit(code=1)
 
 
-@task(name="test", help={"env": "environment", "dag": "DAG id", "task": "task id", "date": "logical date"})
+@task(name="test", help={"env": "environment", "dag": "DAG id", "task": "task id", "date": "logical date",
+                         "params": "the task's params, a JSON object (as `airflow tasks test -t`)"})
 @user_errors
 @required("env", "dag", "task", "date")
-def airflow_test(c, env=None, dag=None, task=None, date=None):
+def airflow_test(c, env=None, dag=None, task=None, date=None, params=None):
     """Run one task in isolation (airflow tasks test), print its log and its state; exit 1 unless it succeeded
     (or skipped). The run it needs is one the scheduler leaves alone, removed afterwards."""
     from .workflows.airflow_task_test import run_task_test, summary
 
     e = environment(c, env)
     say = _say(e)
-    outcome = run_task_test(e, dag, task, date, on_line=say)
+    outcome = run_task_test(e, dag, task, date, on_line=say, params=params)
     say(summary(dag, task, outcome))
     if not outcome.ok:
         raise Exit(code=1)

@@ -368,20 +368,19 @@ def service_name(env: Environment, service: str) -> str:
     return name
 
 
-def check_conf(value: str) -> str:
-    """``value`` (``--conf``) as compact JSON if it is a JSON object, else one error line (pure)."""
+def json_object(flag: str, value: str) -> str:
+    """``value`` (given as ``flag``) as compact JSON if it is a JSON object, else one error line (pure)."""
     import json
 
+    fix = f"""pass an object, e.g. {flag} '{{"day": "2015-06-01"}}'"""
     try:
-        conf = json.loads(value)
+        parsed = json.loads(value)
     except ValueError as exc:
-        raise DropshipError(f"--conf is not JSON: {exc}", """pass an object, e.g. --conf '{"day": "2015-06-01"}'""") \
-            from None
-    if not isinstance(conf, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(conf), "a number")
-        raise DropshipError(f"--conf is {kind}, not a JSON object",
-                            """pass an object, e.g. --conf '{"day": "2015-06-01"}'""")
-    return json.dumps(conf, separators=(",", ":"))
+        raise DropshipError(f"{flag} is not JSON: {exc}", fix) from None
+    if not isinstance(parsed, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(parsed), "a number")
+        raise DropshipError(f"{flag} is {kind}, not a JSON object", fix)
+    return json.dumps(parsed, separators=(",", ":"))
 
 
 def trigger_command(dag: str, date: str | None, conf: str | None) -> str:
@@ -395,7 +394,7 @@ def trigger(env: Environment, dag: str, date: str | None, wait: bool, on_line=No
     ``wait`` its final state. The inputs are checked before Airflow's host is contacted."""
     if date is not None:
         check_date("--date", date)
-    conf = check_conf(conf) if conf is not None else None
+    conf = json_object("--conf", conf) if conf is not None else None
     rc, out = run(env, compose_exec(trigger_command(dag, date, conf)), timeout=300)
     rows = _json_rows(out)
     if rc != 0 or not rows:

@@ -16,11 +16,11 @@ from ..engine.model import q
 from ..errors import DropshipError
 from ..inventory import Environment
 from ..secrets import redactor_for
-from .airflow import check_date, compose_exec, run
+from .airflow import check_date, compose_exec, json_object, run
 
 TEMPORARY = "__airflow_temporary_run_"       # Airflow's own prefix: its `tasks test` leftovers go too
 
-# argv: dag id, task id, date. Prints PREPARED {"run_id", "created"} or {"error"}, the task's log, then
+# argv: dag id, task id, date[, params (a JSON object)]. Prints PREPARED {"run_id", "created"} or {"error"}, the task's log, then
 # FINISHED {"rc", "state"[, "left", "error"]}: one process, so Airflow is imported once.
 TASK_TEST = r"""
 import json, signal, sys, time, traceback
@@ -34,6 +34,7 @@ from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
 TEMPORARY = "__airflow_temporary_run_"
 dag_id, task_id, when = sys.argv[1:4]
+params = sys.argv[4:5]
 def say(marker, **kw):
     print(marker + " " + json.dumps(kw), flush=True)
 def first_line(e):
@@ -80,7 +81,7 @@ signal.signal(signal.SIGTERM, ended)
 signal.signal(signal.SIGHUP, ended)
 rc = 0
 try:
-    args = cli_parser.get_parser().parse_args(["tasks", "test", dag_id, task_id, run_id])
+    args = cli_parser.get_parser().parse_args(["tasks", "test", dag_id, task_id, run_id] + ["-t"] * len(params) + params)
     args.func(args)
 except SystemExit as e:
     rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -119,8 +120,9 @@ class Outcome:
         return self.rc == 0 and self.state in PASSED
 
 
-def task_test_command(dag: str, task: str, date: str) -> str:
-    return compose_exec(f"python -c {q(TASK_TEST)} {q(dag)} {q(task)} {q(date)}")
+def task_test_command(dag: str, task: str, date: str, params: str | None = None) -> str:
+    """The test in the scheduler's container; ``params``: checked JSON, the task's params."""
+    return compose_exec(f"python -c {q(TASK_TEST)} {q(dag)} {q(task)} {q(date)}" + (f" {q(params)}" if params else ""))
 
 
 def marked(output: str, marker: str) -> dict | None:
@@ -143,11 +145,13 @@ def summary(dag: str, task: str, outcome: Outcome) -> str:
     return text
 
 
-def run_task_test(env: Environment, dag: str, task: str, date: str, on_line=None) -> Outcome:
-    """Run ``task`` of ``dag`` at ``date`` in isolation, streaming its log to ``on_line`` (secrets masked)."""
+def run_task_test(env: Environment, dag: str, task: str, date: str, on_line=None, params: str | None = None) -> Outcome:
+    """Run ``task`` of ``dag`` at ``date`` in isolation (with ``params``, a JSON object, as its
+    params), streaming its log to ``on_line`` (secrets masked)."""
     check_date("--date", date)
+    params = json_object("--params", params) if params is not None else None
     shown = (lambda line: None if line.startswith(MARKERS) else on_line(line)) if on_line else None
-    rc, out = run(env, task_test_command(dag, task, date), on_line=shown, timeout=900)
+    rc, out = run(env, task_test_command(dag, task, date, params), on_line=shown, timeout=900)
     prepared = marked(out, "PREPARED")
     if prepared is None or "error" in prepared:
         why = prepared["error"] if prepared else (out.strip().splitlines() or ["no answer"])[-1]

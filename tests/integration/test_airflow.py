@@ -186,9 +186,9 @@ def test_dags_lists_helloworld_without_import_errors(stack):
 
 # --- 3. one task -------------------------------------------------------------------------------------
 
-def task_test(stack: Stack, dag: str, task: str, date: str = "2015-06-01", rc: int = 0) -> str:
+def task_test(stack: Stack, dag: str, task: str, date: str = "2015-06-01", rc: int = 0, *more: str) -> str:
     """`airflow.test` of one task of an active DAG: its output, which ends with the task's state."""
-    proc = stack.invoke("airflow.test", "--env", stack.env, "--dag", dag, "--task", task, "--date", date)
+    proc = stack.invoke("airflow.test", "--env", stack.env, "--dag", dag, "--task", task, "--date", date, *more)
     assert proc.returncode == rc, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "invalid_state" not in proc.stdout, proc.stdout[-3000:]
     return proc.stdout
@@ -491,7 +491,8 @@ default_args = {"owner": "data-team", "retries": 1, "retry_delay": timedelta(min
 
 with DAG(dag_id="team_etl", default_args=default_args, start_date=datetime(2023, 1, 1), schedule=None,
          catchup=False, tags=["etl"]) as dag:
-    PythonOperator(task_id="greet", python_callable=greet) >> BashOperator(task_id="load", bash_command="echo loaded")
+    PythonOperator(task_id="greet", python_callable=greet) >> BashOperator(
+        task_id="load", bash_command="echo loaded {{ params.rows }} rows", params={"rows": 0})
     # runnable at once in any run: its mark says the scheduler ran it
     BashOperator(task_id="notify", bash_command="echo sent >> /opt/airflow/logs/notified-{{ run_id }}")
     BashOperator(task_id="check", bash_command="echo 'rows: 0'; exit 3", retries=0)
@@ -554,7 +555,8 @@ def test_dags_written_elsewhere_deploy_and_run_with_their_own_modules(stack):
         docker_exec(stack.container, compose_exec(f"python -c {shlex.quote(LEFTOVER)} team_etl 2024-03-01"))
         left = stack.api.get("/api/v2/dags/team_etl/dagRuns")["dag_runs"]
         assert [(r["dag_run_id"][:len(TEMPORARY)], r["state"]) for r in left] == [(TEMPORARY, "success")], left
-        assert task_test(stack, "team_etl", "load", "2024-03-01").strip().endswith("team_etl.load: success")
+        out = task_test(stack, "team_etl", "load", "2024-03-01", 0, "--params", '{"rows": 42}')
+        assert "loaded 42 rows" in out and out.strip().endswith("team_etl.load: success"), out[-3000:]
         assert stack.api.get("/api/v2/dags/team_etl/dagRuns")["dag_runs"] == []
 
         repo.write("nightly_report.py", OLD_API_DAG, "a DAG using schedule_interval, gone in Airflow 3")

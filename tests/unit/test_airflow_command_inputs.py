@@ -3,7 +3,7 @@ releases and unlock accept, checked before any host is contacted (pure)."""
 import pytest
 
 from provision.errors import DropshipError
-from provision.workflows.airflow import check_conf, check_date, service_name, trigger_command
+from provision.workflows.airflow import check_date, json_object, service_name, trigger_command
 from provision.workflows.deploy import chosen_apps
 from tests.unit.test_airflow_workers_rules import load
 
@@ -42,7 +42,7 @@ def test_a_range_takes_days(value):
 
 
 def test_trigger_command_keeps_the_conf_one_argument():
-    conf = check_conf('{"who": "it\'s $(id)", "n": [1, 2.5, null],\n "nested": {"a": true}}')
+    conf = json_object("--conf", '{"who": "it\'s $(id)", "n": [1, 2.5, null],\n "nested": {"a": true}}')
     assert conf == '{"who":"it\'s $(id)","n":[1,2.5,null],"nested":{"a":true}}'
     assert trigger_command("team_etl", "2015-06-01", conf) == (
         "airflow dags trigger team_etl --logical-date 2015-06-01 --conf "
@@ -60,8 +60,8 @@ def test_trigger_command_keeps_the_conf_one_argument():
 ])
 def test_a_conf_is_a_json_object(value, message):
     with pytest.raises(DropshipError) as info:
-        check_conf(value)
-    assert info.value.message == message and info.value.fix.startswith("pass an object, e.g. --conf '{")
+        json_object("--conf", value)
+    assert info.value.message == message and info.value.fix == """pass an object, e.g. --conf '{"day": "2015-06-01"}'"""
 
 
 def test_services_by_short_or_compose_name(tmp_path):

@@ -14,11 +14,14 @@ def test_inputs_are_arguments_of_the_snippet_never_code():
     assert task_test_command(dag, task, date) == \
         f"{EXEC} python -c {shlex.quote(TASK_TEST)} {shlex.quote(dag)} 'it'\"'\"'s' {date}"
     assert shlex.split(task_test_command(dag, task, date))[-3:] == [dag, task, date]
+    params = '{"rows":"$(id) it\'s"}'
+    assert task_test_command(dag, task, date, params) == \
+        f"{EXEC} python -c {shlex.quote(TASK_TEST)} {shlex.quote(dag)} 'it'\"'\"'s' {date} {shlex.quote(params)}"
 
 
 def test_the_snippet_is_python_and_runs_the_task_through_airflows_own_cli():
     compile(TASK_TEST, "task_test", "exec")
-    assert 'parse_args(["tasks", "test", dag_id, task_id, run_id])' in TASK_TEST
+    assert 'parse_args(["tasks", "test", dag_id, task_id, run_id] + ["-t"] * len(params) + params)' in TASK_TEST
     assert all(m.endswith(" ") and f'say("{m.strip()}"' in TASK_TEST for m in MARKERS)
 
 
