@@ -107,12 +107,17 @@ def test_read_dump_accepts_the_custom_format_only(tmp_path):
 
 # --- db.restore refuses before contacting a host ------------------------------------------------------
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    (tmp_path / "inventory.yaml").write_text(INVENTORY)
+def offline(tmp_path, monkeypatch, inventory: str):
+    """The environment ``prod`` of ``inventory``, where any contact with a host fails the test."""
+    (tmp_path / "inventory.yaml").write_text(inventory)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(db, "_session", lambda env: pytest.fail("a host was contacted"))
     return load_environment(tmp_path / "inventory.yaml", "prod")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    return offline(tmp_path, monkeypatch, INVENTORY)
 
 
 @pytest.mark.parametrize("name", ["../../etc/shadow", "x.dump; reboot", "$(reboot).dump", "x" * 5000])
@@ -155,10 +160,7 @@ SEVERAL = INVENTORY.replace("""    app:
 
 @pytest.fixture
 def several(tmp_path, monkeypatch):
-    (tmp_path / "inventory.yaml").write_text(SEVERAL)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(db, "_session", lambda env: pytest.fail("a host was contacted"))
-    return load_environment(tmp_path / "inventory.yaml", "prod")
+    return offline(tmp_path, monkeypatch, SEVERAL)
 
 
 def test_app_databases_are_each_apps_once_or_one_apps(several):
