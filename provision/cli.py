@@ -479,18 +479,19 @@ def airflow_trigger(c, env=None, dag=None, date=None, conf=None, wait=False):
 
 
 @task(name="test", help={"env": "environment", "dag": "DAG id", "task": "task id", "date": "logical date",
-                         "params": "the task's params, a JSON object (as `airflow tasks test -t`)"})
+                         "params": "the task's params, a JSON object (as `airflow tasks test -t`)",
+                         "map-index": "one instance of a mapped task (0 for the first)"})
 @user_errors
 @required("env", "dag", "task", "date")
-def airflow_test(c, env=None, dag=None, task=None, date=None, params=None):
+def airflow_test(c, env=None, dag=None, task=None, date=None, params=None, map_index=None):
     """Run one task in isolation (airflow tasks test), print its log and its state; exit 1 unless it succeeded
     (or skipped). The run it needs is one the scheduler leaves alone, removed afterwards."""
-    from .workflows.airflow_task_test import run_task_test, summary
+    from .workflows.airflow_task_test import check_map_index, label, run_task_test, summary
 
     e = environment(c, env)
     say = _say(e)
-    outcome = run_task_test(e, dag, task, date, on_line=say, params=params)
-    say(summary(dag, task, outcome))
+    outcome = run_task_test(e, dag, task, date, on_line=say, params=params, map_index=map_index)
+    say(summary(dag, label(task, check_map_index(map_index)), outcome))
     if not outcome.ok:
         raise Exit(code=1)
 

@@ -10,17 +10,18 @@ by the same process in the scheduler's container (also when it is told to stop).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from ..engine.model import q
-from ..errors import DropshipError
+from ..errors import DropshipError, one_line
 from ..inventory import Environment
 from ..secrets import redactor_for
 from .airflow import check_date, compose_exec, json_object, run
 
 TEMPORARY = "__airflow_temporary_run_"       # Airflow's own prefix: its `tasks test` leftovers go too
 
-# argv: dag id, task id, date[, params (a JSON object)]. Prints PREPARED {"run_id", "created"} or {"error"}, the task's log, then
+# argv: dag id, task id, date, params (a JSON object, or ""), map index (-1: not mapped). Prints PREPARED {"run_id", "created"} or {"error"}, the task's log, then
 # FINISHED {"rc", "state"[, "left", "error"]}: one process, so Airflow is imported once.
 TASK_TEST = r"""
 import json, signal, sys, time, traceback
@@ -33,8 +34,7 @@ from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
 TEMPORARY = "__airflow_temporary_run_"
-dag_id, task_id, when = sys.argv[1:4]
-params = sys.argv[4:5]
+dag_id, task_id, when, params, map_index = sys.argv[1:6]
 def say(marker, **kw):
     print(marker + " " + json.dumps(kw), flush=True)
 def first_line(e):
@@ -81,7 +81,8 @@ signal.signal(signal.SIGTERM, ended)
 signal.signal(signal.SIGHUP, ended)
 rc = 0
 try:
-    args = cli_parser.get_parser().parse_args(["tasks", "test", dag_id, task_id, run_id] + ["-t"] * len(params) + params)
+    args = cli_parser.get_parser().parse_args(["tasks", "test", dag_id, task_id, run_id, "--map-index", map_index]
+                                              + (["-t", params] if params else []))
     args.func(args)
 except SystemExit as e:
     rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -89,7 +90,7 @@ except BaseException:
     traceback.print_exc()
     rc = 1
 with create_session() as s:
-    ti = s.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=-1).one_or_none()
+    ti = s.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=int(map_index)).one_or_none()
     state = None if ti is None or ti.state is None else getattr(ti.state, "value", str(ti.state))
 result = {"rc": rc, "state": state}
 for attempt in range(6 if prepared["created"] else 0):
@@ -120,9 +121,25 @@ class Outcome:
         return self.rc == 0 and self.state in PASSED
 
 
-def task_test_command(dag: str, task: str, date: str, params: str | None = None) -> str:
-    """The test in the scheduler's container; ``params``: checked JSON, the task's params."""
-    return compose_exec(f"python -c {q(TASK_TEST)} {q(dag)} {q(task)} {q(date)}" + (f" {q(params)}" if params else ""))
+def task_test_command(dag: str, task: str, date: str, params: str | None = None, map_index: int = -1) -> str:
+    """The test in the scheduler's container; ``params``: checked JSON, the task's params;
+    ``map_index``: which instance of a mapped task (-1: the task is not mapped)."""
+    return compose_exec(f"python -c {q(TASK_TEST)} {q(dag)} {q(task)} {q(date)} {q(params or '')} {int(map_index)}")
+
+
+def check_map_index(value: str | None) -> int:
+    """``--map-index`` as a number (-1 where it is not given), else one error line (pure)."""
+    if value is None:
+        return -1
+    if not re.fullmatch(r"\d{1,7}", value):
+        raise DropshipError(f"--map-index {one_line(value)!r} is not a number like 0",
+                            "pass the index of the mapped task's instance (0 for the first), as the UI shows it")
+    return int(value)
+
+
+def label(task: str, map_index: int) -> str:
+    """``task``, or ``task[2]`` for one instance of a mapped task (pure)."""
+    return task if map_index < 0 else f"{task}[{map_index}]"
 
 
 def marked(output: str, marker: str) -> dict | None:
@@ -145,13 +162,16 @@ def summary(dag: str, task: str, outcome: Outcome) -> str:
     return text
 
 
-def run_task_test(env: Environment, dag: str, task: str, date: str, on_line=None, params: str | None = None) -> Outcome:
+def run_task_test(env: Environment, dag: str, task: str, date: str, on_line=None, params: str | None = None,
+                  map_index: str | None = None) -> Outcome:
     """Run ``task`` of ``dag`` at ``date`` in isolation (with ``params``, a JSON object, as its
-    params), streaming its log to ``on_line`` (secrets masked)."""
+    params; ``map_index``: one instance of a mapped task), streaming its log to ``on_line`` (secrets
+    masked). The inputs are checked before Airflow's host is contacted."""
     check_date("--date", date)
     params = json_object("--params", params) if params is not None else None
+    index = check_map_index(map_index)
     shown = (lambda line: None if line.startswith(MARKERS) else on_line(line)) if on_line else None
-    rc, out = run(env, task_test_command(dag, task, date, params), on_line=shown, timeout=900)
+    rc, out = run(env, task_test_command(dag, task, date, params, index), on_line=shown, timeout=900)
     prepared = marked(out, "PREPARED")
     if prepared is None or "error" in prepared:
         why = prepared["error"] if prepared else (out.strip().splitlines() or ["no answer"])[-1]

@@ -496,6 +496,7 @@ with DAG(dag_id="team_etl", default_args=default_args, start_date=datetime(2023,
     # runnable at once in any run: its mark says the scheduler ran it
     BashOperator(task_id="notify", bash_command="echo sent >> /opt/airflow/logs/notified-{{ run_id }}")
     BashOperator(task_id="check", bash_command="echo 'rows: 0'; exit 3", retries=0)
+    BashOperator.partial(task_id="shard", retries=0).expand(bash_command=["echo shard a", "echo shard b"])
 '''
 OLD_API_DAG = '''from datetime import datetime
 
@@ -557,6 +558,9 @@ def test_dags_written_elsewhere_deploy_and_run_with_their_own_modules(stack):
         assert [(r["dag_run_id"][:len(TEMPORARY)], r["state"]) for r in left] == [(TEMPORARY, "success")], left
         out = task_test(stack, "team_etl", "load", "2024-03-01", 0, "--params", '{"rows": 42}')
         assert "loaded 42 rows" in out and out.strip().endswith("team_etl.load: success"), out[-3000:]
+        out = task_test(stack, "team_etl", "shard", "2024-03-02", 0, "--map-index", "1")   # a mapped task's 2nd
+        assert "shard b" in out and "shard a" not in out, out[-3000:]
+        assert out.strip().splitlines()[-1] == "team_etl.shard[1]: success", out[-3000:]
         assert stack.api.get("/api/v2/dags/team_etl/dagRuns")["dag_runs"] == []
 
         repo.write("nightly_report.py", OLD_API_DAG, "a DAG using schedule_interval, gone in Airflow 3")

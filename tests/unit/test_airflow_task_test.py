@@ -3,7 +3,9 @@ import shlex
 
 import pytest
 
-from provision.workflows.airflow_task_test import MARKERS, TASK_TEST, Outcome, marked, summary, task_test_command
+from provision.errors import DropshipError
+from provision.workflows.airflow_task_test import (MARKERS, TASK_TEST, Outcome, check_map_index, label, marked,
+                                                    summary, task_test_command)
 
 EXEC = "docker compose --project-directory /srv/airflow -p airflow exec -T -e PYTHONWARNINGS=ignore airflow-scheduler"
 RUN = "__airflow_temporary_run_2026-12-06T12:40:22.090826+00:00__"
@@ -12,16 +14,26 @@ RUN = "__airflow_temporary_run_2026-12-06T12:40:22.090826+00:00__"
 def test_inputs_are_arguments_of_the_snippet_never_code():
     dag, task, date = "etl'; rm -rf / #", "it's", "2024-02-29T13:30:00+00:00"
     assert task_test_command(dag, task, date) == \
-        f"{EXEC} python -c {shlex.quote(TASK_TEST)} {shlex.quote(dag)} 'it'\"'\"'s' {date}"
-    assert shlex.split(task_test_command(dag, task, date))[-3:] == [dag, task, date]
+        f"{EXEC} python -c {shlex.quote(TASK_TEST)} {shlex.quote(dag)} 'it'\"'\"'s' {date} '' -1"
+    assert shlex.split(task_test_command(dag, task, date))[-5:] == [dag, task, date, "", "-1"]
     params = '{"rows":"$(id) it\'s"}'
-    assert task_test_command(dag, task, date, params) == \
-        f"{EXEC} python -c {shlex.quote(TASK_TEST)} {shlex.quote(dag)} 'it'\"'\"'s' {date} {shlex.quote(params)}"
+    assert task_test_command(dag, task, date, params, 3) == \
+        f"{EXEC} python -c {shlex.quote(TASK_TEST)} {shlex.quote(dag)} 'it'\"'\"'s' {date} {shlex.quote(params)} 3"
+
+
+def test_a_map_index_is_a_number():
+    assert (check_map_index(None), check_map_index("0"), check_map_index("12")) == (-1, 0, 12)
+    assert (label("shard", -1), label("shard", 2)) == ("shard", "shard[2]")
+    for bad in ("-1", "1; id", "", "1\n", "x" * 9, "12345678"):
+        with pytest.raises(DropshipError) as info:
+            check_map_index(bad)
+        assert info.value.message.startswith("--map-index ") and info.value.message.endswith(" is not a number like 0")
+        assert "\n" not in str(info.value)
 
 
 def test_the_snippet_is_python_and_runs_the_task_through_airflows_own_cli():
     compile(TASK_TEST, "task_test", "exec")
-    assert 'parse_args(["tasks", "test", dag_id, task_id, run_id] + ["-t"] * len(params) + params)' in TASK_TEST
+    assert '["tasks", "test", dag_id, task_id, run_id, "--map-index", map_index]' in TASK_TEST
     assert all(m.endswith(" ") and f'say("{m.strip()}"' in TASK_TEST for m in MARKERS)
 
 
