@@ -490,8 +490,9 @@ def airflow_test(c, env=None, dag=None, task=None, date=None, params=None, map_i
 
     e = environment(c, env)
     say = _say(e)
-    outcome = run_task_test(e, dag, task, date, on_line=say, params=params, map_index=map_index)
-    say(summary(dag, label(task, check_map_index(map_index)), outcome))
+    index = check_map_index(map_index)
+    outcome = run_task_test(e, dag, task, date, on_line=say, params=params, map_index=index)
+    say(summary(dag, label(task, index), outcome))
     if not outcome.ok:
         raise Exit(code=1)
 

@@ -120,10 +120,7 @@ class Session:
                 out.append(data)
                 busy = True
                 if on_line:
-                    pending += data
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        on_line(line.decode(errors="replace"))
+                    pending = _each_line(pending + data, on_line)
             while chan.recv_stderr_ready():
                 err.append(chan.recv_stderr(65536))
                 busy = True
@@ -172,9 +169,7 @@ class Session:
                 data = chan.recv(65536)
                 out.append(data)
                 if on_line:
-                    *lines, pending[0] = (pending[0] + data).split(b"\n")
-                    for line in lines:
-                        on_line(line.decode(errors="replace"))
+                    pending[0] = _each_line(pending[0] + data, on_line)
             while chan.recv_stderr_ready():
                 err.append(chan.recv_stderr(65536))
             if deadline and time.monotonic() > deadline:
@@ -329,6 +324,14 @@ class LazySession:
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
+
+
+def _each_line(data: bytes, on_line: Callable[[str], None]) -> bytes:
+    """Hand each whole line of ``data`` to ``on_line``; what follows the last newline is returned."""
+    *lines, rest = data.split(b"\n")
+    for line in lines:
+        on_line(line.decode(errors="replace"))
+    return rest
 
 
 def fd_chunks(fd: int, wait: float = 0.2) -> Iterator[bytes]:

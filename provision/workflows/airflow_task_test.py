@@ -21,8 +21,8 @@ from .airflow import check_date, compose_exec, json_object, run
 
 TEMPORARY = "__airflow_temporary_run_"       # Airflow's own prefix: its `tasks test` leftovers go too
 
-# argv: dag id, task id, date, params (a JSON object, or ""), map index (-1: not mapped). Prints PREPARED {"run_id", "created"} or {"error"}, the task's log, then
-# FINISHED {"rc", "state"[, "left", "error"]}: one process, so Airflow is imported once.
+# argv: dag id, task id, date, params (a JSON object, or ""), map index (-1: not mapped). Prints
+# PREPARED {"run_id", "created"} or {"error"}, the task's log, then FINISHED {"rc", "state"[, "left", "error"]}: one process, so Airflow is imported once.
 TASK_TEST = r"""
 import json, signal, sys, time, traceback
 from datetime import datetime, timedelta, timezone
@@ -163,15 +163,14 @@ def summary(dag: str, task: str, outcome: Outcome) -> str:
 
 
 def run_task_test(env: Environment, dag: str, task: str, date: str, on_line=None, params: str | None = None,
-                  map_index: str | None = None) -> Outcome:
+                  map_index: int = -1) -> Outcome:
     """Run ``task`` of ``dag`` at ``date`` in isolation (with ``params``, a JSON object, as its
-    params; ``map_index``: one instance of a mapped task), streaming its log to ``on_line`` (secrets
-    masked). The inputs are checked before Airflow's host is contacted."""
+    params; ``map_index`` from ``check_map_index``: one instance of a mapped task), streaming its log
+    to ``on_line`` (secrets masked). The inputs are checked before Airflow's host is contacted."""
     check_date("--date", date)
     params = json_object("--params", params) if params is not None else None
-    index = check_map_index(map_index)
     shown = (lambda line: None if line.startswith(MARKERS) else on_line(line)) if on_line else None
-    rc, out = run(env, task_test_command(dag, task, date, params, index), on_line=shown, timeout=900)
+    rc, out = run(env, task_test_command(dag, task, date, params, map_index), on_line=shown, timeout=900)
     prepared = marked(out, "PREPARED")
     if prepared is None or "error" in prepared:
         why = prepared["error"] if prepared else (out.strip().splitlines() or ["no answer"])[-1]

@@ -131,8 +131,8 @@ def _failed(session: Session, step: str, output: str, fix: str) -> RemoteError:
 
 def backup(env: Environment, app: str | None = None, on_line: Callable[[str], None] = print) -> list[str]:
     """pg_dump every app database (or ``app``'s) now, one after the other; the dumps' paths."""
-    dbs, stamp, started = app_databases(env, app), time.strftime("manual-%Y%m%dT%H%M%SZ", time.gmtime()), \
-        time.monotonic()
+    dbs = app_databases(env, app)
+    stamp, started = time.strftime("manual-%Y%m%dT%H%M%SZ", time.gmtime()), time.monotonic()
     session = _session(env)
     try:
         paths = []
